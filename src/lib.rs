@@ -1,0 +1,1 @@
+//! georob: audit how robust an exported ONNX image classifier is.

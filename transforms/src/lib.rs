@@ -1,0 +1,1 @@
+//! Differentiable image warps with analytic Jacobians (work in progress).
