@@ -1,1 +1,40 @@
-//! Differentiable image warps with analytic Jacobians (work in progress).
+//! Differentiable image warps for geometric robustness audits: the six transform groups of
+//! ManiFool (translation to projective) with exponential and logarithm maps, backward warping
+//! of `f32` image batches (NCHW or NHWC, bilinear or nearest, zero / replicate / reflect
+//! borders), dense stAdv flow fields with their smoothness loss, analytic Jacobians and
+//! vector–Jacobian products, and the image-space metric and path lengths on a group.
+//!
+//! # Conventions
+//!
+//! - **Pixels.** Pixel centres sit at integer coordinates: `x` is the column in `0..w−1`, `y`
+//!   the row in `0..h−1`, `y` pointing down.
+//! - **Backward warping.** Output pixel `p` takes the input's value at a source point `q(p)`:
+//!   `q = A·p` for a 3×3 matrix `A` in centred homogeneous coordinates (origin at the image
+//!   centre `((w−1)/2, (h−1)/2)`), `q = p + flow(p)` for a flow. So `A` maps output to input
+//!   coordinates and `warp(warp(x, A), B) = warp(x, A·B)`.
+//! - **Parameters.** Translations in pixels, angles in radians, scales and stretches as logs;
+//!   see [`group`] for the generator basis.
+//! - **Precision.** Images are `f32`; coordinates, parameters, flows and derivatives are `f64`.
+//!   Interpolation runs in `f64` and rounds once.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod group;
+pub mod group_warp;
+pub mod homography;
+pub mod layout;
+mod linalg;
+pub mod sampling;
+#[cfg(test)]
+mod testutil;
+pub mod warp;
+
+pub use error::{Error, Result};
+pub use group::TransformGroup;
+pub use group_warp::{GroupWarp, TangentSide};
+pub use homography::{centre, compose, inverse, map_pixel, to_pixel_matrix, MatrixWarp};
+pub use layout::{convert_layout, Batch, ImageLayout, ImageShape};
+pub use nalgebra;
+pub use sampling::{Border, Interpolation, Sampling};
+pub use warp::Warp;
