@@ -20,21 +20,25 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod flow;
 pub mod group;
 pub mod group_warp;
 pub mod homography;
 pub mod layout;
 mod linalg;
 pub mod sampling;
+pub mod smoothness;
 #[cfg(test)]
 mod testutil;
 pub mod warp;
 
 pub use error::{Error, Result};
+pub use flow::{Flow, FlowStats};
 pub use group::TransformGroup;
 pub use group_warp::{GroupWarp, TangentSide};
 pub use homography::{centre, compose, inverse, map_pixel, to_pixel_matrix, MatrixWarp};
 pub use layout::{convert_layout, Batch, ImageLayout, ImageShape};
 pub use nalgebra;
 pub use sampling::{Border, Interpolation, Sampling};
+pub use smoothness::{FlowSmoothness, Neighbourhood};
 pub use warp::Warp;
