@@ -21,6 +21,7 @@
 
 pub mod error;
 pub mod flow;
+pub mod geodesic;
 pub mod group;
 pub mod group_warp;
 pub mod homography;
@@ -34,6 +35,7 @@ pub mod warp;
 
 pub use error::{Error, Result};
 pub use flow::{Flow, FlowStats};
+pub use geodesic::{geodesic_score, image_norms, path_length, path_times, PathMethod, PathSteps};
 pub use group::TransformGroup;
 pub use group_warp::{GroupWarp, TangentSide};
 pub use homography::{centre, compose, inverse, map_pixel, to_pixel_matrix, MatrixWarp};
