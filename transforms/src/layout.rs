@@ -195,7 +195,7 @@ impl<'a> Batch<'a> {
         self.layout
     }
 
-    /// The `c·h·w` values of image `i`, in `layout()` order.
+    /// The `c·h·w` values of image `i`, in `layout()` order; panics if `i ≥ n`.
     pub fn image(&self, i: usize) -> &'a [f32] {
         let len = self.shape.image_len();
         &self.data[i * len..(i + 1) * len]

@@ -16,6 +16,34 @@
 //!   see [`group`] for the generator basis.
 //! - **Precision.** Images are `f32`; coordinates, parameters, flows and derivatives are `f64`.
 //!   Interpolation runs in `f64` and rounds once.
+//! - **Batches.** One [`Batch`] of `n` images; warps take one transform (or flow) per image or
+//!   one for all, and work is split across images with rayon.
+//!
+//! # Example
+//!
+//! One ManiFool-style tangent step: rotate a batch, then get `Jᵀw` for a gradient `w` of the
+//! classifier at the rotated images.
+//!
+//! ```
+//! use transforms::{Batch, GroupWarp, ImageLayout, ImageShape, Sampling, TangentSide,
+//!                  TransformGroup, Warp};
+//!
+//! let shape = ImageShape::new(1, 3, 8, 8);
+//! let pixels: Vec<f32> = (0..shape.len()).map(|k| (k % 7) as f32 / 7.0).collect();
+//! let batch = Batch::new(&pixels, shape, ImageLayout::Nchw)?;
+//!
+//! let group = TransformGroup::Rigid; // (θ radians, tx px, ty px)
+//! let a0 = group.exp(&[0.1, 0.5, -0.25])?;
+//! let chart = GroupWarp::tangent(group, vec![a0], TangentSide::Left);
+//! let warped = chart.apply(&batch, Sampling::default())?;
+//! assert_eq!(warped.len(), shape.len());
+//!
+//! let w = vec![1.0f32; shape.len()]; // ∂g/∂(warped image), from the model
+//! let jt_w = chart.vjp(&batch, Sampling::default(), &w)?;
+//! assert_eq!(jt_w.len(), group.dim());
+//! // The step exp(Δθ)·A₀ maps back to the group: T ← group.exp(Δθ) · A₀.
+//! # Ok::<(), transforms::Error>(())
+//! ```
 
 #![warn(missing_docs)]
 
