@@ -1,1 +1,25 @@
-//! georob: audit how robust an exported ONNX image classifier is.
+//! georob: audit how robust an exported ONNX image classifier is to small
+//! changes of its input.
+//!
+//! Data flows one way: [`data`] loads and preprocesses inputs, [`model`] runs
+//! them on a backend (tract or ONNX Runtime), and [`eval`] turns outputs into
+//! results that the binary reports.
+//!
+//! ```no_run
+//! use georob::{data::Dataset, model::{Model, ModelOptions}};
+//! let model = Model::open("onnx_models/digits/digits_cnn.onnx".as_ref(), &ModelOptions::default())?;
+//! let data = Dataset::open("onnx_models/digits/test".as_ref(), None)?;
+//! let report = georob::eval::evaluate(&model, &data, &georob::progress::Progress::hidden())?;
+//! println!("top-1 {:?}", report.summary.top1);
+//! # Ok::<(), georob::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod model;
+pub mod progress;
+pub mod spec;
+
+pub use error::{Error, Result};

@@ -1,0 +1,106 @@
+//! Raw command-line arguments (clap). Validation into library types happens
+//! in [`super::options`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Audit how robust an ONNX image classifier is to noise, flows and geometric transforms.
+#[derive(Debug, Parser)]
+#[command(name = "georob", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a model's inputs, outputs, opset, operators, parameters and how georob will feed it.
+    Inspect(InspectArgs),
+    /// Classify a data set: top-1, top-5, per-class accuracy and throughput.
+    Eval(EvalArgs),
+}
+
+/// `georob inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+/// `georob eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Data: an ImageFolder directory, a folder of images, a CSV manifest (path,label), one PNG/JPEG image, or a float32 .npy tensor in model space.
+    pub data: PathBuf,
+    /// Integer labels (.npy, one per row) for .npy data.
+    #[arg(long, value_name = "Y.npy")]
+    pub labels: Option<PathBuf>,
+    /// Write the full results (summary and per-image predictions) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Print one row per image (default: when there are at most 20 images).
+    #[arg(long)]
+    pub per_image: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+/// How to load and feed the model (shared by every subcommand).
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Inference backend: auto (ONNX Runtime when its library is found, else tract), tract or ort.
+    #[arg(long, default_value = "auto", value_name = "auto|tract|ort")]
+    pub backend: String,
+    /// Path of the ONNX Runtime shared library (else ORT_DYLIB_PATH, else the one inside a Python onnxruntime package).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Device for the ort backend.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
+    pub device: String,
+    /// Threads for the backend (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Samples per model call (ignored when the model fixes its batch size).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub batch: usize,
+    /// Input layout, overriding the model and sidecar.
+    #[arg(long, value_name = "NCHW|NHWC")]
+    pub layout: Option<String>,
+    /// Input size as HxW (e.g. 224x224), overriding the model and sidecar.
+    #[arg(long, value_name = "HxW")]
+    pub size: Option<String>,
+    /// Channel order the model expects.
+    #[arg(long, value_name = "gray|rgb|bgr")]
+    pub channels: Option<String>,
+    /// Multiplier applied to pixels in [0,1] before mean/std (e.g. 255).
+    #[arg(long, value_name = "S")]
+    pub scale: Option<f32>,
+    /// Per-channel mean subtracted after scaling, comma-separated (one value = all channels).
+    #[arg(long, value_name = "M[,M,M]")]
+    pub mean: Option<String>,
+    /// Per-channel standard deviation, comma-separated (one value = all channels).
+    #[arg(long, value_name = "S[,S,S]")]
+    pub std: Option<String>,
+    /// What the model outputs: logits, or probs (a final softmax is then removed, or logs taken).
+    #[arg(long, value_name = "logits|probs")]
+    pub output: Option<String>,
+    /// File with one class name per line.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+    /// Ignore MODEL.georob.toml beside the model.
+    #[arg(long)]
+    pub no_sidecar: bool,
+}

@@ -1,0 +1,35 @@
+//! The `georob` command line: parse, run the subcommand, map the outcome to
+//! an exit code (0 success, 1 a gate failed, 2 error).
+
+mod args;
+mod eval;
+mod inspect;
+mod options;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::Cli;
+
+/// Exit code: an error stopped the run.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Parses the command line and runs it.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        args::Command::Inspect(a) => inspect::run(&a),
+        args::Command::Eval(a) => eval::run(&a),
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`georob ... | head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

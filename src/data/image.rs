@@ -1,0 +1,184 @@
+//! Decoding an image file into image space: planar `(C, H, W)` floats in
+//! `[0, 1]` at the model's size and channel order.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader};
+
+use crate::error::{Error, Result};
+use crate::spec::{Channels, InputSpec};
+
+/// Reads `path`, converts its channels to `spec.channels` (gray, RGB and
+/// RGBA inputs are accepted; alpha is dropped), resizes it bilinearly to
+/// `spec.height × spec.width` when it is another size, and writes planar
+/// `(C, H, W)` values in `[0, 1]` into `out`.
+pub fn read_image_space(path: &Path, spec: &InputSpec, out: &mut [f32]) -> Result<()> {
+    let img = decode(path)?;
+    let (h, w) = (spec.height, spec.width);
+    let img = if (img.height() as usize, img.width() as usize) == (h, w) {
+        img
+    } else {
+        img.resize_exact(w as u32, h as u32, FilterType::Triangle)
+    };
+    let plane = h * w;
+    debug_assert_eq!(out.len(), plane * spec.channels.count());
+    match spec.channels {
+        Channels::Gray => {
+            let g = img.to_luma32f();
+            out.copy_from_slice(g.as_raw());
+        }
+        Channels::Rgb | Channels::Bgr => {
+            let rgb = img.to_rgb32f();
+            for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+                let (r, g, b) = (px[0], px[1], px[2]);
+                let (c0, c2) = if spec.channels == Channels::Bgr {
+                    (b, r)
+                } else {
+                    (r, b)
+                };
+                out[i] = c0;
+                out[plane + i] = g;
+                out[2 * plane + i] = c2;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an image file, naming the file and the problem on failure.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::image(
+            path,
+            "not a PNG or JPEG image (unrecognised format)",
+        ));
+    }
+    let img = reader
+        .decode()
+        .map_err(|e| Error::image(path, format!("cannot decode image: {e}")))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::image(path, "the image is empty (0 pixels)"));
+    }
+    Ok(img)
+}
+
+/// Converts planar `(C, H, W)` image-space values into model space, in the
+/// model's layout, applying `(u * scale - mean[c]) / std[c]`.
+pub fn to_model_space(spec: &InputSpec, image: &[f32], out: &mut [f32]) {
+    let c = spec.channels.count();
+    let plane = spec.height * spec.width;
+    match spec.layout {
+        crate::spec::Layout::Nchw => {
+            for ch in 0..c {
+                let (s, m, d) = (spec.scale, spec.mean[ch], spec.std[ch]);
+                for (o, &u) in out[ch * plane..(ch + 1) * plane]
+                    .iter_mut()
+                    .zip(&image[ch * plane..(ch + 1) * plane])
+                {
+                    *o = (u * s - m) / d;
+                }
+            }
+        }
+        crate::spec::Layout::Nhwc => {
+            for p in 0..plane {
+                for ch in 0..c {
+                    out[p * c + ch] = spec.normalise(ch, image[ch * plane + p]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Layout, OutputKind};
+
+    fn spec(layout: Layout, channels: Channels, h: usize, w: usize) -> InputSpec {
+        InputSpec {
+            layout,
+            height: h,
+            width: w,
+            channels,
+            scale: 1.0,
+            mean: vec![0.5; channels.count()],
+            std: vec![0.25; channels.count()],
+            output: OutputKind::Logits,
+        }
+    }
+
+    #[test]
+    fn rgb_png_reads_exactly_and_bgr_swaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        let img =
+            image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 100, y as u8 * 200, 51]));
+        img.save(&p).unwrap();
+        let s = spec(Layout::Nchw, Channels::Rgb, 2, 3);
+        let mut out = vec![0.0; 18];
+        read_image_space(&p, &s, &mut out).unwrap();
+        assert_eq!(out[2], 200.0 / 255.0); // red of (x=2, y=0)
+        assert_eq!(out[6 + 3], 200.0 / 255.0); // green of (x=0, y=1)
+        assert_eq!(out[12], 51.0 / 255.0);
+        let s = spec(Layout::Nchw, Channels::Bgr, 2, 3);
+        read_image_space(&p, &s, &mut out).unwrap();
+        assert_eq!(out[0], 51.0 / 255.0);
+        assert_eq!(out[12 + 2], 200.0 / 255.0);
+    }
+
+    #[test]
+    fn rgba_and_gray_convert_and_resize() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        image::RgbaImage::from_pixel(8, 8, image::Rgba([255, 255, 255, 0]))
+            .save(&p)
+            .unwrap();
+        let s = spec(Layout::Nchw, Channels::Gray, 4, 4);
+        let mut out = vec![0.0; 16];
+        read_image_space(&p, &s, &mut out).unwrap();
+        assert!(out.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{out:?}");
+    }
+
+    #[test]
+    fn corrupt_and_non_images_are_named_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.png");
+        let mut bytes = Vec::new();
+        image::RgbImage::new(16, 16)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let s = spec(Layout::Nchw, Channels::Rgb, 16, 16);
+        let mut out = vec![0.0; 768];
+        let e = read_image_space(&p, &s, &mut out).unwrap_err().to_string();
+        assert!(e.contains("bad.png") && e.contains("decode"), "{e}");
+        let q = dir.path().join("text.png");
+        std::fs::write(&q, b"hello, not an image").unwrap();
+        let e = read_image_space(&q, &s, &mut out).unwrap_err().to_string();
+        assert!(e.contains("text.png"), "{e}");
+    }
+
+    #[test]
+    fn model_space_layouts_agree() {
+        let image: Vec<f32> = (0..12).map(|v| v as f32 / 12.0).collect();
+        let a = spec(Layout::Nchw, Channels::Rgb, 2, 2);
+        let b = spec(Layout::Nhwc, Channels::Rgb, 2, 2);
+        let (mut xa, mut xb) = (vec![0.0; 12], vec![0.0; 12]);
+        to_model_space(&a, &image, &mut xa);
+        to_model_space(&b, &image, &mut xb);
+        for c in 0..3 {
+            for p in 0..4 {
+                assert_eq!(xa[c * 4 + p], xb[p * 3 + c]);
+                assert_eq!(xa[c * 4 + p], (image[c * 4 + p] - 0.5) / 0.25);
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Loading an ONNX classifier and running it on a backend.
+
+mod backend;
+pub mod onnx;
+#[cfg(feature = "ort")]
+mod ort;
+pub mod ort_lib;
+#[cfg(feature = "tract")]
+mod tract;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use backend::{install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device};
+pub use onnx::{ModelSummary, OnnxModel};
+
+use crate::error::{Error, Result};
+use crate::spec::{self, Channels, InputSpec, OutputKind, SpecOverrides};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Which backend.
+    pub backend: BackendChoice,
+    /// ONNX Runtime library (`--ort-lib`).
+    pub ort_lib: Option<PathBuf>,
+    /// CPU or CUDA (ort only).
+    pub device: Device,
+    /// Threads for the backend; None = all cores.
+    pub threads: Option<usize>,
+    /// Samples per model call.
+    pub batch: usize,
+    /// Input-spec settings given explicitly (flags); they win over the sidecar.
+    pub spec: SpecOverrides,
+    /// Whether to read `MODEL.georob.toml`.
+    pub use_sidecar: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            backend: BackendChoice::Auto,
+            ort_lib: None,
+            device: Device::Cpu,
+            threads: None,
+            batch: 16,
+            spec: SpecOverrides::default(),
+            use_sidecar: true,
+        }
+    }
+}
+
+/// How the first model output is turned into logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputTransform {
+    /// The output already holds logits.
+    None,
+    /// The graph's final Softmax was removed; the output is its input.
+    StrippedSoftmax,
+    /// The output holds probabilities; logits are their logarithms.
+    LogOfProbs,
+}
+
+/// A classifier loaded on a backend, with its resolved input specification.
+pub struct Model {
+    /// The file as read (before any rewrite).
+    pub onnx: OnnxModel,
+    /// How inputs are prepared.
+    pub spec: InputSpec,
+    /// Number of classes K.
+    pub classes: usize,
+    /// Class names, when the sidecar or `--classes` names a file.
+    pub class_names: Option<Vec<String>>,
+    /// How the output becomes logits.
+    pub output_transform: OutputTransform,
+    /// Batch size the model file fixes, if any.
+    pub fixed_batch: Option<usize>,
+    backend: Box<dyn Backend>,
+    threads: usize,
+}
+
+/// What a report records about the model and how it ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// Model file.
+    pub path: PathBuf,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Backend used.
+    pub backend: BackendKind,
+    /// Backend description (engine, device).
+    pub backend_detail: String,
+    /// Threads given to the backend.
+    pub threads: usize,
+    /// Samples per model call.
+    pub batch: usize,
+    /// Input specification.
+    pub input: InputSpec,
+    /// Number of classes.
+    pub classes: usize,
+    /// How the output became logits.
+    pub output_transform: OutputTransform,
+}
+
+impl Model {
+    /// Loads `path`, resolves its input spec (model → sidecar → options) and
+    /// starts the requested backend.
+    pub fn open(path: &Path, options: &ModelOptions) -> Result<Model> {
+        let onnx = OnnxModel::open(path)?;
+        let input = onnx.image_input()?;
+        let sidecar = if options.use_sidecar {
+            spec::read_sidecar(path)?.unwrap_or_default()
+        } else {
+            SpecOverrides::default()
+        };
+        let settings = sidecar.overridden_by(&options.spec);
+        let spec = resolve_spec(&onnx, &input, &settings)?;
+        let class_names = settings
+            .classes
+            .as_deref()
+            .map(read_class_names)
+            .transpose()?;
+
+        let mut runnable = onnx.clone();
+        let output_transform = match spec.output {
+            OutputKind::Logits => OutputTransform::None,
+            OutputKind::Probs if runnable.strip_final_softmax() => OutputTransform::StrippedSoftmax,
+            OutputKind::Probs => OutputTransform::LogOfProbs,
+        };
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let batch = input.fixed_batch.unwrap_or(options.batch.max(1));
+        let backend = start_backend(path, &runnable, &spec, batch, threads, options)?;
+        let mut model = Model {
+            onnx,
+            spec,
+            classes: 0,
+            class_names,
+            output_transform,
+            fixed_batch: input.fixed_batch,
+            backend,
+            threads,
+        };
+        // One probe call: learns K and proves the backend can run the model.
+        let probe = vec![0.0f32; model.spec.sample_len()];
+        let (shape, _) = model.run_raw(&probe, 1)?;
+        model.classes = shape[1..].iter().product();
+        if shape.len() < 2 || model.classes == 0 {
+            return Err(Error::NotAClassifier {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its first output has shape {shape:?}; georob needs class scores (N, K)"
+                ),
+            });
+        }
+        if let Some(names) = &model.class_names {
+            if names.len() != model.classes {
+                return Err(Error::Config(format!(
+                    "the class-name file lists {} names but {} has {} classes",
+                    names.len(),
+                    path.display(),
+                    model.classes
+                )));
+            }
+        }
+        Ok(model)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Samples per model call.
+    pub fn batch(&self) -> usize {
+        self.backend.max_batch()
+    }
+
+    /// Model file path.
+    pub fn path(&self) -> &Path {
+        &self.onnx.path
+    }
+
+    /// Facts for reports.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            path: self.onnx.path.clone(),
+            sha256: self.onnx.sha256.clone(),
+            backend: self.backend.kind(),
+            backend_detail: self.backend.describe(),
+            threads: self.threads,
+            batch: self.batch(),
+            input: self.spec.clone(),
+            classes: self.classes,
+            output_transform: self.output_transform,
+        }
+    }
+
+    /// Logits `(n, K)` of `n` samples stored contiguously in `x` (model layout,
+    /// model space). Any `n` works: calls are chunked to the backend's batch.
+    /// Fails with [`Error::NonFinite`] (index within `x`) on NaN or Inf.
+    pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (_, mut out) = self.run_raw(x, n)?;
+        if self.output_transform == OutputTransform::LogOfProbs {
+            out.iter_mut().for_each(|p| *p = p.max(1e-30).ln());
+        }
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            let row = i / self.classes.max(1);
+            return Err(Error::NonFinite {
+                path: self.onnx.path.clone(),
+                index: row,
+                item: format!("row {row} of the batch"),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs the backend in chunks; pads chunks to a fixed batch when the file fixes one.
+    fn run_raw(&self, x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+        let d = self.spec.sample_len();
+        if x.len() != n * d {
+            return Err(Error::Config(format!(
+                "{} samples of {d} values expected, got {} values",
+                n,
+                x.len()
+            )));
+        }
+        let chunk = self.backend.max_batch();
+        let mut out = Vec::new();
+        let mut shape = Vec::new();
+        for start in (0..n).step_by(chunk.max(1)) {
+            let m = chunk.min(n - start);
+            let part = &x[start * d..(start + m) * d];
+            let (s, v) = match self.fixed_batch {
+                Some(b) if m < b => {
+                    let mut padded = part.to_vec();
+                    padded.resize(b * d, 0.0);
+                    let (s, v) = self.backend.run_chunk(&padded, b)?;
+                    let per = v.len() / b;
+                    (s, v[..m * per].to_vec())
+                }
+                _ => self.backend.run_chunk(part, m)?,
+            };
+            if s.first().copied() != Some(self.fixed_batch.unwrap_or(m)) {
+                return Err(Error::NotAClassifier {
+                    path: self.onnx.path.clone(),
+                    reason: format!(
+                        "its first output has shape {s:?} for a batch of {m}; georob needs (N, K)"
+                    ),
+                });
+            }
+            shape = s;
+            out.extend_from_slice(&v);
+        }
+        if let Some(b) = shape.first_mut() {
+            *b = n;
+        }
+        Ok((shape, out))
+    }
+}
+
+fn resolve_spec(
+    onnx: &OnnxModel,
+    input: &onnx::ImageInput,
+    s: &SpecOverrides,
+) -> Result<InputSpec> {
+    let path = &onnx.path;
+    let not = |reason: String| Error::NotAClassifier {
+        path: path.clone(),
+        reason,
+    };
+    let layout = match (s.layout, input.layout) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l,
+        (None, None) => return Err(not(
+            "cannot tell whether its input is NCHW or NHWC; pass --layout or set it in the sidecar"
+                .into(),
+        )),
+    };
+    let [c0, h0, w0] = input.chw(layout);
+    let (height, width) =
+        match (s.size, h0, w0) {
+            (Some((h, w)), Some(mh), Some(mw)) if (h, w) != (mh, mw) => {
+                return Err(Error::Config(format!(
+                    "size {h}x{w} was asked for but {} takes {mh}x{mw}",
+                    path.display()
+                )))
+            }
+            (Some(hw), _, _) => hw,
+            (None, Some(h), Some(w)) => (h, w),
+            _ => return Err(not(
+                "its input height/width are dynamic; pass --size HxW or set size in the sidecar"
+                    .into(),
+            )),
+        };
+    let channels = match (s.channels, c0) {
+        (Some(ch), Some(mc)) if ch.count() != mc => {
+            return Err(Error::Config(format!(
+                "channels {ch:?} ({} channel(s)) asked for but {} takes {mc}",
+                ch.count(),
+                path.display()
+            )))
+        }
+        (Some(ch), _) => ch,
+        (None, Some(1)) => Channels::Gray,
+        (None, Some(3)) => Channels::Rgb,
+        (None, other) => {
+            return Err(not(format!(
+                "its input has {} channels; georob reads gray (1) or colour (3) images",
+                other.map_or("a dynamic number of".to_string(), |c| c.to_string())
+            )))
+        }
+    };
+    let n = channels.count();
+    let mean = spec::per_channel(s.mean.as_ref(), n, 0.0, "mean")?;
+    let std = spec::per_channel(s.std.as_ref(), n, 1.0, "std")?;
+    if std.iter().any(|&v| v == 0.0 || !v.is_finite()) {
+        return Err(Error::Config(format!(
+            "std must be finite and non-zero, got {std:?}"
+        )));
+    }
+    let output = s.output.unwrap_or(match onnx.final_softmax() {
+        Some(i) if onnx.graph().node[i].op_type == "Softmax" => OutputKind::Probs,
+        _ => OutputKind::Logits,
+    });
+    Ok(InputSpec {
+        layout,
+        height,
+        width,
+        channels,
+        scale: s.scale.unwrap_or(1.0),
+        mean,
+        std,
+        output,
+    })
+}
+
+fn read_class_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+fn start_backend(
+    path: &Path,
+    onnx: &OnnxModel,
+    spec: &InputSpec,
+    batch: usize,
+    threads: usize,
+    options: &ModelOptions,
+) -> Result<Box<dyn Backend>> {
+    let sample_shape = spec.sample_shape().to_vec();
+    let kind = match options.backend {
+        BackendChoice::Exactly(k) => k,
+        BackendChoice::Auto
+            if cfg!(feature = "ort") && ort_lib::find(options.ort_lib.as_deref()).is_ok() =>
+        {
+            BackendKind::Ort
+        }
+        BackendChoice::Auto => BackendKind::Tract,
+    };
+    if options.device == Device::Cuda && kind != BackendKind::Ort {
+        return Err(Error::BackendUnavailable {
+            backend: "tract",
+            reason: "--device cuda needs the ort backend (tract runs on the CPU only); build with --features ort and install an ONNX Runtime with CUDA".into(),
+        });
+    }
+    match kind {
+        BackendKind::Tract => {
+            #[cfg(feature = "tract")]
+            {
+                Ok(Box::new(tract::TractBackend::new(
+                    path.to_path_buf(),
+                    onnx.proto.clone(),
+                    sample_shape,
+                    batch,
+                    threads,
+                )?))
+            }
+            #[cfg(not(feature = "tract"))]
+            {
+                let _ = (path, onnx, sample_shape, batch, threads);
+                Err(Error::BackendUnavailable {
+                    backend: "tract",
+                    reason: "this georob was built without the `tract` feature".into(),
+                })
+            }
+        }
+        BackendKind::Ort => {
+            #[cfg(feature = "ort")]
+            {
+                let lib = ort_lib::find(options.ort_lib.as_deref()).map_err(|reason| {
+                    Error::BackendUnavailable {
+                        backend: "ort",
+                        reason,
+                    }
+                })?;
+                Ok(Box::new(ort::OrtBackend::new(
+                    path,
+                    &onnx.to_bytes(),
+                    sample_shape,
+                    batch,
+                    threads,
+                    options.device,
+                    &lib,
+                )?))
+            }
+            #[cfg(not(feature = "ort"))]
+            {
+                let _ = (path, onnx, sample_shape, batch, threads);
+                Err(Error::BackendUnavailable {
+                    backend: "ort",
+                    reason: "this georob was built without the `ort` feature; rebuild with `cargo build --release --features ort`".into(),
+                })
+            }
+        }
+    }
+}
