@@ -1,1 +1,3 @@
 //! georob: audit how robust an exported ONNX image classifier is.
+
+pub mod grad;
