@@ -26,8 +26,17 @@ fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
-    let cos = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na * nb).max(f64::MIN_POSITIVE) };
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let cos = if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        dot / (na * nb).max(f64::MIN_POSITIVE)
+    };
     (cos, if nb == 0.0 { na } else { diff / nb })
 }
 
@@ -36,7 +45,11 @@ fn model_path(root: &Path, name: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    std::fs::read_dir(root).ok()?.flatten().map(|e| e.path().join(format!("{name}.onnx"))).find(|p| p.exists())
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join(format!("{name}.onnx")))
+        .find(|p| p.exists())
 }
 
 fn names(root: &Path) -> Vec<String> {
@@ -65,12 +78,22 @@ fn names(root: &Path) -> Vec<String> {
 }
 
 fn run(model: &ModelProto, inputs: Vec<(Vec<usize>, Vec<f32>)>) -> TractResult<Vec<Vec<f32>>> {
-    let plan = tract_onnx::onnx().model_for_proto_model(model)?.into_optimized()?.into_runnable()?;
+    let plan = tract_onnx::onnx()
+        .model_for_proto_model(model)?
+        .into_optimized()?
+        .into_runnable()?;
     let tv: TVec<TValue> = inputs
         .into_iter()
-        .map(|(s, d)| Ok(tract_ndarray::ArrayD::from_shape_vec(s, d)?.into_tensor().into()))
+        .map(|(s, d)| {
+            Ok(tract_ndarray::ArrayD::from_shape_vec(s, d)?
+                .into_tensor()
+                .into())
+        })
         .collect::<TractResult<_>>()?;
-    plan.run(tv)?.iter().map(|t| Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())).collect()
+    plan.run(tv)?
+        .iter()
+        .map(|t| Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect()))
+        .collect()
 }
 
 #[test]
@@ -78,7 +101,10 @@ fn gradients_match_pytorch_references() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models");
     let names = names(&root);
     if names.is_empty() {
-        eprintln!("no references under {}: skipped", root.join("grad").display());
+        eprintln!(
+            "no references under {}: skipped",
+            root.join("grad").display()
+        );
         return;
     }
     let mut failures = vec![];
@@ -127,5 +153,10 @@ fn gradients_match_pytorch_references() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

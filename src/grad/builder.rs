@@ -67,7 +67,14 @@ pub fn build_gradient_graph(
     let pr = probe(model, input_shape)?;
     let info = analyse(model, &|n| pr.dtypes.get(n).map(|d| d.is_float()))?;
     let n = input_shape[0];
-    let mut facts = Facts { probe: pr, active: info.active.clone(), batch: HashMap::new(), n, m: classes, opset: opset(model) };
+    let mut facts = Facts {
+        probe: pr,
+        active: info.active.clone(),
+        batch: HashMap::new(),
+        n,
+        m: classes,
+        opset: opset(model),
+    };
 
     let mut nodes: Vec<NodeProto> = g.node.clone();
     let mut taken = all_names(g);
@@ -86,9 +93,12 @@ pub fn build_gradient_graph(
         }
     }
 
-    let logits_shape = facts.probe.shapes.get(&info.logits).cloned().ok_or_else(|| {
-        GradError::Model(format!("no shape for logits `{}`", info.logits))
-    })?;
+    let logits_shape = facts
+        .probe
+        .shapes
+        .get(&info.logits)
+        .cloned()
+        .ok_or_else(|| GradError::Model(format!("no shape for logits `{}`", info.logits)))?;
     let k: usize = logits_shape.iter().product::<usize>() / n.max(1);
     if logits_shape.first() != Some(&n) || k * n != logits_shape.iter().product::<usize>() {
         return Err(GradError::Model(format!(
@@ -120,7 +130,11 @@ pub fn build_gradient_graph(
     let mut contrib: HashMap<String, Vec<String>> = HashMap::new();
     contrib.insert(info.logits.clone(), vec![cot]);
     {
-        let mut ctx = Ctx { f: &facts, em: &mut em, tiles: &mut tiles };
+        let mut ctx = Ctx {
+            f: &facts,
+            em: &mut em,
+            tiles: &mut tiles,
+        };
         for &i in info.path.iter().rev() {
             let node = &nodes[i];
             let gys: Vec<Option<String>> = node
@@ -162,17 +176,35 @@ pub fn build_gradient_graph(
         perm.swap(0, 1);
         em.transpose(&r, &perm)
     };
-    em.nodes.push(super::onnx::make_node("Identity", "grad/output", &[&g_final], &[GRAD], vec![]));
-    let logits_out = em.reshape(&info.logits, &[n, k]);
+    let name = em.fresh("output");
     em.nodes.push(super::onnx::make_node(
         "Identity",
-        "grad/logits",
+        &name,
+        &[&g_final],
+        &[GRAD],
+        vec![],
+    ));
+    let logits_out = em.reshape(&info.logits, &[n, k]);
+    let name = em.fresh("logits");
+    em.nodes.push(super::onnx::make_node(
+        "Identity",
+        &name,
         &[&logits_out],
         &[LOGITS],
         vec![],
     ));
 
-    let model_out = assemble(model, g, nodes, &info, em, input_shape, (n, m, k), &out_shape, taken)?;
+    let model_out = assemble(
+        model,
+        g,
+        nodes,
+        &info,
+        em,
+        input_shape,
+        (n, m, k),
+        &out_shape,
+        taken,
+    )?;
     Ok(GradientGraph {
         model: model_out,
         batch: n,
@@ -192,6 +224,7 @@ fn all_names(g: &GraphProto) -> HashSet<String> {
     for n in &g.node {
         s.extend(n.input.iter().cloned());
         s.extend(n.output.iter().cloned());
+        s.insert(n.name.clone());
     }
     s.extend(RESERVED.iter().map(|r| r.to_string()));
     s
@@ -209,7 +242,11 @@ fn add_maxpool_indices(
         if node.op_type == "MaxPool" && (node.output.len() < 2 || node.output[1].is_empty()) {
             let mut k = 0;
             let name = loop {
-                let c = format!("{}/indices{}", node.output[0], if k == 0 { String::new() } else { k.to_string() });
+                let c = format!(
+                    "{}/indices{}",
+                    node.output[0],
+                    if k == 0 { String::new() } else { k.to_string() }
+                );
                 if !taken.contains(&c) {
                     break c;
                 }
@@ -266,9 +303,17 @@ fn assemble(
         }
         let mut node = node;
         node.input = node.input.iter().map(rn).collect();
-        node.output = node.output.iter().map(|o| if o.is_empty() { o.clone() } else { rn(o) }).collect();
+        node.output = node
+            .output
+            .iter()
+            .map(|o| if o.is_empty() { o.clone() } else { rn(o) })
+            .collect();
         if node.name.is_empty() {
             node.name = node_name(&node);
+        }
+        // tract names nodes (graph inputs included) by these; keep them clear of the inputs.
+        if RESERVED.contains(&node.name.as_str()) {
+            node.name = format!("fwd/{}", node.name);
         }
         out_nodes.push(node);
     }
@@ -276,12 +321,21 @@ fn assemble(
         node.input = node
             .input
             .iter()
-            .map(|s| if s == COT_PLACEHOLDER { COTANGENT.to_string() } else { rn(s) })
+            .map(|s| {
+                if s == COT_PLACEHOLDER {
+                    COTANGENT.to_string()
+                } else {
+                    rn(s)
+                }
+            })
             .collect();
         out_nodes.push(node);
     }
 
-    let used: HashSet<&str> = out_nodes.iter().flat_map(|nd| nd.input.iter().map(|s| s.as_str())).collect();
+    let used: HashSet<&str> = out_nodes
+        .iter()
+        .flat_map(|nd| nd.input.iter().map(|s| s.as_str()))
+        .collect();
     let mut inits: Vec<_> = g
         .initializer
         .iter()
@@ -294,10 +348,17 @@ fn assemble(
         .collect();
     inits.extend(em.initializers);
 
-    let mut inputs = vec![value_info_f32(INPUT, input_shape), value_info_f32(COTANGENT, &[n, m, k])];
+    let mut inputs = vec![
+        value_info_f32(INPUT, input_shape),
+        value_info_f32(COTANGENT, &[n, m, k]),
+    ];
     if model.ir_version < 4 {
         for t in &inits {
-            inputs.push(value_info(&t.name, t.data_type, &t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>()));
+            inputs.push(value_info(
+                &t.name,
+                t.data_type,
+                &t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            ));
         }
     }
     let graph = GraphProto {
@@ -305,7 +366,10 @@ fn assemble(
         node: out_nodes,
         initializer: inits,
         input: inputs,
-        output: vec![value_info_f32(LOGITS, &[n, k]), value_info_f32(GRAD, grad_shape)],
+        output: vec![
+            value_info_f32(LOGITS, &[n, k]),
+            value_info_f32(GRAD, grad_shape),
+        ],
         ..Default::default()
     };
     Ok(ModelProto {

@@ -148,7 +148,7 @@ impl Emitter {
         }
     }
 
-    /// `Slice` along `axes` with `starts`, `ends`, `steps`.
+    /// `Slice` along `axes` with `starts`, `ends`, `steps` (steps must be 1 below opset 10).
     pub fn slice(
         &mut self,
         x: &str,
@@ -157,15 +157,38 @@ impl Emitter {
         axes: &[usize],
         steps: &[i64],
     ) -> String {
+        let axes_i: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+        if self.opset < 10 {
+            assert!(steps.iter().all(|&s| s == 1), "Slice steps need opset 10");
+            return self.op(
+                "Slice",
+                &[x],
+                vec![
+                    ("starts", Attr::Ints(starts.to_vec())),
+                    ("ends", Attr::Ints(ends.to_vec())),
+                    ("axes", Attr::Ints(axes_i)),
+                ],
+            );
+        }
         let s = self.const_i64(starts);
         let e = self.const_i64(ends);
-        let a = self.const_i64(&axes.iter().map(|&a| a as i64).collect::<Vec<_>>());
+        let a = self.const_i64(&axes_i);
         let st = self.const_i64(steps);
         self.op("Slice", &[x, &s, &e, &a, &st], vec![])
     }
 
-    /// Constant-zero `Pad` with ONNX pads `[begins..., ends...]` (may be negative: crop).
+    /// `x` reversed along `axis` of extent `len` (a Gather: tract mis-optimises negative-step
+    /// Slices next to reshapes).
+    pub fn reverse(&mut self, x: &str, axis: usize, len: usize) -> String {
+        let idx = self.const_i64(&(0..len as i64).rev().collect::<Vec<_>>());
+        self.op("Gather", &[x, &idx], vec![("axis", Attr::Int(axis as i64))])
+    }
+
+    /// Constant-zero `Pad` with ONNX pads `[begins..., ends...]` (non-negative).
     pub fn pad(&mut self, x: &str, pads: &[i64]) -> String {
+        if self.opset < 11 {
+            return self.op("Pad", &[x], vec![("pads", Attr::Ints(pads.to_vec()))]);
+        }
         let p = self.const_i64(pads);
         self.op("Pad", &[x, &p], vec![])
     }
@@ -214,7 +237,11 @@ impl Emitter {
 
     /// `Cast(x, float)`.
     pub fn to_float(&mut self, x: &str) -> String {
-        self.op("Cast", &[x], vec![("to", Attr::Int(DataType::Float as i64))])
+        self.op(
+            "Cast",
+            &[x],
+            vec![("to", Attr::Int(DataType::Float as i64))],
+        )
     }
 
     /// `Cast(x, to)` with an ONNX `DataType` code.

@@ -18,7 +18,11 @@ impl fmt::Display for UnsupportedNode {
 }
 
 fn list(nodes: &[UnsupportedNode]) -> String {
-    nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a gradient graph could not be built.
@@ -63,10 +67,7 @@ pub enum GradError {
 
 impl GradError {
     /// Builds a [`GradError::Unsupported`] for `node`.
-    pub(crate) fn unsupported(
-        node: &tract_onnx::pb::NodeProto,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn unsupported(node: &tract_onnx::pb::NodeProto, reason: impl Into<String>) -> Self {
         GradError::Unsupported {
             op: node.op_type.clone(),
             node: super::onnx::node_name(node),
@@ -91,8 +92,14 @@ mod tests {
     #[test]
     fn missing_rules_names_every_node() {
         let e = GradError::MissingRules(vec![
-            UnsupportedNode { op_type: "Resize".into(), node_name: "up1".into() },
-            UnsupportedNode { op_type: "com.x.Foo".into(), node_name: "foo".into() },
+            UnsupportedNode {
+                op_type: "Resize".into(),
+                node_name: "up1".into(),
+            },
+            UnsupportedNode {
+                op_type: "com.x.Foo".into(),
+                node_name: "foo".into(),
+            },
         ]);
         let s = e.to_string();
         assert!(s.contains("Resize (node `up1`)"), "{s}");

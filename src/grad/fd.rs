@@ -24,7 +24,10 @@ where
     F: Fn(&[f32]) -> Result<Vec<f32>, E>,
 {
     let d = x.len();
-    assert!(d > 0 && dirs.len() % d == 0, "directions must be (D, d) with d = x.len()");
+    assert!(
+        d > 0 && dirs.len() % d == 0,
+        "directions must be (D, d) with d = x.len()"
+    );
     let nd = dirs.len() / d;
     let mut rows = Vec::with_capacity(2 * nd * d);
     for v in dirs.chunks(d) {
@@ -32,13 +35,20 @@ where
         rows.extend(x.iter().zip(v).map(|(a, b)| a - h * b));
     }
     let out = g(&rows)?;
-    assert!(nd > 0 && out.len() % (2 * nd) == 0, "output must be (2D, K)");
+    assert!(
+        nd > 0 && out.len() % (2 * nd) == 0,
+        "output must be (2D, K)"
+    );
     let k = out.len() / (2 * nd);
     let mut res = Vec::with_capacity(nd * k);
     for j in 0..nd {
         let plus = &out[2 * j * k..(2 * j + 1) * k];
         let minus = &out[(2 * j + 1) * k..(2 * j + 2) * k];
-        res.extend(plus.iter().zip(minus).map(|(p, m)| (*p as f64 - *m as f64) / (2.0 * h as f64)));
+        res.extend(
+            plus.iter()
+                .zip(minus)
+                .map(|(p, m)| (*p as f64 - *m as f64) / (2.0 * h as f64)),
+        );
     }
     Ok(res)
 }
@@ -80,8 +90,11 @@ where
     let mut out = vec![0f64; m * d];
     for (mi, c) in cots.chunks(k).enumerate() {
         for i in 0..d {
-            out[mi * d + i] =
-                jac[i * k..(i + 1) * k].iter().zip(c).map(|(j, c)| j * *c as f64).sum();
+            out[mi * d + i] = jac[i * k..(i + 1) * k]
+                .iter()
+                .zip(c)
+                .map(|(j, c)| j * *c as f64)
+                .sum();
         }
     }
     Ok(out)
@@ -104,8 +117,17 @@ pub fn compare(a: &[f64], b: &[f64]) -> (f64, f64) {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
-    let cos = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na * nb).max(f64::MIN_POSITIVE) };
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let cos = if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        dot / (na * nb).max(f64::MIN_POSITIVE)
+    };
     let rel = if nb == 0.0 { na } else { diff / nb };
     (cos, rel)
 }
@@ -138,7 +160,12 @@ mod tests {
             assert!((got - want).abs() < 1e-3, "{got} vs {want}");
         }
         let v = vjp(f, &x, &[1.0, 0.0, 0.5, -2.0], h).unwrap();
-        let want = [2.0 * a * b, a * a, 0.5 * 2.0 * a * b - 2.0 * a.cos(), 0.5 * a * a - 6.0];
+        let want = [
+            2.0 * a * b,
+            a * a,
+            0.5 * 2.0 * a * b - 2.0 * a.cos(),
+            0.5 * a * a - 6.0,
+        ];
         for (got, want) in v.iter().zip(want) {
             assert!((got - want).abs() < 2e-3, "{got} vs {want}");
         }
@@ -165,11 +192,19 @@ mod tests {
         let a = [[2.0f32, 1.0], [1.0, 3.0]];
         let grad = |r: &[f32]| -> Result<Vec<f32>, Infallible> {
             Ok(r.chunks(2)
-                .flat_map(|x| [a[0][0] * x[0] + a[0][1] * x[1], a[1][0] * x[0] + a[1][1] * x[1]])
+                .flat_map(|x| {
+                    [
+                        a[0][0] * x[0] + a[0][1] * x[1],
+                        a[1][0] * x[0] + a[1][1] * x[1],
+                    ]
+                })
                 .collect())
         };
         let hv = hvp(grad, &[0.3, -0.1], &[1.0, -1.0], 1e-2).unwrap();
-        assert!((hv[0] - 1.0).abs() < 1e-4 && (hv[1] + 2.0).abs() < 1e-4, "{hv:?}");
+        assert!(
+            (hv[0] - 1.0).abs() < 1e-4 && (hv[1] + 2.0).abs() < 1e-4,
+            "{hv:?}"
+        );
     }
 
     #[test]

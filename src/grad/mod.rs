@@ -61,9 +61,9 @@ mod path;
 mod probe;
 mod rules;
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
 pub use builder::{build_gradient_graph, GradientGraph, COTANGENT, GRAD, INPUT, LOGITS};
 pub use error::{GradError, UnsupportedNode};

@@ -6,8 +6,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::type_proto::{self, Value};
 use tract_onnx::pb::{
-    AttributeProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    AttributeProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// The name used for a node in messages: its name, else its first output.
@@ -63,7 +62,10 @@ pub fn attr_s(node: &NodeProto, name: &str, default: &str) -> String {
 
 /// The `i`-th input name of `node` when present and non-empty.
 pub fn input(node: &NodeProto, i: usize) -> Option<&str> {
-    node.input.get(i).map(|s| s.as_str()).filter(|s| !s.is_empty())
+    node.input
+        .get(i)
+        .map(|s| s.as_str())
+        .filter(|s| !s.is_empty())
 }
 
 /// An attribute value for [`make_node`].
@@ -85,7 +87,10 @@ pub enum Attr {
 
 /// Builds one attribute.
 pub fn make_attr(name: &str, value: Attr) -> AttributeProto {
-    let mut a = AttributeProto { name: name.to_string(), ..Default::default() };
+    let mut a = AttributeProto {
+        name: name.to_string(),
+        ..Default::default()
+    };
     match value {
         Attr::Int(i) => {
             a.i = i;
@@ -135,7 +140,11 @@ pub fn make_node(
 
 /// A float32 tensor of shape `dims` (row-major data).
 pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), data.len(), "tensor {name}: data/dims mismatch");
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        data.len(),
+        "tensor {name}: data/dims mismatch"
+    );
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -147,7 +156,11 @@ pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
 
 /// An int64 tensor of shape `dims`.
 pub fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), data.len(), "tensor {name}: data/dims mismatch");
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        data.len(),
+        "tensor {name}: data/dims mismatch"
+    );
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),

@@ -82,14 +82,21 @@ pub struct PathInfo {
 
 /// The graph of a model, or an error.
 pub fn graph(model: &ModelProto) -> Result<&GraphProto, GradError> {
-    model.graph.as_ref().ok_or_else(|| GradError::Model("model has no graph".into()))
+    model
+        .graph
+        .as_ref()
+        .ok_or_else(|| GradError::Model("model has no graph".into()))
 }
 
 /// Finds the single non-initializer input.
 pub fn find_input(g: &GraphProto) -> Result<String, GradError> {
     let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&str> =
-        g.input.iter().map(|i| i.name.as_str()).filter(|n| !inits.contains(n)).collect();
+    let inputs: Vec<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !inits.contains(n))
+        .collect();
     match inputs.as_slice() {
         [one] => Ok(one.to_string()),
         _ => Err(GradError::Model(format!(
@@ -103,7 +110,10 @@ pub fn find_input(g: &GraphProto) -> Result<String, GradError> {
 /// Finds the logits: the first graph output, or the input of a final Softmax/LogSoftmax
 /// (possibly followed by Identity, Reshape, Flatten, Squeeze or Unsqueeze).
 pub fn find_logits(g: &GraphProto) -> Result<(String, bool), GradError> {
-    let out = g.output.first().ok_or_else(|| GradError::Model("graph has no output".into()))?;
+    let out = g
+        .output
+        .first()
+        .ok_or_else(|| GradError::Model("graph has no output".into()))?;
     let producer: HashMap<&str, &NodeProto> = g
         .node
         .iter()
@@ -161,16 +171,27 @@ pub fn analyse(
         .enumerate()
         .filter(|(_, n)| {
             n.input.iter().any(|i| active.contains(i))
-                && n.output.iter().any(|o| active.contains(o) && needed.contains(o))
+                && n.output
+                    .iter()
+                    .any(|o| active.contains(o) && needed.contains(o))
         })
         .map(|(i, _)| i)
         .collect();
-    Ok(PathInfo { input, logits, pre_softmax, active, needed, path })
+    Ok(PathInfo {
+        input,
+        logits,
+        pre_softmax,
+        active,
+        needed,
+        path,
+    })
 }
 
 /// The nodes on the input→logits path that have no VJP rule.
 pub fn ops_without_rule(model: &ModelProto) -> Vec<UnsupportedNode> {
-    let Ok(info) = analyse(model, &|_| None) else { return vec![] };
+    let Ok(info) = analyse(model, &|_| None) else {
+        return vec![];
+    };
     let Ok(g) = graph(model) else { return vec![] };
     missing(g, &info)
 }
@@ -208,10 +229,19 @@ mod tests {
             make_node("Reshape", "r", &["x", "s2"], &["flat"], vec![]),
             make_node("MatMul", "mm", &["flat", "w"], &["z"], vec![]),
             make_node("Foo", "foo", &["z"], &["z2"], vec![]),
-            make_node("Softmax", "sm", &["z2"], &["p"], vec![("axis", Attr::Int(1))]),
+            make_node(
+                "Softmax",
+                "sm",
+                &["z2"],
+                &["p"],
+                vec![("axis", Attr::Int(1))],
+            ),
             make_node("Identity", "id", &["p"], &["out"], vec![]),
         ];
-        let inits = vec![tensor_i64("s2", &[2], &[2, 6]), tensor_f32("w", &[6, 2], &[0.0; 12])];
+        let inits = vec![
+            tensor_i64("s2", &[2], &[2, 6]),
+            tensor_f32("w", &[6, 2], &[0.0; 12]),
+        ];
         let m = model(nodes, inits, "x", &[2, 3, 2], "out", 13);
         let info = analyse(&m, &|_| None).unwrap();
         assert_eq!(info.logits, "z2");

@@ -31,12 +31,18 @@ pub struct Probe {
 impl Probe {
     /// Whether `name` holds floating-point data.
     pub fn is_float(&self, name: &str) -> bool {
-        matches!(self.dtypes.get(name), Some(DatumType::F16 | DatumType::F32 | DatumType::F64))
+        matches!(
+            self.dtypes.get(name),
+            Some(DatumType::F16 | DatumType::F32 | DatumType::F64)
+        )
     }
 }
 
 fn tract_err(context: &str, e: impl std::fmt::Display + std::fmt::Debug) -> GradError {
-    GradError::Tract { context: context.to_string(), message: format!("{e:?}") }
+    GradError::Tract {
+        context: context.to_string(),
+        message: format!("{e:?}"),
+    }
 }
 
 /// Converts a tract error into a [`GradError::Tract`] naming what was being done.
@@ -47,7 +53,10 @@ pub(crate) fn tract_error(context: &str) -> impl Fn(TractError) -> GradError + '
 /// Runs `model` once on a deterministic pseudo-random input of `input_shape` with every node
 /// output exposed, and records shapes, types and small values.
 pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradError> {
-    let graph = model.graph.as_ref().ok_or_else(|| GradError::Model("no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| GradError::Model("no graph".into()))?;
     let mut out = Probe::default();
 
     let provider = tract_onnx::data_resolver::MmapDataResolver;
@@ -80,8 +89,13 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
     }
     let mut proto = model.clone();
     let g = proto.graph.as_mut().expect("graph checked above");
-    g.output =
-        names.iter().map(|n| ValueInfoProto { name: n.clone(), ..Default::default() }).collect();
+    g.output = names
+        .iter()
+        .map(|n| ValueInfoProto {
+            name: n.clone(),
+            ..Default::default()
+        })
+        .collect();
     g.value_info.clear();
 
     let input = random_input(input_shape);
@@ -94,13 +108,15 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
         .map_err(tract_error("optimising the model for the probe run"))?
         .into_runnable()
         .map_err(tract_error("planning the probe run"))?;
-    let results =
-        plan.run(tvec!(input.into())).map_err(tract_error("running the probe model"))?;
+    let results = plan
+        .run(tvec!(input.into()))
+        .map_err(tract_error("running the probe model"))?;
     for (name, value) in names.iter().zip(results.iter()) {
         out.shapes.insert(name.clone(), value.shape().to_vec());
         out.dtypes.insert(name.clone(), value.datum_type());
         if value.len() <= KEEP_VALUES_UP_TO || !value.datum_type().is_float() {
-            out.values.insert(name.clone(), Arc::new(value.clone().into_tensor()));
+            out.values
+                .insert(name.clone(), Arc::new(value.clone().into_tensor()));
         }
     }
     Ok(out)
@@ -113,23 +129,39 @@ fn random_input(shape: &[usize]) -> Tensor {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let data: Vec<f32> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32) / ((1u64 << 24) as f32)
         })
         .collect();
-    tract_ndarray::ArrayD::from_shape_vec(shape, data).expect("shape matches data").into()
+    tract_ndarray::ArrayD::from_shape_vec(shape, data)
+        .expect("shape matches data")
+        .into()
 }
 
 /// The values of a probed integer tensor as `i64`.
 pub fn as_i64(t: &Tensor) -> Option<Vec<i64>> {
     let t = t.cast_to::<i64>().ok()?;
-    Some(t.to_plain_array_view::<i64>().ok()?.iter().copied().collect())
+    Some(
+        t.to_plain_array_view::<i64>()
+            .ok()?
+            .iter()
+            .copied()
+            .collect(),
+    )
 }
 
 /// The values of a probed float tensor as `f32`.
 pub fn as_f32(t: &Tensor) -> Option<Vec<f32>> {
     let t = t.cast_to::<f32>().ok()?;
-    Some(t.to_plain_array_view::<f32>().ok()?.iter().copied().collect())
+    Some(
+        t.to_plain_array_view::<f32>()
+            .ok()?
+            .iter()
+            .copied()
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -143,9 +175,21 @@ mod tests {
         // x (2,3,4) -> Shape -> Reshape(x, [2, 12]) via a computed shape.
         let nodes = vec![
             make_node("Shape", "s", &["x"], &["s"], vec![]),
-            make_node("Gather", "g", &["s", "zero"], &["n"], vec![("axis", Attr::Int(0))]),
+            make_node(
+                "Gather",
+                "g",
+                &["s", "zero"],
+                &["n"],
+                vec![("axis", Attr::Int(0))],
+            ),
             make_node("Unsqueeze", "u", &["n", "ax0"], &["n1"], vec![]),
-            make_node("Concat", "c", &["n1", "m1"], &["shape"], vec![("axis", Attr::Int(0))]),
+            make_node(
+                "Concat",
+                "c",
+                &["n1", "m1"],
+                &["shape"],
+                vec![("axis", Attr::Int(0))],
+            ),
             make_node("Reshape", "r", &["x", "shape"], &["y"], vec![]),
         ];
         let inits = vec![

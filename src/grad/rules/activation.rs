@@ -52,7 +52,10 @@ pub fn activation(
                 let hi = attr(node, "max").map(|a| a.f);
                 (lo.map(|v| em.scalar(v)), hi.map(|v| em.scalar(v)))
             } else {
-                (input(node, 1).map(|s| s.to_string()), input(node, 2).map(|s| s.to_string()))
+                (
+                    input(node, 1).map(|s| s.to_string()),
+                    input(node, 2).map(|s| s.to_string()),
+                )
             };
             let above = lo.map(|lo| em.bin("Greater", &x, &lo));
             let below = hi.map(|hi| em.bin("Less", &x, &hi));
@@ -119,7 +122,10 @@ pub fn softmax_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, 
     if let Some(b) = b {
         let rank = f.in_shape(node, 0)?.len();
         if softmax_axes(node, f.opset, rank)?.contains(&b) {
-            return Err(GradError::unsupported(node, "normalises over the batch axis"));
+            return Err(GradError::unsupported(
+                node,
+                "normalises over the batch axis",
+            ));
         }
     }
     Ok(vec![b])
@@ -131,7 +137,9 @@ pub fn softmax(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     let y = node.output[0].clone();
     let rank = ctx.f.out_shape(node, 0)?.len();
     let axes = softmax_axes(node, ctx.f.opset, rank)?;

@@ -40,7 +40,10 @@ impl Window {
             match attr_ints(node, name) {
                 None => Ok(vec![1; r]),
                 Some(v) if v.len() == r => Ok(v.iter().map(|&x| x.max(1) as usize).collect()),
-                Some(v) => Err(GradError::shape(node, format!("{name} {v:?} for {r} spatial axes"))),
+                Some(v) => Err(GradError::shape(
+                    node,
+                    format!("{name} {v:?} for {r} spatial axes"),
+                )),
             }
         };
         let strides = get("strides")?;
@@ -65,7 +68,12 @@ impl Window {
                 .collect(),
             other => return Err(GradError::unsupported(node, format!("auto_pad {other}"))),
         };
-        Ok(Window { kernel, strides, dilations, pads_begin })
+        Ok(Window {
+            kernel,
+            strides,
+            dilations,
+            pads_begin,
+        })
     }
 
     /// Pads (`[begins…, ends…]`) and `output_padding` of the ConvTranspose mapping an output of
@@ -77,7 +85,8 @@ impl Window {
         let mut out_pad = vec![0i64; r];
         for t in 0..r {
             let kext = (self.kernel[t] - 1) * self.dilations[t] + 1;
-            let total = (self.strides[t] * (output[t] - 1) + kext) as i64 - self.pads_begin[t] as i64;
+            let total =
+                (self.strides[t] * (output[t] - 1) + kext) as i64 - self.pads_begin[t] as i64;
             pads[t] = self.pads_begin[t] as i64;
             pads[r + t] = (total - input[t] as i64).max(0);
             out_pad[t] = (input[t] as i64 - total).max(0);
@@ -119,12 +128,17 @@ pub fn conv(
             return Err(active_input_unsupported(node, i));
         }
     }
-    let Some(gy) = &gys[0] else { return Ok(vec![None; node.input.len()]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None; node.input.len()]);
+    };
     let x = ctx.f.in_shape(node, 0)?.to_vec();
     let w = ctx.f.in_shape(node, 1)?.to_vec();
     let y = ctx.f.out_shape(node, 0)?.to_vec();
     if x.len() < 3 {
-        return Err(GradError::shape(node, format!("input rank {} < 3", x.len())));
+        return Err(GradError::shape(
+            node,
+            format!("input rank {} < 3", x.len()),
+        ));
     }
     let kernel = attr_ints(node, "kernel_shape")
         .map(|k| k.iter().map(|&v| v as usize).collect())
@@ -151,7 +165,10 @@ mod tests {
             "c",
             &["x", "w"],
             &["y"],
-            vec![("auto_pad", Attr::Str("SAME_UPPER".into())), ("strides", Attr::Ints(vec![2]))],
+            vec![
+                ("auto_pad", Attr::Str("SAME_UPPER".into())),
+                ("strides", Attr::Ints(vec![2])),
+            ],
         );
         // in 6, k 3, s 2 -> out 3, total pad = (3-1)*2+3-6 = 1 -> begin 0, end 1
         let w = Window::of(&n, vec![3], &[6], &[3]).unwrap();
@@ -160,7 +177,13 @@ mod tests {
         assert_eq!(pads, vec![0, 1]);
         assert_eq!(op, vec![0]);
         // in 7, k 3, s 2, no pad -> out 3, covers 0..7 exactly
-        let n = make_node("Conv", "c", &["x", "w"], &["y"], vec![("strides", Attr::Ints(vec![2]))]);
+        let n = make_node(
+            "Conv",
+            "c",
+            &["x", "w"],
+            &["y"],
+            vec![("strides", Attr::Ints(vec![2]))],
+        );
         let w = Window::of(&n, vec![3], &[8], &[3]).unwrap();
         let (pads, op) = w.transpose_pads(&[8], &[3]);
         assert_eq!((pads, op), (vec![0, 0], vec![1]));

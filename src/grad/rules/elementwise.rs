@@ -101,7 +101,9 @@ pub fn unary(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     let x = input(node, 0).expect("unary input").to_string();
     let y = node.output[0].clone();
     let em = &mut *ctx.em;

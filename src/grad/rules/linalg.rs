@@ -22,13 +22,19 @@ pub fn gemm_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Gra
     };
     if let Some(b) = f.in_batch(node, 0) {
         if b != ta as usize {
-            return Err(GradError::unsupported(node, "batch axis of A is contracted"));
+            return Err(GradError::unsupported(
+                node,
+                "batch axis of A is contracted",
+            ));
         }
         set(0)?;
     }
     if let Some(b) = f.in_batch(node, 1) {
         if b != (!tb) as usize {
-            return Err(GradError::unsupported(node, "batch axis of B is contracted"));
+            return Err(GradError::unsupported(
+                node,
+                "batch axis of B is contracted",
+            ));
         }
         set(1)?;
     }
@@ -45,7 +51,9 @@ pub fn gemm(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None; node.input.len()]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None; node.input.len()]);
+    };
     let ta = attr_i(node, "transA", 0);
     let tb = attr_i(node, "transB", 0);
     let alpha = attr_f(node, "alpha", 1.0);
@@ -60,7 +68,11 @@ pub fn gemm(
             &[gy, &bt],
             vec![("alpha", Attr::Float(alpha)), ("transB", Attr::Int(1 - tb))],
         );
-        out[0] = Some(if ta != 0 { ctx.em.transpose(&g, &[1, 0]) } else { g });
+        out[0] = Some(if ta != 0 {
+            ctx.em.transpose(&g, &[1, 0])
+        } else {
+            g
+        });
     }
     if ctx.f.in_active(node, 1) {
         let at = ctx.tile(&a);
@@ -69,13 +81,21 @@ pub fn gemm(
             &[&at, gy],
             vec![("alpha", Attr::Float(alpha)), ("transA", Attr::Int(1 - ta))],
         );
-        out[1] = Some(if tb != 0 { ctx.em.transpose(&g, &[1, 0]) } else { g });
+        out[1] = Some(if tb != 0 {
+            ctx.em.transpose(&g, &[1, 0])
+        } else {
+            g
+        });
     }
     if ctx.f.in_active(node, 2) {
         let c = input(node, 2).expect("Gemm C").to_string();
         let from = ctx.f.bw_shape(node, &node.output[0])?;
         let to = ctx.f.bw_shape(node, &c)?;
-        let g = if beta != 1.0 { ctx.em.scale(gy, beta) } else { gy.clone() };
+        let g = if beta != 1.0 {
+            ctx.em.scale(gy, beta)
+        } else {
+            gy.clone()
+        };
         out[2] = Some(ctx.reduce_to(&g, &from, &to));
     }
     Ok(out)
@@ -85,25 +105,41 @@ pub fn gemm(
 /// maps to the output rows, the column axis of B to the output columns.
 pub fn matmul_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
     let out_rank = f.out_shape(node, 0)?.len();
+    let ra = f.in_shape(node, 0)?.len();
+    let rb = f.in_shape(node, 1)?.len();
+    // Output = broadcast batch dims, then m (if A is a matrix), then n (if B is a matrix).
+    let out_bdims = out_rank - (ra >= 2) as usize - (rb >= 2) as usize;
     let mut axis = None;
-    for i in 0..2 {
-        let Some(b) = f.in_batch(node, i) else { continue };
-        let s = f.in_shape(node, i)?;
-        let r = s.len();
+    for (i, r) in [(0usize, ra), (1usize, rb)] {
+        let Some(b) = f.in_batch(node, i) else {
+            continue;
+        };
         let contracted = if i == 0 { r - 1 } else { r.saturating_sub(2) };
         if r == 1 || b == contracted {
-            return Err(GradError::unsupported(node, format!("batch axis of input {i} is contracted")));
+            return Err(GradError::unsupported(
+                node,
+                format!("batch axis of input {i} is contracted"),
+            ));
         }
-        let a = if i == 0 && b == r - 2 {
-            out_rank - if f.in_shape(node, 1)?.len() == 1 { 1 } else { 2 }
-        } else if i == 1 && b == r - 1 {
-            out_rank - 1
+        let a = if b < r - 2 {
+            b + out_bdims - (r - 2)
+        } else if i == 0 {
+            out_bdims
         } else {
-            align(b, r, out_rank)
+            out_rank - 1
         };
+        if f.in_shape(node, i)?[b] != f.out_shape(node, 0)?[a] {
+            return Err(GradError::shape(
+                node,
+                format!("input {i} is broadcast along its batch axis"),
+            ));
+        }
         match axis {
             Some(x) if x != a => {
-                return Err(GradError::unsupported(node, "inputs have different batch axes"))
+                return Err(GradError::unsupported(
+                    node,
+                    "inputs have different batch axes",
+                ))
             }
             _ => axis = Some(a),
         }
@@ -124,15 +160,25 @@ pub fn matmul(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None, None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None, None]);
+    };
     let a = input(node, 0).expect("MatMul A").to_string();
     let b = input(node, 1).expect("MatMul B").to_string();
     let bw_a = ctx.f.bw_shape(node, &a)?;
     let bw_b = ctx.f.bw_shape(node, &b)?;
     let bw_y = ctx.f.bw_shape(node, &node.output[0])?;
     // Promoted (matrix) shapes.
-    let pa = if bw_a.len() == 1 { vec![1, bw_a[0]] } else { bw_a.clone() };
-    let pb = if bw_b.len() == 1 { vec![bw_b[0], 1] } else { bw_b.clone() };
+    let pa = if bw_a.len() == 1 {
+        vec![1, bw_a[0]]
+    } else {
+        bw_a.clone()
+    };
+    let pb = if bw_b.len() == 1 {
+        vec![bw_b[0], 1]
+    } else {
+        bw_b.clone()
+    };
     let mut py: Vec<usize> = bw_y.clone();
     if bw_a.len() == 1 {
         py.insert(py.len() - if bw_b.len() == 1 { 0 } else { 1 }, 1);
@@ -140,29 +186,49 @@ pub fn matmul(
     if bw_b.len() == 1 {
         py.push(1);
     }
-    let gy_p = if py != bw_y { ctx.em.reshape(gy, &py) } else { gy.clone() };
+    let gy_p = if py != bw_y {
+        ctx.em.reshape(gy, &py)
+    } else {
+        gy.clone()
+    };
     let mut out = vec![None, None];
     if ctx.f.in_active(node, 0) {
         let bt = ctx.tile(&b);
-        let bt = if pb != bw_b { ctx.em.reshape(&bt, &pb) } else { bt };
+        let bt = if pb != bw_b {
+            ctx.em.reshape(&bt, &pb)
+        } else {
+            bt
+        };
         let btt = ctx.em.transpose(&bt, &swap_last(pb.len()));
         let g = ctx.em.bin("MatMul", &gy_p, &btt);
         let mut full = py.clone();
         let r = full.len();
         full[r - 1] = pa[pa.len() - 1];
         let g = ctx.reduce_to(&g, &full, &pa);
-        out[0] = Some(if pa != bw_a { ctx.em.reshape(&g, &bw_a) } else { g });
+        out[0] = Some(if pa != bw_a {
+            ctx.em.reshape(&g, &bw_a)
+        } else {
+            g
+        });
     }
     if ctx.f.in_active(node, 1) {
         let at = ctx.tile(&a);
-        let at = if pa != bw_a { ctx.em.reshape(&at, &pa) } else { at };
+        let at = if pa != bw_a {
+            ctx.em.reshape(&at, &pa)
+        } else {
+            at
+        };
         let att = ctx.em.transpose(&at, &swap_last(pa.len()));
         let g = ctx.em.bin("MatMul", &att, &gy_p);
         let mut full = py.clone();
         let r = full.len();
         full[r - 2] = pb[pb.len() - 2];
         let g = ctx.reduce_to(&g, &full, &pb);
-        out[1] = Some(if pb != bw_b { ctx.em.reshape(&g, &bw_b) } else { g });
+        out[1] = Some(if pb != bw_b {
+            ctx.em.reshape(&g, &bw_b)
+        } else {
+            g
+        });
     }
     if out.iter().all(|o| o.is_none()) {
         return Err(active_input_unsupported(node, 0));

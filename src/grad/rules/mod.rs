@@ -57,9 +57,7 @@ pub fn rule(op_type: &str) -> Option<Rule> {
             r(broadcast_batch, elementwise::binary)
         }
         "Neg" | "Sqrt" | "Exp" | "Log" | "Tanh" | "Erf" | "Sigmoid" | "Reciprocal" | "Abs"
-        | "Sin" | "Cos" | "Softplus" | "Elu" => {
-            r(same_batch, elementwise::unary)
-        }
+        | "Sin" | "Cos" | "Softplus" | "Elu" => r(same_batch, elementwise::unary),
         "Relu" | "LeakyRelu" | "PRelu" | "Clip" | "HardSigmoid" | "HardSwish" => {
             r(same_batch, activation::activation)
         }
@@ -116,8 +114,8 @@ impl Facts {
 
     /// Forward shape of input `i` of `node`.
     pub fn in_shape(&self, node: &NodeProto, i: usize) -> Result<&[usize], GradError> {
-        let name = input(node, i)
-            .ok_or_else(|| GradError::shape(node, format!("missing input {i}")))?;
+        let name =
+            input(node, i).ok_or_else(|| GradError::shape(node, format!("missing input {i}")))?;
         self.shape(node, name)
     }
 
@@ -149,7 +147,9 @@ impl Facts {
     /// Constant integer value of input `i` of `node` (initializer, `Constant` or shape
     /// subgraph), if known.
     pub fn in_i64(&self, node: &NodeProto, i: usize) -> Option<Vec<i64>> {
-        input(node, i).and_then(|n| self.probe.values.get(n)).and_then(|t| as_i64(t))
+        input(node, i)
+            .and_then(|n| self.probe.values.get(n))
+            .and_then(|t| as_i64(t))
     }
 
     /// Constant float value of input `i` of `node`, if known and not active.
@@ -185,14 +185,22 @@ impl Ctx<'_> {
     /// `name` (a forward tensor) repeated `M` times along its batch axis, m-major, so that it
     /// lines up with backward tensors; `name` itself when `M = 1` or it has no batch axis.
     pub fn tile(&mut self, name: &str) -> String {
-        let Some(b) = self.f.batch_axis(name) else { return name.to_string() };
+        let Some(b) = self.f.batch_axis(name) else {
+            return name.to_string();
+        };
         if self.f.m == 1 {
             return name.to_string();
         }
         if let Some(t) = self.tiles.get(name) {
             return t.clone();
         }
-        let rank = self.f.probe.shapes.get(name).map(|s| s.len()).unwrap_or(b + 1);
+        let rank = self
+            .f
+            .probe
+            .shapes
+            .get(name)
+            .map(|s| s.len())
+            .unwrap_or(b + 1);
         let mut reps = vec![1; rank];
         reps[b] = self.f.m;
         let t = self.em.tile(name, &reps);
@@ -207,9 +215,11 @@ impl Ctx<'_> {
         if self.f.is_active(name) || self.f.m == 1 {
             return self.tile(name);
         }
-        let (Some(b), Some(s), Some(so)) =
-            (self.f.batch_axis(out), self.f.probe.shapes.get(name), self.f.probe.shapes.get(out))
-        else {
+        let (Some(b), Some(s), Some(so)) = (
+            self.f.batch_axis(out),
+            self.f.probe.shapes.get(name),
+            self.f.probe.shapes.get(out),
+        ) else {
             return name.to_string();
         };
         let lead = so.len().saturating_sub(s.len());
@@ -253,7 +263,11 @@ impl Ctx<'_> {
                 axes.push(i);
             }
         }
-        let r = if axes.is_empty() { g.to_string() } else { self.em.reduce_sum(g, &axes, true) };
+        let r = if axes.is_empty() {
+            g.to_string()
+        } else {
+            self.em.reduce_sum(g, &axes, true)
+        };
         self.em.reshape(&r, to)
     }
 }
@@ -268,11 +282,16 @@ pub fn broadcast_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>
     let out = f.out_shape(node, 0)?.to_vec();
     let mut axis = None;
     for i in 0..node.input.len() {
-        let Some(b) = f.in_batch(node, i) else { continue };
+        let Some(b) = f.in_batch(node, i) else {
+            continue;
+        };
         let s = f.in_shape(node, i)?;
         let a = align(b, s.len(), out.len());
         if s[b] != out[a] {
-            return Err(GradError::shape(node, "an active input is broadcast along its batch axis"));
+            return Err(GradError::shape(
+                node,
+                "an active input is broadcast along its batch axis",
+            ));
         }
         match axis {
             Some(x) if x != a => {
@@ -297,7 +316,10 @@ pub fn same_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Gra
 pub fn batch_first(f: &Facts, node: &NodeProto) -> Result<Option<usize>, GradError> {
     match f.in_batch(node, 0) {
         Some(0) | None => Ok(f.in_batch(node, 0)),
-        Some(b) => Err(GradError::unsupported(node, format!("batch axis is {b}, expected 0"))),
+        Some(b) => Err(GradError::unsupported(
+            node,
+            format!("batch axis is {b}, expected 0"),
+        )),
     }
 }
 
@@ -313,7 +335,10 @@ pub fn active_input_unsupported(node: &NodeProto, i: usize) -> GradError {
 pub fn norm_axis(node: &NodeProto, axis: i64, rank: usize) -> Result<usize, GradError> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a < 0 || a as usize >= rank.max(1) {
-        return Err(GradError::shape(node, format!("axis {axis} out of range for rank {rank}")));
+        return Err(GradError::shape(
+            node,
+            format!("axis {axis} out of range for rank {rank}"),
+        ));
     }
     Ok(a as usize)
 }

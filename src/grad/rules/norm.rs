@@ -46,14 +46,7 @@ pub fn batch_norm(
 
 /// Shared VJP of `ŷ = (x − μ)/σ` over `axes`, given `a = ȳ ⊙ γ` (backward batch):
 /// `x̄ = (a − mean(a) − x̂ · mean(a ⊙ x̂)) / σ`.
-fn normalize_vjp(
-    ctx: &mut Ctx,
-    x: &str,
-    rank: usize,
-    axes: &[usize],
-    eps: f32,
-    a: &str,
-) -> String {
+fn normalize_vjp(ctx: &mut Ctx, x: &str, rank: usize, axes: &[usize], eps: f32, a: &str) -> String {
     let b = ctx.f.batch_axis(x);
     let em = &mut *ctx.em;
     let mu = em.reduce_mean(x, axes, true);
@@ -110,7 +103,10 @@ pub fn layer_norm_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>
     let b = f.in_batch(node, 0);
     if let Some(b) = b {
         if layer_norm_axes(node, f.in_shape(node, 0)?.len())?.contains(&b) {
-            return Err(GradError::unsupported(node, "normalises over the batch axis"));
+            return Err(GradError::unsupported(
+                node,
+                "normalises over the batch axis",
+            ));
         }
     }
     Ok(vec![b; node.output.len()])
@@ -125,7 +121,10 @@ pub fn layer_norm(
     check_params_inactive(ctx, node)?;
     let mut out = vec![None; node.input.len()];
     if gys.iter().skip(1).any(|g| g.is_some()) {
-        return Err(GradError::unsupported(node, "gradient through Mean/InvStdDev outputs"));
+        return Err(GradError::unsupported(
+            node,
+            "gradient through Mean/InvStdDev outputs",
+        ));
     }
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();

@@ -25,7 +25,9 @@ pub fn max_pool(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     if attr_i(node, "storage_order", 0) != 0 {
         return Err(GradError::unsupported(node, "storage_order = 1"));
     }
@@ -113,7 +115,9 @@ pub fn average_pool(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     let x = ctx.f.in_shape(node, 0)?.to_vec();
     let y = ctx.f.out_shape(node, 0)?.to_vec();
     let r = x.len() - 2;
@@ -178,7 +182,9 @@ pub fn global_pool(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     let xname = input(node, 0).expect("pool has an input").to_string();
     let x = ctx.f.in_shape(node, 0)?.to_vec();
     let bw = ctx.f.bw_shape(node, &xname)?;
@@ -186,7 +192,9 @@ pub fn global_pool(
     let plane: usize = x[2..].iter().product();
     let gx = if node.op_type == "GlobalAveragePool" {
         let g = ctx.em.scale(gy, 1.0 / plane as f32);
-        let s = ctx.em.const_i64(&bw.iter().map(|&d| d as i64).collect::<Vec<_>>());
+        let s = ctx
+            .em
+            .const_i64(&bw.iter().map(|&d| d as i64).collect::<Vec<_>>());
         ctx.em.op("Expand", &[&g, &s], vec![])
     } else {
         let yname = node.output[0].clone();

@@ -24,8 +24,10 @@ fn axes(f: &Facts, node: &NodeProto) -> Result<Option<Vec<usize>>, GradError> {
         }
         return Ok(Some((0..rank).collect()));
     }
-    let mut a: Vec<usize> =
-        raw.iter().map(|&x| norm_axis(node, x, rank)).collect::<Result<_, _>>()?;
+    let mut a: Vec<usize> = raw
+        .iter()
+        .map(|&x| norm_axis(node, x, rank))
+        .collect::<Result<_, _>>()?;
     a.sort_unstable();
     a.dedup();
     Ok(Some(a))
@@ -33,13 +35,21 @@ fn axes(f: &Facts, node: &NodeProto) -> Result<Option<Vec<usize>>, GradError> {
 
 /// Batch axis after the reduction (which must not reduce it).
 pub fn batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
-    let Some(axes) = axes(f, node)? else { return Ok(vec![Some(b)]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
+    let Some(axes) = axes(f, node)? else {
+        return Ok(vec![Some(b)]);
+    };
     if axes.contains(&b) {
         return Err(GradError::unsupported(node, "reduces over the batch axis"));
     }
     let keep = attr_i(node, "keepdims", 1) != 0;
-    Ok(vec![Some(if keep { b } else { b - axes.iter().filter(|&&a| a < b).count() })])
+    Ok(vec![Some(if keep {
+        b
+    } else {
+        b - axes.iter().filter(|&&a| a < b).count()
+    })])
 }
 
 /// VJP: the cotangent is broadcast back over the reduced axes, times the local derivative
@@ -66,7 +76,9 @@ pub fn reduce(
         kept_fwd[a] = 1;
     }
     let g = ctx.em.reshape(gy, &kept);
-    let shape = ctx.em.const_i64(&bw_x.iter().map(|&d| d as i64).collect::<Vec<_>>());
+    let shape = ctx
+        .em
+        .const_i64(&bw_x.iter().map(|&d| d as i64).collect::<Vec<_>>());
     let g = ctx.em.op("Expand", &[&g, &shape], vec![]);
     let n: usize = ax.iter().map(|&a| xs[a]).product();
     let y = node.output[0].clone();

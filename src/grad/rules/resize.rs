@@ -10,7 +10,9 @@ use crate::grad::onnx::{attr_f, attr_i, attr_ints, attr_s, input};
 
 /// Resize batch axis: unchanged; the batch axis must keep its extent.
 pub fn batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     if f.in_shape(node, 0)?[b] != f.out_shape(node, 0)?[b] {
         return Err(GradError::unsupported(node, "resizes the batch axis"));
     }
@@ -27,7 +29,17 @@ fn scales(f: &Facts, node: &NodeProto, xin: &[usize], xout: &[usize]) -> Vec<f32
     }
     .filter(|s| !s.is_empty());
     let axes: Vec<usize> = attr_ints(node, "axes")
-        .map(|a| a.iter().map(|&x| if x < 0 { (x + rank as i64) as usize } else { x as usize }).collect())
+        .map(|a| {
+            a.iter()
+                .map(|&x| {
+                    if x < 0 {
+                        (x + rank as i64) as usize
+                    } else {
+                        x as usize
+                    }
+                })
+                .collect()
+        })
         .unwrap_or_else(|| (0..rank).collect());
     let mut s: Vec<f32> = (0..rank).map(|a| xout[a] as f32 / xin[a] as f32).collect();
     if let Some(g) = given {
@@ -92,7 +104,10 @@ fn matrix(
                     "floor" => xo.floor(),
                     "ceil" => xo.ceil(),
                     other => {
-                        return Err(GradError::unsupported(node, format!("nearest_mode {other}")))
+                        return Err(GradError::unsupported(
+                            node,
+                            format!("nearest_mode {other}"),
+                        ))
                     }
                 };
                 let i = i.clamp(0.0, last) as usize;

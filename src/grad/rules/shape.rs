@@ -37,7 +37,9 @@ fn product(s: &[usize]) -> usize {
 /// Batch axis through a reshape: the output axis starting at the same flat offset as the input
 /// batch axis (so the `M` factor stays outermost), preferring one of the same extent.
 pub fn reshape_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     let si = f.in_shape(node, 0)?;
     let so = f.out_shape(node, 0)?;
     let p = product(&si[..b]);
@@ -73,14 +75,19 @@ pub fn reshape(
 fn perm(f: &Facts, node: &NodeProto) -> Result<Vec<usize>, GradError> {
     let rank = f.in_shape(node, 0)?.len();
     Ok(match attr_ints(node, "perm") {
-        Some(p) => p.iter().map(|&a| norm_axis(node, a, rank)).collect::<Result<_, _>>()?,
+        Some(p) => p
+            .iter()
+            .map(|&a| norm_axis(node, a, rank))
+            .collect::<Result<_, _>>()?,
         None => (0..rank).rev().collect(),
     })
 }
 
 /// Transpose batch axis: where the permutation moves it.
 pub fn transpose_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     let p = perm(f, node)?;
     Ok(vec![p.iter().position(|&a| a == b)])
 }
@@ -91,7 +98,9 @@ pub fn transpose(
     node: &NodeProto,
     gys: &[Option<String>],
 ) -> Result<Vec<Option<String>>, GradError> {
-    let Some(gy) = &gys[0] else { return Ok(vec![None]) };
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None]);
+    };
     let p = perm(ctx.f, node)?;
     let mut inv = vec![0; p.len()];
     for (j, &a) in p.iter().enumerate() {
@@ -106,10 +115,16 @@ fn shared_batch(f: &Facts, node: &NodeProto, axis: usize) -> Result<Option<usize
     for i in 0..node.input.len() {
         if let Some(x) = f.in_batch(node, i) {
             if x == axis {
-                return Err(GradError::unsupported(node, "operates along the batch axis"));
+                return Err(GradError::unsupported(
+                    node,
+                    "operates along the batch axis",
+                ));
             }
             if b.is_some_and(|y| y != x) {
-                return Err(GradError::unsupported(node, "inputs have different batch axes"));
+                return Err(GradError::unsupported(
+                    node,
+                    "inputs have different batch axes",
+                ));
             }
             b = Some(x);
         }
@@ -173,7 +188,11 @@ pub fn split(
         });
     }
     let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
-    out[0] = Some(if refs.len() == 1 { parts[0].clone() } else { ctx.em.concat(&refs, axis) });
+    out[0] = Some(if refs.len() == 1 {
+        parts[0].clone()
+    } else {
+        ctx.em.concat(&refs, axis)
+    });
     Ok(out)
 }
 
@@ -197,7 +216,11 @@ fn normalise_slice(start: i64, end: i64, step: i64, dim: i64) -> (i64, i64) {
     } else {
         let s = wrap(start).clamp(0, dim - 1);
         let e = wrap(end).clamp(-1, dim - 1);
-        let count = if s > e { (s - e + (-step) - 1) / (-step) } else { 0 };
+        let count = if s > e {
+            (s - e + (-step) - 1) / (-step)
+        } else {
+            0
+        };
         (s, count)
     }
 }
@@ -218,8 +241,16 @@ fn slice_spec(f: &Facts, node: &NodeProto) -> Result<Vec<AxisSlice>, GradError> 
         };
         let s = need(1, "starts")?;
         let e = need(2, "ends")?;
-        let a = if input(node, 3).is_some() { Some(need(3, "axes")?) } else { None };
-        let st = if input(node, 4).is_some() { Some(need(4, "steps")?) } else { None };
+        let a = if input(node, 3).is_some() {
+            Some(need(3, "axes")?)
+        } else {
+            None
+        };
+        let st = if input(node, 4).is_some() {
+            Some(need(4, "steps")?)
+        } else {
+            None
+        };
         (s, e, a, st)
     };
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
@@ -231,7 +262,12 @@ fn slice_spec(f: &Facts, node: &NodeProto) -> Result<Vec<AxisSlice>, GradError> 
             return Err(GradError::shape(node, "step 0"));
         }
         let (first, count) = normalise_slice(starts[k], ends[k], steps[k], shape[axis] as i64);
-        out.push(AxisSlice { axis, first, count, step: steps[k] });
+        out.push(AxisSlice {
+            axis,
+            first,
+            count,
+            step: steps[k],
+        });
     }
     Ok(out)
 }
@@ -242,7 +278,9 @@ fn is_identity(s: &AxisSlice, dim: usize) -> bool {
 
 /// Slice batch axis: unchanged; the batch axis itself may only be sliced whole.
 pub fn slice_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     let shape = f.in_shape(node, 0)?.to_vec();
     for s in slice_spec(f, node)? {
         if s.axis == b && !is_identity(&s, shape[b]) {
@@ -298,7 +336,7 @@ pub fn slice(
         }
         let (mut first, mut step) = (s.first, s.step);
         if step < 0 {
-            g = ctx.em.slice(&g, &[-1], &[i64::MIN], &[s.axis], &[-1]);
+            g = ctx.em.reverse(&g, s.axis, cur[s.axis]);
             first += step * (s.count - 1);
             step = -step;
         }
@@ -320,7 +358,9 @@ pub fn slice(
 
 /// Gather batch axis: data axes around `axis`; gathering along the batch is not supported.
 pub fn gather_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     let rank = f.in_shape(node, 0)?.len();
     let axis = norm_axis(node, attr_i(node, "axis", 0), rank)?;
     let q = f.in_shape(node, 1)?.len();
@@ -352,7 +392,10 @@ pub fn gather(
     for (j, &i) in idx.iter().enumerate() {
         let i = if i < 0 { i + d as i64 } else { i };
         if i < 0 || i >= d as i64 {
-            return Err(GradError::shape(node, format!("index {i} out of range {d}")));
+            return Err(GradError::shape(
+                node,
+                format!("index {i} out of range {d}"),
+            ));
         }
         onehot[j * d + i as usize] = 1.0;
     }
@@ -382,11 +425,17 @@ fn pads(f: &Facts, node: &NodeProto) -> Result<Vec<(i64, i64)>, GradError> {
             .ok_or_else(|| GradError::unsupported(node, "pads are not a known constant"))?
     };
     let axes: Vec<usize> = match f.in_i64(node, 3).filter(|_| input(node, 3).is_some()) {
-        Some(a) => a.iter().map(|&x| norm_axis(node, x, rank)).collect::<Result<_, _>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&x| norm_axis(node, x, rank))
+            .collect::<Result<_, _>>()?,
         None => (0..rank).collect(),
     };
     if raw.len() != 2 * axes.len() {
-        return Err(GradError::shape(node, format!("pads {raw:?} for {} axes", axes.len())));
+        return Err(GradError::shape(
+            node,
+            format!("pads {raw:?} for {} axes", axes.len()),
+        ));
     }
     let mut out = vec![(0, 0); rank];
     for (k, &a) in axes.iter().enumerate() {
@@ -397,7 +446,9 @@ fn pads(f: &Facts, node: &NodeProto) -> Result<Vec<(i64, i64)>, GradError> {
 
 /// Pad batch axis: unchanged; the batch axis must not be padded.
 pub fn pad_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
-    let Some(b) = f.in_batch(node, 0) else { return Ok(vec![None]) };
+    let Some(b) = f.in_batch(node, 0) else {
+        return Ok(vec![None]);
+    };
     if pads(f, node)?[b] != (0, 0) {
         return Err(GradError::unsupported(node, "pads the batch axis"));
     }
@@ -449,7 +500,10 @@ pub fn pad(
             continue;
         }
         if b < 0 || e < 0 {
-            return Err(GradError::unsupported(node, format!("negative pads in {mode} mode")));
+            return Err(GradError::unsupported(
+                node,
+                format!("negative pads in {mode} mode"),
+            ));
         }
         let d = bw_x[a] as i64;
         let total = cur[a] as i64;
@@ -463,7 +517,7 @@ pub fn pad(
             }
             let mut part = ctx.em.slice(&g, &[start], &[stop], &[a], &[1]);
             if reverse {
-                part = ctx.em.slice(&part, &[-1], &[i64::MIN], &[a], &[-1]);
+                part = ctx.em.reverse(&part, a, (stop - start) as usize);
             }
             let mut shape = cur.clone();
             shape[a] = (stop - start) as usize;
@@ -476,8 +530,8 @@ pub fn pad(
                 fold(ctx, b + d, total, d - 1 - e, true);
             }
             "edge" => {
-                let l = ctx.em.slice(&g, &[0], &[b], &[a], &[1]);
                 if b > 0 {
+                    let l = ctx.em.slice(&g, &[0], &[b], &[a], &[1]);
                     let s = ctx.em.reduce_sum(&l, &[a], true);
                     let mut shape = cur.clone();
                     shape[a] = 1;
