@@ -121,6 +121,30 @@ pub fn logits_model(m: &ModelProto) -> ModelProto {
     m
 }
 
+/// With `GRAD_DUMP=dir`, writes the gradient graph and its tract run (inputs and outputs as
+/// JSON) so that another runtime (ONNX Runtime) can be checked against it.
+fn dump(
+    m: &ModelProto,
+    xs: &[usize],
+    x: &[f32],
+    cs: &[usize],
+    cot: &[f32],
+    outs: &[(Vec<usize>, Vec<f32>)],
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let Ok(dir) = std::env::var("GRAD_DUMP") else { return };
+    let i = COUNT.fetch_add(1, Ordering::SeqCst);
+    let t = std::thread::current();
+    let stem = format!("{dir}/{}_{i}", t.name().unwrap_or("t").replace("::", "."));
+    std::fs::write(format!("{stem}.onnx"), prost::Message::encode_to_vec(m)).unwrap();
+    let j = serde_json::json!({
+        "input": x, "input_shape": xs, "cotangent": cot, "cotangent_shape": cs,
+        "logits": outs[0].1, "grad": outs[1].1,
+    });
+    std::fs::write(format!("{stem}.json"), j.to_string()).unwrap();
+}
+
 /// Result of a gradient check.
 #[derive(Debug)]
 pub struct Check {
@@ -152,6 +176,7 @@ pub fn check(m: &ModelProto, shape: &[usize], classes: usize, scale: f32, seed: 
     gshape.extend_from_slice(&shape[1..]);
     assert_eq!(outs[1].0, gshape, "grad shape");
     let grad: Vec<f64> = outs[1].1.iter().map(|&v| v as f64).collect();
+    dump(&gg.model, shape, &x, &[n, classes, k], &cot, &outs);
 
     let lm = logits_model(m);
     let fp = plan(&lm, &[shape]);
