@@ -10,7 +10,10 @@ use super::error::GradError;
 use super::onnx::{node_name, opset, value_info, value_info_f32};
 use super::path::{analyse, graph, missing, PathInfo};
 use super::probe::probe;
-use super::rules::{rule, Ctx, Facts};
+use super::rules::{reshape_layout, rule, Ctx, Facts};
+
+/// Ops that only reshape (their batch layout comes from [`reshape_layout`]).
+const RESHAPES: [&str; 4] = ["Reshape", "Flatten", "Squeeze", "Unsqueeze"];
 
 /// Name of the model-input graph input of the gradient graph.
 pub const INPUT: &str = "input";
@@ -71,6 +74,7 @@ pub fn build_gradient_graph(
         probe: pr,
         active: info.active.clone(),
         batch: HashMap::new(),
+        outer: HashMap::new(),
         n,
         m: classes,
         opset: opset(model),
@@ -86,9 +90,28 @@ pub fn build_gradient_graph(
         let node = &nodes[i];
         let r = rule(&node.op_type).expect("rules checked above");
         let axes = (r.batch)(&facts, node)?;
+        let outer_in = (0..node.input.len())
+            .find(|&j| facts.in_batch(node, j).is_some())
+            .map(|j| facts.outer(&node.input[j]))
+            .unwrap_or(1);
         for (o, a) in node.output.iter().zip(axes) {
             if let (Some(a), true) = (a, facts.is_active(o)) {
                 facts.batch.insert(o.clone(), a);
+                let outer = if RESHAPES.contains(&node.op_type.as_str()) {
+                    let si = facts.in_shape(node, 0)?;
+                    let so = facts.shape(node, o)?;
+                    let b = facts
+                        .in_batch(node, 0)
+                        .expect("active reshape input has a batch");
+                    reshape_layout(si, b, outer_in, so)
+                        .map(|l| l.1)
+                        .unwrap_or(1)
+                } else {
+                    outer_in
+                };
+                if outer != 1 {
+                    facts.outer.insert(o.clone(), outer);
+                }
             }
         }
     }
@@ -106,7 +129,9 @@ pub fn build_gradient_graph(
             info.logits
         )));
     }
-    if facts.is_active(&info.logits) && facts.batch_axis(&info.logits) != Some(0) {
+    if facts.is_active(&info.logits)
+        && (facts.batch_axis(&info.logits) != Some(0) || facts.outer(&info.logits) != 1)
+    {
         return Err(GradError::Model(format!(
             "the batch axis of the logits `{}` is not axis 0",
             info.logits

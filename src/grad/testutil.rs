@@ -133,7 +133,9 @@ fn dump(
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let Ok(dir) = std::env::var("GRAD_DUMP") else { return };
+    let Ok(dir) = std::env::var("GRAD_DUMP") else {
+        return;
+    };
     let i = COUNT.fetch_add(1, Ordering::SeqCst);
     let t = std::thread::current();
     let stem = format!("{dir}/{}_{i}", t.name().unwrap_or("t").replace("::", "."));

@@ -98,9 +98,7 @@ pub fn activation(
         }
         _ => return Err(GradError::unsupported(node, "no activation rule")),
     };
-    let rank = ctx.f.probe.shapes.get(&y).map(|s| s.len()).unwrap_or(0);
-    let b = ctx.f.batch_axis(&y);
-    let d = ctx.tile_axis(&d, rank, b);
+    let d = ctx.tile_as(&d, &y);
     out[0] = Some(ctx.em.mul(gy, &d));
     Ok(out)
 }
@@ -151,8 +149,7 @@ pub fn softmax(
         ctx.em.mul(&yt, &d)
     } else {
         let e = ctx.em.op("Exp", &[&y], vec![]);
-        let b = ctx.f.batch_axis(&y);
-        let e = ctx.tile_axis(&e, rank, b);
+        let e = ctx.tile_as(&e, &y);
         let s = ctx.em.reduce_sum(gy, &axes, true);
         let p = ctx.em.mul(&e, &s);
         ctx.em.sub(gy, &p)

@@ -11,9 +11,7 @@ use crate::grad::onnx::{attr_f, input};
 
 /// Tiles a local derivative `d` shaped like output `y` (forward batch) to the backward batch.
 fn tile_like_output(ctx: &mut Ctx, d: &str, y: &str) -> String {
-    let rank = ctx.f.probe.shapes.get(y).map(|s| s.len()).unwrap_or(0);
-    let b = ctx.f.batch_axis(y);
-    ctx.tile_axis(d, rank, b)
+    ctx.tile_as(d, y)
 }
 
 /// VJP of the broadcasting binary and variadic ops.

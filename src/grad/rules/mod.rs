@@ -26,6 +26,8 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::NodeProto;
 
+pub use shape::reshape_layout;
+
 use super::emit::Emitter;
 use super::error::GradError;
 use super::onnx::{input, node_name};
@@ -94,6 +96,10 @@ pub struct Facts {
     pub active: HashSet<String>,
     /// Batch axis of each active tensor.
     pub batch: HashMap<String, usize>,
+    /// Layout of the batch axis where it is not plain: its extent is `[outer][rest]` and the
+    /// backward pass inserts the `M` copies between the two (1, m-major, when absent). Arises
+    /// when a reshape merges the batch with axes before it, e.g. `(L, N, E) → (L·N, E)`.
+    pub outer: HashMap<String, usize>,
     /// Forward batch size `N`.
     pub n: usize,
     /// Number of cotangents per sample `M`.
@@ -139,6 +145,11 @@ impl Facts {
         self.batch.get(name).copied()
     }
 
+    /// Outer factor of the batch axis layout of `name` (see [`Facts::outer`]).
+    pub fn outer(&self, name: &str) -> usize {
+        self.outer.get(name).copied().unwrap_or(1)
+    }
+
     /// Batch axis of input `i` of `node` (when active).
     pub fn in_batch(&self, node: &NodeProto, i: usize) -> Option<usize> {
         input(node, i).and_then(|n| self.batch_axis(n))
@@ -182,30 +193,58 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// `name` (a forward tensor) repeated `M` times along its batch axis, m-major, so that it
-    /// lines up with backward tensors; `name` itself when `M = 1` or it has no batch axis.
+    /// `name` (a forward tensor) repeated `M` times along its batch axis, so that it lines up
+    /// with backward tensors; `name` itself when `M = 1` or it has no batch axis.
     pub fn tile(&mut self, name: &str) -> String {
-        let Some(b) = self.f.batch_axis(name) else {
-            return name.to_string();
-        };
-        if self.f.m == 1 {
+        if self.f.batch_axis(name).is_none() || self.f.m == 1 {
             return name.to_string();
         }
         if let Some(t) = self.tiles.get(name) {
             return t.clone();
         }
-        let rank = self
-            .f
-            .probe
-            .shapes
-            .get(name)
-            .map(|s| s.len())
-            .unwrap_or(b + 1);
-        let mut reps = vec![1; rank];
-        reps[b] = self.f.m;
-        let t = self.em.tile(name, &reps);
+        let t = self.tile_as(name, name);
         self.tiles.insert(name.to_string(), t.clone());
         t
+    }
+
+    /// Tiles `name`, a tensor computed from forward values with the shape and batch layout of
+    /// the forward tensor `like` (a local derivative), to the backward batch.
+    pub fn tile_as(&mut self, name: &str, like: &str) -> String {
+        let shape = self.f.probe.shapes.get(like).cloned().unwrap_or_default();
+        let b = self.f.batch_axis(like);
+        let outer = self.f.outer(like);
+        self.tile_shaped(name, &shape, b, outer)
+    }
+
+    /// Tiles `name` (forward shape `shape`, batch axis `b` whose extent is laid out as
+    /// `[outer][rest]`) `M` times, inserting the copies between `outer` and `rest`.
+    pub fn tile_shaped(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        b: Option<usize>,
+        outer: usize,
+    ) -> String {
+        let Some(b) = b else { return name.to_string() };
+        if self.f.m == 1 {
+            return name.to_string();
+        }
+        if outer == 1 {
+            let mut reps = vec![1; shape.len()];
+            reps[b] = self.f.m;
+            return self.em.tile(name, &reps);
+        }
+        let mut split: Vec<usize> = shape[..b].to_vec();
+        split.push(outer);
+        split.push(shape[b] / outer);
+        split.extend_from_slice(&shape[b + 1..]);
+        let r = self.em.reshape(name, &split);
+        let mut reps = vec![1; split.len()];
+        reps[b + 1] = self.f.m;
+        let t = self.em.tile(&r, &reps);
+        let mut bw = shape.to_vec();
+        bw[b] *= self.f.m;
+        self.em.reshape(&t, &bw)
     }
 
     /// A forward operand `name` of a broadcasting op whose output is `out`, lined up with
@@ -230,22 +269,10 @@ impl Ctx<'_> {
         if let Some(t) = self.tiles.get(&key) {
             return t.clone();
         }
-        let t = self.tile_axis(name, s.len(), Some(b - lead));
+        let s = s.clone();
+        let t = self.tile_shaped(name, &s, Some(b - lead), self.f.outer(out));
         self.tiles.insert(key, t.clone());
         t
-    }
-
-    /// Tiles a tensor computed in the forward batch whose batch axis is `b` (a local derivative
-    /// computed from forward values), for `M > 1`.
-    pub fn tile_axis(&mut self, name: &str, rank: usize, b: Option<usize>) -> String {
-        match b {
-            Some(b) if self.f.m > 1 => {
-                let mut reps = vec![1; rank];
-                reps[b] = self.f.m;
-                self.em.tile(name, &reps)
-            }
-            _ => name.to_string(),
-        }
     }
 
     /// Sums `g` (backward shape `from`) down to backward shape `to` (numpy broadcasting in
@@ -287,6 +314,12 @@ pub fn broadcast_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>
         };
         let s = f.in_shape(node, i)?;
         let a = align(b, s.len(), out.len());
+        if i > 0 && f.outer(&node.input[i]) != f.outer(&node.input[0]) && f.in_active(node, 0) {
+            return Err(GradError::unsupported(
+                node,
+                "inputs lay out the batch differently",
+            ));
+        }
         if s[b] != out[a] {
             return Err(GradError::shape(
                 node,
@@ -314,6 +347,12 @@ pub fn same_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Gra
 
 /// The batch axis of input 0, which must be axis 0 (Conv, pooling, normalisations).
 pub fn batch_first(f: &Facts, node: &NodeProto) -> Result<Option<usize>, GradError> {
+    if input(node, 0).is_some_and(|x| f.outer(x) != 1) {
+        return Err(GradError::unsupported(
+            node,
+            "the batch is merged with a leading axis",
+        ));
+    }
     match f.in_batch(node, 0) {
         Some(0) | None => Ok(f.in_batch(node, 0)),
         Some(b) => Err(GradError::unsupported(

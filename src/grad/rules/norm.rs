@@ -46,8 +46,14 @@ pub fn batch_norm(
 
 /// Shared VJP of `ŷ = (x − μ)/σ` over `axes`, given `a = ȳ ⊙ γ` (backward batch):
 /// `x̄ = (a − mean(a) − x̂ · mean(a ⊙ x̂)) / σ`.
-fn normalize_vjp(ctx: &mut Ctx, x: &str, rank: usize, axes: &[usize], eps: f32, a: &str) -> String {
+fn normalize_vjp(ctx: &mut Ctx, x: &str, axes: &[usize], eps: f32, a: &str) -> String {
     let b = ctx.f.batch_axis(x);
+    let outer = ctx.f.outer(x);
+    let shape = ctx.f.probe.shapes.get(x).cloned().unwrap_or_default();
+    let mut kept = shape.clone();
+    for &a in axes {
+        kept[a] = 1;
+    }
     let em = &mut *ctx.em;
     let mu = em.reduce_mean(x, axes, true);
     let xc = em.sub(x, &mu);
@@ -58,8 +64,8 @@ fn normalize_vjp(ctx: &mut Ctx, x: &str, rank: usize, axes: &[usize], eps: f32, 
     let sd = em.op("Sqrt", &[&v], vec![]);
     let rstd = em.op("Reciprocal", &[&sd], vec![]);
     let xhat = em.mul(&xc, &rstd);
-    let xhat = ctx.tile_axis(&xhat, rank, b);
-    let rstd = ctx.tile_axis(&rstd, rank, b);
+    let xhat = ctx.tile_shaped(&xhat, &shape, b, outer);
+    let rstd = ctx.tile_shaped(&rstd, &kept, b, outer);
     let em = &mut *ctx.em;
     let ma = em.reduce_mean(a, axes, true);
     let ax = em.mul(a, &xhat);
@@ -89,7 +95,7 @@ pub fn instance_norm(
     let s = ctx.em.reshape(&scale, &dims);
     let a = ctx.em.mul(gy, &s);
     let axes: Vec<usize> = (2..rank).collect();
-    out[0] = Some(normalize_vjp(ctx, &x, rank, &axes, eps, &a));
+    out[0] = Some(normalize_vjp(ctx, &x, &axes, eps, &a));
     Ok(out)
 }
 
@@ -133,6 +139,6 @@ pub fn layer_norm(
     let scale = input(node, 1).expect("scale").to_string();
     let a = ctx.em.mul(gy, &scale);
     let axes = layer_norm_axes(node, rank)?;
-    out[0] = Some(normalize_vjp(ctx, &x, rank, &axes, eps, &a));
+    out[0] = Some(normalize_vjp(ctx, &x, &axes, eps, &a));
     Ok(out)
 }

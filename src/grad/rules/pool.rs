@@ -85,7 +85,9 @@ pub fn max_pool(
     let range = em.const_i64_shaped(&range_dims, &(0..kk as i64).collect::<Vec<_>>());
     let onehot = em.bin("Equal", &code, &range);
     let onehot = em.cast(&onehot, DataType::Float);
-    let onehot = ctx.tile_axis(&onehot, r + 3, Some(0));
+    let mut oh_shape = vec![x[0], c, kk];
+    oh_shape.extend_from_slice(&y[2..]);
+    let onehot = ctx.tile_shaped(&onehot, &oh_shape, Some(0), 1);
     let em = &mut *ctx.em;
     let g = em.unsqueeze(gy, &[2]);
     let g = em.mul(&onehot, &g);
@@ -202,7 +204,7 @@ pub fn global_pool(
         let mask = ctx.em.cast(&eq, DataType::Float);
         let cnt = ctx.em.reduce_sum(&mask, &spatial, true);
         let d = ctx.em.div(&mask, &cnt);
-        let d = ctx.tile_axis(&d, x.len(), Some(0));
+        let d = ctx.tile_shaped(&d, &x, Some(0), 1);
         ctx.em.mul(&d, gy)
     };
     Ok(vec![Some(gx)])

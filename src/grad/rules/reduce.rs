@@ -68,7 +68,6 @@ pub fn reduce(
     let x = input(node, 0).expect("reduce input").to_string();
     let xs = ctx.f.in_shape(node, 0)?.to_vec();
     let bw_x = ctx.f.bw_shape(node, &x)?;
-    let b = ctx.f.batch_axis(&x);
     let mut kept = bw_x.clone();
     let mut kept_fwd = xs.clone();
     for &a in &ax {
@@ -87,13 +86,13 @@ pub fn reduce(
         "ReduceMean" => ctx.em.scale(&g, 1.0 / n as f32),
         "ReduceSumSquare" => {
             let d = ctx.em.scale(&x, 2.0);
-            let d = ctx.tile_axis(&d, xs.len(), b);
+            let d = ctx.tile_as(&d, &x);
             ctx.em.mul(&g, &d)
         }
         "ReduceL2" => {
             let yk = ctx.em.reshape(&y, &kept_fwd);
             let d = ctx.em.div(&x, &yk);
-            let d = ctx.tile_axis(&d, xs.len(), b);
+            let d = ctx.tile_as(&d, &x);
             ctx.em.mul(&g, &d)
         }
         "ReduceMax" | "ReduceMin" => {
@@ -102,7 +101,7 @@ pub fn reduce(
             let mask = ctx.em.cast(&eq, DataType::Float);
             let cnt = ctx.em.reduce_sum(&mask, &ax, true);
             let d = ctx.em.div(&mask, &cnt);
-            let d = ctx.tile_axis(&d, xs.len(), b);
+            let d = ctx.tile_as(&d, &x);
             ctx.em.mul(&g, &d)
         }
         _ => return Err(GradError::unsupported(node, "no reduce rule")),

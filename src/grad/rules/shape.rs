@@ -34,26 +34,47 @@ fn product(s: &[usize]) -> usize {
     s.iter().product()
 }
 
-/// Batch axis through a reshape: the output axis starting at the same flat offset as the input
-/// batch axis (so the `M` factor stays outermost), preferring one of the same extent.
+/// Batch layout through a reshape. The backward pass inserts the `M` copies at flat offset
+/// `P = Π si[..b] · outer` of the forward layout; the output keeps that offset, so its batch
+/// axis is the axis `j` (and outer factor `o'`) with `Π so[..j] · o' = P`. Among exact axis
+/// starts (`o' = 1`), one of the same extent as the input's inner part is preferred.
+pub fn reshape_layout(
+    si: &[usize],
+    b: usize,
+    outer: usize,
+    so: &[usize],
+) -> Option<(usize, usize)> {
+    let p = product(&si[..b]) * outer;
+    let rest = si[b] / outer.max(1);
+    let cands: Vec<usize> = (0..so.len()).filter(|&j| product(&so[..j]) == p).collect();
+    let pick = cands
+        .iter()
+        .find(|&&j| so[j] == rest)
+        .or_else(|| cands.iter().find(|&&j| so[j] > 1))
+        .or(cands.first());
+    if let Some(&j) = pick {
+        return Some((j, 1));
+    }
+    (0..so.len()).find_map(|j| {
+        let pre = product(&so[..j]);
+        let o = p / pre.max(1);
+        (pre < p && p % pre == 0 && o < so[j] && so[j] % o == 0).then_some((j, o))
+    })
+}
+
+/// Batch axis through a reshape (see [`reshape_layout`]).
 pub fn reshape_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
     let Some(b) = f.in_batch(node, 0) else {
         return Ok(vec![None]);
     };
     let si = f.in_shape(node, 0)?;
     let so = f.out_shape(node, 0)?;
-    let p = product(&si[..b]);
-    let cands: Vec<usize> = (0..so.len()).filter(|&j| product(&so[..j]) == p).collect();
-    let pick = cands
-        .iter()
-        .find(|&&j| so[j] == si[b])
-        .or_else(|| cands.iter().find(|&&j| so[j] > 1))
-        .or(cands.first());
-    match pick {
-        Some(&j) => Ok(vec![Some(j)]),
+    let outer = f.outer(&node.input[0]);
+    match reshape_layout(si, b, outer, so) {
+        Some((j, _)) => Ok(vec![Some(j)]),
         None => Err(GradError::unsupported(
             node,
-            format!("reshape {si:?} -> {so:?} mixes the batch axis {b} with the axes before it"),
+            format!("reshape {si:?} -> {so:?} splits the batch axis {b} across output axes"),
         )),
     }
 }
@@ -577,6 +598,21 @@ pub fn expand(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reshape_layout_tracks_the_batch_offset() {
+        // (N, C, H, W) -> (N, C·H·W)
+        assert_eq!(reshape_layout(&[2, 3, 4, 4], 0, 1, &[2, 48]), Some((0, 1)));
+        // (L, N, h, d) -> (L·N, h·d): the batch is merged under L.
+        assert_eq!(
+            reshape_layout(&[17, 2, 2, 16], 1, 1, &[34, 32]),
+            Some((0, 17))
+        );
+        // ... and back: (L·N, E) -> (L, N, E).
+        assert_eq!(reshape_layout(&[34, 32], 0, 17, &[17, 2, 32]), Some((1, 1)));
+        // N = 1: (1, C) -> (C,) keeps the offset at axis 0.
+        assert_eq!(reshape_layout(&[1, 5], 0, 1, &[5]), Some((0, 1)));
+    }
 
     #[test]
     fn slice_normalisation_follows_onnx() {
