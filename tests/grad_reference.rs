@@ -40,6 +40,10 @@ fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
     (cos, if nb == 0.0 { na } else { diff / nb })
 }
 
+fn dir_cot(root: &Path, name: &str, m: usize) -> PathBuf {
+    root.join("grad").join(format!("{name}.cot{m}.npy"))
+}
+
 fn model_path(root: &Path, name: &str) -> Option<PathBuf> {
     let p = root.join("grad").join(format!("{name}.onnx"));
     if p.exists() {
@@ -147,6 +151,16 @@ fn gradients_match_pytorch_references() {
                     continue;
                 }
             };
+            if let Ok(dir) = std::env::var("GRAD_DUMP") {
+                // For cross-runtime checks (e.g. onnxruntime) of the emitted graphs.
+                let stem = format!("{dir}/{name}_m{m}");
+                std::fs::write(format!("{stem}.onnx"), gg.model.encode_to_vec()).unwrap();
+                let j = serde_json::json!({
+                    "input": x, "input_shape": xs, "cotangent": npy(&dir_cot(&root, name, m)).unwrap().1,
+                    "cotangent_shape": cs, "logits": outs[0], "grad": outs[1],
+                });
+                std::fs::write(format!("{stem}.json"), j.to_string()).unwrap();
+            }
             let (cos, rel) = compare(&outs[1], &gref);
             let lref = npy(&dir.join(format!("{name}.logits.npy"))).map(|l| l.1);
             let (lcos, lrel) = lref.map(|l| compare(&outs[0], &l)).unwrap_or((1.0, 0.0));

@@ -3,10 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 use super::error::{GradError, UnsupportedNode};
-use super::onnx::{attr_i, node_name};
+use super::onnx::{attr_i, node_name, value_info_elem};
 use super::rules::rule;
 
 /// Ops whose outputs never carry a gradient: integer/boolean results, piecewise-constant
@@ -88,21 +88,26 @@ pub fn graph(model: &ModelProto) -> Result<&GraphProto, GradError> {
         .ok_or_else(|| GradError::Model("model has no graph".into()))
 }
 
-/// Finds the single non-initializer input.
+/// Finds the single non-initializer input, which must be float32 (or untyped).
 pub fn find_input(g: &GraphProto) -> Result<String, GradError> {
     let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&str> = g
+    let inputs: Vec<&ValueInfoProto> = g
         .input
         .iter()
-        .map(|i| i.name.as_str())
-        .filter(|n| !inits.contains(n))
+        .filter(|i| !inits.contains(i.name.as_str()))
         .collect();
     match inputs.as_slice() {
-        [one] => Ok(one.to_string()),
+        [one] => match value_info_elem(one) {
+            0 | 1 => Ok(one.name.clone()),
+            t => Err(GradError::Model(format!(
+                "input `{}` has ONNX element type {t}, not float32",
+                one.name
+            ))),
+        },
         _ => Err(GradError::Model(format!(
             "expected exactly one non-initializer input, found {}: {:?}",
             inputs.len(),
-            inputs
+            inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
         ))),
     }
 }

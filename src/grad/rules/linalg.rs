@@ -61,11 +61,24 @@ pub fn gemm(
     let a = input(node, 0).expect("Gemm A").to_string();
     let b = input(node, 1).expect("Gemm B").to_string();
     let mut out = vec![None; node.input.len()];
+    // Gemm's C is optional only from opset 11.
+    let zero = if ctx.f.opset < 11 {
+        Some(ctx.em.scalar(0.0))
+    } else {
+        None
+    };
+    let with_c = |a: &str, b: &str| -> Vec<String> {
+        let mut v = vec![a.to_string(), b.to_string()];
+        v.extend(zero.clone());
+        v
+    };
     if ctx.f.in_active(node, 0) {
         let bt = ctx.tile(&b);
+        let ins = with_c(gy, &bt);
+        let ins: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
         let g = ctx.em.op(
             "Gemm",
-            &[gy, &bt],
+            &ins,
             vec![("alpha", Attr::Float(alpha)), ("transB", Attr::Int(1 - tb))],
         );
         out[0] = Some(if ta != 0 {
@@ -76,9 +89,11 @@ pub fn gemm(
     }
     if ctx.f.in_active(node, 1) {
         let at = ctx.tile(&a);
+        let ins = with_c(&at, gy);
+        let ins: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
         let g = ctx.em.op(
             "Gemm",
-            &[&at, gy],
+            &ins,
             vec![("alpha", Attr::Float(alpha)), ("transA", Attr::Int(1 - ta))],
         );
         out[1] = Some(if tb != 0 {
