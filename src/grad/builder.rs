@@ -75,7 +75,6 @@ pub fn build_gradient_graph(
         active: info.active.clone(),
         batch: HashMap::new(),
         outer: HashMap::new(),
-        n,
         m: classes,
         opset: opset(model),
     };

@@ -25,7 +25,7 @@ where
 {
     let d = x.len();
     assert!(
-        d > 0 && dirs.len() % d == 0,
+        d > 0 && dirs.len().is_multiple_of(d),
         "directions must be (D, d) with d = x.len()"
     );
     let nd = dirs.len() / d;
@@ -85,7 +85,10 @@ where
     let d = x.len();
     let jac = jacobian(f, x, h)?; // (d, K)
     let k = jac.len() / d;
-    assert!(k > 0 && cots.len() % k == 0, "cotangents must be (M, K)");
+    assert!(
+        k > 0 && cots.len().is_multiple_of(k),
+        "cotangents must be (M, K)"
+    );
     let m = cots.len() / k;
     let mut out = vec![0f64; m * d];
     for (mi, c) in cots.chunks(k).enumerate() {

@@ -48,11 +48,6 @@ pub fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(node, name).map(|a| a.ints.clone())
 }
 
-/// Float-list attribute, if present.
-pub fn attr_floats(node: &NodeProto, name: &str) -> Option<Vec<f32>> {
-    attr(node, name).map(|a| a.floats.clone())
-}
-
 /// String attribute, or `default`.
 pub fn attr_s(node: &NodeProto, name: &str, default: &str) -> String {
     attr(node, name)
@@ -70,6 +65,7 @@ pub fn input(node: &NodeProto, i: usize) -> Option<&str> {
 
 /// An attribute value for [`make_node`].
 #[derive(Debug, Clone)]
+#[cfg_attr(not(test), allow(dead_code))] // Str and Tensor build test graphs
 pub enum Attr {
     /// `INT`.
     Int(i64),
@@ -77,12 +73,10 @@ pub enum Attr {
     Float(f32),
     /// `INTS`.
     Ints(Vec<i64>),
-    /// `FLOATS`.
-    Floats(Vec<f32>),
     /// `STRING`.
     Str(String),
     /// `TENSOR`.
-    Tensor(TensorProto),
+    Tensor(Box<TensorProto>),
 }
 
 /// Builds one attribute.
@@ -104,16 +98,12 @@ pub fn make_attr(name: &str, value: Attr) -> AttributeProto {
             a.ints = v;
             a.r#type = AttributeType::Ints as i32;
         }
-        Attr::Floats(v) => {
-            a.floats = v;
-            a.r#type = AttributeType::Floats as i32;
-        }
         Attr::Str(s) => {
             a.s = s.into_bytes();
             a.r#type = AttributeType::String as i32;
         }
         Attr::Tensor(t) => {
-            a.t = Some(t);
+            a.t = Some(*t);
             a.r#type = AttributeType::Tensor as i32;
         }
     }

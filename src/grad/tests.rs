@@ -947,7 +947,7 @@ fn constant_nodes_and_initializer_inputs() {
                 &["k"],
                 vec![(
                     "value",
-                    Attr::Tensor(tensor_f32("", &[3], &[1.0, 2.0, 3.0])),
+                    Attr::Tensor(Box::new(tensor_f32("", &[3], &[1.0, 2.0, 3.0]))),
                 )],
             ),
             node("Mul", &["x", "k"], "m", vec![]),

@@ -25,6 +25,7 @@ pub fn binary(
     let y = node.output[0].clone();
     let bw_y = ctx.f.bw_shape(node, &y)?;
     let op = node.op_type.as_str();
+    #[allow(clippy::needless_range_loop)] // `i` also indexes the node's inputs
     for i in 0..node.input.len() {
         if !ctx.f.in_active(node, i) {
             continue;

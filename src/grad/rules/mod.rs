@@ -30,7 +30,7 @@ pub use shape::reshape_layout;
 
 use super::emit::Emitter;
 use super::error::GradError;
-use super::onnx::{input, node_name};
+use super::onnx::input;
 use super::probe::{as_f32, as_i64, Probe};
 
 /// Batch-axis propagation of a rule: batch axis of each output.
@@ -100,8 +100,6 @@ pub struct Facts {
     /// backward pass inserts the `M` copies between the two (1, m-major, when absent). Arises
     /// when a reshape merges the batch with axes before it, e.g. `(L, N, E) → (L·N, E)`.
     pub outer: HashMap<String, usize>,
-    /// Forward batch size `N`.
-    pub n: usize,
     /// Number of cotangents per sample `M`.
     pub m: usize,
     /// `ai.onnx` opset of the model.
@@ -284,9 +282,7 @@ impl Ctx<'_> {
         let lead = from.len() - to.len().min(from.len());
         let mut axes = vec![];
         for (i, &d) in from.iter().enumerate() {
-            if i < lead {
-                axes.push(i);
-            } else if to[i - lead] == 1 && d != 1 {
+            if i < lead || (to[i - lead] == 1 && d != 1) {
                 axes.push(i);
             }
         }
@@ -380,9 +376,4 @@ pub fn norm_axis(node: &NodeProto, axis: i64, rank: usize) -> Result<usize, Grad
         ));
     }
     Ok(a as usize)
-}
-
-/// The node's name for error messages (re-exported for rule modules).
-pub fn name(node: &NodeProto) -> String {
-    node_name(node)
 }

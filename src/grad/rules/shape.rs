@@ -58,7 +58,7 @@ pub fn reshape_layout(
     (0..so.len()).find_map(|j| {
         let pre = product(&so[..j]);
         let o = p / pre.max(1);
-        (pre < p && p % pre == 0 && o < so[j] && so[j] % o == 0).then_some((j, o))
+        (pre < p && p.is_multiple_of(pre) && o < so[j] && so[j].is_multiple_of(o)).then_some((j, o))
     })
 }
 
