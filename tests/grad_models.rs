@@ -179,8 +179,17 @@ fn torch_reference(model: &str, input: &str, name: &str) {
     let p = plan(&g.model);
     let built = t0.elapsed();
     let t1 = Instant::now();
-    let (_, grad) = run(&p, &g, &x.1, &cot);
+    let (logits, grad) = run(&p, &g, &x.1, &cot);
     let ran = t1.elapsed();
+    if let Ok(dir) = std::env::var("GRAD_DUMP") {
+        // For cross-runtime checks (e.g. onnxruntime) of the emitted graph.
+        std::fs::write(format!("{dir}/{name}.onnx"), g.model.encode_to_vec()).unwrap();
+        let j = serde_json::json!({
+            "input": x.1, "input_shape": x.0, "cotangent": cot, "cotangent_shape": cs,
+            "logits": logits, "grad": grad,
+        });
+        std::fs::write(format!("{dir}/{name}.json"), j.to_string()).unwrap();
+    }
     let a: Vec<f64> = grad.iter().map(|&v| v as f64).collect();
     let b: Vec<f64> = want.iter().map(|&v| v as f64).collect();
     let (cos, rel) = fd::compare(&a, &b);

@@ -370,7 +370,12 @@ fn assemble(
             t
         })
         .collect();
-    inits.extend(em.initializers);
+    // Constants a rule created but did not use are dropped.
+    inits.extend(
+        em.initializers
+            .into_iter()
+            .filter(|t| used.contains(t.name.as_str())),
+    );
 
     let mut inputs = vec![
         value_info_f32(INPUT, input_shape),

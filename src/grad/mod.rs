@@ -35,7 +35,9 @@
 //! values a rule needs (ReLU masks, softmax outputs, MaxPool arg-max codes, …) are computed on
 //! the `N` forward rows and `Tile`d `M` times along their batch axis, and the result is
 //! reshaped to `(M, N, …)` and transposed to `(N, M, …)`. `M` as the outermost factor of the
-//! batch axis survives reshapes that split or merge it (e.g. `(N·heads, L, d)`).
+//! batch axis survives reshapes that split or merge it (e.g. `(N·heads, L, d)`); where a
+//! reshape merges the batch *under* another axis (PyTorch attention: `(L, N, E) → (L·N, E)`),
+//! the batch axis is recorded with an outer factor and tiling inserts the copies there.
 //!
 //! # Fallback
 //!
@@ -45,6 +47,14 @@
 //! ([`fd`]). Forms a rule does not handle (a Conv whose weights depend on the input, pooling
 //! along the batch axis, …) fail with [`GradError::Unsupported`] naming op and node — never a
 //! silent zero.
+//!
+//! # Testing
+//!
+//! Unit tests (`tests.rs`) check every rule family on tiny graphs against central differences
+//! of the original graph on tract ([`fd`]); `tests/grad_reference.rs` checks the 104 PyTorch
+//! autograd references of `onnx_models/grad/`; `tests/grad_models.rs` the bundled classifiers.
+//! With `GRAD_DUMP=dir` the tests write each emitted graph and its tract results, which
+//! `tests/data/grad/ort_check.py` replays on ONNX Runtime.
 //!
 //! Conventions at non-differentiable points: Relu and Clip pass the cotangent only where
 //! `x > 0` / `min < x < max`; MaxPool sends it to the element its `Indices` output names;
