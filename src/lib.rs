@@ -18,6 +18,7 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod grad;
 pub mod model;
 pub mod progress;
 pub mod spec;

@@ -1,0 +1,191 @@
+//! Conv and the window geometry shared with pooling: explicit pads from `auto_pad`, and the
+//! pads/output_padding of the ConvTranspose that spreads output cotangents back over the input.
+
+use tract_onnx::pb::NodeProto;
+
+use super::{active_input_unsupported, batch_first, Ctx, Facts};
+use crate::grad::error::GradError;
+use crate::grad::onnx::{attr_i, attr_ints, attr_s, input, Attr};
+
+/// Batch propagation for ops whose data input is `(N, C, …)` and outputs keep axis 0.
+pub fn batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradError> {
+    let b = batch_first(f, node)?;
+    Ok(vec![b; node.output.len()])
+}
+
+/// Window geometry of a Conv/pool node along its `r` spatial axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Kernel extent per axis.
+    pub kernel: Vec<usize>,
+    /// Strides.
+    pub strides: Vec<usize>,
+    /// Dilations.
+    pub dilations: Vec<usize>,
+    /// Padding at the start of each axis (after resolving `auto_pad`).
+    pub pads_begin: Vec<usize>,
+}
+
+impl Window {
+    /// Reads the geometry of `node` with kernel `kernel`, input spatial shape `input` and output
+    /// spatial shape `output` (the latter two resolve `auto_pad = SAME_*`).
+    pub fn of(
+        node: &NodeProto,
+        kernel: Vec<usize>,
+        input: &[usize],
+        output: &[usize],
+    ) -> Result<Window, GradError> {
+        let r = kernel.len();
+        let get = |name: &str| -> Result<Vec<usize>, GradError> {
+            match attr_ints(node, name) {
+                None => Ok(vec![1; r]),
+                Some(v) if v.len() == r => Ok(v.iter().map(|&x| x.max(1) as usize).collect()),
+                Some(v) => Err(GradError::shape(
+                    node,
+                    format!("{name} {v:?} for {r} spatial axes"),
+                )),
+            }
+        };
+        let strides = get("strides")?;
+        let dilations = get("dilations")?;
+        let pads_begin = match attr_s(node, "auto_pad", "NOTSET").as_str() {
+            "NOTSET" | "" => match attr_ints(node, "pads") {
+                None => vec![0; r],
+                Some(p) if p.len() == 2 * r => p[..r].iter().map(|&x| x.max(0) as usize).collect(),
+                Some(p) => return Err(GradError::shape(node, format!("pads {p:?}"))),
+            },
+            "VALID" => vec![0; r],
+            mode @ ("SAME_UPPER" | "SAME_LOWER") => (0..r)
+                .map(|t| {
+                    let kext = (kernel[t] - 1) * dilations[t] + 1;
+                    let total = ((output[t] - 1) * strides[t] + kext).saturating_sub(input[t]);
+                    if mode == "SAME_UPPER" {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    }
+                })
+                .collect(),
+            other => return Err(GradError::unsupported(node, format!("auto_pad {other}"))),
+        };
+        Ok(Window {
+            kernel,
+            strides,
+            dilations,
+            pads_begin,
+        })
+    }
+
+    /// Pads (`[begins…, ends…]`) and `output_padding` of the ConvTranspose mapping an output of
+    /// spatial shape `output` back onto `input`: windows reaching past the input end are
+    /// cropped, uncovered trailing input positions get zeros.
+    pub fn transpose_pads(&self, input: &[usize], output: &[usize]) -> (Vec<i64>, Vec<i64>) {
+        let r = self.kernel.len();
+        let mut pads = vec![0i64; 2 * r];
+        let mut out_pad = vec![0i64; r];
+        for t in 0..r {
+            let kext = (self.kernel[t] - 1) * self.dilations[t] + 1;
+            let total =
+                (self.strides[t] * (output[t] - 1) + kext) as i64 - self.pads_begin[t] as i64;
+            pads[t] = self.pads_begin[t] as i64;
+            pads[r + t] = (total - input[t] as i64).max(0);
+            out_pad[t] = (input[t] as i64 - total).max(0);
+        }
+        (pads, out_pad)
+    }
+
+    /// ConvTranspose attributes (group, strides, dilations, pads, output_padding, kernel_shape).
+    pub fn conv_transpose_attrs(
+        &self,
+        group: usize,
+        input: &[usize],
+        output: &[usize],
+    ) -> Vec<(&'static str, Attr)> {
+        let (pads, out_pad) = self.transpose_pads(input, output);
+        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
+        let mut a = vec![
+            ("group", Attr::Int(group as i64)),
+            ("kernel_shape", ints(&self.kernel)),
+            ("strides", ints(&self.strides)),
+            ("dilations", ints(&self.dilations)),
+            ("pads", Attr::Ints(pads)),
+        ];
+        if out_pad.iter().any(|&p| p != 0) {
+            a.push(("output_padding", Attr::Ints(out_pad)));
+        }
+        a
+    }
+}
+
+/// Conv: `x̄ = ConvTranspose(ȳ, W)` with the same group, strides, dilations and pads.
+pub fn conv(
+    ctx: &mut Ctx,
+    node: &NodeProto,
+    gys: &[Option<String>],
+) -> Result<Vec<Option<String>>, GradError> {
+    for i in 1..node.input.len() {
+        if ctx.f.in_active(node, i) {
+            return Err(active_input_unsupported(node, i));
+        }
+    }
+    let Some(gy) = &gys[0] else {
+        return Ok(vec![None; node.input.len()]);
+    };
+    let x = ctx.f.in_shape(node, 0)?.to_vec();
+    let w = ctx.f.in_shape(node, 1)?.to_vec();
+    let y = ctx.f.out_shape(node, 0)?.to_vec();
+    if x.len() < 3 {
+        return Err(GradError::shape(
+            node,
+            format!("input rank {} < 3", x.len()),
+        ));
+    }
+    let kernel = attr_ints(node, "kernel_shape")
+        .map(|k| k.iter().map(|&v| v as usize).collect())
+        .unwrap_or_else(|| w[2..].to_vec());
+    let win = Window::of(node, kernel, &x[2..], &y[2..])?;
+    let group = attr_i(node, "group", 1).max(1) as usize;
+    let attrs = win.conv_transpose_attrs(group, &x[2..], &y[2..]);
+    let wname = input(node, 1).expect("Conv has weights").to_string();
+    let gx = ctx.em.op("ConvTranspose", &[gy, &wname], attrs);
+    let mut out = vec![None; node.input.len()];
+    out[0] = Some(gx);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grad::onnx::make_node;
+
+    #[test]
+    fn same_upper_pads_and_transpose_geometry() {
+        let n = make_node(
+            "Conv",
+            "c",
+            &["x", "w"],
+            &["y"],
+            vec![
+                ("auto_pad", Attr::Str("SAME_UPPER".into())),
+                ("strides", Attr::Ints(vec![2])),
+            ],
+        );
+        // in 6, k 3, s 2 -> out 3, total pad = (3-1)*2+3-6 = 1 -> begin 0, end 1
+        let w = Window::of(&n, vec![3], &[6], &[3]).unwrap();
+        assert_eq!(w.pads_begin, vec![0]);
+        let (pads, op) = w.transpose_pads(&[6], &[3]);
+        assert_eq!(pads, vec![0, 1]);
+        assert_eq!(op, vec![0]);
+        // in 7, k 3, s 2, no pad -> out 3, covers 0..7 exactly
+        let n = make_node(
+            "Conv",
+            "c",
+            &["x", "w"],
+            &["y"],
+            vec![("strides", Attr::Ints(vec![2]))],
+        );
+        let w = Window::of(&n, vec![3], &[8], &[3]).unwrap();
+        let (pads, op) = w.transpose_pads(&[8], &[3]);
+        assert_eq!((pads, op), (vec![0, 0], vec![1]));
+    }
+}
