@@ -19,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod grad;
+pub mod measure;
 pub mod model;
 pub mod progress;
 pub mod spec;

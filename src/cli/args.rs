@@ -21,6 +21,45 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Classify a data set: top-1, top-5, per-class accuracy and throughput.
     Eval(EvalArgs),
+    /// Run one robustness measure (`georob measure list` names them all).
+    Measure(MeasureArgs),
+}
+
+/// `georob measure`.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Measure name, or `list` to list the measures.
+    pub name: String,
+    /// The ONNX model file (required unless NAME is `list`).
+    pub model: Option<PathBuf>,
+    /// Data, as for `eval` (required unless NAME is `list`).
+    pub data: Option<PathBuf>,
+    /// Integer labels (.npy) for .npy data.
+    #[arg(long, value_name = "Y.npy")]
+    pub labels: Option<PathBuf>,
+    /// A measure parameter, KEY=VALUE (repeatable); VALUE is read as JSON when it parses, else as a string.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Box constraint LO,HI in the measured space, or `none` (default 0,1 for images, none for .npy).
+    #[arg(long, value_name = "LO,HI|none")]
+    pub bounds: Option<String>,
+    /// Use only the first N items of the data.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Write the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Directory for artifacts (pictures, flows, CSV) that measures save on request.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
 }
 
 /// `georob inspect`.
@@ -100,6 +139,9 @@ pub struct ModelArgs {
     /// File with one class name per line.
     #[arg(long, value_name = "FILE")]
     pub classes: Option<PathBuf>,
+    /// Input gradients: auto (exact from the ONNX graph, finite differences when an operator has no rule), exact (error instead of falling back) or fd.
+    #[arg(long, default_value = "auto", value_name = "auto|exact|fd")]
+    pub gradient: String,
     /// Ignore MODEL.georob.toml beside the model.
     #[arg(long)]
     pub no_sidecar: bool,

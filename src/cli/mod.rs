@@ -4,6 +4,7 @@
 mod args;
 mod eval;
 mod inspect;
+mod measure;
 mod options;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Eval(a) => eval::run(&a),
+        args::Command::Measure(a) => measure::run(&a),
     }
 }
 
@@ -31,5 +33,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -67,6 +67,7 @@ impl ModelArgs {
                 classes: self.classes.clone(),
             },
             use_sidecar: !self.no_sidecar,
+            gradient: self.gradient.parse()?,
         })
     }
 }

@@ -188,6 +188,26 @@ impl Dataset {
         Ok(Batch { start, len, x })
     }
 
+    /// Loads items `start..start+len` in image space: planar `(C, H, W)`
+    /// values in `[0, 1]` at the model's size. Fails for `.npy` data, which
+    /// are already in model space.
+    pub fn load_image_space(&self, spec: &InputSpec, start: usize, len: usize) -> Result<Vec<f32>> {
+        if self.npy.is_some() {
+            return Err(Error::Config(format!(
+                "{}: .npy data are model-space tensors, not images",
+                self.path.display()
+            )));
+        }
+        let d = spec.sample_len();
+        let mut u = vec![0.0f32; len * d];
+        u.par_chunks_mut(d)
+            .zip(&self.items[start..start + len])
+            .try_for_each(|(out, item)| {
+                read_image_space(item.path.as_ref().expect("image item"), spec, out)
+            })?;
+        Ok(u)
+    }
+
     /// Iterates over consecutive batches of at most `batch` items.
     pub fn batches<'a>(
         &'a self,

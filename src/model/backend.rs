@@ -93,6 +93,16 @@ pub trait Backend: Send + Sync {
     /// Runs `n ≤ max_batch()` samples stored contiguously in `x`; returns the
     /// first output's shape (first dimension `n`) and its values.
     fn run_chunk(&self, x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<f32>)>;
+    /// Loads another graph (e.g. a gradient graph with concrete shapes) on the
+    /// same engine, with the same threads and device.
+    fn load_graph(&self, proto: &tract_onnx::pb::ModelProto) -> Result<Box<dyn GraphSession>>;
+}
+
+/// A loaded ONNX graph with float32 inputs and outputs of fixed shapes.
+pub trait GraphSession: Send + Sync {
+    /// Runs the graph on `inputs` (data and shape, in graph input order) and
+    /// returns every output (shape and data, in graph output order).
+    fn run(&self, inputs: &[(&[f32], &[usize])]) -> Result<Vec<(Vec<usize>, Vec<f32>)>>;
 }
 
 /// Runs `f`, turning a panic inside a backend into an error message, so that a

@@ -1,6 +1,7 @@
 //! Loading an ONNX classifier and running it on a backend.
 
 mod backend;
+mod gradients;
 pub mod onnx;
 #[cfg(feature = "ort")]
 mod ort;
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use backend::{install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device};
+pub use backend::{
+    install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device, GraphSession,
+};
+pub use gradients::{GradientChoice, GradientMode};
 pub use onnx::{ModelSummary, OnnxModel};
 
 use crate::error::{Error, Result};
@@ -35,6 +39,8 @@ pub struct ModelOptions {
     pub spec: SpecOverrides,
     /// Whether to read `MODEL.georob.toml`.
     pub use_sidecar: bool,
+    /// How to compute input gradients.
+    pub gradient: GradientChoice,
 }
 
 impl Default for ModelOptions {
@@ -47,6 +53,7 @@ impl Default for ModelOptions {
             batch: 16,
             spec: SpecOverrides::default(),
             use_sidecar: true,
+            gradient: GradientChoice::Auto,
         }
     }
 }
@@ -67,6 +74,8 @@ pub enum OutputTransform {
 pub struct Model {
     /// The file as read (before any rewrite).
     pub onnx: OnnxModel,
+    /// The graph that runs: `onnx`, minus a final softmax when it was stripped.
+    pub runnable: OnnxModel,
     /// How inputs are prepared.
     pub spec: InputSpec,
     /// Number of classes K.
@@ -79,6 +88,7 @@ pub struct Model {
     pub fixed_batch: Option<usize>,
     backend: Box<dyn Backend>,
     threads: usize,
+    gradients: gradients::GradientState,
 }
 
 /// What a report records about the model and how it ran.
@@ -137,6 +147,7 @@ impl Model {
         let backend = start_backend(path, &runnable, &spec, batch, threads, options)?;
         let mut model = Model {
             onnx,
+            runnable,
             spec,
             classes: 0,
             class_names,
@@ -144,6 +155,7 @@ impl Model {
             fixed_batch: input.fixed_batch,
             backend,
             threads,
+            gradients: gradients::GradientState::new(options.gradient),
         };
         // One probe call: learns K and proves the backend can run the model.
         let probe = vec![0.0f32; model.spec.sample_len()];
@@ -235,17 +247,28 @@ impl Model {
         for start in (0..n).step_by(chunk.max(1)) {
             let m = chunk.min(n - start);
             let part = &x[start * d..(start + m) * d];
-            let (s, v) = match self.fixed_batch {
+            // A fixed batch must be filled; tract compiles one plan per batch size,
+            // so it gets a few power-of-two sizes only.
+            let fill = match self.fixed_batch {
+                Some(b) => Some(b),
+                None if self.backend.kind() == BackendKind::Tract => {
+                    Some(gradients::bucket(m, chunk))
+                }
+                None => None,
+            };
+            let (s, v) = match fill {
                 Some(b) if m < b => {
                     let mut padded = part.to_vec();
                     padded.resize(b * d, 0.0);
                     let (s, v) = self.backend.run_chunk(&padded, b)?;
                     let per = v.len() / b;
+                    let mut s = s;
+                    s[0] = m;
                     (s, v[..m * per].to_vec())
                 }
                 _ => self.backend.run_chunk(part, m)?,
             };
-            if s.first().copied() != Some(self.fixed_batch.unwrap_or(m)) {
+            if s.first().copied() != Some(m) {
                 return Err(Error::NotAClassifier {
                     path: self.onnx.path.clone(),
                     reason: format!(

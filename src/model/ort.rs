@@ -5,20 +5,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::Session;
+use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
+use prost::Message;
 
-use super::backend::{Backend, BackendKind, Device};
+use super::backend::{Backend, BackendKind, Device, GraphSession};
 use super::ort_lib::OrtLibrary;
 use crate::error::{Error, Result};
 
 /// Runs an ONNX model with ONNX Runtime.
 pub struct OrtBackend {
-    path: PathBuf,
-    session: Mutex<Session>,
+    graph: OrtGraph,
     sample_shape: Vec<usize>,
     max_batch: usize,
-    description: String,
+    threads: usize,
+    device: Device,
+    lib: OrtLibrary,
+}
+
+/// One ONNX Runtime session.
+struct OrtGraph {
+    path: PathBuf,
+    session: Mutex<Session>,
 }
 
 /// The process-wide ONNX Runtime environment: the library can be loaded once.
@@ -54,14 +62,10 @@ fn environment(lib: &OrtLibrary) -> Result<&'static Environment> {
     }
 }
 
-impl OrtBackend {
-    /// Creates a session for the ONNX bytes `model` (which came from `path`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+impl OrtGraph {
+    fn new(
         path: &Path,
         model: &[u8],
-        sample_shape: Vec<usize>,
-        batch: usize,
         threads: usize,
         device: Device,
         lib: &OrtLibrary,
@@ -77,7 +81,6 @@ impl OrtBackend {
             .with_intra_threads(threads.max(1))
             .map_err(|e| backend_err(e.to_string()))?;
         if device == Device::Cuda {
-            let cuda = ort::ep::CUDA::default();
             let compiled =
                 <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available().unwrap_or(false);
             if !compiled {
@@ -90,7 +93,7 @@ impl OrtBackend {
                 });
             }
             builder = builder
-                .with_execution_providers([cuda.build().error_on_failure()])
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .map_err(|e| Error::BackendUnavailable {
                     backend: "ort",
                     reason: format!(
@@ -101,24 +104,63 @@ impl OrtBackend {
         let session = builder
             .commit_from_memory(model)
             .map_err(|e| backend_err(e.to_string()))?;
-        let description = format!(
-            "onnxruntime ({}, {})",
-            lib.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            if device == Device::Cuda {
-                "CUDA"
-            } else {
-                "CPU"
-            }
-        );
-        Ok(OrtBackend {
+        Ok(OrtGraph {
             path: path.to_path_buf(),
             session: Mutex::new(session),
+        })
+    }
+}
+
+impl GraphSession for OrtGraph {
+    fn run(&self, inputs: &[(&[f32], &[usize])]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let err = |reason: String| Error::Backend {
+            path: self.path.clone(),
+            backend: "ort",
+            reason,
+        };
+        let values = inputs
+            .iter()
+            .map(|(data, shape)| {
+                TensorRef::from_array_view((shape.to_vec(), *data))
+                    .map(SessionInputValue::from)
+                    .map_err(|e| err(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut session = self.session.lock().expect("ort session");
+        let outputs = session.run(&values[..]).map_err(|e| err(e.to_string()))?;
+        outputs
+            .values()
+            .map(|v| {
+                let (shape, data) = v
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| err(format!("an output is not a float32 tensor: {e}")))?;
+                Ok((
+                    shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    data.to_vec(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl OrtBackend {
+    /// Creates a session for the ONNX bytes `model` (which came from `path`).
+    pub fn new(
+        path: &Path,
+        model: &[u8],
+        sample_shape: Vec<usize>,
+        batch: usize,
+        threads: usize,
+        device: Device,
+        lib: &OrtLibrary,
+    ) -> Result<Self> {
+        Ok(OrtBackend {
+            graph: OrtGraph::new(path, model, threads, device, lib)?,
             sample_shape,
             max_batch: batch.max(1),
-            description,
+            threads,
+            device,
+            lib: lib.clone(),
         })
     }
 }
@@ -129,7 +171,19 @@ impl Backend for OrtBackend {
     }
 
     fn describe(&self) -> String {
-        self.description.clone()
+        format!(
+            "onnxruntime ({}, {})",
+            self.lib
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            if self.device == Device::Cuda {
+                "CUDA"
+            } else {
+                "CPU"
+            }
+        )
     }
 
     fn max_batch(&self) -> usize {
@@ -137,22 +191,19 @@ impl Backend for OrtBackend {
     }
 
     fn run_chunk(&self, x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<f32>)> {
-        let err = |reason: String| Error::Backend {
-            path: self.path.clone(),
-            backend: "ort",
-            reason,
-        };
         let mut shape = vec![n];
         shape.extend_from_slice(&self.sample_shape);
-        let input = TensorRef::from_array_view((shape, x)).map_err(|e| err(e.to_string()))?;
-        let mut session = self.session.lock().expect("ort session");
-        let outputs = session
-            .run(ort::inputs![input])
-            .map_err(|e| err(e.to_string()))?;
-        let (out_shape, values) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| err(format!("first output is not a float32 tensor: {e}")))?;
-        let out_shape = out_shape.iter().map(|&d| d.max(0) as usize).collect();
-        Ok((out_shape, values.to_vec()))
+        let mut out = self.graph.run(&[(x, &shape)])?;
+        Ok(out.swap_remove(0))
+    }
+
+    fn load_graph(&self, proto: &tract_onnx::pb::ModelProto) -> Result<Box<dyn GraphSession>> {
+        Ok(Box::new(OrtGraph::new(
+            &self.graph.path,
+            &proto.encode_to_vec(),
+            self.threads,
+            self.device,
+            &self.lib,
+        )?))
     }
 }

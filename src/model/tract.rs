@@ -1,16 +1,17 @@
 //! The tract backend: pure Rust, always available when the `tract` feature is on.
 //!
-//! A plan is optimised for each concrete batch size it is asked to run (the
-//! configured batch and, at most, the size of a last partial chunk), so that
-//! tract sees no symbolic dimension at run time.
+//! A plan is optimised for each concrete batch size it is asked to run, so
+//! that tract sees no symbolic dimension at run time; the model wrapper only
+//! asks for a few sizes (powers of two up to the batch).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use super::backend::{guarded, Backend, BackendKind};
+use super::backend::{guarded, Backend, BackendKind, GraphSession};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -18,10 +19,61 @@ type Plan = Arc<TypedRunnableModel>;
 /// Runs an ONNX model with tract.
 pub struct TractBackend {
     path: PathBuf,
-    proto: tract_onnx::pb::ModelProto,
+    proto: ModelProto,
     sample_shape: Vec<usize>,
     max_batch: usize,
     plans: Mutex<HashMap<usize, Plan>>,
+}
+
+/// A tract plan of a graph whose inputs have concrete shapes.
+struct TractGraph {
+    path: PathBuf,
+    plan: Plan,
+}
+
+fn backend_error(path: &std::path::Path, reason: String) -> Error {
+    Error::Backend {
+        path: path.to_path_buf(),
+        backend: "tract",
+        reason,
+    }
+}
+
+/// Optimises `proto`, with input 0 fixed to `shape` when given.
+fn compile(path: &std::path::Path, proto: &ModelProto, shape: Option<&[usize]>) -> Result<Plan> {
+    guarded(|| -> TractResult<Plan> {
+        let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+        if let Some(shape) = shape {
+            model = model.with_input_fact(0, f32::fact(shape).into())?;
+        }
+        model.into_optimized()?.into_runnable()
+    })
+    .and_then(|r| r.map_err(|e| format!("{e:#}")))
+    .map_err(|reason| backend_error(path, reason))
+}
+
+fn run_plan(
+    path: &std::path::Path,
+    plan: &Plan,
+    inputs: &[(&[f32], &[usize])],
+) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    guarded(|| -> TractResult<Vec<(Vec<usize>, Vec<f32>)>> {
+        let tensors = inputs
+            .iter()
+            .map(|(data, shape)| Ok(Tensor::from_shape(shape, data)?.into()))
+            .collect::<TractResult<TVec<TValue>>>()?;
+        let outputs = plan.run(tensors)?;
+        outputs
+            .iter()
+            .map(|o| {
+                let t = o.cast_to::<f32>()?;
+                let view = t.try_as_plain_ram()?;
+                Ok((t.shape().to_vec(), view.as_slice::<f32>()?.to_vec()))
+            })
+            .collect()
+    })
+    .and_then(|r| r.map_err(|e| format!("{e:#}")))
+    .map_err(|reason| backend_error(path, reason))
 }
 
 impl TractBackend {
@@ -29,7 +81,7 @@ impl TractBackend {
     /// `threads` sets tract's global thread pool.
     pub fn new(
         path: PathBuf,
-        proto: tract_onnx::pb::ModelProto,
+        proto: ModelProto,
         sample_shape: Vec<usize>,
         batch: usize,
         threads: usize,
@@ -40,16 +92,13 @@ impl TractBackend {
         } else {
             set_default_executor(Executor::SingleThread);
         }
-        let backend = TractBackend {
+        Ok(TractBackend {
             path,
             proto,
             sample_shape,
             max_batch: batch.max(1),
             plans: Mutex::new(HashMap::new()),
-        };
-        // Build the main plan now so that unsupported models fail at load time.
-        backend.plan(backend.max_batch)?;
-        Ok(backend)
+        })
     }
 
     fn plan(&self, n: usize) -> Result<Plan> {
@@ -58,29 +107,12 @@ impl TractBackend {
         }
         let mut shape = vec![n];
         shape.extend_from_slice(&self.sample_shape);
-        let proto = &self.proto;
-        let plan = guarded(|| -> TractResult<Plan> {
-            tract_onnx::onnx()
-                .model_for_proto_model(proto)?
-                .with_input_fact(0, f32::fact(&shape).into())?
-                .into_optimized()?
-                .into_runnable()
-        })
-        .and_then(|r| r.map_err(|e| format!("{e:#}")))
-        .map_err(|reason| self.error(reason))?;
+        let plan = compile(&self.path, &self.proto, Some(&shape))?;
         self.plans
             .lock()
             .expect("plan cache")
             .insert(n, plan.clone());
         Ok(plan)
-    }
-
-    fn error(&self, reason: String) -> Error {
-        Error::Backend {
-            path: self.path.clone(),
-            backend: "tract",
-            reason,
-        }
     }
 }
 
@@ -101,16 +133,20 @@ impl Backend for TractBackend {
         let plan = self.plan(n)?;
         let mut shape = vec![n];
         shape.extend_from_slice(&self.sample_shape);
-        let out = guarded(|| -> TractResult<(Vec<usize>, Vec<f32>)> {
-            let input = Tensor::from_shape(&shape, x)?;
-            let outputs = plan.run(tvec!(input.into()))?;
-            let t = outputs[0].clone().into_tensor();
-            let t = t.cast_to::<f32>()?;
-            let view = t.try_as_plain_ram()?;
-            Ok((t.shape().to_vec(), view.as_slice::<f32>()?.to_vec()))
-        })
-        .and_then(|r| r.map_err(|e| format!("{e:#}")))
-        .map_err(|reason| self.error(reason))?;
-        Ok(out)
+        let mut out = run_plan(&self.path, &plan, &[(x, &shape)])?;
+        Ok(out.swap_remove(0))
+    }
+
+    fn load_graph(&self, proto: &ModelProto) -> Result<Box<dyn GraphSession>> {
+        Ok(Box::new(TractGraph {
+            path: self.path.clone(),
+            plan: compile(&self.path, proto, None)?,
+        }))
+    }
+}
+
+impl GraphSession for TractGraph {
+    fn run(&self, inputs: &[(&[f32], &[usize])]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        run_plan(&self.path, &self.plan, inputs)
     }
 }

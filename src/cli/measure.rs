@@ -1,0 +1,175 @@
+//! `georob measure NAME MODEL DATA`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use georob::data::Dataset;
+use georob::measure::{self, Context, MeasureResult};
+use georob::model::{GradientMode, Model, ModelInfo};
+use georob::progress::Progress;
+use serde::Serialize;
+
+use super::args::MeasureArgs;
+
+/// Version of the `measure` JSON layout.
+const MEASURE_SCHEMA: &str = "georob.measure/1";
+
+#[derive(Serialize)]
+struct MeasureJson<'a> {
+    schema: &'static str,
+    georob_version: &'static str,
+    model: ModelInfo,
+    gradient: GradientMode,
+    seed: u64,
+    data: &'a std::path::Path,
+    bounds: Option<(f32, f32)>,
+    result: &'a MeasureResult,
+    timings: Timings,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    seconds: f64,
+}
+
+/// Parses `--param KEY=VALUE` pairs into a JSON object.
+fn params(pairs: &[String]) -> Result<serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--param {p:?}: expected KEY=VALUE");
+        };
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        map.insert(k.trim().to_string(), value);
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+fn bounds(text: Option<&str>, images: bool) -> Result<Option<(f32, f32)>> {
+    match text {
+        None if images => Ok(Some((0.0, 1.0))),
+        None | Some("none") => Ok(None),
+        Some(t) => {
+            let (lo, hi) = t
+                .split_once(',')
+                .with_context(|| format!("--bounds {t:?}: expected LO,HI or none"))?;
+            let (lo, hi): (f32, f32) = (lo.trim().parse()?, hi.trim().parse()?);
+            if lo >= hi {
+                bail!("--bounds {t:?}: LO must be below HI");
+            }
+            Ok(Some((lo, hi)))
+        }
+    }
+}
+
+pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
+    if args.name == "list" {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_header(vec!["measure", "what it measures"]);
+        for m in measure::registry() {
+            t.add_row(vec![m.name, m.about]);
+        }
+        super::emit(&format!("{t}\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(model_path), Some(data_path)) = (&args.model, &args.data) else {
+        bail!("georob measure {} needs MODEL and DATA", args.name);
+    };
+    let measure = measure::build(&args.name, &params(&args.params)?)?;
+    let model = Model::open(model_path, &args.model_args.options()?)?;
+    let mut data = Dataset::open(data_path, args.labels.as_deref())?;
+    if let Some(n) = args.limit {
+        data.items.truncate(n.max(1));
+    }
+    data.check_labels(model.classes)?;
+    let (gradient, warning) = model.gradient_mode()?;
+    if let Some(w) = warning {
+        eprintln!("georob: warning: {w}");
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let progress = Progress::new(args.quiet);
+    let ctx = Context {
+        model: &model,
+        data: &data,
+        seed: args.seed,
+        bounds: bounds(args.bounds.as_deref(), data.is_image_space())?,
+        progress: &progress,
+        out_dir: args.out.as_deref(),
+    };
+    eprintln!(
+        "georob: {} on {} ({} images), backend {}, {} gradients, seed {}",
+        measure.name(),
+        model_path.display(),
+        data.len(),
+        model.backend().describe(),
+        gradient,
+        args.seed
+    );
+    let started = std::time::Instant::now();
+    let result = measure.run(&ctx)?;
+    let seconds = started.elapsed().as_secs_f64();
+    print_result(&result, seconds)?;
+    if let Some(path) = &args.json {
+        let json = MeasureJson {
+            schema: MEASURE_SCHEMA,
+            georob_version: env!("CARGO_PKG_VERSION"),
+            model: model.info(),
+            gradient,
+            seed: args.seed,
+            data: data_path,
+            bounds: ctx.bounds,
+            result: &result,
+            timings: Timings { seconds },
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("georob: wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_result(r: &MeasureResult, seconds: f64) -> Result<()> {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec![r.measure.as_str(), ""]);
+    for (k, v) in &r.summary {
+        t.add_row(vec![k.clone(), format!("{v:.6}")]);
+    }
+    let c = &r.counts;
+    t.add_row(vec![
+        "outcomes".to_string(),
+        format!(
+            "fooled {}, robust {}, misclassified {}, failed {}",
+            c.fooled, c.robust, c.misclassified, c.failed
+        ),
+    ]);
+    t.add_row(vec!["seconds".to_string(), format!("{seconds:.2}")]);
+    super::emit(&format!("{t}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_json_values_and_strings() {
+        let p = params(&["steps=50".into(), "norm=l2".into(), "xs=[1,2]".into()]).unwrap();
+        assert_eq!(p["steps"], 50);
+        assert_eq!(p["norm"], "l2");
+        assert_eq!(p["xs"][1], 2);
+        assert!(params(&["oops".into()]).is_err());
+    }
+
+    #[test]
+    fn bounds_default_to_the_unit_box_for_images() {
+        assert_eq!(bounds(None, true).unwrap(), Some((0.0, 1.0)));
+        assert_eq!(bounds(None, false).unwrap(), None);
+        assert_eq!(bounds(Some("-1,1"), true).unwrap(), Some((-1.0, 1.0)));
+        assert!(bounds(Some("1,0"), true).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! `accuracy`: clean top-1 accuracy; every other measure's misclassified
+//! images are the ones this one counts wrong.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::error::Result;
+use crate::eval::top_k;
+
+/// Parameters (none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {}
+
+/// Clean accuracy.
+pub struct Accuracy {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "accuracy",
+        about: "clean top-1 accuracy (the reference for every other measure)",
+        build: |p| {
+            Ok(Box::new(Accuracy {
+                params: super::parse_params("accuracy", p)?,
+            }))
+        },
+    }
+}
+
+impl Measure for Accuracy {
+    fn name(&self) -> &'static str {
+        "accuracy"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let model = ctx.model;
+        let k = model.classes;
+        let bar = ctx.progress.bar(ctx.data.len() as u64, "accuracy");
+        let mut images = Vec::with_capacity(ctx.data.len());
+        for batch in ctx.data.batches(&model.spec, model.batch()) {
+            let batch = batch?;
+            let logits = model.logits(&batch.x, batch.len)?;
+            for (i, row) in logits.chunks_exact(k).enumerate() {
+                let index = batch.start + i;
+                let item = &ctx.data.items[index];
+                let pred = top_k(row, 1)[0];
+                let correct = item.label.is_none_or(|l| l == pred);
+                images.push(ImageResult {
+                    index,
+                    name: item.name.clone(),
+                    label: item.label,
+                    pred,
+                    outcome: if correct {
+                        Outcome::Robust
+                    } else {
+                        Outcome::Misclassified
+                    },
+                    values: BTreeMap::from([("correct".to_string(), f64::from(u8::from(correct)))]),
+                });
+            }
+            bar.inc(batch.len as u64);
+        }
+        bar.finish_and_clear();
+        let counts = MeasureResult::count(&images);
+        let labelled = images.iter().filter(|i| i.label.is_some()).count();
+        let mut summary = BTreeMap::new();
+        if labelled > 0 {
+            summary.insert(
+                "accuracy".into(),
+                counts.robust as f64 / images.len() as f64,
+            );
+        }
+        summary.insert("images".into(), images.len() as f64);
+        Ok(MeasureResult {
+            measure: "accuracy".into(),
+            params: self.params(),
+            space: super::space::SpacedModel::new(model, ctx.data).space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::Value::Null,
+            artifacts: vec![],
+        })
+    }
+}

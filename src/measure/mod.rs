@@ -1,0 +1,253 @@
+//! Robustness measures behind one small trait.
+//!
+//! A measure is one file: a `Params` struct (serde, with defaults), a type
+//! implementing [`Measure`], and one line in [`registry`]. The CLI
+//! (`georob measure NAME ... --param key=value`) and the reports find it
+//! there, so nothing else changes when a measure is added.
+//!
+//! Conventions every measure follows:
+//! - robustness is measured with respect to the model's *prediction* on the
+//!   clean input; an image whose prediction differs from its given label is
+//!   [`Outcome::Misclassified`] and left out of robustness summaries;
+//! - an image where nothing was found within the budget is
+//!   [`Outcome::Failed`], counted apart and never averaged in;
+//! - randomness comes from [`Context::seed`] (per image: `seed` mixed with
+//!   the image index, so results do not depend on batching or threads);
+//! - perturbations live in the space of [`space::SpacedModel`]: image space
+//!   `[0,1]` for images, model space for `.npy` data.
+
+mod accuracy;
+pub mod space;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::progress::Progress;
+
+/// Everything a measure may use.
+pub struct Context<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// The data.
+    pub data: &'a Dataset,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Box constraint in the measured space (`--bounds`); default `[0,1]`
+    /// for images, none for `.npy`.
+    pub bounds: Option<(f32, f32)>,
+    /// Progress display.
+    pub progress: &'a Progress,
+    /// Where to save artifacts (images, flows, plots) when asked to.
+    pub out_dir: Option<&'a Path>,
+}
+
+impl Context<'_> {
+    /// Per-image random seed: independent of batching and thread count.
+    pub fn image_seed(&self, index: usize) -> u64 {
+        splitmix(self.seed ^ splitmix(index as u64 + 1))
+    }
+}
+
+/// SplitMix64 finaliser: a cheap, well-mixed hash of a 64-bit value.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A perturbation changed the prediction.
+    Fooled,
+    /// Nothing changed the prediction within the measure's search (for
+    /// measures with a fixed budget, e.g. a grid: the model withstood it).
+    Robust,
+    /// The clean prediction already differs from the label.
+    Misclassified,
+    /// The search ran out of budget without an answer.
+    Failed,
+}
+
+/// One image's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    /// Position in the data set.
+    pub index: usize,
+    /// Item name.
+    pub name: String,
+    /// Given label, if any.
+    pub label: Option<usize>,
+    /// Clean prediction.
+    pub pred: usize,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Scalar results (e.g. `l2`, `rho`, `iterations`, `adv_class`).
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Outcome counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    /// Images fooled.
+    pub fooled: usize,
+    /// Images that withstood the measure.
+    pub robust: usize,
+    /// Images misclassified before any perturbation.
+    pub misclassified: usize,
+    /// Images where the search failed.
+    pub failed: usize,
+}
+
+/// A file a measure wrote (picture, flow field, CSV).
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    /// What it shows.
+    pub description: String,
+    /// Path relative to the output directory.
+    pub path: String,
+}
+
+/// Everything a measure returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasureResult {
+    /// Measure name.
+    pub measure: String,
+    /// Parameters in force (defaults filled in).
+    pub params: serde_json::Value,
+    /// Space perturbations were measured in.
+    pub space: space::Space,
+    /// Headline numbers, keyed by name (e.g. `median_l2`, `fooling_rate`);
+    /// thresholds refer to them as `MEASURE.KEY`.
+    pub summary: BTreeMap<String, f64>,
+    /// Outcome counts.
+    pub counts: Counts,
+    /// Per-image results, in data-set order.
+    pub images: Vec<ImageResult>,
+    /// Measure-specific structured results (curves, spectra, matrices).
+    pub extra: serde_json::Value,
+    /// Files written.
+    pub artifacts: Vec<Artifact>,
+}
+
+impl MeasureResult {
+    /// Counts the outcomes of `images`.
+    pub fn count(images: &[ImageResult]) -> Counts {
+        let mut c = Counts::default();
+        for i in images {
+            match i.outcome {
+                Outcome::Fooled => c.fooled += 1,
+                Outcome::Robust => c.robust += 1,
+                Outcome::Misclassified => c.misclassified += 1,
+                Outcome::Failed => c.failed += 1,
+            }
+        }
+        c
+    }
+}
+
+/// A robustness measure.
+pub trait Measure: Send + Sync {
+    /// Registry name (`deepfool`, `grid`, ...).
+    fn name(&self) -> &'static str;
+    /// Parameters in force, as JSON.
+    fn params(&self) -> serde_json::Value;
+    /// Runs over the whole data set in `ctx`.
+    fn run(&self, ctx: &Context) -> Result<MeasureResult>;
+}
+
+/// A registry entry.
+pub struct MeasureInfo {
+    /// Name used on the command line and in suites.
+    pub name: &'static str,
+    /// One line on what it measures.
+    pub about: &'static str,
+    /// Builds the measure from parameters (a JSON object; missing keys take defaults).
+    pub build: fn(&serde_json::Value) -> Result<Box<dyn Measure>>,
+}
+
+/// Every measure georob knows.
+pub fn registry() -> Vec<MeasureInfo> {
+    vec![accuracy::info()]
+}
+
+/// Builds measure `name` with `params`.
+pub fn build(name: &str, params: &serde_json::Value) -> Result<Box<dyn Measure>> {
+    let all = registry();
+    match all.iter().find(|m| m.name == name) {
+        Some(m) => (m.build)(params),
+        None => Err(Error::Config(format!(
+            "unknown measure {name:?}; known: {}",
+            all.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Deserialises a measure's parameters, naming the measure on error.
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    measure: &str,
+    params: &serde_json::Value,
+) -> Result<T> {
+    let value = if params.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        params.clone()
+    };
+    serde_json::from_value(value)
+        .map_err(|e| Error::Config(format!("{measure}: bad parameters: {e}")))
+}
+
+/// Median of finite values (None when empty).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+/// Mean of finite values (None when empty).
+pub fn mean(values: &[f64]) -> Option<f64> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_mean_skip_non_finite() {
+        assert_eq!(median(&[3.0, 1.0, f64::NAN, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0]), Some(2.5));
+        assert_eq!(mean(&[1.0, f64::INFINITY, 3.0]), Some(2.0));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn unknown_measures_and_parameters_are_named() {
+        let e = build("nope", &serde_json::Value::Null)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("accuracy"), "{e}");
+        let e = build("accuracy", &serde_json::json!({"bogus": 1}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The space perturbations are measured in: image space `[0,1]` (planar
+//! `(C, H, W)`) when the data are images read through preprocessing — so the
+//! preprocessing `x = (u·scale − mean)/std` is part of the differentiated
+//! function — or model space for `.npy` tensors (the identity map).
+
+use serde::Serialize;
+
+use crate::data::{to_model_space, Dataset};
+use crate::error::Result;
+use crate::model::Model;
+use crate::spec::{InputSpec, Layout};
+
+/// Which space a measure works in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Space {
+    /// Pixels in `[0,1]`, planar `(C, H, W)`, before normalisation.
+    Image,
+    /// The tensor the model consumes, in its layout.
+    Model,
+}
+
+/// The classifier seen as a function of the measured space: `f(P(u))`.
+pub struct SpacedModel<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Which space `u` lives in.
+    pub space: Space,
+}
+
+impl<'a> SpacedModel<'a> {
+    /// Image space for image data, model space for `.npy` data.
+    pub fn new(model: &'a Model, data: &Dataset) -> Self {
+        SpacedModel {
+            model,
+            space: if data.is_image_space() {
+                Space::Image
+            } else {
+                Space::Model
+            },
+        }
+    }
+
+    /// Values per sample `d`.
+    pub fn dim(&self) -> usize {
+        self.model.spec.sample_len()
+    }
+
+    /// Number of classes `K`.
+    pub fn classes(&self) -> usize {
+        self.model.classes
+    }
+
+    /// Loads items `start..start+len` in this space.
+    pub fn load(&self, data: &Dataset, start: usize, len: usize) -> Result<Vec<f32>> {
+        match self.space {
+            Space::Image => data.load_image_space(&self.model.spec, start, len),
+            Space::Model => Ok(data.load(&self.model.spec, start, len)?.x),
+        }
+    }
+
+    /// Model input for `n` samples `u`.
+    pub fn to_model(&self, u: &[f32], n: usize) -> Vec<f32> {
+        match self.space {
+            Space::Model => u.to_vec(),
+            Space::Image => {
+                let d = self.dim();
+                let mut x = vec![0.0; n * d];
+                for (xi, ui) in x.chunks_mut(d).zip(u.chunks(d)) {
+                    to_model_space(&self.model.spec, ui, xi);
+                }
+                x
+            }
+        }
+    }
+
+    /// Logits `(n, K)` of `n` samples `u`.
+    pub fn logits(&self, u: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.model.logits(&self.to_model(u, n), n)
+    }
+
+    /// Logits `(n, K)` and gradients `(n, M, d)` with respect to `u` of
+    /// `Σ_k cot[i, m, k] · logit_k`.
+    pub fn vjp(&self, u: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (logits, mut g) = self.model.vjp(&self.to_model(u, n), n, cot, m)?;
+        if self.space == Space::Image {
+            let d = self.dim();
+            let mut tmp = vec![0.0f32; d];
+            for gi in g.chunks_mut(d) {
+                model_grad_to_image(&self.model.spec, gi, &mut tmp);
+                gi.copy_from_slice(&tmp);
+            }
+        }
+        Ok((logits, g))
+    }
+}
+
+/// Chain rule through the preprocessing: a model-space gradient (model
+/// layout) becomes an image-space gradient (planar CHW): `g_u = g_x · scale / std[c]`.
+pub fn model_grad_to_image(spec: &InputSpec, gx: &[f32], gu: &mut [f32]) {
+    let c = spec.channels.count();
+    let plane = spec.height * spec.width;
+    for ch in 0..c {
+        let f = spec.scale / spec.std[ch];
+        for p in 0..plane {
+            let src = match spec.layout {
+                Layout::Nchw => ch * plane + p,
+                Layout::Nhwc => p * c + ch,
+            };
+            gu[ch * plane + p] = gx[src] * f;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Input gradients of a loaded model: exact ones from the gradient graph
+//! ([`crate::grad`]) run on the model's own backend, or batched central
+//! finite differences when the graph has an operator without a VJP rule (or
+//! when asked).
+//!
+//! Graphs are built lazily per `(rows, M)` and cached; row counts are rounded
+//! up to a power of two (at most the batch size) so that a shrinking set of
+//! active images reuses a few graphs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::backend::GraphSession;
+use super::{Model, OutputTransform};
+use crate::error::{Error, Result};
+use crate::grad::{self, GradError};
+
+/// How gradients are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientMode {
+    /// From the differentiated ONNX graph.
+    Exact,
+    /// Central finite differences of the logits.
+    FiniteDifference,
+}
+
+impl std::fmt::Display for GradientMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GradientMode::Exact => "exact",
+            GradientMode::FiniteDifference => "finite-difference",
+        })
+    }
+}
+
+/// The user's gradient request (`--gradient`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GradientChoice {
+    /// Exact when every operator has a rule, else finite differences with a warning.
+    #[default]
+    Auto,
+    /// Exact or an error naming the operators without a rule.
+    Exact,
+    /// Always finite differences.
+    Fd,
+}
+
+impl std::str::FromStr for GradientChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(GradientChoice::Auto),
+            "exact" => Ok(GradientChoice::Exact),
+            "fd" | "finite-difference" => Ok(GradientChoice::Fd),
+            _ => Err(Error::Config(format!(
+                "unknown gradient mode {s:?}: use auto, exact or fd"
+            ))),
+        }
+    }
+}
+
+/// Gradient state of a model: the mode in force and the cached graphs.
+pub(crate) struct GradientState {
+    choice: GradientChoice,
+    mode: Mutex<Option<(GradientMode, Option<String>)>>,
+    graphs: Mutex<HashMap<(usize, usize), Arc<dyn GraphSession>>>,
+}
+
+impl GradientState {
+    pub fn new(choice: GradientChoice) -> Self {
+        GradientState {
+            choice,
+            mode: Mutex::new(None),
+            graphs: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Smallest power of two ≥ `n`, capped at `max` (and never below `n` when `n > max`).
+pub(crate) fn bucket(n: usize, max: usize) -> usize {
+    n.next_power_of_two().min(max).max(n)
+}
+
+impl Model {
+    /// The gradient mode in force, and why finite differences are used when
+    /// they are (the one-line warning `--gradient auto` prints).
+    pub fn gradient_mode(&self) -> Result<(GradientMode, Option<String>)> {
+        let mut mode = self.gradients.mode.lock().expect("gradient mode");
+        if let Some(m) = mode.as_ref() {
+            return Ok(m.clone());
+        }
+        let decided = match self.gradients.choice {
+            GradientChoice::Fd => (GradientMode::FiniteDifference, None),
+            choice => {
+                // Building at one row and one class checks every rule and shape.
+                match self.build_graph(1, 1) {
+                    Ok(g) => {
+                        self.gradients
+                            .graphs
+                            .lock()
+                            .expect("graphs")
+                            .insert((1, 1), g);
+                        (GradientMode::Exact, None)
+                    }
+                    Err(GraphFailure::Grad(e)) if choice == GradientChoice::Auto => (
+                        GradientMode::FiniteDifference,
+                        Some(format!(
+                            "{}: exact gradients unavailable ({e}); using finite differences",
+                            self.onnx.path.display()
+                        )),
+                    ),
+                    Err(GraphFailure::Grad(e)) => {
+                        return Err(Error::Backend {
+                            path: self.onnx.path.clone(),
+                            backend: "gradient",
+                            reason: format!("--gradient exact: {e}"),
+                        })
+                    }
+                    Err(GraphFailure::Other(e)) => return Err(e),
+                }
+            }
+        };
+        *mode = Some(decided.clone());
+        Ok(decided)
+    }
+
+    /// Logits `(n, K)` and gradients `(n, M, d)` of `Σ_k cot[i, m, k] · logit_k(x_i)`
+    /// with respect to the model-space input `x_i` (model layout), for `n`
+    /// samples `x` and cotangents `cot` `(n, M, K)`.
+    pub fn vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.spec.sample_len();
+        let k = self.classes;
+        if x.len() != n * d || cot.len() != n * m * k {
+            return Err(Error::Config(format!(
+                "vjp: expected {n}×{d} inputs and {n}×{m}×{k} cotangents, got {} and {}",
+                x.len(),
+                cot.len()
+            )));
+        }
+        let (mode, _) = self.gradient_mode()?;
+        match mode {
+            GradientMode::Exact => self.exact_vjp(x, n, cot, m),
+            GradientMode::FiniteDifference => self.fd_vjp(x, n, cot, m),
+        }
+    }
+
+    fn exact_vjp(
+        &self,
+        x: &[f32],
+        n: usize,
+        cot: &[f32],
+        m: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.spec.sample_len();
+        let k = self.classes;
+        let chunk = self.batch();
+        let mut logits = Vec::with_capacity(n * k);
+        let mut grads = Vec::with_capacity(n * m * d);
+        for start in (0..n).step_by(chunk) {
+            let rows = chunk.min(n - start);
+            let run = match self.fixed_batch {
+                Some(b) => b,
+                None => bucket(rows, chunk),
+            };
+            let mut xs = x[start * d..(start + rows) * d].to_vec();
+            xs.resize(run * d, 0.0);
+            let mut cs = cot[start * m * k..(start + rows) * m * k].to_vec();
+            if self.output_transform == OutputTransform::LogOfProbs {
+                // d log p = dp / p: scale the cotangent by 1/p.
+                let (_, probs) = self.run_raw(&xs[..rows * d], rows)?;
+                for (i, c) in cs.chunks_mut(m * k).enumerate() {
+                    for (j, v) in c.iter_mut().enumerate() {
+                        *v /= probs[i * k + j % k].max(1e-30);
+                    }
+                }
+            }
+            cs.resize(run * m * k, 0.0);
+            let graph = self.graph(run, m)?;
+            let mut shape = vec![run];
+            shape.extend_from_slice(&self.spec.sample_shape());
+            let out = graph.run(&[(&xs, &shape), (&cs, &[run, m, k])])?;
+            let (lg, gr) = (&out[0].1, &out[1].1);
+            logits.extend_from_slice(&lg[..rows * k]);
+            grads.extend_from_slice(&gr[..rows * m * d]);
+        }
+        if self.output_transform == OutputTransform::LogOfProbs {
+            logits.iter_mut().for_each(|p| *p = p.max(1e-30).ln());
+        }
+        if let Some(i) = logits.iter().chain(&grads).position(|v| !v.is_finite()) {
+            let row = if i < logits.len() {
+                i / k
+            } else {
+                (i - logits.len()) / (m * d)
+            };
+            return Err(Error::NonFinite {
+                path: self.onnx.path.clone(),
+                index: row,
+                item: format!("row {row} of the gradient batch"),
+            });
+        }
+        Ok((logits, grads))
+    }
+
+    /// Central differences along all `d` basis directions, many per model call.
+    fn fd_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.spec.sample_len();
+        let k = self.classes;
+        let logits = self.logits(x, n)?;
+        let mut grads = vec![0.0f32; n * m * d];
+        let per_call = (self.batch().max(64) / 2).max(1);
+        for i in 0..n {
+            let xi = &x[i * d..(i + 1) * d];
+            let h = grad::fd::default_step(xi);
+            for first in (0..d).step_by(per_call) {
+                let dirs = per_call.min(d - first);
+                let mut rows = Vec::with_capacity(2 * dirs * d);
+                for j in first..first + dirs {
+                    for s in [h, -h] {
+                        let start = rows.len();
+                        rows.extend_from_slice(xi);
+                        rows[start + j] += s;
+                    }
+                }
+                let out = self.logits(&rows, 2 * dirs)?;
+                for (jj, j) in (first..first + dirs).enumerate() {
+                    let plus = &out[2 * jj * k..(2 * jj + 1) * k];
+                    let minus = &out[(2 * jj + 1) * k..(2 * jj + 2) * k];
+                    for mi in 0..m {
+                        let c = &cot[(i * m + mi) * k..(i * m + mi + 1) * k];
+                        let v: f64 = (0..k)
+                            .map(|kk| c[kk] as f64 * (plus[kk] as f64 - minus[kk] as f64))
+                            .sum();
+                        grads[(i * m + mi) * d + j] = (v / (2.0 * h as f64)) as f32;
+                    }
+                }
+            }
+        }
+        Ok((logits, grads))
+    }
+
+    fn graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>> {
+        if let Some(g) = self
+            .gradients
+            .graphs
+            .lock()
+            .expect("graphs")
+            .get(&(rows, m))
+        {
+            return Ok(g.clone());
+        }
+        let g = self.build_graph(rows, m).map_err(|e| match e {
+            GraphFailure::Grad(e) => Error::Backend {
+                path: self.onnx.path.clone(),
+                backend: "gradient",
+                reason: e.to_string(),
+            },
+            GraphFailure::Other(e) => e,
+        })?;
+        self.gradients
+            .graphs
+            .lock()
+            .expect("graphs")
+            .insert((rows, m), g.clone());
+        Ok(g)
+    }
+
+    fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
+        let mut shape = vec![rows];
+        shape.extend_from_slice(&self.spec.sample_shape());
+        let built = grad::build_gradient_graph(&self.runnable.proto, &shape, m)
+            .map_err(GraphFailure::Grad)?;
+        let session = self
+            .backend
+            .load_graph(&built.model)
+            .map_err(GraphFailure::Other)?;
+        Ok(Arc::from(session))
+    }
+}
+
+enum GraphFailure {
+    Grad(GradError),
+    Other(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_are_powers_of_two_up_to_the_batch() {
+        assert_eq!(bucket(1, 16), 1);
+        assert_eq!(bucket(3, 16), 4);
+        assert_eq!(bucket(9, 16), 16);
+        assert_eq!(bucket(16, 16), 16);
+        assert_eq!(bucket(5, 6), 6);
+    }
+}
