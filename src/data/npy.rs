@@ -110,6 +110,16 @@ impl NpyTensor {
         for (o, v) in out[..n * d].iter_mut().zip(reader) {
             *o = v.map_err(|e| Error::io(&self.path, e))?;
         }
+        if let Some(i) = out[..n * d].iter().position(|v| !v.is_finite()) {
+            return Err(Error::data(
+                &self.path,
+                format!(
+                    "sample #{} holds a non-finite value ({}); inputs must be finite",
+                    start + i / d,
+                    out[i]
+                ),
+            ));
+        }
         Ok(())
     }
 }

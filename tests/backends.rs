@@ -1,0 +1,106 @@
+//! tract and ONNX Runtime agree on every bundled model: same top-1, logits
+//! within 1e-4 relative; and both reproduce the references saved by the
+//! script that made the models.
+
+mod common;
+
+use common::{npy_f32, ort_library, repo};
+use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+
+/// (model, inputs .npy, reference logits .npy if any)
+const CASES: &[(&str, &str, Option<&str>)] = &[
+    (
+        "onnx_models/digits/digits_cnn.onnx",
+        "onnx_models/digits/test_x.npy",
+        None,
+    ),
+    (
+        "onnx_models/digits/digits_linear.onnx",
+        "onnx_models/digits/test_x.npy",
+        None,
+    ),
+    (
+        "onnx_models/efficientnet_lite0/efficientnet_lite0.onnx",
+        "onnx_models/efficientnet_lite0/photos_x.npy",
+        None,
+    ),
+    (
+        "onnx_models/tiny/mobilenet_v2_dyn.onnx",
+        "onnx_models/tiny/tiny_x.npy",
+        Some("onnx_models/tiny/mobilenet_v2_logits.npy"),
+    ),
+    (
+        "onnx_models/tiny/mobilenet_v2_fixed.onnx",
+        "onnx_models/tiny/tiny_x.npy",
+        Some("onnx_models/tiny/mobilenet_v2_logits.npy"),
+    ),
+    (
+        "onnx_models/tiny/softmax_head.onnx",
+        "onnx_models/tiny/softmax_head_x.npy",
+        Some("onnx_models/tiny/softmax_head_logits.npy"),
+    ),
+    (
+        "onnx_models/tiny/nhwc_classifier.onnx",
+        "onnx_models/tiny/nhwc_x.npy",
+        Some("onnx_models/tiny/nhwc_logits.npy"),
+    ),
+];
+
+fn logits(model: &str, x: &[f32], n: usize, backend: BackendKind) -> (Model, Vec<f32>) {
+    let options = ModelOptions {
+        backend: BackendChoice::Exactly(backend),
+        batch: 4,
+        ..Default::default()
+    };
+    let m = Model::open(&repo(model), &options).unwrap_or_else(|e| panic!("{model}: {e}"));
+    let l = m.logits(x, n).unwrap();
+    (m, l)
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    georob::eval::top_k(row, 1)[0]
+}
+
+#[test]
+fn tract_reproduces_the_reference_logits() {
+    for (model, x, reference) in CASES {
+        let Some(reference) = reference else { continue };
+        let (shape, x) = npy_f32(&repo(x));
+        let (_, want) = npy_f32(&repo(reference));
+        let (_, got) = logits(model, &x, shape[0] as usize, BackendKind::Tract);
+        let r = rel(&got, &want);
+        assert!(r < 1e-4, "{model}: tract vs reference rel {r}");
+    }
+}
+
+#[test]
+fn tract_and_ort_agree_on_every_bundled_model() {
+    let Some(_) = ort_library("tract_and_ort_agree_on_every_bundled_model") else {
+        return;
+    };
+    for (model, x, _) in CASES {
+        let (shape, x) = npy_f32(&repo(x));
+        let n = (shape[0] as usize).min(64);
+        let d = x.len() / shape[0] as usize;
+        let x = &x[..n * d];
+        let (mt, lt) = logits(model, x, n, BackendKind::Tract);
+        let (mo, lo) = logits(model, x, n, BackendKind::Ort);
+        assert_eq!(mo.info().backend, BackendKind::Ort);
+        let r = rel(&lo, &lt);
+        assert!(r < 1e-4, "{model}: ort vs tract rel {r}");
+        let k = mt.classes;
+        for (a, b) in lt.chunks(k).zip(lo.chunks(k)) {
+            assert_eq!(argmax(a), argmax(b), "{model}: top-1 differs");
+        }
+    }
+}
