@@ -23,6 +23,84 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run one robustness measure (`georob measure list` names them all).
     Measure(MeasureArgs),
+    /// Input gradients of chosen logit combinations: G[n, m] = Σ_k C[n, m, k] ∂logits[n, k]/∂X[n].
+    Grad(GradArgs),
+    /// Write the gradient graph (inputs `input`, `cotangent`; outputs `logits`, `grad`) as a standalone ONNX file.
+    ExportGrad(ExportGradArgs),
+    /// Check exact gradients against central finite differences along random directions.
+    CheckGrad(CheckGradArgs),
+}
+
+/// `georob grad`.
+#[derive(Debug, Args)]
+pub struct GradArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Inputs X in model space: float32 .npy (N, sample shape), in the model's layout.
+    #[arg(long, value_name = "X.npy")]
+    pub input: PathBuf,
+    /// Cotangents C: float32 .npy (N, K) or (N, M, K).
+    #[arg(long, value_name = "C.npy")]
+    pub cotangent: PathBuf,
+    /// Output gradients G: float32 .npy (N, [M,] sample shape); M appears when C has it.
+    #[arg(long, value_name = "G.npy")]
+    pub out: PathBuf,
+    /// Also write the logits (N, K) as float32 .npy.
+    #[arg(long, value_name = "L.npy")]
+    pub logits: Option<PathBuf>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+/// `georob export-grad` (builds on tract; the graph runs on any ONNX runtime).
+#[derive(Debug, Args)]
+pub struct ExportGradArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Where to write the gradient graph.
+    #[arg(long, value_name = "MODEL.grad.onnx")]
+    pub out: PathBuf,
+    /// Batch size N the graph is built for (ignored when the model fixes its batch).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
+    /// Number M of cotangents (classes) per sample.
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    pub classes: usize,
+    /// Input layout, overriding the model and sidecar.
+    #[arg(long, value_name = "NCHW|NHWC")]
+    pub layout: Option<String>,
+    /// Input size as HxW, overriding the model and sidecar.
+    #[arg(long, value_name = "HxW")]
+    pub size: Option<String>,
+    /// What the model outputs: logits, or probs (a final softmax is then removed).
+    #[arg(long, value_name = "logits|probs")]
+    pub output: Option<String>,
+    /// Ignore MODEL.georob.toml beside the model.
+    #[arg(long)]
+    pub no_sidecar: bool,
+}
+
+/// `georob check-grad`.
+#[derive(Debug, Args)]
+pub struct CheckGradArgs {
+    /// The ONNX model file.
+    pub model: PathBuf,
+    /// Samples to check at (as for `eval`); default: seeded random inputs in the model's range.
+    pub data: Option<PathBuf>,
+    /// Random directions per sample.
+    #[arg(long, default_value_t = 8, value_name = "D")]
+    pub directions: usize,
+    /// Number of samples (the first N of DATA).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub samples: usize,
+    /// Seed of the random inputs, directions and cotangents.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Minimum cosine similarity to pass (exit 1 below it).
+    #[arg(long, default_value_t = 0.999)]
+    pub min_cosine: f64,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
 }
 
 /// `georob measure`.

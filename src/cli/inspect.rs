@@ -18,6 +18,14 @@ struct InspectJson<'a> {
     /// How georob runs it; absent when it cannot (then `error` says why).
     run: Option<ModelInfo>,
     error: Option<String>,
+    /// Nodes on the input→logits path without a gradient rule (empty: exact gradients).
+    ops_without_gradient_rule: Vec<NodeJson>,
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    op_type: String,
+    node: String,
 }
 
 pub fn run(args: &InspectArgs) -> Result<ExitCode> {
@@ -29,6 +37,18 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
         Ok(m) => (Some(m.info()), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    // The graph that runs (a final softmax may have been stripped), else the file's.
+    let proto = match &loaded {
+        Ok(m) => &m.runnable.proto,
+        Err(_) => &onnx.proto,
+    };
+    let no_rule: Vec<NodeJson> = georob::grad::ops_without_rule(proto)
+        .into_iter()
+        .map(|n| NodeJson {
+            op_type: n.op_type,
+            node: n.node_name,
+        })
+        .collect();
     if args.json {
         let json = InspectJson {
             georob_version: env!("CARGO_PKG_VERSION"),
@@ -37,10 +57,11 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
             summary: &summary,
             run: info,
             error,
+            ops_without_gradient_rule: no_rule,
         };
         super::emit(&(serde_json::to_string_pretty(&json)? + "\n"))?;
     } else {
-        print_text(&args.model, &onnx, &summary, info.as_ref())?;
+        print_text(&args.model, &onnx, &summary, info.as_ref(), &no_rule)?;
     }
     loaded?;
     Ok(ExitCode::SUCCESS)
@@ -51,6 +72,7 @@ fn print_text(
     onnx: &OnnxModel,
     s: &ModelSummary,
     info: Option<&ModelInfo>,
+    no_rule: &[NodeJson],
 ) -> Result<()> {
     use std::fmt::Write;
     let mut out = String::new();
@@ -98,6 +120,22 @@ fn print_text(
         .map(|(k, v)| format!("{k}×{v}"))
         .collect();
     writeln!(out, "operators  {}", ops.join(" "))?;
+    if no_rule.is_empty() {
+        writeln!(
+            out,
+            "gradients  all operators have a rule (exact gradients)"
+        )?;
+    } else {
+        let nodes: Vec<String> = no_rule
+            .iter()
+            .map(|n| format!("{} (node `{}`)", n.op_type, n.node))
+            .collect();
+        writeln!(
+            out,
+            "gradients  no rule for {}: finite differences unless fixed",
+            nodes.join(", ")
+        )?;
+    }
     if let Some(i) = info {
         writeln!(
             out,

@@ -3,6 +3,7 @@
 
 mod args;
 mod eval;
+mod grad;
 mod inspect;
 mod measure;
 mod options;
@@ -23,6 +24,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Eval(a) => eval::run(&a),
         args::Command::Measure(a) => measure::run(&a),
+        args::Command::Grad(a) => grad::run_grad(&a),
+        args::Command::ExportGrad(a) => grad::run_export(&a),
+        args::Command::CheckGrad(a) => grad::run_check(&a),
     }
 }
 

@@ -65,6 +65,10 @@ impl std::str::FromStr for GradientChoice {
 /// Gradient state of a model: the mode in force and the cached graphs.
 pub(crate) struct GradientState {
     choice: GradientChoice,
+    /// Fewest rows a graph is built for: 2 when the builder cannot tell the batch axis apart
+    /// from other axes of size 1 at one row (attention blocks of ViT and Swin); single rows are
+    /// then padded.
+    min_rows: std::sync::atomic::AtomicUsize,
     mode: Mutex<Option<(GradientMode, Option<String>)>>,
     graphs: Mutex<HashMap<(usize, usize), Arc<dyn GraphSession>>>,
 }
@@ -73,6 +77,7 @@ impl GradientState {
     pub fn new(choice: GradientChoice) -> Self {
         GradientState {
             choice,
+            min_rows: std::sync::atomic::AtomicUsize::new(1),
             mode: Mutex::new(None),
             graphs: Mutex::new(HashMap::new()),
         }
@@ -95,14 +100,26 @@ impl Model {
         let decided = match self.gradients.choice {
             GradientChoice::Fd => (GradientMode::FiniteDifference, None),
             choice => {
-                // Building at one row and one class checks every rule and shape.
-                match self.build_graph(1, 1) {
-                    Ok(g) => {
+                // Building at one row and one class checks every rule and shape; where one
+                // row is ambiguous (a batch axis of size 1 among others), two rows decide.
+                let first = self.build_graph(1, 1);
+                let built = match first {
+                    Err(GraphFailure::Grad(_)) if self.fixed_batch.is_none() => self
+                        .build_graph(2, 1)
+                        .map(|g| (2, g))
+                        .map_err(|_| first.err().expect("first build failed")),
+                    other => other.map(|g| (1, g)),
+                };
+                match built {
+                    Ok((rows, g)) => {
+                        self.gradients
+                            .min_rows
+                            .store(rows, std::sync::atomic::Ordering::Relaxed);
                         self.gradients
                             .graphs
                             .lock()
                             .expect("graphs")
-                            .insert((1, 1), g);
+                            .insert((rows, 1), g);
                         (GradientMode::Exact, None)
                     }
                     Err(GraphFailure::Grad(e)) if choice == GradientChoice::Auto => (
@@ -161,9 +178,13 @@ impl Model {
         let mut grads = Vec::with_capacity(n * m * d);
         for start in (0..n).step_by(chunk) {
             let rows = chunk.min(n - start);
+            let min_rows = self
+                .gradients
+                .min_rows
+                .load(std::sync::atomic::Ordering::Relaxed);
             let run = match self.fixed_batch {
                 Some(b) => b,
-                None => bucket(rows, chunk),
+                None => bucket(rows, chunk).max(min_rows),
             };
             let mut xs = x[start * d..(start + rows) * d].to_vec();
             xs.resize(run * d, 0.0);

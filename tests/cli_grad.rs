@@ -1,0 +1,229 @@
+//! `georob grad`, `export-grad`, `check-grad` and the gradient line of `inspect`, run as the
+//! binary on digits_cnn (tract, so no ONNX Runtime is needed).
+#![cfg(feature = "tract")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models")
+}
+
+fn digits_cnn() -> PathBuf {
+    root().join("digits/digits_cnn.onnx")
+}
+
+fn georob(args: &[&str], paths: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_georob"));
+    cmd.args(args).args(paths);
+    if args[0] != "export-grad" {
+        // export-grad always builds on tract.
+        cmd.args(["--backend", "tract"]);
+    }
+    cmd.output().expect("runs georob")
+}
+
+fn npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let f = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    let shape = f.shape().to_vec();
+    (shape, f.into_vec::<f32>().unwrap())
+}
+
+fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
+    use npyz::WriterBuilder;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::fs::File::create(path).unwrap())
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+/// Three digits `(3, 1, 28, 28)` and cotangents `(3, 2, 10)`.
+fn inputs(dir: &Path) -> (PathBuf, PathBuf, Vec<f32>, Vec<f32>) {
+    let (_, x) = npy(&root().join("digits/test_x.npy"));
+    let x = x[..3 * 784].to_vec();
+    let cot: Vec<f32> = (0..3 * 2 * 10)
+        .map(|i| ((i * 3) % 7) as f32 - 3.0)
+        .collect();
+    let (xp, cp) = (dir.join("x.npy"), dir.join("c.npy"));
+    write_npy(&xp, &[3, 1, 28, 28], &x);
+    write_npy(&cp, &[3, 2, 10], &cot);
+    (xp, cp, x, cot)
+}
+
+fn library_model() -> Model {
+    let options = ModelOptions {
+        backend: BackendChoice::Exactly(BackendKind::Tract),
+        ..Default::default()
+    };
+    Model::open(&digits_cnn(), &options).unwrap()
+}
+
+#[test]
+fn grad_writes_what_the_library_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xp, cp, x, cot) = inputs(dir.path());
+    let (gp, lp) = (dir.path().join("g.npy"), dir.path().join("l.npy"));
+    let out = georob(
+        &["grad"],
+        &[
+            &digits_cnn(),
+            Path::new("--input"),
+            &xp,
+            Path::new("--cotangent"),
+            &cp,
+            Path::new("--out"),
+            &gp,
+            Path::new("--logits"),
+            &lp,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("gradient: exact"), "{stderr}");
+    let (gs, g) = npy(&gp);
+    assert_eq!(gs, [3, 2, 1, 28, 28]);
+    let (ls, l) = npy(&lp);
+    assert_eq!(ls, [3, 10]);
+    let (lref, gref) = library_model().vjp(&x, 3, &cot, 2).unwrap();
+    assert_eq!(g, gref);
+    assert_eq!(l, lref);
+
+    // (N, K) cotangents give (N, C, H, W) gradients.
+    let c1 = dir.path().join("c1.npy");
+    write_npy(&c1, &[3, 10], &cot[..30]);
+    let out = georob(
+        &["grad"],
+        &[
+            &digits_cnn(),
+            Path::new("--input"),
+            &xp,
+            Path::new("--cotangent"),
+            &c1,
+            Path::new("--out"),
+            &gp,
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(npy(&gp).0, [3, 1, 28, 28]);
+
+    // A cotangent of the wrong width is an error naming the expected shape.
+    write_npy(&c1, &[3, 9], &cot[..27]);
+    let out = georob(
+        &["grad"],
+        &[
+            &digits_cnn(),
+            Path::new("--input"),
+            &xp,
+            Path::new("--cotangent"),
+            &c1,
+            Path::new("--out"),
+            &gp,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(3, 10)"));
+}
+
+#[test]
+fn export_grad_writes_a_graph_that_reproduces_grad() {
+    use prost::Message;
+    use tract_onnx::prelude::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, x, cot) = inputs(dir.path());
+    let path = dir.path().join("digits_cnn.grad.onnx");
+    let out = georob(
+        &["export-grad", "--batch", "3", "--classes", "2"],
+        &[&digits_cnn(), Path::new("--out"), &path],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "input      input float32 (3, 1, 28, 28)",
+        "input      cotangent float32 (3, 2, 10)",
+        "output     logits float32 (3, 10)",
+        "output     grad float32 (3, 2, 1, 28, 28)",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    let proto = tract_onnx::pb::ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
+    let g = proto.graph.as_ref().unwrap();
+    let names = |v: &[tract_onnx::pb::ValueInfoProto]| -> Vec<String> {
+        v.iter().map(|i| i.name.clone()).collect()
+    };
+    assert_eq!(names(&g.input), ["input", "cotangent"]);
+    assert_eq!(names(&g.output), ["logits", "grad"]);
+    let plan = tract_onnx::onnx()
+        .model_for_proto_model(&proto)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let t = |s: &[usize], d: &[f32]| -> TValue {
+        tract_ndarray::ArrayD::from_shape_vec(s.to_vec(), d.to_vec())
+            .unwrap()
+            .into_tensor()
+            .into()
+    };
+    let res = plan
+        .run(tvec![t(&[3, 1, 28, 28], &x), t(&[3, 2, 10], &cot)])
+        .unwrap();
+    let grad: Vec<f32> = res[1]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let (_, gref) = library_model().vjp(&x, 3, &cot, 2).unwrap();
+    let err: f32 = grad.iter().zip(&gref).map(|(a, b)| (a - b).abs()).sum();
+    let norm: f32 = gref.iter().map(|b| b.abs()).sum();
+    assert!(
+        err <= 1e-5 * norm,
+        "exported graph differs: {err} vs {norm}"
+    );
+}
+
+#[test]
+fn check_grad_passes_on_data_and_on_random_inputs() {
+    let data = root().join("digits/test_x.npy");
+    let out = georob(
+        &["check-grad", "--directions", "4", "--samples", "2"],
+        &[&digits_cnn(), &data],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("min cosine") && stdout.contains("PASS"),
+        "{stdout}"
+    );
+    let out = georob(&["check-grad", "--directions", "4"], &[&digits_cnn()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("random #1"), "{stdout}");
+}
+
+#[test]
+fn inspect_says_every_operator_has_a_rule() {
+    let out = georob(&["inspect"], &[&digits_cnn()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("all operators have a rule"), "{stdout}");
+    let out = georob(&["inspect", "--json"], &[&digits_cnn()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ops_without_gradient_rule"], serde_json::json!([]));
+}
