@@ -17,7 +17,18 @@
 //!   `[0,1]` for images, model space for `.npy` data.
 
 mod accuracy;
+pub mod curvature;
+pub mod deepfool;
+mod geometric;
+mod grid;
+mod invariance;
+mod manifool;
+pub mod noise;
 pub mod space;
+mod stadv;
+pub mod structured;
+pub mod subspace;
+pub mod uap;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -175,7 +186,19 @@ pub struct MeasureInfo {
 
 /// Every measure georob knows.
 pub fn registry() -> Vec<MeasureInfo> {
-    vec![accuracy::info()]
+    vec![
+        accuracy::info(),
+        deepfool::info(),
+        noise::info(),
+        subspace::info(),
+        structured::info(),
+        uap::info(),
+        curvature::info(),
+        grid::info(),
+        manifool::info(),
+        stadv::info(),
+        invariance::info(),
+    ]
 }
 
 /// Builds measure `name` with `params`.

@@ -1,0 +1,454 @@
+//! `curvature`: curvature of the decision boundary at the DeepFool boundary
+//! point (ICLR 2018; METHODS.md §5).
+//!
+//! For each correctly classified image, `z = x + r*` (unclipped L2 DeepFool)
+//! and `G = f_adv − f_k0`. Hessian–vector products by central differences of
+//! exact gradients, `H v ≈ [∇G(z+hv) − ∇G(z−hv)]/(2h)` with
+//! `h = h_fraction·‖r*‖` (ReLU nets are piecewise linear: curvature exists
+//! only at a finite scale, so `h` is recorded). Lanczos with full
+//! re-orthogonalisation, batched over images (one VJP call of `2n` rows per
+//! step), gives the top `q` eigenvalues of `H/‖∇G(z)‖` per image, and of the
+//! average `H̄ = mean_i H_i/‖∇G_i‖` (shared directions). `κ > 0`: the boundary
+//! bends towards `x`.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Norm};
+use super::space::SpacedModel;
+use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::error::Result;
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Eigenvalues reported per image.
+    pub q: usize,
+    /// Lanczos steps (about 2q–3q or more).
+    pub steps: usize,
+    /// Finite-difference step as a fraction of `‖r*‖`.
+    pub h_fraction: f64,
+    /// Compute the shared (averaged) Hessian's top eigenvalues.
+    pub shared: bool,
+    /// DeepFool overshoot.
+    pub overshoot: f32,
+    /// DeepFool iteration budget.
+    pub max_iter: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            q: 5,
+            steps: 20,
+            h_fraction: 0.1,
+            shared: true,
+            overshoot: 0.02,
+            max_iter: 50,
+        }
+    }
+}
+
+/// Eigen-decomposition of a small symmetric matrix (`n×n`, row-major) by
+/// cyclic Jacobi: eigenvalues (descending) and eigenvectors (columns of the
+/// returned row-major matrix, in the same order).
+pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut a = a.to_vec();
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum();
+        let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().max(1e-300);
+        if off <= 1e-28 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let akp = a[k * n + p];
+                    let akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let apk = a[p * n + k];
+                    let aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let vkp = v[k * n + p];
+                    let vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
+    let vals = order.iter().map(|&i| a[i * n + i]).collect();
+    let mut vecs = vec![0.0; n * n];
+    for (c, &o) in order.iter().enumerate() {
+        for r in 0..n {
+            vecs[r * n + c] = v[r * n + o];
+        }
+    }
+    (vals, vecs)
+}
+
+/// Ritz values (descending) and their Ritz vectors.
+pub type RitzPairs = (Vec<f64>, Vec<Vec<f32>>);
+
+/// Lanczos with full re-orthogonalisation on `p` independent symmetric
+/// operators at once. `op` maps `p` vectors (`p × d`) to their products.
+/// Returns per problem the Ritz values (descending) and Ritz vectors (`d` each).
+pub fn lanczos_batch(
+    p: usize,
+    d: usize,
+    steps: usize,
+    start: &[f32],
+    mut op: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<Vec<RitzPairs>> {
+    let steps = steps.min(d).max(1);
+    let mut basis: Vec<Vec<Vec<f64>>> = vec![vec![]; p];
+    let mut alpha: Vec<Vec<f64>> = vec![vec![]; p];
+    let mut beta: Vec<Vec<f64>> = vec![vec![]; p];
+    let mut done = vec![false; p];
+    let mut cur: Vec<Vec<f64>> = (0..p)
+        .map(|i| {
+            let v: Vec<f64> = start[i * d..(i + 1) * d]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+            v.into_iter().map(|x| x / n).collect()
+        })
+        .collect();
+    for _ in 0..steps {
+        if done.iter().all(|&x| x) {
+            break;
+        }
+        let input: Vec<f32> = cur
+            .iter()
+            .flat_map(|v| v.iter().map(|&x| x as f32))
+            .collect();
+        let out = op(&input)?;
+        for i in 0..p {
+            if done[i] {
+                continue;
+            }
+            let q = cur[i].clone();
+            let mut w: Vec<f64> = out[i * d..(i + 1) * d]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let a: f64 = w.iter().zip(&q).map(|(x, y)| x * y).sum();
+            basis[i].push(q);
+            alpha[i].push(a);
+            // Full re-orthogonalisation (twice for stability).
+            for _ in 0..2 {
+                for b in &basis[i] {
+                    let c: f64 = w.iter().zip(b).map(|(x, y)| x * y).sum();
+                    w.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+                }
+            }
+            let nb = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let scale = alpha[i]
+                .iter()
+                .fold(0.0f64, |m, x| m.max(x.abs()))
+                .max(1e-30);
+            if nb <= 1e-10 * scale || nb == 0.0 || basis[i].len() >= steps {
+                done[i] = true;
+                continue;
+            }
+            beta[i].push(nb);
+            cur[i] = w.into_iter().map(|x| x / nb).collect();
+        }
+    }
+    Ok((0..p)
+        .map(|i| {
+            let m = alpha[i].len();
+            let mut t = vec![0.0; m * m];
+            for j in 0..m {
+                t[j * m + j] = alpha[i][j];
+                if j + 1 < m {
+                    t[j * m + j + 1] = beta[i][j];
+                    t[(j + 1) * m + j] = beta[i][j];
+                }
+            }
+            let (vals, vecs) = symmetric_eigen(&t, m);
+            let ritz = (0..m)
+                .map(|c| {
+                    let mut y = vec![0.0f64; d];
+                    for (r, b) in basis[i].iter().enumerate() {
+                        let s = vecs[r * m + c];
+                        y.iter_mut().zip(b).for_each(|(a, x)| *a += s * x);
+                    }
+                    y.into_iter().map(|x| x as f32).collect()
+                })
+                .collect();
+            (vals, ritz)
+        })
+        .collect())
+}
+
+/// The curvature measure.
+pub struct Curvature {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "curvature",
+        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 over |grad| (Lanczos on finite-difference HVPs), per image and shared; params q=5 steps=20 h_fraction=0.1 shared=true",
+        build: |p| {
+            Ok(Box::new(Curvature {
+                params: super::parse_params("curvature", p)?,
+            }))
+        },
+    }
+}
+
+/// Boundary points of a set of images: `z`, `(k0, adv)`, `‖∇G(z)‖`, `h`.
+struct Points {
+    z: Vec<f32>,
+    classes: Vec<(usize, usize)>,
+    grad_norm: Vec<f64>,
+    h: Vec<f64>,
+}
+
+/// `H_i v_i / ‖∇G_i‖` for every image `i` by central differences: one VJP call of `2n` rows.
+fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
+    let d = sm.dim();
+    let k = sm.classes();
+    let n = pts.classes.len();
+    let mut x = Vec::with_capacity(2 * n * d);
+    let mut cot = vec![0.0f32; 2 * n * k];
+    for i in 0..n {
+        let z = &pts.z[i * d..(i + 1) * d];
+        let vi = &v[i * d..(i + 1) * d];
+        let h = pts.h[i] as f32;
+        for (r, sign) in [(2 * i, 1.0f32), (2 * i + 1, -1.0)] {
+            x.extend(z.iter().zip(vi).map(|(a, b)| a + sign * h * b));
+            let (k0, adv) = pts.classes[i];
+            cot[r * k + adv] = 1.0;
+            cot[r * k + k0] = -1.0;
+        }
+    }
+    let (_, g) = sm.vjp(&x, 2 * n, &cot, 1)?;
+    let mut out = vec![0.0f32; n * d];
+    for i in 0..n {
+        let s = (1.0 / (2.0 * pts.h[i] * pts.grad_norm[i])) as f32;
+        for t in 0..d {
+            out[i * d + t] = (g[2 * i * d + t] - g[(2 * i + 1) * d + t]) * s;
+        }
+    }
+    Ok(out)
+}
+
+impl Measure for Curvature {
+    fn name(&self) -> &'static str {
+        "curvature"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let p = &self.params;
+        let sm = SpacedModel::new(ctx.model, ctx.data);
+        let d = sm.dim();
+        let k = sm.classes();
+        let opts = DeepFoolOptions {
+            norm: Norm::L2,
+            overshoot: p.overshoot,
+            max_iter: p.max_iter,
+            candidates: 10,
+            clip: None,
+        };
+        let (mut images, _) = super::deepfool::run_all(ctx, &opts, "curvature")?;
+        let attacked: Vec<usize> = (0..images.len())
+            .filter(|&i| images[i].outcome == Outcome::Fooled)
+            .collect();
+        // Boundary points of all attacked images.
+        let mut pts = Points {
+            z: vec![],
+            classes: vec![],
+            grad_norm: vec![],
+            h: vec![],
+        };
+        let chunk = (8_000_000 / d.max(1)).max(1);
+        for part in attacked.chunks(chunk) {
+            let mut u = Vec::with_capacity(part.len() * d);
+            for &i in part {
+                u.extend(sm.load(ctx.data, i, 1)?);
+            }
+            let res = deepfool_batch(&sm, &u, part.len(), &opts, None)?;
+            let mut cot = vec![0.0f32; part.len() * k];
+            let mut z = Vec::with_capacity(part.len() * d);
+            for (a, o) in res.iter().enumerate() {
+                z.extend(u[a * d..(a + 1) * d].iter().zip(&o.r).map(|(x, r)| x + r));
+                cot[a * k + o.adv_class] = 1.0;
+                cot[a * k + o.clean_class] = -1.0;
+            }
+            let (_, g) = sm.vjp(&z, part.len(), &cot, 1)?;
+            for (a, o) in res.iter().enumerate() {
+                pts.classes.push((o.clean_class, o.adv_class));
+                pts.grad_norm.push(l2(&g[a * d..(a + 1) * d]).max(1e-30));
+                pts.h.push((p.h_fraction * l2(&o.r)).max(1e-6));
+            }
+            pts.z.extend(z);
+        }
+        let n = pts.classes.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        let mut start = vec![0.0f32; n * d];
+        for i in 0..n {
+            let mut r = ChaCha8Rng::seed_from_u64(ctx.image_seed(attacked[i]));
+            for t in 0..d {
+                start[i * d + t] = StandardNormal.sample(&mut r);
+            }
+        }
+        let bar = ctx.progress.bar(p.steps as u64, "lanczos");
+        let per_image = lanczos_batch(n, d, p.steps, &start, |v| {
+            bar.inc(1);
+            hvp(&sm, &pts, v)
+        })?;
+        bar.finish_and_clear();
+        let mut top = vec![];
+        let mut profile = vec![0.0f64; p.q];
+        let mut random_kappa = vec![];
+        for (i, (vals, _)) in per_image.iter().enumerate() {
+            let img = &mut images[attacked[i]];
+            img.values.insert("grad_norm".into(), pts.grad_norm[i]);
+            img.values.insert("h".into(), pts.h[i]);
+            img.values
+                .insert("adv_class".into(), pts.classes[i].1 as f64);
+            for (j, v) in vals.iter().take(p.q).enumerate() {
+                img.values.insert(format!("eig{}", j + 1), *v);
+                profile[j] += v / n as f64;
+            }
+            if let Some(v) = vals.first() {
+                top.push(*v);
+            }
+            if let Some(v) = vals.last() {
+                img.values.insert("eig_min".into(), *v);
+            }
+        }
+        // Curvature along random unit directions: v'Hv/|∇G| (one extra HVP).
+        if n > 0 {
+            let mut v: Vec<f32> = (0..n * d)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            for c in v.chunks_mut(d) {
+                let nv = l2(c) as f32;
+                c.iter_mut().for_each(|e| *e /= nv);
+            }
+            let hv = hvp(&sm, &pts, &v)?;
+            for i in 0..n {
+                let kappa: f64 = v[i * d..(i + 1) * d]
+                    .iter()
+                    .zip(&hv[i * d..(i + 1) * d])
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                images[attacked[i]]
+                    .values
+                    .insert("kappa_random".into(), kappa);
+                random_kappa.push(kappa);
+            }
+        }
+        let mut shared_vals = vec![];
+        if p.shared && n > 0 {
+            // H̄ v = mean_i H_i v / |∇G_i|: the same v for every image.
+            let s: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+            let res = lanczos_batch(1, d, p.steps, &s, |v| {
+                let rep: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
+                let hv = hvp(&sm, &pts, &rep)?;
+                let mut out = vec![0.0f32; d];
+                for c in hv.chunks(d) {
+                    out.iter_mut().zip(c).for_each(|(a, b)| *a += b / n as f32);
+                }
+                Ok(out)
+            })?;
+            shared_vals = res[0].0.iter().take(p.q).copied().collect();
+        }
+        let counts = MeasureResult::count(&images);
+        let mut summary = BTreeMap::new();
+        summary.insert("n".into(), images.len() as f64);
+        summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
+        if let Some(m) = super::median(&top) {
+            summary.insert("median_top_eig".into(), m);
+        }
+        if let Some(m) = super::mean(&top) {
+            summary.insert("mean_top_eig".into(), m);
+        }
+        if let Some(m) = super::mean(&random_kappa) {
+            summary.insert("mean_kappa_random".into(), m);
+        }
+        if let Some(v) = shared_vals.first() {
+            summary.insert("shared_top_eig".into(), *v);
+        }
+        Ok(MeasureResult {
+            measure: "curvature".into(),
+            params: self.params(),
+            space: sm.space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::json!({
+                "profile": profile,
+                "shared_eigenvalues": shared_vals,
+                "normalisation": "eigenvalues of H/|grad G| at z = x + r* (1/length units)",
+            }),
+            artifacts: vec![],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jacobi_finds_eigenvalues_of_a_small_matrix() {
+        let a = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, -1.0];
+        let (vals, _) = symmetric_eigen(&a, 3);
+        assert!((vals[0] - 3.0).abs() < 1e-12 && (vals[1] - 1.0).abs() < 1e-12);
+        assert!((vals[2] + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lanczos_finds_the_top_of_a_diagonal_operator() {
+        let d = 50;
+        let diag: Vec<f32> = (0..d).map(|i| i as f32 / 10.0).collect();
+        let start = vec![1.0f32; d];
+        let res = lanczos_batch(1, d, 30, &start, |v| {
+            Ok(v.iter().zip(&diag).map(|(a, b)| a * b).collect())
+        })
+        .unwrap();
+        let vals = &res[0].0;
+        for (j, want) in [4.9, 4.8, 4.7].iter().enumerate() {
+            assert!((vals[j] - want).abs() < 1e-3, "{vals:?}");
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! `deepfool`: distance to the nearest decision boundary by iterated
+//! linearisation (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016; METHODS.md §2).
+//!
+//! Batched: a set of active images is advanced together; each iteration is
+//! one VJP call with the `N−1` candidate margins `e_k − e_k0` as cotangent
+//! rows, plus one forward pass to test the new iterates. [`deepfool_batch`]
+//! is the reusable core; its projection hook restricts every gradient to a
+//! subspace (random, DCT, patch: see `subspace.rs`, `structured.rs`).
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::space::SpacedModel;
+use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::error::{Error, Result};
+use crate::eval::top_k;
+
+/// The ℓp norm a perturbation is minimised in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    /// Euclidean norm (dual: ℓ2).
+    #[default]
+    L2,
+    /// Max norm (dual: ℓ1).
+    Linf,
+}
+
+/// Options of one DeepFool run.
+#[derive(Debug, Clone, Copy)]
+pub struct DeepFoolOptions {
+    /// Norm minimised.
+    pub norm: Norm,
+    /// Overshoot η: the iterate is `x + (1+η)·R`.
+    pub overshoot: f32,
+    /// Iteration budget.
+    pub max_iter: usize,
+    /// Candidate classes: the top `candidates` of the clean prediction (incl. it).
+    pub candidates: usize,
+    /// Box every iterate is clipped to (foolbox 3 clips every step).
+    pub clip: Option<(f32, f32)>,
+}
+
+impl Default for DeepFoolOptions {
+    fn default() -> Self {
+        DeepFoolOptions {
+            norm: Norm::L2,
+            overshoot: 0.02,
+            max_iter: 50,
+            candidates: 10,
+            clip: None,
+        }
+    }
+}
+
+/// One image's DeepFool result.
+#[derive(Debug, Clone)]
+pub struct DeepFoolOutcome {
+    /// Final perturbation `x_adv − x` (`d` values, measured space).
+    pub r: Vec<f32>,
+    /// Whether the prediction at `x + r` differs from the clean one.
+    pub success: bool,
+    /// Steps taken.
+    pub iterations: usize,
+    /// Clean prediction `k0`.
+    pub clean_class: usize,
+    /// Prediction at `x + r`.
+    pub adv_class: usize,
+}
+
+/// A projection applied to every gradient row: `(image position in the batch, gradient (d))`.
+pub type Projection<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// Index of the largest value; ties go to the lowest index.
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// ℓ2 norm (accumulated in f64).
+pub fn l2(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// ℓ∞ norm.
+pub fn linf(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |m, &x| m.max(f64::from(x.abs())))
+}
+
+/// ℓ1 norm (accumulated in f64).
+pub fn l1(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x.abs())).sum()
+}
+
+/// DeepFool on `n` samples `u` (`n × d`, measured space), batched.
+///
+/// `project`, when given, is applied to every candidate gradient before the
+/// step is chosen, so all steps lie in its range (METHODS.md §3).
+pub fn deepfool_batch(
+    model: &SpacedModel,
+    u: &[f32],
+    n: usize,
+    opts: &DeepFoolOptions,
+    project: Option<Projection>,
+) -> Result<Vec<DeepFoolOutcome>> {
+    let d = model.dim();
+    let k = model.classes();
+    if u.len() != n * d {
+        return Err(Error::Config(format!(
+            "deepfool: expected {n}×{d} values, got {}",
+            u.len()
+        )));
+    }
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let logits0 = model.logits(u, n)?;
+    let m = opts.candidates.clamp(2, k.max(2)).min(k) - 1;
+    let mut k0 = Vec::with_capacity(n);
+    let mut cands: Vec<Vec<usize>> = Vec::with_capacity(n);
+    for row in logits0.chunks_exact(k) {
+        let c0 = argmax(row);
+        k0.push(c0);
+        let mut c = top_k(row, m + 1);
+        c.retain(|&j| j != c0);
+        c.truncate(m);
+        cands.push(c);
+    }
+    let mut out: Vec<DeepFoolOutcome> = (0..n)
+        .map(|i| DeepFoolOutcome {
+            r: vec![0.0; d],
+            success: false,
+            iterations: 0,
+            clean_class: k0[i],
+            adv_class: k0[i],
+        })
+        .collect();
+    if m == 0 {
+        return Ok(out);
+    }
+    // Accumulated steps R and current iterates.
+    let mut acc = vec![0.0f32; n * d];
+    let mut xs = u.to_vec();
+    let mut active: Vec<usize> = (0..n).collect();
+    let eta = 1.0 + opts.overshoot;
+    for iter in 0..opts.max_iter {
+        if active.is_empty() {
+            break;
+        }
+        let na = active.len();
+        let mut xa = Vec::with_capacity(na * d);
+        let mut cot = vec![0.0f32; na * m * k];
+        for (a, &i) in active.iter().enumerate() {
+            xa.extend_from_slice(&xs[i * d..(i + 1) * d]);
+            for (j, &c) in cands[i].iter().enumerate() {
+                let row = &mut cot[(a * m + j) * k..(a * m + j + 1) * k];
+                row[c] = 1.0;
+                row[k0[i]] = -1.0;
+            }
+        }
+        let (lg, mut grads) = model.vjp(&xa, na, &cot, m)?;
+        // One step per active image (in parallel).
+        let steps: Vec<Vec<f32>> = grads
+            .par_chunks_mut(m * d)
+            .enumerate()
+            .map(|(a, g)| {
+                let i = active[a];
+                let row = &lg[a * k..(a + 1) * k];
+                let mut best = (f64::INFINITY, 0usize, 0.0f64, 0.0f64);
+                for (j, &c) in cands[i].iter().enumerate() {
+                    let w = &mut g[j * d..(j + 1) * d];
+                    if let Some(p) = project {
+                        p(i, w);
+                    } else if let Some((lo, hi)) = opts.clip {
+                        // Coordinates pinned at a bound that the step would
+                        // push further out cannot move: leave them out of
+                        // the linearisation so the step goes where it can.
+                        let xi = &xs[i * d..(i + 1) * d];
+                        for (wt, &xt) in w.iter_mut().zip(xi) {
+                            if (xt >= hi && *wt > 0.0) || (xt <= lo && *wt < 0.0) {
+                                *wt = 0.0;
+                            }
+                        }
+                    }
+                    let f = (f64::from(row[c]) - f64::from(row[k0[i]])).abs();
+                    let wn = match opts.norm {
+                        Norm::L2 => l2(w),
+                        Norm::Linf => l1(w),
+                    };
+                    let dist = if wn > 0.0 { f / wn } else { f64::INFINITY };
+                    if dist < best.0 {
+                        best = (dist, j, f, wn);
+                    }
+                }
+                let (dist, j, f, wn) = best;
+                if !dist.is_finite() {
+                    return vec![0.0; d];
+                }
+                let w = &g[j * d..(j + 1) * d];
+                match opts.norm {
+                    Norm::L2 => {
+                        let s = (f / (wn * wn)) as f32;
+                        w.iter().map(|&x| x * s).collect()
+                    }
+                    Norm::Linf => {
+                        let s = (f / wn) as f32;
+                        w.iter()
+                            .map(|&x| s * x.signum() * f32::from(x != 0.0))
+                            .collect()
+                    }
+                }
+            })
+            .collect();
+        for (a, &i) in active.iter().enumerate() {
+            let ai = &mut acc[i * d..(i + 1) * d];
+            let xi = &mut xs[i * d..(i + 1) * d];
+            let ui = &u[i * d..(i + 1) * d];
+            for t in 0..d {
+                ai[t] += steps[a][t];
+                let mut v = ui[t] + eta * ai[t];
+                if let Some((lo, hi)) = opts.clip {
+                    v = v.clamp(lo, hi);
+                }
+                xi[t] = v;
+            }
+            out[i].iterations = iter + 1;
+        }
+        // Test the new iterates with one forward pass.
+        let mut xa = Vec::with_capacity(na * d);
+        for &i in &active {
+            xa.extend_from_slice(&xs[i * d..(i + 1) * d]);
+        }
+        let logits_cur = model.logits(&xa, na)?;
+        let mut still = Vec::with_capacity(na);
+        for (a, &i) in active.iter().enumerate() {
+            let c = argmax(&logits_cur[a * k..(a + 1) * k]);
+            out[i].adv_class = c;
+            if c != k0[i] {
+                out[i].success = true;
+            } else {
+                still.push(i);
+            }
+        }
+        active = still;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        for t in 0..d {
+            // Without a box the perturbation is exactly (1+η)·R; taking it
+            // from `x_adv − x` would lose digits to cancellation.
+            o.r[t] = match opts.clip {
+                None => eta * acc[i * d + t],
+                Some(_) => xs[i * d + t] - u[i * d + t],
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// `l2` or `linf`.
+    pub norm: Norm,
+    /// Overshoot η.
+    pub overshoot: f32,
+    /// Iteration budget.
+    pub max_iter: usize,
+    /// Candidate classes (top N of the clean prediction, incl. it).
+    pub candidates: usize,
+    /// Clip every iterate to `--bounds` (when there are bounds).
+    pub clip: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            norm: Norm::L2,
+            overshoot: 0.02,
+            max_iter: 50,
+            candidates: 10,
+            clip: true,
+        }
+    }
+}
+
+impl Params {
+    /// The run options under `bounds`.
+    pub fn options(&self, bounds: Option<(f32, f32)>) -> DeepFoolOptions {
+        DeepFoolOptions {
+            norm: self.norm,
+            overshoot: self.overshoot,
+            max_iter: self.max_iter,
+            candidates: self.candidates,
+            clip: if self.clip { bounds } else { None },
+        }
+    }
+}
+
+/// Images per [`deepfool_batch`] call so that the `(n, M, d)` gradients stay
+/// within about 128 MB.
+pub fn chunk_len(d: usize, m: usize, batch: usize) -> usize {
+    (32_000_000 / (d * m.max(1)).max(1))
+        .clamp(1, 4096)
+        .max(batch.min(64))
+}
+
+/// The DeepFool measure.
+pub struct DeepFool {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "deepfool",
+        about: "minimal additive perturbation (DeepFool, l2 or linf): norm_l2, norm_linf, rho = |r|/|x|; params norm=l2|linf overshoot=0.02 max_iter=50 candidates=10 clip=true",
+        build: |p| {
+            Ok(Box::new(DeepFool {
+                params: super::parse_params("deepfool", p)?,
+            }))
+        },
+    }
+}
+
+/// Runs DeepFool over the whole data set: per-image results (misclassified
+/// images are not attacked) and, per image, the outcome (`None` for misclassified).
+pub fn run_all(
+    ctx: &Context,
+    opts: &DeepFoolOptions,
+    what: &str,
+) -> Result<(Vec<ImageResult>, Vec<Option<DeepFoolOutcome>>)> {
+    let sm = SpacedModel::new(ctx.model, ctx.data);
+    let d = sm.dim();
+    let k = sm.classes();
+    let total = ctx.data.len();
+    let chunk = chunk_len(d, opts.candidates.min(k), ctx.model.batch());
+    let bar = ctx.progress.bar(total as u64, what);
+    let mut images = Vec::with_capacity(total);
+    let mut outs = Vec::with_capacity(total);
+    let mut start = 0;
+    while start < total {
+        let len = chunk.min(total - start);
+        let u = sm.load(ctx.data, start, len)?;
+        let logits = sm.logits(&u, len)?;
+        let mut keep = Vec::new();
+        let mut preds = Vec::with_capacity(len);
+        for i in 0..len {
+            let pred = argmax(&logits[i * k..(i + 1) * k]);
+            preds.push(pred);
+            if ctx.data.items[start + i].label.is_none_or(|l| l == pred) {
+                keep.push(i);
+            }
+        }
+        let mut ua = Vec::with_capacity(keep.len() * d);
+        for &i in &keep {
+            ua.extend_from_slice(&u[i * d..(i + 1) * d]);
+        }
+        let res = deepfool_batch(&sm, &ua, keep.len(), opts, None)?;
+        let mut res_iter = res.into_iter();
+        for i in 0..len {
+            let index = start + i;
+            let item = &ctx.data.items[index];
+            let mut values = BTreeMap::new();
+            let (outcome, o) = if keep.contains(&i) {
+                let o = res_iter.next().expect("one outcome per kept image");
+                let ui = &u[i * d..(i + 1) * d];
+                let (nl2, nli) = (l2(&o.r), linf(&o.r));
+                values.insert("l2".into(), nl2);
+                values.insert("linf".into(), nli);
+                values.insert(
+                    "rho".into(),
+                    match opts.norm {
+                        Norm::L2 => nl2 / l2(ui).max(1e-30),
+                        Norm::Linf => nli / linf(ui).max(1e-30),
+                    },
+                );
+                values.insert("adv_class".into(), o.adv_class as f64);
+                values.insert("iterations".into(), o.iterations as f64);
+                let outcome = if o.success {
+                    Outcome::Fooled
+                } else {
+                    Outcome::Failed
+                };
+                (outcome, Some(o))
+            } else {
+                (Outcome::Misclassified, None)
+            };
+            images.push(ImageResult {
+                index,
+                name: item.name.clone(),
+                label: item.label,
+                pred: preds[i],
+                outcome,
+                values,
+            });
+            outs.push(o);
+        }
+        bar.inc(len as u64);
+        start += len;
+    }
+    bar.finish_and_clear();
+    Ok((images, outs))
+}
+
+/// Values of `key` over the fooled images.
+pub fn fooled_values(images: &[ImageResult], key: &str) -> Vec<f64> {
+    images
+        .iter()
+        .filter(|i| i.outcome == Outcome::Fooled)
+        .filter_map(|i| i.values.get(key).copied())
+        .collect()
+}
+
+impl Measure for DeepFool {
+    fn name(&self) -> &'static str {
+        "deepfool"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let opts = self.params.options(ctx.bounds);
+        let (images, _) = run_all(ctx, &opts, "deepfool")?;
+        let counts = MeasureResult::count(&images);
+        let mut summary = BTreeMap::new();
+        summary.insert("n".into(), images.len() as f64);
+        let attacked = counts.fooled + counts.failed;
+        summary.insert("n_attacked".into(), attacked as f64);
+        if attacked > 0 {
+            summary.insert(
+                "success_rate".into(),
+                counts.fooled as f64 / attacked as f64,
+            );
+        }
+        let put = |s: &mut BTreeMap<String, f64>, name: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                s.insert(name.into(), v);
+            }
+        };
+        put(
+            &mut summary,
+            "median_l2",
+            super::median(&fooled_values(&images, "l2")),
+        );
+        put(
+            &mut summary,
+            "median_linf",
+            super::median(&fooled_values(&images, "linf")),
+        );
+        put(
+            &mut summary,
+            "mean_rho",
+            super::mean(&fooled_values(&images, "rho")),
+        );
+        put(
+            &mut summary,
+            "median_rho",
+            super::median(&fooled_values(&images, "rho")),
+        );
+        put(
+            &mut summary,
+            "mean_iterations",
+            super::mean(&fooled_values(&images, "iterations")),
+        );
+        Ok(MeasureResult {
+            measure: "deepfool".into(),
+            params: self.params(),
+            space: SpacedModel::new(ctx.model, ctx.data).space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::json!({ "clipped_to": opts.clip }),
+            artifacts: vec![],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_ties_go_to_the_lowest_index() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[0.0]), 0);
+    }
+
+    #[test]
+    fn norms() {
+        let v = [3.0f32, -4.0];
+        assert_eq!(l2(&v), 5.0);
+        assert_eq!(linf(&v), 4.0);
+        assert_eq!(l1(&v), 7.0);
+    }
+
+    #[test]
+    fn params_parse_with_defaults() {
+        let p: Params =
+            super::super::parse_params("deepfool", &serde_json::json!({"norm": "linf"})).unwrap();
+        assert_eq!(p.norm, Norm::Linf);
+        assert_eq!(p.max_iter, 50);
+        assert!(super::super::parse_params::<Params>(
+            "deepfool",
+            &serde_json::json!({"norm": "l3"})
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Shared plumbing of the geometric measures (`grid`, `manifool`, `stadv`,
+//! `invariance`): the image shape and layout warps act on, clean
+//! predictions, and the per-image result for a misclassified input.
+//!
+//! Warps act in the measured space of [`SpacedModel`]: planar `(C, H, W)`
+//! for image space, the model's own layout for model space (`.npy`).
+
+use std::collections::BTreeMap;
+
+use transforms::{Batch, ImageLayout, ImageShape};
+
+use super::space::{Space, SpacedModel};
+use super::{Context, ImageResult, Outcome};
+use crate::error::{Error, Result};
+use crate::eval::top_k;
+use crate::spec::Layout;
+
+/// Shape (one image) and layout of the measured space.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Frame {
+    /// `n = 1`; use [`ImageShape::with_n`] for batches.
+    pub shape: ImageShape,
+    /// Layout of one sample.
+    pub layout: ImageLayout,
+}
+
+impl Frame {
+    pub fn of(sm: &SpacedModel) -> Self {
+        let spec = &sm.model.spec;
+        let layout = match (sm.space, spec.layout) {
+            (Space::Model, Layout::Nhwc) => ImageLayout::Nhwc,
+            _ => ImageLayout::Nchw,
+        };
+        Frame {
+            shape: ImageShape::new(1, spec.channels.count(), spec.height, spec.width),
+            layout,
+        }
+    }
+
+    /// Values per image.
+    pub fn d(&self) -> usize {
+        self.shape.image_len()
+    }
+
+    /// A batch view of `n` images stored in `data`.
+    pub fn batch<'a>(&self, data: &'a [f32], n: usize) -> Result<Batch<'a>> {
+        Batch::new(data, self.shape.with_n(n), self.layout).map_err(warp_error)
+    }
+}
+
+/// Converts a `transforms` error into georob's.
+pub(super) fn warp_error(e: transforms::Error) -> Error {
+    Error::Config(format!("warp: {e}"))
+}
+
+/// Top-1 class of a logit row (ties: lowest index).
+pub(super) fn argmax(row: &[f32]) -> usize {
+    top_k(row, 1)[0]
+}
+
+/// Clean images `0..len` of the data set in the measured space, with their
+/// logits.
+pub(super) struct Clean {
+    pub u: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub n: usize,
+}
+
+impl Clean {
+    pub fn load(ctx: &Context, sm: &SpacedModel) -> Result<Self> {
+        let n = ctx.data.len();
+        let u = sm.load(ctx.data, 0, n)?;
+        let logits = sm.logits(&u, n)?;
+        Ok(Clean { u, logits, n })
+    }
+
+    /// Clean prediction of image `i`.
+    pub fn pred(&self, i: usize, k: usize) -> usize {
+        argmax(&self.logits[i * k..(i + 1) * k])
+    }
+
+    /// Image `i`'s values.
+    pub fn image(&self, i: usize, d: usize) -> &[f32] {
+        &self.u[i * d..(i + 1) * d]
+    }
+}
+
+/// A result row for image `index` with `outcome` and `values`.
+pub(super) fn result(
+    ctx: &Context,
+    index: usize,
+    pred: usize,
+    outcome: Outcome,
+    values: BTreeMap<String, f64>,
+) -> ImageResult {
+    let item = &ctx.data.items[index];
+    ImageResult {
+        index,
+        name: item.name.clone(),
+        label: item.label,
+        pred,
+        outcome,
+        values,
+    }
+}
+
+/// Whether the clean prediction disagrees with a given label.
+pub(super) fn misclassified(ctx: &Context, index: usize, pred: usize) -> bool {
+    ctx.data.items[index].label.is_some_and(|l| l != pred)
+}
+
+/// Percentile `q ∈ [0, 1]` of finite values (nearest rank on the sorted values).
+pub(super) fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    Some(v[i])
+}
+
+/// Adds `prefix_{mean,median,p10,p90}` of `values` to `summary` (when any).
+pub(super) fn describe(summary: &mut BTreeMap<String, f64>, prefix: &str, values: &[f64]) {
+    if let Some(m) = super::mean(values) {
+        summary.insert(format!("mean_{prefix}"), m);
+    }
+    if let Some(m) = super::median(values) {
+        summary.insert(format!("median_{prefix}"), m);
+    }
+    if let Some(p) = percentile(values, 0.1) {
+        summary.insert(format!("p10_{prefix}"), p);
+    }
+    if let Some(p) = percentile(values, 0.9) {
+        summary.insert(format!("p90_{prefix}"), p);
+    }
+}

@@ -1,0 +1,314 @@
+//! `grid`: accuracy under the worst rotation × translation on a grid, and
+//! under the worst of `k` random ones (Engstrom et al., ICML 2019).
+//!
+//! A transform `(θ, tx, ty)` is the backward warp `out(p) = in(R(θ)·p + t)`
+//! in pixel coordinates centred on the image centre (bilinear, zero fill by
+//! default): `R(θ) = exp(θ·G_rot)` of the `transforms` rotation generator,
+//! so positive `θ` samples the input rotated by `+θ` and the content turns by
+//! `−θ`; `t` moves the content by `−t`.
+//!
+//! The grid holds `angles` rotations evenly spaced in `[−max_angle,
+//! max_angle]` times `shifts × shifts` translations evenly spaced in
+//! `[−max_shift, max_shift]` per axis (odd counts include the identity). An
+//! image is robust when every grid transform keeps the clean prediction;
+//! otherwise the reported transform is the smallest flipping one, ordered by
+//! `|θ|`, then `‖t‖₂`, then `θ`, `tx`, `ty` (so the ordering is total and
+//! deterministic). Worst-of-k draws `k` transforms uniformly from the same
+//! box (per-image seed) and counts the image correct only when all `k` keep
+//! the prediction. All transforms of an image go to the model in one call
+//! (chunked to bound memory).
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use transforms::{Border, MatrixWarp, Sampling, Warp};
+
+use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::space::SpacedModel;
+use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::error::{Error, Result};
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Largest rotation, degrees (both directions).
+    pub max_angle: f64,
+    /// Rotations on the grid.
+    pub angles: usize,
+    /// Largest translation per axis, pixels; default 3 px for images of
+    /// 28–32 px, else 10% of the side (per axis).
+    pub max_shift: Option<f64>,
+    /// Translations per axis on the grid.
+    pub shifts: usize,
+    /// Random draws for worst-of-k (0: skip).
+    pub k: usize,
+    /// Fill outside the image: `zero`, `replicate` or `reflect`.
+    pub border: String,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            max_angle: 30.0,
+            angles: 31,
+            max_shift: None,
+            shifts: 5,
+            k: 10,
+            border: "zero".into(),
+        }
+    }
+}
+
+/// One rotation–translation: `θ` in radians, shifts in pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RigidTransform {
+    /// Rotation, radians.
+    pub theta: f64,
+    /// Column shift of the sample point, pixels.
+    pub tx: f64,
+    /// Row shift of the sample point, pixels.
+    pub ty: f64,
+}
+
+impl RigidTransform {
+    /// The warp matrix `[[cos θ, −sin θ, tx], [sin θ, cos θ, ty], [0, 0, 1]]`
+    /// (centred coordinates, output → input).
+    pub fn matrix(&self) -> transforms::nalgebra::Matrix3<f64> {
+        let (s, c) = self.theta.sin_cos();
+        transforms::nalgebra::Matrix3::new(c, -s, self.tx, s, c, self.ty, 0.0, 0.0, 1.0)
+    }
+
+    /// Translation norm, pixels.
+    pub fn shift(&self) -> f64 {
+        self.tx.hypot(self.ty)
+    }
+
+    /// The "smaller" order: `|θ|`, then `‖t‖`, then `θ`, `tx`, `ty`.
+    pub fn order(&self, other: &Self) -> std::cmp::Ordering {
+        self.theta
+            .abs()
+            .total_cmp(&other.theta.abs())
+            .then(self.shift().total_cmp(&other.shift()))
+            .then(self.theta.total_cmp(&other.theta))
+            .then(self.tx.total_cmp(&other.tx))
+            .then(self.ty.total_cmp(&other.ty))
+    }
+}
+
+/// `n` values evenly spaced in `[−max, max]` (`[0]` when `n == 1`).
+pub fn linspace(max: f64, n: usize) -> Vec<f64> {
+    if n <= 1 {
+        return vec![0.0];
+    }
+    (0..n)
+        .map(|i| -max + 2.0 * max * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
+impl Params {
+    /// Shift range `(x, y)` in pixels for an `h × w` image.
+    pub fn shift_range(&self, h: usize, w: usize) -> (f64, f64) {
+        match self.max_shift {
+            Some(s) => (s, s),
+            None if (28..=32).contains(&h.max(w)) => (3.0, 3.0),
+            None => (0.1 * w as f64, 0.1 * h as f64),
+        }
+    }
+
+    /// The grid, rotation-major.
+    pub fn grid(&self, h: usize, w: usize) -> Vec<RigidTransform> {
+        let (sx, sy) = self.shift_range(h, w);
+        let mut out = Vec::new();
+        for theta in linspace(self.max_angle.to_radians(), self.angles) {
+            for &tx in &linspace(sx, self.shifts) {
+                for &ty in &linspace(sy, self.shifts) {
+                    out.push(RigidTransform { theta, tx, ty });
+                }
+            }
+        }
+        out
+    }
+
+    /// Sampling (bilinear) with the border in force.
+    pub fn sampling(&self) -> Result<Sampling> {
+        let border: Border = self
+            .border
+            .parse()
+            .map_err(|e| Error::Config(format!("grid: border: {e}")))?;
+        Ok(Sampling::new(Default::default(), border))
+    }
+}
+
+/// The grid measure.
+pub struct Grid {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "grid",
+        about: "accuracy under the worst rotation × translation on a grid and of k random ones (Engstrom et al.)",
+        build: |p| {
+            let params: Params = super::parse_params("grid", p)?;
+            if params.angles == 0 || params.shifts == 0 {
+                return Err(Error::Config("grid: angles and shifts must be at least 1".into()));
+            }
+            params.sampling()?;
+            Ok(Box::new(Grid { params }))
+        },
+    }
+}
+
+/// Predictions of image `image` (values `u`) under each transform, evaluated
+/// in model calls of at most `cap` warped images.
+pub(super) fn predictions(
+    sm: &SpacedModel,
+    frame: &Frame,
+    u: &[f32],
+    transforms: &[RigidTransform],
+    sampling: Sampling,
+) -> Result<Vec<usize>> {
+    let d = frame.d();
+    let k = sm.classes();
+    let cap = ((1usize << 24) / d.max(1)).max(1);
+    let mut preds = Vec::with_capacity(transforms.len());
+    for chunk in transforms.chunks(cap) {
+        let m = chunk.len();
+        let input: Vec<f32> = u.iter().copied().cycle().take(m * d).collect();
+        let batch = frame.batch(&input, m)?;
+        let warp = MatrixWarp::new(chunk.iter().map(RigidTransform::matrix).collect());
+        let warped = warp.apply(&batch, sampling).map_err(warp_error)?;
+        let logits = sm.logits(&warped, m)?;
+        preds.extend(logits.chunks_exact(k).map(argmax));
+    }
+    Ok(preds)
+}
+
+impl Measure for Grid {
+    fn name(&self) -> &'static str {
+        "grid"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let p = &self.params;
+        let sm = SpacedModel::new(ctx.model, ctx.data);
+        let frame = Frame::of(&sm);
+        let (h, w) = (frame.shape.h, frame.shape.w);
+        let sampling = p.sampling()?;
+        let grid = p.grid(h, w);
+        let (sx, sy) = p.shift_range(h, w);
+        let max_angle = p.max_angle.to_radians();
+        let k = sm.classes();
+        let d = frame.d();
+        let clean = Clean::load(ctx, &sm)?;
+        let bar = ctx.progress.bar(clean.n as u64, "grid");
+        let mut images = Vec::with_capacity(clean.n);
+        let mut wok_correct = 0usize;
+        let mut random_correct = 0usize;
+        let mut angles = Vec::new();
+        let mut shifts = Vec::new();
+        for i in 0..clean.n {
+            let pred = clean.pred(i, k);
+            if misclassified(ctx, i, pred) {
+                images.push(result(
+                    ctx,
+                    i,
+                    pred,
+                    Outcome::Misclassified,
+                    BTreeMap::new(),
+                ));
+                bar.inc(1);
+                continue;
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
+            let random: Vec<RigidTransform> = (0..p.k)
+                .map(|_| RigidTransform {
+                    theta: rng.random_range(-1.0..=1.0) * max_angle,
+                    tx: rng.random_range(-1.0..=1.0) * sx,
+                    ty: rng.random_range(-1.0..=1.0) * sy,
+                })
+                .collect();
+            let all: Vec<RigidTransform> = grid.iter().chain(&random).copied().collect();
+            let preds = predictions(&sm, &frame, clean.image(i, d), &all, sampling)?;
+            let (grid_preds, random_preds) = preds.split_at(grid.len());
+            let wok_ok = random_preds.iter().all(|&c| c == pred);
+            wok_correct += usize::from(wok_ok);
+            random_correct += usize::from(random_preds.first().is_none_or(|&c| c == pred));
+            let flips: Vec<(RigidTransform, usize)> = grid
+                .iter()
+                .zip(grid_preds)
+                .filter(|(_, &c)| c != pred)
+                .map(|(t, &c)| (*t, c))
+                .collect();
+            let mut values = BTreeMap::from([
+                ("grid_flips".to_string(), flips.len() as f64),
+                (
+                    "worst_of_k_correct".to_string(),
+                    f64::from(u8::from(wok_ok)),
+                ),
+            ]);
+            let outcome = match flips.iter().min_by(|a, b| a.0.order(&b.0)) {
+                None => Outcome::Robust,
+                Some((t, c)) => {
+                    values.insert("angle_deg".into(), t.theta.to_degrees());
+                    values.insert("tx".into(), t.tx);
+                    values.insert("ty".into(), t.ty);
+                    values.insert("shift_px".into(), t.shift());
+                    values.insert("adv_class".into(), *c as f64);
+                    angles.push(t.theta.to_degrees().abs());
+                    shifts.push(t.shift());
+                    Outcome::Fooled
+                }
+            };
+            images.push(result(ctx, i, pred, outcome, values));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let counts = MeasureResult::count(&images);
+        let n = images.len().max(1) as f64;
+        let mut summary = BTreeMap::from([
+            ("images".to_string(), images.len() as f64),
+            ("grid_size".to_string(), grid.len() as f64),
+            (
+                "clean_accuracy".to_string(),
+                (images.len() - counts.misclassified) as f64 / n,
+            ),
+            ("accuracy".to_string(), counts.robust as f64 / n),
+            ("max_shift_x_px".to_string(), sx),
+            ("max_shift_y_px".to_string(), sy),
+        ]);
+        if p.k > 0 {
+            summary.insert("worst_of_k_accuracy".into(), wok_correct as f64 / n);
+            summary.insert("random_accuracy".into(), random_correct as f64 / n);
+        }
+        let attacked = counts.fooled + counts.robust;
+        if attacked > 0 {
+            summary.insert(
+                "fooling_rate".into(),
+                counts.fooled as f64 / attacked as f64,
+            );
+        }
+        describe(&mut summary, "flip_angle_deg", &angles);
+        describe(&mut summary, "flip_shift_px", &shifts);
+        Ok(MeasureResult {
+            measure: "grid".into(),
+            params: self.params(),
+            space: sm.space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::json!({
+                "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
+                "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
+            }),
+            artifacts: vec![],
+        })
+    }
+}

@@ -1,0 +1,402 @@
+//! `manifool`: the smallest geometric transform (in one of six groups) that
+//! changes the prediction, and its geodesic score (Kanbak et al., CVPR 2018).
+//!
+//! Iteration at transform `T` (warp matrix, output → input), warped image
+//! `y = warp(x, T)`:
+//! 1. one `vjp` call gives the logits at `y` and `w_l = ∇_y (f_l − f_{k0})`
+//!    for the candidate classes `l` (the top `candidates` other classes of
+//!    the clean image, fixed at the start);
+//! 2. the tangent Jacobian `J` of `θ ↦ warp(x, exp(Σθᵢ Gᵢ)·T)` at `θ = 0`
+//!    (`GroupWarp::tangent(.., Left)`) gives `a_l = Jᵀ w_l` and the metric
+//!    `G = JᵀJ` (regularised by `1e-9·tr G`);
+//! 3. class `l*` minimises the linearised distance `|g_l| / √(a_lᵀ G⁻¹ a_l)`
+//!    in the metric, and the DeepFool step is
+//!    `Δθ = |g_l*| / (aᵀG⁻¹a) · G⁻¹a` (it zeroes the linearised margin);
+//! 4. line search: the step is tried at `line_search` log-spaced factors in
+//!    `[0.05, 2]·(1 + overshoot)`, in one model call; the smallest factor
+//!    that flips the prediction is taken, else the one that most reduces the
+//!    margin `f_{k0} − max_{l≠k0} f_l`; `T ← exp(s·Δθ)·T`;
+//! 5. stop on a label change or after `max_iter` iterations (then
+//!    [`Outcome::Failed`]); on a flip the last step is shrunk to (close to)
+//!    the smallest still-fooling fraction by two rounds of 16-point
+//!    refinement between the last non-fooling and the first fooling factor.
+//!
+//! Score: `log T` (principal logarithm) gives the parameters `θ`; the length
+//! of the path `t ↦ warp(x, exp(tθ))` summed in parameter steps of 0.05
+//! (image-space chords), divided by `‖x‖₂` (`transforms::geodesic_score`).
+//! The network's invariance score is the mean over fooled images.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use transforms::nalgebra::{DVector, Matrix3};
+use transforms::{
+    geodesic_score, Border, GroupWarp, MatrixWarp, PathMethod, PathSteps, Sampling, TangentSide,
+    TransformGroup, Warp,
+};
+
+use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::space::SpacedModel;
+use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::error::{Error, Result};
+use crate::eval::top_k;
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Transform group: translation, rotation, rigid, similarity, affine, projective.
+    pub group: String,
+    /// Iteration limit.
+    pub max_iter: usize,
+    /// Other classes considered (top by clean logit).
+    pub candidates: usize,
+    /// Overshoot of each step.
+    pub overshoot: f64,
+    /// Line-search factors per step.
+    pub line_search: usize,
+    /// Fill outside the image: zero, replicate or reflect.
+    pub border: String,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            group: "rotation".into(),
+            max_iter: 100,
+            candidates: 10,
+            overshoot: 0.02,
+            line_search: 20,
+            border: "zero".into(),
+        }
+    }
+}
+
+impl Params {
+    fn group(&self) -> Result<TransformGroup> {
+        self.group
+            .parse()
+            .map_err(|e| Error::Config(format!("manifool: group: {e}")))
+    }
+
+    fn sampling(&self) -> Result<Sampling> {
+        let border: Border = self
+            .border
+            .parse()
+            .map_err(|e| Error::Config(format!("manifool: border: {e}")))?;
+        Ok(Sampling::new(Default::default(), border))
+    }
+}
+
+/// The ManiFool measure.
+pub struct ManiFool {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "manifool",
+        about: "smallest transform in a group (rotation … projective) that flips the prediction; geodesic score (ManiFool)",
+        build: |p| {
+            let params: Params = super::parse_params("manifool", p)?;
+            params.group()?;
+            params.sampling()?;
+            if params.max_iter == 0 || params.candidates == 0 || params.line_search == 0 {
+                return Err(Error::Config(
+                    "manifool: max_iter, candidates and line_search must be at least 1".into(),
+                ));
+            }
+            Ok(Box::new(ManiFool { params }))
+        },
+    }
+}
+
+/// What ManiFool found for one image.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Final transform (warp matrix, centred coordinates, output → input).
+    pub matrix: Matrix3<f64>,
+    /// Iterations used.
+    pub iterations: usize,
+    /// Class at the final transform (when fooled).
+    pub adv_class: Option<usize>,
+}
+
+/// Warps one image by several matrices and returns the logits.
+fn logits_at(
+    sm: &SpacedModel,
+    frame: &Frame,
+    x: &[f32],
+    mats: &[Matrix3<f64>],
+    sampling: Sampling,
+) -> Result<Vec<f32>> {
+    let d = frame.d();
+    let m = mats.len();
+    let input: Vec<f32> = x.iter().copied().cycle().take(m * d).collect();
+    let batch = frame.batch(&input, m)?;
+    let warped = MatrixWarp::new(mats.to_vec())
+        .apply(&batch, sampling)
+        .map_err(warp_error)?;
+    sm.logits(&warped, m)
+}
+
+/// Margin `f_{k0} − max_{l≠k0} f_l` of a logit row.
+fn margin(row: &[f32], k0: usize) -> f64 {
+    let other = row
+        .iter()
+        .enumerate()
+        .filter(|&(l, _)| l != k0)
+        .map(|(_, &v)| v)
+        .fold(f32::NEG_INFINITY, f32::max);
+    (row[k0] - other) as f64
+}
+
+/// Runs ManiFool on one image `x` with clean prediction `k0` and clean logits.
+pub fn manifool_one(
+    sm: &SpacedModel,
+    frame: &Frame,
+    x: &[f32],
+    clean_logits: &[f32],
+    group: TransformGroup,
+    p: &Params,
+    sampling: Sampling,
+) -> Result<Found> {
+    let k = sm.classes();
+    let k0 = argmax(clean_logits);
+    let cands: Vec<usize> = top_k(clean_logits, k)
+        .into_iter()
+        .filter(|&l| l != k0)
+        .take(p.candidates)
+        .collect();
+    let m = cands.len();
+    let mut cot = vec![0.0f32; m * k];
+    for (j, &l) in cands.iter().enumerate() {
+        cot[j * k + l] = 1.0;
+        cot[j * k + k0] = -1.0;
+    }
+    let batch = frame.batch(x, 1)?;
+    let dim = group.dim();
+    let factors: Vec<f64> = (0..p.line_search)
+        .map(|j| {
+            let t = if p.line_search == 1 {
+                1.0
+            } else {
+                j as f64 / (p.line_search - 1) as f64
+            };
+            0.05f64.powf(1.0 - t) * 2.0f64.powf(t) * (1.0 + p.overshoot)
+        })
+        .collect();
+    let mut t_mat = Matrix3::identity();
+    for iter in 0..p.max_iter {
+        let y = MatrixWarp::uniform(t_mat)
+            .apply(&batch, sampling)
+            .map_err(warp_error)?;
+        let (logits, grads) = sm.vjp(&y, 1, &cot, m)?;
+        let now = argmax(&logits);
+        if now != k0 {
+            return Ok(Found {
+                matrix: t_mat,
+                iterations: iter,
+                adv_class: Some(now),
+            });
+        }
+        let chart = GroupWarp::tangent(group, vec![t_mat], TangentSide::Left);
+        let jac = chart
+            .jacobian(&batch, sampling)
+            .map_err(warp_error)?
+            .remove(0);
+        let mut g = jac.transpose() * &jac;
+        let reg = 1e-9 * g.trace().max(1e-12);
+        for i in 0..dim {
+            g[(i, i)] += reg;
+        }
+        let Some(chol) = g.clone().cholesky() else {
+            break;
+        };
+        // Closest linearised boundary in the metric.
+        let mut best: Option<(f64, DVector<f64>)> = None;
+        for (j, &l) in cands.iter().enumerate() {
+            let gl = (logits[l] - logits[k0]) as f64;
+            let w = DVector::from_iterator(
+                grads[j * y.len()..(j + 1) * y.len()].len(),
+                grads[j * y.len()..(j + 1) * y.len()]
+                    .iter()
+                    .map(|&v| v as f64),
+            );
+            let a = jac.transpose() * w;
+            let u = chol.solve(&a);
+            let q = a.dot(&u);
+            if !(q > 0.0 && q.is_finite()) {
+                continue;
+            }
+            let dist = gl.abs() / q.sqrt();
+            if best.as_ref().is_none_or(|(b, _)| dist < *b) {
+                best = Some((dist, u * (gl.abs() / q)));
+            }
+        }
+        let Some((_, step)) = best else {
+            break;
+        };
+        let step: Vec<f64> = step.iter().copied().collect();
+        let exp_at = |s: f64| -> Result<Matrix3<f64>> {
+            let scaled: Vec<f64> = step.iter().map(|v| v * s).collect();
+            Ok(group.exp(&scaled).map_err(warp_error)? * t_mat)
+        };
+        let mats = factors
+            .iter()
+            .map(|&s| exp_at(s))
+            .collect::<Result<Vec<_>>>()?;
+        let ls = logits_at(sm, frame, x, &mats, sampling)?;
+        let rows: Vec<&[f32]> = ls.chunks_exact(k).collect();
+        if let Some(j) = rows.iter().position(|r| argmax(r) != k0) {
+            // Refine between the last non-fooling factor and the first fooling one.
+            let (mut lo, mut hi) = (if j == 0 { 0.0 } else { factors[j - 1] }, factors[j]);
+            for _ in 0..2 {
+                let pts: Vec<f64> = (1..=16).map(|i| lo + (hi - lo) * i as f64 / 17.0).collect();
+                let mats = pts.iter().map(|&s| exp_at(s)).collect::<Result<Vec<_>>>()?;
+                let ls = logits_at(sm, frame, x, &mats, sampling)?;
+                match ls.chunks_exact(k).position(|r| argmax(r) != k0) {
+                    Some(i) => {
+                        hi = pts[i];
+                        if i > 0 {
+                            lo = pts[i - 1];
+                        }
+                    }
+                    None => lo = pts[15],
+                }
+            }
+            let final_mat = exp_at(hi)?;
+            let fl = logits_at(sm, frame, x, &[final_mat], sampling)?;
+            return Ok(Found {
+                matrix: final_mat,
+                iterations: iter + 1,
+                adv_class: Some(argmax(&fl)),
+            });
+        }
+        let (jbest, _) = rows
+            .iter()
+            .enumerate()
+            .map(|(j, r)| (j, margin(r, k0)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("line search has at least one factor");
+        t_mat = mats[jbest];
+    }
+    Ok(Found {
+        matrix: t_mat,
+        iterations: p.max_iter,
+        adv_class: None,
+    })
+}
+
+impl Measure for ManiFool {
+    fn name(&self) -> &'static str {
+        "manifool"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let p = &self.params;
+        let group = p.group()?;
+        let sampling = p.sampling()?;
+        let sm = SpacedModel::new(ctx.model, ctx.data);
+        let frame = Frame::of(&sm);
+        let k = sm.classes();
+        let d = frame.d();
+        let clean = Clean::load(ctx, &sm)?;
+        let bar = ctx.progress.bar(clean.n as u64, "manifool");
+        let names = group.param_names();
+        let mut images = Vec::with_capacity(clean.n);
+        let mut scores = Vec::new();
+        let mut iters = Vec::new();
+        let mut per_image = Vec::new();
+        for i in 0..clean.n {
+            let row = &clean.logits[i * k..(i + 1) * k];
+            let pred = argmax(row);
+            if misclassified(ctx, i, pred) {
+                images.push(result(
+                    ctx,
+                    i,
+                    pred,
+                    Outcome::Misclassified,
+                    BTreeMap::new(),
+                ));
+                bar.inc(1);
+                continue;
+            }
+            let x = clean.image(i, d);
+            let found = manifool_one(&sm, &frame, x, row, group, p, sampling)?;
+            let mut values = BTreeMap::from([("iterations".to_string(), found.iterations as f64)]);
+            let outcome = match found.adv_class {
+                None => Outcome::Failed,
+                Some(c) => {
+                    let theta = group.log(&found.matrix).map_err(warp_error)?;
+                    let batch = frame.batch(x, 1)?;
+                    let score = geodesic_score(
+                        &batch,
+                        group,
+                        &theta,
+                        PathSteps::ParamStep(0.05),
+                        PathMethod::Chords,
+                        sampling,
+                    )
+                    .map_err(warp_error)?[0];
+                    values.insert("score".into(), score);
+                    values.insert("adv_class".into(), c as f64);
+                    for (name, v) in names.iter().zip(&theta) {
+                        values.insert(format!("param_{name}"), *v);
+                    }
+                    if names.contains(&"theta") {
+                        values.insert("angle_deg".into(), theta[0].to_degrees());
+                    }
+                    scores.push(score);
+                    iters.push(found.iterations as f64);
+                    per_image.push(serde_json::json!({
+                        "index": i,
+                        "params": theta,
+                        "matrix": (0..3).map(|r| (0..3).map(|c| found.matrix[(r, c)]).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    }));
+                    Outcome::Fooled
+                }
+            };
+            images.push(result(ctx, i, pred, outcome, values));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let counts = MeasureResult::count(&images);
+        let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
+        let attacked = counts.fooled + counts.failed;
+        if attacked > 0 {
+            summary.insert(
+                "success_rate".into(),
+                counts.fooled as f64 / attacked as f64,
+            );
+            summary.insert(
+                "failure_rate".into(),
+                counts.failed as f64 / attacked as f64,
+            );
+        }
+        if let Some(m) = super::mean(&scores) {
+            summary.insert("invariance_score".into(), m);
+        }
+        describe(&mut summary, "score", &scores);
+        describe(&mut summary, "iterations", &iters);
+        Ok(MeasureResult {
+            measure: "manifool".into(),
+            params: self.params(),
+            space: sm.space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::json!({
+                "group": group.name(),
+                "param_names": names,
+                "score": "path length of t -> warp(x, exp(t log T)) in parameter steps of 0.05, divided by ||x||_2",
+                "transforms": per_image,
+            }),
+            artifacts: vec![],
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! `uap`: universal adversarial perturbation (Moosavi-Dezfooli*, Fawzi*,
+//! Fawzi, Frossard, CVPR 2017; METHODS.md §6).
+//!
+//! One `v` with `‖v‖_p ≤ ξ` built by passes over the construction images:
+//! for each image still unfooled by `v`, a DeepFool increment at `x + v`
+//! (max 10 iterations, kept only if it converged in fewer than `max_iter − 1`),
+//! then `v ← Π_{p,ξ}(v + Δv)`, until the fooling rate reaches `1 − δ` or the
+//! pass limit. `ξ = xi_fraction · mean ‖x‖_p` over the construction images.
+//! Fooling rate = fraction of images whose *predicted* label changes (images
+//! misclassified before any perturbation are left out). Reported on the
+//! construction images, on held-out images (the last `holdout_fraction` of
+//! the data, or a separate `holdout` data set), and for random vectors of
+//! the same norm (uniform on the ℓ2 sphere, or random signs for ℓ∞).
+//! Nothing is clipped to the box.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::deepfool::{argmax, deepfool_batch, l2, linf, DeepFoolOptions, Norm};
+use super::space::SpacedModel;
+use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// `l2` or `linf`.
+    pub norm: Norm,
+    /// ξ as a fraction of the mean image norm (same p).
+    pub xi_fraction: f64,
+    /// Target: fooling rate `1 − δ` on the construction images.
+    pub delta: f64,
+    /// Pass limit.
+    pub max_passes: usize,
+    /// Inner DeepFool iteration budget.
+    pub max_iter: usize,
+    /// Inner DeepFool overshoot.
+    pub overshoot: f32,
+    /// Inner DeepFool candidates.
+    pub candidates: usize,
+    /// Fraction of the data held out (the last items) when `holdout` is unset.
+    pub holdout_fraction: f64,
+    /// Separate held-out data set (folder, CSV or `.npy`).
+    pub holdout: Option<PathBuf>,
+    /// Labels for a `.npy` held-out set.
+    pub holdout_labels: Option<PathBuf>,
+    /// Random vectors of the same norm drawn for the noise baseline.
+    pub noise_trials: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            norm: Norm::L2,
+            xi_fraction: 0.2,
+            delta: 0.2,
+            max_passes: 10,
+            max_iter: 10,
+            overshoot: 0.02,
+            candidates: 10,
+            holdout_fraction: 0.2,
+            holdout: None,
+            holdout_labels: None,
+            noise_trials: 5,
+        }
+    }
+}
+
+/// The UAP measure.
+pub struct Uap {
+    params: Params,
+}
+
+pub(super) fn info() -> MeasureInfo {
+    MeasureInfo {
+        name: "uap",
+        about: "universal adversarial perturbation: fooling rate on the construction and held-out images and of same-norm random noise; params norm=l2|linf xi_fraction=0.2 delta=0.2 max_passes=10 holdout_fraction=0.2 holdout=PATH",
+        build: |p| {
+            Ok(Box::new(Uap {
+                params: super::parse_params("uap", p)?,
+            }))
+        },
+    }
+}
+
+/// Images (in measured space) kept for fooling: correctly classified or unlabelled.
+struct Split {
+    index: Vec<usize>,
+    u: Vec<f32>,
+    k0: Vec<usize>,
+    results: Vec<ImageResult>,
+}
+
+fn load_split(sm: &SpacedModel, data: &Dataset, range: std::ops::Range<usize>) -> Result<Split> {
+    let d = sm.dim();
+    let k = sm.classes();
+    let n = range.len();
+    let u = sm.load(data, range.start, n)?;
+    let logits = sm.logits(&u, n)?;
+    let mut s = Split {
+        index: vec![],
+        u: vec![],
+        k0: vec![],
+        results: vec![],
+    };
+    for i in 0..n {
+        let pred = argmax(&logits[i * k..(i + 1) * k]);
+        let item = &data.items[range.start + i];
+        let ok = item.label.is_none_or(|l| l == pred);
+        if ok {
+            s.index.push(s.results.len());
+            s.u.extend_from_slice(&u[i * d..(i + 1) * d]);
+            s.k0.push(pred);
+        }
+        s.results.push(ImageResult {
+            index: range.start + i,
+            name: item.name.clone(),
+            label: item.label,
+            pred,
+            outcome: if ok {
+                Outcome::Robust
+            } else {
+                Outcome::Misclassified
+            },
+            values: BTreeMap::new(),
+        });
+    }
+    Ok(s)
+}
+
+/// Which kept images of `s` are fooled by `v` (`v` added to every image).
+fn fooled(sm: &SpacedModel, s: &Split, v: &[f32]) -> Result<Vec<bool>> {
+    let d = sm.dim();
+    let k = sm.classes();
+    let n = s.k0.len();
+    let mut out = Vec::with_capacity(n);
+    let per = (16_000_000 / d.max(1)).max(1);
+    let mut start = 0;
+    while start < n {
+        let len = per.min(n - start);
+        let x: Vec<f32> = s.u[start * d..(start + len) * d]
+            .chunks(d)
+            .flat_map(|xi| xi.iter().zip(v).map(|(a, b)| a + b))
+            .collect();
+        let logits = sm.logits(&x, len)?;
+        for i in 0..len {
+            out.push(argmax(&logits[i * k..(i + 1) * k]) != s.k0[start + i]);
+        }
+        start += len;
+    }
+    Ok(out)
+}
+
+fn rate(f: &[bool]) -> f64 {
+    if f.is_empty() {
+        0.0
+    } else {
+        f.iter().filter(|&&b| b).count() as f64 / f.len() as f64
+    }
+}
+
+fn project(v: &mut [f32], norm: Norm, xi: f64) {
+    match norm {
+        Norm::L2 => {
+            let n = l2(v);
+            if n > xi {
+                let s = (xi / n) as f32;
+                v.iter_mut().for_each(|e| *e *= s);
+            }
+        }
+        Norm::Linf => {
+            let x = xi as f32;
+            v.iter_mut().for_each(|e| *e = e.clamp(-x, x));
+        }
+    }
+}
+
+impl Measure for Uap {
+    fn name(&self) -> &'static str {
+        "uap"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.params).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let p = &self.params;
+        let sm = SpacedModel::new(ctx.model, ctx.data);
+        let d = sm.dim();
+        let total = ctx.data.len();
+        let holdout_data = match &p.holdout {
+            Some(path) => {
+                let h = Dataset::open(path, p.holdout_labels.as_deref())?;
+                h.check_labels(sm.classes())?;
+                Some(h)
+            }
+            None => None,
+        };
+        let n_train = if holdout_data.is_some() {
+            total
+        } else {
+            ((total as f64) * (1.0 - p.holdout_fraction)).round() as usize
+        };
+        if n_train == 0 {
+            return Err(Error::Config("uap: no construction images".into()));
+        }
+        let train = load_split(&sm, ctx.data, 0..n_train)?;
+        let hold = match &holdout_data {
+            Some(h) => load_split(&sm, h, 0..h.len())?,
+            None => load_split(&sm, ctx.data, n_train..total)?,
+        };
+        let nk = train.k0.len();
+        let mean_norm = (0..nk)
+            .map(|i| {
+                let x = &train.u[i * d..(i + 1) * d];
+                match p.norm {
+                    Norm::L2 => l2(x),
+                    Norm::Linf => linf(x),
+                }
+            })
+            .sum::<f64>()
+            / nk.max(1) as f64;
+        let xi = p.xi_fraction * mean_norm;
+        let opts = DeepFoolOptions {
+            norm: p.norm,
+            overshoot: p.overshoot,
+            max_iter: p.max_iter,
+            candidates: p.candidates,
+            clip: None,
+        };
+        let mut v = vec![0.0f32; d];
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+        let mut order: Vec<usize> = (0..nk).collect();
+        let mut passes = 0;
+        let mut history = vec![];
+        let bar = ctx.progress.bar(p.max_passes as u64, "uap");
+        let mut train_rate = rate(&fooled(&sm, &train, &v)?);
+        while train_rate < 1.0 - p.delta && passes < p.max_passes {
+            order.shuffle(&mut rng);
+            for &i in &order {
+                let mut x: Vec<f32> = train.u[i * d..(i + 1) * d].to_vec();
+                x.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+                let logits = sm.logits(&x, 1)?;
+                if argmax(&logits) != train.k0[i] {
+                    continue;
+                }
+                let o = deepfool_batch(&sm, &x, 1, &opts, None)?.remove(0);
+                if o.success && o.iterations < p.max_iter.saturating_sub(1).max(1) {
+                    v.iter_mut().zip(&o.r).for_each(|(a, b)| *a += b);
+                    project(&mut v, p.norm, xi);
+                }
+            }
+            passes += 1;
+            train_rate = rate(&fooled(&sm, &train, &v)?);
+            history.push(train_rate);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let train_f = fooled(&sm, &train, &v)?;
+        let hold_f = fooled(&sm, &hold, &v)?;
+        // Same-norm random noise on the held-out images.
+        let mut noise_rates = vec![];
+        for _ in 0..p.noise_trials {
+            let mut z: Vec<f32> = match p.norm {
+                Norm::L2 => (0..d).map(|_| StandardNormal.sample(&mut rng)).collect(),
+                Norm::Linf => (0..d)
+                    .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                    .collect(),
+            };
+            let (nz, nv) = match p.norm {
+                Norm::L2 => (l2(&z), l2(&v)),
+                Norm::Linf => (linf(&z), linf(&v)),
+            };
+            let s = (nv / nz.max(1e-30)) as f32;
+            z.iter_mut().for_each(|e| *e *= s);
+            let target = if hold.k0.is_empty() { &train } else { &hold };
+            noise_rates.push(rate(&fooled(&sm, target, &z)?));
+        }
+        let mut images = train.results;
+        for (j, &r) in train.index.iter().enumerate() {
+            images[r].outcome = if train_f[j] {
+                Outcome::Fooled
+            } else {
+                Outcome::Robust
+            };
+            images[r].values.insert("holdout".into(), 0.0);
+        }
+        let mut hold_images = hold.results;
+        for (j, &r) in hold.index.iter().enumerate() {
+            hold_images[r].outcome = if hold_f[j] {
+                Outcome::Fooled
+            } else {
+                Outcome::Robust
+            };
+            hold_images[r].values.insert("holdout".into(), 1.0);
+        }
+        if holdout_data.is_none() {
+            images.extend(hold_images);
+        }
+        let counts = MeasureResult::count(&images);
+        let noise = super::mean(&noise_rates).unwrap_or(0.0);
+        let mut summary = BTreeMap::new();
+        summary.insert("xi".into(), xi);
+        summary.insert("xi_fraction".into(), p.xi_fraction);
+        summary.insert("mean_image_norm".into(), mean_norm);
+        summary.insert("norm_l2".into(), l2(&v));
+        summary.insert("norm_linf".into(), linf(&v));
+        summary.insert("passes".into(), passes as f64);
+        summary.insert("n_construction".into(), nk as f64);
+        summary.insert("n_holdout".into(), hold.k0.len() as f64);
+        summary.insert("fooling_rate".into(), rate(&train_f));
+        summary.insert("holdout_fooling_rate".into(), rate(&hold_f));
+        summary.insert("noise_fooling_rate".into(), noise);
+        let mut artifacts = vec![];
+        if let Some(dir) = ctx.out_dir {
+            artifacts.extend(save(dir, &v, ctx)?);
+        }
+        Ok(MeasureResult {
+            measure: "uap".into(),
+            params: self.params(),
+            space: sm.space,
+            summary,
+            counts,
+            images,
+            extra: serde_json::json!({
+                "fooling_rate_per_pass": history,
+                "noise_fooling_rates": noise_rates,
+                "clipped": false,
+            }),
+            artifacts,
+        })
+    }
+}
+
+/// Writes `uap.npy` (the perturbation, sample shape) and `uap.png` (scaled
+/// to the full grey range, planar image space only).
+fn save(dir: &std::path::Path, v: &[f32], ctx: &Context) -> Result<Vec<Artifact>> {
+    use npyz::WriterBuilder;
+    let spec = &ctx.model.spec;
+    let path = dir.join("uap.npy");
+    let shape = [
+        spec.channels.count() as u64,
+        spec.height as u64,
+        spec.width as u64,
+    ];
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()
+        .map_err(|e| Error::io(&path, e))?;
+    w.extend(v.iter().copied())
+        .map_err(|e| Error::io(&path, e))?;
+    w.finish().map_err(|e| Error::io(&path, e))?;
+    let mut out = vec![Artifact {
+        description: "universal perturbation (measured space, C×H×W)".into(),
+        path: "uap.npy".into(),
+    }];
+    let (c, h, wd) = (spec.channels.count(), spec.height, spec.width);
+    if c * h * wd == v.len() && (c == 1 || c == 3) {
+        let m = linf(v).max(1e-30) as f32;
+        let px = |ch: usize, y: usize, x: usize| {
+            (((v[ch * h * wd + y * wd + x] / m) * 0.5 + 0.5) * 255.0).round() as u8
+        };
+        let png = dir.join("uap.png");
+        let img = if c == 1 {
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(
+                wd as u32,
+                h as u32,
+                |x, y| image::Luma([px(0, y as usize, x as usize)]),
+            ))
+        } else {
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(wd as u32, h as u32, |x, y| {
+                image::Rgb([0, 1, 2].map(|ch| px(ch, y as usize, x as usize)))
+            }))
+        };
+        img.save(&png)
+            .map_err(|e| Error::io(&png, std::io::Error::other(e)))?;
+        out.push(Artifact {
+            description: "universal perturbation, scaled to ±max".into(),
+            path: "uap.png".into(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,341 @@
+//! The geometric measures (`grid`, `manifool`, `stadv`, `invariance`) on the
+//! bundled digits CNN, against independent recomputations.
+
+use std::path::{Path, PathBuf};
+
+use georob::data::Dataset;
+use georob::measure::{build, Context, MeasureResult, Outcome};
+use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+use georob::progress::Progress;
+use transforms::nalgebra::Matrix3;
+use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
+
+fn root(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn digits_model() -> Model {
+    let options = ModelOptions {
+        backend: BackendChoice::Exactly(BackendKind::Tract),
+        ..Default::default()
+    };
+    Model::open(&root("onnx_models/digits/digits_cnn.onnx"), &options).unwrap()
+}
+
+/// The first `n` digits test images (.npy, model space = [0,1]) with labels.
+fn digits(n: usize) -> Dataset {
+    let mut data = Dataset::open(
+        &root("onnx_models/digits/test_x.npy"),
+        Some(&root("onnx_models/digits/test_y.npy")),
+    )
+    .unwrap();
+    data.items.truncate(n);
+    data
+}
+
+fn run(model: &Model, data: &Dataset, name: &str, params: serde_json::Value) -> MeasureResult {
+    let progress = Progress::hidden();
+    let ctx = Context {
+        model,
+        data,
+        seed: 7,
+        bounds: None,
+        progress: &progress,
+        out_dir: None,
+    };
+    build(name, &params).unwrap().run(&ctx).unwrap()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Plain loop: warps each image by each grid transform (`angles` in degrees,
+/// `shifts` in pixels on both axes), one model call per warped image, and
+/// says per image whether every warp is still classified as its label.
+fn grid_by_loop(
+    model: &Model,
+    x: &[f32],
+    data: &Dataset,
+    angles: &[f64],
+    shifts: &[f64],
+) -> Vec<bool> {
+    let shape = ImageShape::new(1, 1, 28, 28);
+    (0..data.len())
+        .map(|i| {
+            let img = &x[i * 784..(i + 1) * 784];
+            let label = data.items[i].label.unwrap();
+            let batch = Batch::new(img, shape, ImageLayout::Nchw).unwrap();
+            let mut ok = argmax(&model.logits(img, 1).unwrap()) == label;
+            for &a in angles {
+                for &tx in shifts {
+                    for &ty in shifts {
+                        if !ok {
+                            return false;
+                        }
+                        let (s, c) = a.to_radians().sin_cos();
+                        let m = Matrix3::new(c, -s, tx, s, c, ty, 0.0, 0.0, 1.0);
+                        let warped = MatrixWarp::uniform(m)
+                            .apply(&batch, Sampling::default())
+                            .unwrap();
+                        ok = argmax(&model.logits(&warped, 1).unwrap()) == label;
+                    }
+                }
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Evenly spaced values from `-max` to `max`.
+fn span(max: f64, count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|i| -max + 2.0 * max * i as f64 / (count - 1) as f64)
+        .collect()
+}
+
+fn check_grid_against_loop(
+    n: usize,
+    params: serde_json::Value,
+    angles: &[f64],
+    shifts: &[f64],
+) -> f64 {
+    let model = digits_model();
+    let data = digits(n);
+    let r = run(&model, &data, "grid", params);
+    assert_eq!(
+        r.summary["grid_size"],
+        (angles.len() * shifts.len() * shifts.len()) as f64
+    );
+    let x = data.load(&model.spec, 0, n).unwrap().x;
+    let by_loop = grid_by_loop(&model, &x, &data, angles, shifts);
+    for (i, ok) in by_loop.iter().enumerate() {
+        let reported = r.images[i].outcome;
+        assert_eq!(
+            *ok,
+            reported == Outcome::Robust,
+            "image {i}: loop says correct={ok}, measure {reported:?}"
+        );
+    }
+    let expected = by_loop.iter().filter(|&&ok| ok).count() as f64 / n as f64;
+    assert_eq!(r.summary["accuracy"], expected);
+    assert!(r.summary["accuracy"] <= r.summary["clean_accuracy"]);
+    // The reported smallest flip really flips.
+    let shape = ImageShape::new(1, 1, 28, 28);
+    for img in r.images.iter().filter(|i| i.outcome == Outcome::Fooled) {
+        let idx = img.index;
+        let (s, c) = img.values["angle_deg"].to_radians().sin_cos();
+        let (tx, ty) = (img.values["tx"], img.values["ty"]);
+        let m = Matrix3::new(c, -s, tx, s, c, ty, 0.0, 0.0, 1.0);
+        let batch = Batch::new(&x[idx * 784..(idx + 1) * 784], shape, ImageLayout::Nchw).unwrap();
+        let warped = MatrixWarp::uniform(m)
+            .apply(&batch, Sampling::default())
+            .unwrap();
+        assert_ne!(argmax(&model.logits(&warped, 1).unwrap()), img.pred);
+    }
+    eprintln!(
+        "grid accuracy {expected} on {n} digits (clean {})",
+        r.summary["clean_accuracy"]
+    );
+    expected
+}
+
+#[test]
+fn default_grid_accuracy_equals_a_plain_loop() {
+    // ±30°, ±3 px, 31 × 5 × 5: this small CNN saw no augmentation and few
+    // images survive the whole grid.
+    check_grid_against_loop(
+        20,
+        serde_json::json!({"k": 0}),
+        &span(30.0, 31),
+        &span(3.0, 5),
+    );
+}
+
+#[test]
+fn small_grid_accuracy_equals_a_plain_loop() {
+    // ±6°, ±1 px: most digits survive, some do not, so the comparison
+    // tests both outcomes.
+    let acc = check_grid_against_loop(
+        60,
+        serde_json::json!({"k": 0, "max_angle": 6.0, "angles": 7, "max_shift": 1.0, "shifts": 3}),
+        &span(6.0, 7),
+        &span(1.0, 3),
+    );
+    assert!(acc > 0.2 && acc < 0.98, "accuracy {acc}");
+}
+
+#[test]
+fn worst_of_k_lies_between_grid_and_clean_accuracy() {
+    let model = digits_model();
+    let data = digits(40);
+    let r = run(
+        &model,
+        &data,
+        "grid",
+        serde_json::json!({"k": 10, "angles": 7, "shifts": 3}),
+    );
+    let s = &r.summary;
+    assert!(s["worst_of_k_accuracy"] <= s["clean_accuracy"]);
+    assert!(s["worst_of_k_accuracy"] <= s["random_accuracy"]);
+    assert_eq!(s["grid_size"], 63.0);
+}
+
+/// Smallest `|angle|` (degrees) in 0.1° steps up to ±90° that flips the
+/// prediction of image `x`, both directions, one model call per image.
+fn scan_rotation(model: &Model, x: &[f32], k0: usize) -> Option<f64> {
+    let shape = ImageShape::new(1, 1, 28, 28);
+    let mut angles = Vec::new();
+    for step in 1..=900 {
+        let a = step as f64 * 0.1;
+        angles.push(a);
+        angles.push(-a);
+    }
+    let input: Vec<f32> = x.iter().copied().cycle().take(angles.len() * 784).collect();
+    let batch = Batch::new(&input, shape.with_n(angles.len()), ImageLayout::Nchw).unwrap();
+    let mats = angles
+        .iter()
+        .map(|a: &f64| {
+            let (s, c) = a.to_radians().sin_cos();
+            Matrix3::new(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+        })
+        .collect();
+    let warped = MatrixWarp::new(mats)
+        .apply(&batch, Sampling::default())
+        .unwrap();
+    let logits = model.logits(&warped, angles.len()).unwrap();
+    let k = model.classes;
+    angles
+        .iter()
+        .zip(logits.chunks_exact(k))
+        .find(|(_, row)| argmax(row) != k0)
+        .map(|(a, _)| a.abs())
+}
+
+/// ManiFool's rotation against a 0.1° scan on the first `n` digits: returns
+/// (median ratio, fraction of scan-flipped images ManiFool flips, pairs).
+fn manifool_vs_scan(n: usize) -> (f64, f64, usize) {
+    let model = digits_model();
+    let data = digits(n);
+    let r = run(
+        &model,
+        &data,
+        "manifool",
+        serde_json::json!({"group": "rotation"}),
+    );
+    let x = data.load(&model.spec, 0, n).unwrap().x;
+    let mut ratios = Vec::new();
+    let (mut scan_flips, mut both) = (0, 0);
+    for img in &r.images {
+        if img.outcome == Outcome::Misclassified {
+            continue;
+        }
+        let i = img.index;
+        let Some(scan) = scan_rotation(&model, &x[i * 784..(i + 1) * 784], img.pred) else {
+            continue;
+        };
+        scan_flips += 1;
+        if img.outcome == Outcome::Fooled {
+            let angle = img.values["angle_deg"].abs();
+            if angle <= 90.0 {
+                both += 1;
+                ratios.push(angle / scan);
+            }
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let found = both as f64 / scan_flips as f64;
+    eprintln!(
+        "manifool vs scan on {n} digits: {scan_flips} flipped by the scan, manifool found {both}, \
+         median ratio {median:.4}, p90 ratio {:.4}, score median {:?}",
+        ratios[ratios.len() * 9 / 10],
+        r.summary.get("median_score")
+    );
+    (median, found, both)
+}
+
+#[test]
+fn manifool_rotation_is_close_to_the_smallest_flipping_angle() {
+    let (median, found, _) = manifool_vs_scan(30);
+    assert!(median <= 1.10, "median ratio {median}");
+    assert!(found >= 0.95, "found {found}");
+}
+
+#[test]
+#[ignore = "slow in the dev profile; run with cargo test --release --test geometric -- --ignored"]
+fn manifool_rotation_matches_the_scan_on_all_digits() {
+    let (median, found, _) = manifool_vs_scan(450);
+    assert!(median <= 1.10, "median ratio {median}");
+    assert!(found >= 0.95, "found {found}");
+}
+
+#[test]
+fn stadv_fools_nearly_every_correct_digit_with_a_smooth_flow() {
+    let model = digits_model();
+    let data = digits(40);
+    let r = run(&model, &data, "stadv", serde_json::json!({}));
+    let s = &r.summary;
+    eprintln!("stadv summary {s:?} counts {:?}", r.counts);
+    assert!(s["success_rate"] >= 0.95, "success {}", s["success_rate"]);
+    for img in r.images.iter().filter(|i| i.outcome == Outcome::Fooled) {
+        assert!(img.values["flow_loss"].is_finite() && img.values["max_disp_px"] > 0.0);
+    }
+}
+
+#[test]
+fn invariance_curve_is_reported_beside_manifool() {
+    let model = digits_model();
+    let data = digits(10);
+    let r = run(
+        &model,
+        &data,
+        "invariance",
+        serde_json::json!({"group": "rigid", "radii": [0.2, 1.0], "trials": 5}),
+    );
+    let s = &r.summary;
+    eprintln!("invariance summary {s:?}");
+    assert!(s["valid@0.2"] > 0.0);
+    assert!(s.contains_key("median_manifool_score"));
+    let (a, b) = (
+        s["flip_prob@0.2"],
+        s.get("flip_prob@1").copied().unwrap_or(1.0),
+    );
+    assert!((0.0..=1.0).contains(&a) && a <= b + 0.2, "{a} {b}");
+}
+
+#[test]
+fn manifool_runs_on_every_group() {
+    let model = digits_model();
+    let data = digits(6);
+    for group in [
+        "translation",
+        "rotation",
+        "rigid",
+        "similarity",
+        "affine",
+        "projective",
+    ] {
+        let r = run(
+            &model,
+            &data,
+            "manifool",
+            serde_json::json!({"group": group}),
+        );
+        eprintln!(
+            "{group}: {:?} {:?}",
+            r.counts,
+            r.summary.get("median_score")
+        );
+        assert!(r.counts.fooled > 0, "{group}: nothing fooled");
+        for img in r.images.iter().filter(|i| i.outcome == Outcome::Fooled) {
+            assert!(img.values["score"] > 0.0);
+        }
+    }
+}
