@@ -130,3 +130,142 @@ fn linear_model_has_a_flat_boundary() {
     }
     assert!(r.summary["mean_top_eig"].abs() <= 1e-5);
 }
+
+#[test]
+fn cross_sections_of_the_linear_model_are_flat_at_the_deepfool_distance() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = data(
+        "onnx_models/digits/test_x.npy",
+        "onnx_models/digits/test_y.npy",
+        10,
+    );
+    let r = run(
+        "crosssection",
+        serde_json::json!({"images": 3}),
+        &model,
+        &data,
+    );
+    let sections = r.extra["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 3);
+    for s in sections {
+        for plane in s["planes"].as_array().unwrap() {
+            // x + r* lies at α = 1 with r* = 1.02 × the distance: on a
+            // linear model the boundary crosses β = 0 at α = 1/1.02.
+            let b = plane["boundary"].as_array().unwrap();
+            let mid = b[b.len() / 2].as_f64().unwrap();
+            assert!((mid - 1.0 / 1.02).abs() < 1e-3, "boundary at beta=0: {mid}");
+            // Along a random direction it stays that straight line. (The
+            // adversarial plane meets the next class's facet: a corner of
+            // the linear model's polytope, which the fit sees as curvature.)
+            if plane["kind"] == "random" {
+                for a in b {
+                    assert!((a.as_f64().unwrap() - 1.0 / 1.02).abs() < 1e-3, "{b:?}");
+                }
+                assert!(plane["kappa_rel"].as_f64().unwrap().abs() < 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
+fn cnn_boundary_is_flatter_along_random_than_adversarial_directions() {
+    let model = open("onnx_models/digits/digits_cnn.onnx");
+    let data = data(
+        "onnx_models/digits/test_x.npy",
+        "onnx_models/digits/test_y.npy",
+        20,
+    );
+    let r = run(
+        "crosssection",
+        serde_json::json!({"images": 8}),
+        &model,
+        &data,
+    );
+    let abs_median = |key: &str| {
+        let v: Vec<f64> = r
+            .images
+            .iter()
+            .filter_map(|i| i.values.get(key).map(|k| k.abs()))
+            .collect();
+        measure::median(&v).unwrap()
+    };
+    let (random, adversarial) = (abs_median("kappa_random"), abs_median("kappa_adversarial"));
+    assert!(
+        random < adversarial,
+        "random {random} adversarial {adversarial}"
+    );
+}
+
+/// ∇ℓ(x) = Wᵀ(softmax(Wx + b) − e_k0) of the linear model, in f64.
+fn linear_loss_grad(w: &[f32], b: &[f32], x: &[f64], k0: usize) -> Vec<f64> {
+    let d = x.len();
+    let f: Vec<f64> = (0..10)
+        .map(|k| f64::from(b[k]) + (0..d).map(|t| f64::from(w[k * d + t]) * x[t]).sum::<f64>())
+        .collect();
+    let m = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = f.iter().map(|v| (v - m).exp()).sum();
+    let mut c: Vec<f64> = f.iter().map(|v| (v - m).exp() / z).collect();
+    c[k0] = -(0..10).filter(|&k| k != k0).map(|k| c[k]).sum::<f64>();
+    (0..d)
+        .map(|t| (0..10).map(|k| c[k] * f64::from(w[k * d + t])).sum())
+        .collect()
+}
+
+#[test]
+fn cure_matches_the_closed_form_on_the_linear_model() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = data(
+        "onnx_models/digits/test_x.npy",
+        "onnx_models/digits/test_y.npy",
+        30,
+    );
+    let h = 0.5;
+    let r = run(
+        "cure",
+        serde_json::json!({"h": h, "profile": 0}),
+        &model,
+        &data,
+    );
+    let npy = |p: &str| {
+        let bytes = std::fs::read(path(p)).unwrap();
+        npyz::NpyFile::new(&bytes[..])
+            .unwrap()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    let (x, w, b) = (
+        npy("onnx_models/digits/test_x.npy"),
+        npy("onnx_models/digits/digits_linear_W.npy"),
+        npy("onnx_models/digits/digits_linear_b.npy"),
+    );
+    let mut checked = 0;
+    for img in r.images.iter().filter(|i| i.values.contains_key("c_h")) {
+        let xi: Vec<f64> = x[img.index * 784..(img.index + 1) * 784]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let g0 = linear_loss_grad(&w, &b, &xi, img.pred);
+        let nz = g0.iter().filter(|v| **v != 0.0).count() as f64;
+        let probe: Vec<f64> = xi
+            .iter()
+            .zip(&g0)
+            .map(|(x, g)| x + h * g.signum() * f64::from(u8::from(*g != 0.0)) / nz.sqrt())
+            .collect();
+        let g1 = linear_loss_grad(&w, &b, &probe, img.pred);
+        let want = g0
+            .iter()
+            .zip(&g1)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / h;
+        let got = img.values["c_h"];
+        assert!(
+            (got - want).abs() <= 1e-3 * want.max(1e-6),
+            "image {}: c_h {got} vs closed form {want}",
+            img.index
+        );
+        checked += 1;
+    }
+    assert!(checked >= 25, "{checked} images checked");
+}

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use georob::data::Dataset;
 use georob::measure::{self, Context, MeasureResult};
-use georob::model::{GradientMode, Model, ModelInfo};
+use georob::model::{BackendKind, GradientMode, Model, ModelInfo};
 use georob::progress::Progress;
 use serde::Serialize;
 
@@ -15,15 +15,20 @@ use super::args::MeasureArgs;
 /// Version of the `measure` JSON layout.
 const MEASURE_SCHEMA: &str = "georob.measure/1";
 
+/// The `--json` file: run metadata, then the measure's result fields
+/// (`measure`, `params`, `space`, `summary`, `counts`, `images`, `extra`,
+/// `artifacts`) at the top level. Documented in `docs/measures.md`.
 #[derive(Serialize)]
 struct MeasureJson<'a> {
     schema: &'static str,
     georob_version: &'static str,
     model: ModelInfo,
+    backend: BackendKind,
     gradient: GradientMode,
     seed: u64,
     data: &'a std::path::Path,
     bounds: Option<(f32, f32)>,
+    #[serde(flatten)]
     result: &'a MeasureResult,
     timings: Timings,
 }
@@ -47,6 +52,19 @@ fn params(pairs: &[String]) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(map))
 }
 
+/// A parameter value as typed on the command line; f32 parameters print
+/// without their binary tail (`0.02`, not `0.019999999552965164`).
+fn short(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            format!("{}", x as f32)
+        }
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn bounds(text: Option<&str>, images: bool) -> Result<Option<(f32, f32)>> {
     match text {
         None if images => Ok(Some((0.0, 1.0))),
@@ -68,9 +86,18 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     if args.name == "list" {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED)
-            .set_header(vec!["measure", "what it measures"]);
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(vec!["measure", "what it measures", "parameters (defaults)"]);
         for m in measure::registry() {
-            t.add_row(vec![m.name, m.about]);
+            let defaults = match (m.defaults)() {
+                serde_json::Value::Object(map) => map
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", short(v)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                other => other.to_string(),
+            };
+            t.add_row(vec![m.name, m.about, &defaults]);
         }
         super::emit(&format!("{t}\n"))?;
         return Ok(ExitCode::SUCCESS);
@@ -111,7 +138,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         args.seed
     );
     let started = std::time::Instant::now();
-    let result = measure.run(&ctx)?;
+    let result = measure::run(measure.as_ref(), &ctx)?;
     let seconds = started.elapsed().as_secs_f64();
     print_result(&result, seconds)?;
     if let Some(path) = &args.json {
@@ -119,6 +146,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
             schema: MEASURE_SCHEMA,
             georob_version: env!("CARGO_PKG_VERSION"),
             model: model.info(),
+            backend: model.backend().kind(),
             gradient,
             seed: args.seed,
             data: data_path,

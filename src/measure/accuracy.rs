@@ -23,6 +23,7 @@ pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "accuracy",
         about: "clean top-1 accuracy (the reference for every other measure)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Accuracy {
                 params: super::parse_params("accuracy", p)?,

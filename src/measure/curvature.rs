@@ -17,8 +17,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use transforms::nalgebra::DMatrix;
 
-use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Norm};
+use super::deepfool::{l2, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
@@ -54,63 +55,18 @@ impl Default for Params {
     }
 }
 
-/// Eigen-decomposition of a small symmetric matrix (`n×n`, row-major) by
-/// cyclic Jacobi: eigenvalues (descending) and eigenvectors (columns of the
-/// returned row-major matrix, in the same order).
+/// Eigen-decomposition of a small symmetric matrix (`n×n`, row-major):
+/// eigenvalues (descending) and eigenvectors (columns of the returned
+/// row-major matrix, in the same order). nalgebra does the work.
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum();
-        let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().max(1e-300);
-        if off <= 1e-28 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let akp = a[k * n + p];
-                    let akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let apk = a[p * n + k];
-                    let aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let vkp = v[k * n + p];
-                    let vkq = v[k * n + q];
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
+    let eig = DMatrix::from_row_slice(n, n, a).symmetric_eigen();
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
-    let vals = order.iter().map(|&i| a[i * n + i]).collect();
+    order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
+    let vals = order.iter().map(|&i| eig.eigenvalues[i]).collect();
     let mut vecs = vec![0.0; n * n];
     for (c, &o) in order.iter().enumerate() {
         for r in 0..n {
-            vecs[r * n + c] = v[r * n + o];
+            vecs[r * n + c] = eig.eigenvectors[(r, o)];
         }
     }
     (vals, vecs)
@@ -220,7 +176,8 @@ pub struct Curvature {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "curvature",
-        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 over |grad| (Lanczos on finite-difference HVPs), per image and shared; params q=5 steps=20 h_fraction=0.1 shared=true",
+        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 over |grad| (Lanczos on finite-difference HVPs), per image and shared",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Curvature {
                 params: super::parse_params("curvature", p)?,
@@ -287,11 +244,12 @@ impl Measure for Curvature {
             candidates: 10,
             clip: None,
         };
-        let (mut images, _) = super::deepfool::run_all(ctx, &opts, "curvature")?;
+        let (mut images, outcomes) = super::deepfool::run_all(ctx, &opts, "curvature")?;
         let attacked: Vec<usize> = (0..images.len())
             .filter(|&i| images[i].outcome == Outcome::Fooled)
             .collect();
-        // Boundary points of all attacked images.
+        // Boundary points z = x + r* of all attacked images and the
+        // gradient of G there.
         let mut pts = Points {
             z: vec![],
             classes: vec![],
@@ -300,20 +258,26 @@ impl Measure for Curvature {
         };
         let chunk = (8_000_000 / d.max(1)).max(1);
         for part in attacked.chunks(chunk) {
-            let mut u = Vec::with_capacity(part.len() * d);
-            for &i in part {
-                u.extend(sm.load(ctx.data, i, 1)?);
-            }
-            let res = deepfool_batch(&sm, &u, part.len(), &opts, None)?;
             let mut cot = vec![0.0f32; part.len() * k];
             let mut z = Vec::with_capacity(part.len() * d);
-            for (a, o) in res.iter().enumerate() {
-                z.extend(u[a * d..(a + 1) * d].iter().zip(&o.r).map(|(x, r)| x + r));
+            for (a, &i) in part.iter().enumerate() {
+                let o = outcomes[i]
+                    .as_ref()
+                    .expect("attacked images have an outcome");
+                z.extend(
+                    sm.load(ctx.data, i, 1)?
+                        .iter()
+                        .zip(&o.r)
+                        .map(|(x, r)| x + r),
+                );
                 cot[a * k + o.adv_class] = 1.0;
                 cot[a * k + o.clean_class] = -1.0;
             }
             let (_, g) = sm.vjp(&z, part.len(), &cot, 1)?;
-            for (a, o) in res.iter().enumerate() {
+            for (a, &i) in part.iter().enumerate() {
+                let o = outcomes[i]
+                    .as_ref()
+                    .expect("attacked images have an outcome");
                 pts.classes.push((o.clean_class, o.adv_class));
                 pts.grad_norm.push(l2(&g[a * d..(a + 1) * d]).max(1e-30));
                 pts.h.push((p.h_fraction * l2(&o.r)).max(1e-6));
@@ -343,7 +307,7 @@ impl Measure for Curvature {
             img.values.insert("grad_norm".into(), pts.grad_norm[i]);
             img.values.insert("h".into(), pts.h[i]);
             img.values
-                .insert("adv_class".into(), pts.classes[i].1 as f64);
+                .insert("adv_pred".into(), pts.classes[i].1 as f64);
             for (j, v) in vals.iter().take(p.q).enumerate() {
                 img.values.insert(format!("eig{}", j + 1), *v);
                 profile[j] += v / n as f64;
@@ -430,7 +394,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jacobi_finds_eigenvalues_of_a_small_matrix() {
+    fn symmetric_eigen_sorts_eigenvalues_descending() {
         let a = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, -1.0];
         let (vals, _) = symmetric_eigen(&a, 3);
         assert!((vals[0] - 3.0).abs() < 1e-12 && (vals[1] - 1.0).abs() < 1e-12);

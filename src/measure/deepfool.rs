@@ -323,7 +323,8 @@ pub struct DeepFool {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "deepfool",
-        about: "minimal additive perturbation (DeepFool, l2 or linf): norm_l2, norm_linf, rho = |r|/|x|; params norm=l2|linf overshoot=0.02 max_iter=50 candidates=10 clip=true",
+        about: "minimal additive perturbation (DeepFool, l2 or linf): norm_l2, norm_linf, rho = |r|/|x|",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(DeepFool {
                 params: super::parse_params("deepfool", p)?,
@@ -375,8 +376,8 @@ pub fn run_all(
                 let o = res_iter.next().expect("one outcome per kept image");
                 let ui = &u[i * d..(i + 1) * d];
                 let (nl2, nli) = (l2(&o.r), linf(&o.r));
-                values.insert("l2".into(), nl2);
-                values.insert("linf".into(), nli);
+                values.insert("norm_l2".into(), nl2);
+                values.insert("norm_linf".into(), nli);
                 values.insert(
                     "rho".into(),
                     match opts.norm {
@@ -384,7 +385,7 @@ pub fn run_all(
                         Norm::Linf => nli / linf(ui).max(1e-30),
                     },
                 );
-                values.insert("adv_class".into(), o.adv_class as f64);
+                values.insert("adv_pred".into(), o.adv_class as f64);
                 values.insert("iterations".into(), o.iterations as f64);
                 let outcome = if o.success {
                     Outcome::Fooled
@@ -451,13 +452,13 @@ impl Measure for DeepFool {
         };
         put(
             &mut summary,
-            "median_l2",
-            super::median(&fooled_values(&images, "l2")),
+            "median_norm_l2",
+            super::median(&fooled_values(&images, "norm_l2")),
         );
         put(
             &mut summary,
-            "median_linf",
-            super::median(&fooled_values(&images, "linf")),
+            "median_norm_linf",
+            super::median(&fooled_values(&images, "norm_linf")),
         );
         put(
             &mut summary,

@@ -151,6 +151,7 @@ pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "grid",
         about: "accuracy under the worst rotation × translation on a grid and of k random ones (Engstrom et al.)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             let params: Params = super::parse_params("grid", p)?;
             if params.angles == 0 || params.shifts == 0 {
@@ -261,7 +262,7 @@ impl Measure for Grid {
                     values.insert("tx".into(), t.tx);
                     values.insert("ty".into(), t.ty);
                     values.insert("shift_px".into(), t.shift());
-                    values.insert("adv_class".into(), *c as f64);
+                    values.insert("adv_pred".into(), *c as f64);
                     angles.push(t.theta.to_degrees().abs());
                     shifts.push(t.shift());
                     Outcome::Fooled

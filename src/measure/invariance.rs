@@ -92,6 +92,7 @@ pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "invariance",
         about: "probability that a random transform of a given geodesic size flips the prediction, beside ManiFool's score",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             let params: Params = super::parse_params("invariance", p)?;
             params.group()?;

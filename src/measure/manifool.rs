@@ -97,6 +97,7 @@ pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "manifool",
         about: "smallest transform in a group (rotation … projective) that flips the prediction; geodesic score (ManiFool)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             let params: Params = super::parse_params("manifool", p)?;
             params.group()?;
@@ -344,7 +345,7 @@ impl Measure for ManiFool {
                     )
                     .map_err(warp_error)?[0];
                     values.insert("score".into(), score);
-                    values.insert("adv_class".into(), c as f64);
+                    values.insert("adv_pred".into(), c as f64);
                     for (name, v) in names.iter().zip(&theta) {
                         values.insert(format!("param_{name}"), *v);
                     }

@@ -17,6 +17,8 @@
 //!   `[0,1]` for images, model space for `.npy` data.
 
 mod accuracy;
+pub mod crosssection;
+pub mod cure;
 pub mod curvature;
 pub mod deepfool;
 mod geometric;
@@ -88,7 +90,7 @@ pub enum Outcome {
 }
 
 /// One image's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ImageResult {
     /// Position in the data set.
     pub index: usize,
@@ -100,8 +102,42 @@ pub struct ImageResult {
     pub pred: usize,
     /// Outcome.
     pub outcome: Outcome,
-    /// Scalar results (e.g. `l2`, `rho`, `iterations`, `adv_class`).
+    /// Scalar results (e.g. `norm_l2`, `rho`, `iterations`, `adv_pred`).
     pub values: BTreeMap<String, f64>,
+}
+
+impl ImageResult {
+    /// Whether a perturbation changed the prediction.
+    pub fn success(&self) -> bool {
+        self.outcome == Outcome::Fooled
+    }
+}
+
+/// JSON form of an image: `{index, name, label, pred, success, outcome, ...values}`.
+impl Serialize for ImageResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            index: usize,
+            name: &'a str,
+            label: Option<usize>,
+            pred: usize,
+            success: bool,
+            outcome: Outcome,
+            #[serde(flatten)]
+            values: &'a BTreeMap<String, f64>,
+        }
+        Row {
+            index: self.index,
+            name: &self.name,
+            label: self.label,
+            pred: self.pred,
+            success: self.success(),
+            outcome: self.outcome,
+            values: &self.values,
+        }
+        .serialize(s)
+    }
 }
 
 /// Outcome counts.
@@ -135,7 +171,7 @@ pub struct MeasureResult {
     pub params: serde_json::Value,
     /// Space perturbations were measured in.
     pub space: space::Space,
-    /// Headline numbers, keyed by name (e.g. `median_l2`, `fooling_rate`);
+    /// Headline numbers, keyed by name (e.g. `median_norm_l2`, `fooling_rate`);
     /// thresholds refer to them as `MEASURE.KEY`.
     pub summary: BTreeMap<String, f64>,
     /// Outcome counts.
@@ -180,8 +216,36 @@ pub struct MeasureInfo {
     pub name: &'static str,
     /// One line on what it measures.
     pub about: &'static str,
+    /// Default parameters, as JSON (what `--list` prints).
+    pub defaults: fn() -> serde_json::Value,
     /// Builds the measure from parameters (a JSON object; missing keys take defaults).
     pub build: fn(&serde_json::Value) -> Result<Box<dyn Measure>>,
+}
+
+/// A measure's default parameters as JSON.
+pub fn defaults<P: Default + Serialize>() -> serde_json::Value {
+    serde_json::to_value(P::default()).unwrap_or_default()
+}
+
+/// Runs `measure` and fills in the summary keys every measure reports:
+/// `n` (images), `n_attacked` (images not misclassified) and
+/// `success_rate` (fooled / attacked), where the measure did not set them.
+pub fn run(measure: &dyn Measure, ctx: &Context) -> Result<MeasureResult> {
+    let mut r = measure.run(ctx)?;
+    let c = &r.counts;
+    let n = r.images.len();
+    let attacked = n - c.misclassified;
+    let fooled = c.fooled as f64;
+    r.summary.entry("n".into()).or_insert(n as f64);
+    r.summary
+        .entry("n_attacked".into())
+        .or_insert(attacked as f64);
+    if attacked > 0 {
+        r.summary
+            .entry("success_rate".into())
+            .or_insert(fooled / attacked as f64);
+    }
+    Ok(r)
 }
 
 /// Every measure georob knows.
@@ -194,6 +258,8 @@ pub fn registry() -> Vec<MeasureInfo> {
         structured::info(),
         uap::info(),
         curvature::info(),
+        crosssection::info(),
+        cure::info(),
         grid::info(),
         manifool::info(),
         stadv::info(),

@@ -56,7 +56,8 @@ pub struct Noise {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "noise",
-        about: "random-noise robustness: median over random directions of the smallest flipping |t|, ratio to the DeepFool norm beside sqrt(d); params directions=50 doublings=24 bisections=14",
+        about: "random-noise robustness: median over random directions of the smallest flipping |t|, ratio to the DeepFool norm beside sqrt(d)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Noise {
                 params: super::parse_params("noise", p)?,
@@ -234,8 +235,8 @@ impl Measure for Noise {
         if let Some(m) = super::median(&norms) {
             summary.insert("median_noise_l2".into(), m);
         }
-        if let Some(m) = super::median(&super::deepfool::fooled_values(&images, "l2")) {
-            summary.insert("median_l2".into(), m);
+        if let Some(m) = super::median(&super::deepfool::fooled_values(&images, "norm_l2")) {
+            summary.insert("median_deepfool_l2".into(), m);
         }
         Ok(MeasureResult {
             measure: "noise".into(),

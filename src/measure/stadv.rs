@@ -81,6 +81,7 @@ pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "stadv",
         about: "smooth per-pixel flow field that flips the prediction (stAdv, L-BFGS)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             let params: Params = super::parse_params("stadv", p)?;
             if params.tau.is_nan() || params.tau < 0.0 || params.memory == 0 {
@@ -307,7 +308,7 @@ impl Measure for StAdv {
                     let field = Flow::new(&flow, 1, h, w).map_err(warp_error)?;
                     let stats = field.stats()[0];
                     let loss = smooth.loss(&field)[0];
-                    values.insert("adv_class".into(), c as f64);
+                    values.insert("adv_pred".into(), c as f64);
                     values.insert("flow_loss".into(), loss);
                     values.insert("mean_disp_px".into(), stats.mean);
                     values.insert("max_disp_px".into(), stats.max);

@@ -113,7 +113,8 @@ pub struct Structured {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "structured",
-        about: "DeepFool restricted to low-frequency DCT and spatial patch subspaces: |r_S|/|r*| beside sqrt(d/m); params dct_bands=[H/8,H/4] patches=[H/2,H/4]",
+        about: "DeepFool restricted to low-frequency DCT and spatial patch subspaces: |r_S|/|r*| beside sqrt(d/m)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Structured {
                 params: super::parse_params("structured", p)?,

@@ -104,7 +104,8 @@ pub struct Subspace {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "subspace",
-        about: "DeepFool restricted to random m-dim subspaces: |r_S|/|r*| beside sqrt(d/m); params dims=[d/4,d/16,d/64] overshoot max_iter candidates (unclipped)",
+        about: "DeepFool restricted to random m-dim subspaces: |r_S|/|r*| beside sqrt(d/m)",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Subspace {
                 params: super::parse_params("subspace", p)?,
@@ -173,9 +174,9 @@ pub fn run_family(
     summary.insert("n".into(), images.len() as f64);
     summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
     summary.insert("d".into(), d as f64);
-    let stars = super::deepfool::fooled_values(&images, "l2");
+    let stars = super::deepfool::fooled_values(&images, "norm_l2");
     if let Some(v) = super::median(&stars) {
-        summary.insert("median_l2".into(), v);
+        summary.insert("median_deepfool_l2".into(), v);
     }
     Ok(MeasureResult {
         measure: measure.into(),

@@ -82,7 +82,8 @@ pub struct Uap {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "uap",
-        about: "universal adversarial perturbation: fooling rate on the construction and held-out images and of same-norm random noise; params norm=l2|linf xi_fraction=0.2 delta=0.2 max_passes=10 holdout_fraction=0.2 holdout=PATH",
+        about: "universal adversarial perturbation: fooling rate on the construction and held-out images and of same-norm random noise",
+        defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Uap {
                 params: super::parse_params("uap", p)?,
