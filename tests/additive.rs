@@ -269,3 +269,37 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
     }
     assert!(checked >= 25, "{checked} images checked");
 }
+
+#[test]
+fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
+    // F(x) = ½xᵀAx + bᵀx + c with eig(A) = 4, 2.5, 1.5, then |λ| ≤ 0.5
+    // (onnx_models/quadratic): the Hessian of f_1 − f_0 is A everywhere.
+    let model = open("onnx_models/quadratic/quadratic.onnx");
+    let data = data(
+        "onnx_models/quadratic/x.npy",
+        "onnx_models/quadratic/y.npy",
+        8,
+    );
+    let r = run(
+        "curvature",
+        serde_json::json!({"q": 3, "steps": 20}),
+        &model,
+        &data,
+    );
+    let want = [4.0, 2.5, 1.5];
+    let mut checked = 0;
+    for img in r.images.iter().filter(|i| i.values.contains_key("eig1")) {
+        // Reported eigenvalues are of H/‖∇G‖.
+        for (j, w) in want.iter().enumerate() {
+            let got = img.values[&format!("eig{}", j + 1)] * img.values["grad_norm"];
+            assert!(
+                (got / w - 1.0).abs() <= 0.01,
+                "image {}: eig{} {got} vs {w}",
+                img.index,
+                j + 1
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked} images reached the boundary");
+}
