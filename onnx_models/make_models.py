@@ -7,7 +7,7 @@ Run from anywhere (paths are relative to this file):
     /work/venv-models/bin/pip install -r onnx_models/requirements.txt
     /work/venv-models/bin/python onnx_models/make_models.py            # everything
     /work/venv-models/bin/python onnx_models/make_models.py digits     # one part
-    (parts: digits, effnet, tiny, grad, summary)
+    (parts: digits, effnet, tiny, grad, quadratic, summary)
 
 Everything is seeded; outputs are written under onnx_models/.
 """
@@ -559,6 +559,113 @@ def make_tiny() -> dict:
     return info
 
 
+# --------------------------------------------------------------------------- quadratic
+
+QUAD_TOP = (4.0, 2.5, 1.5)  # the three largest eigenvalues of A; the other 61 are U[-0.5, 0.5]
+
+
+class QuadraticClassifier(nn.Module):
+    """Two-class model with a known quadratic decision function on the flattened input x (N, 64):
+    logit0 = 0, logit1 = F(x) = 0.5 x^T A x + b^T x + c.  Written as
+    logits = q * [0, 1] + x @ B + [0, c] with q = 0.5 * sum((x @ A) * x) and B = [0 | b], so that
+    logit0 is exactly 0 and the graph has no shape-dependent ops (Flatten, MatMul, Mul, ReduceSum, Add)."""
+
+    def __init__(self, A: np.ndarray, b: np.ndarray, c: float):
+        super().__init__()
+        self.register_buffer("A", torch.from_numpy(A.astype(np.float32)))
+        B = np.zeros((A.shape[0], 2), dtype=np.float32)
+        B[:, 1] = b
+        self.register_buffer("B", torch.from_numpy(B))
+        self.register_buffer("e1", torch.tensor([[0.0, 1.0]], dtype=torch.float32))
+        self.register_buffer("c2", torch.tensor([0.0, float(c)], dtype=torch.float32))
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        q = 0.5 * ((x @ self.A) * x).sum(dim=1, keepdim=True)
+        return q * self.e1 + x @ self.B + self.c2
+
+
+def make_quadratic() -> dict:
+    out = ROOT / "quadratic"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    d = 64
+    seed_all(5)
+    rng = np.random.default_rng(5)
+    # Seeded random orthogonal Q (QR of a Gaussian, signs fixed so the draw is Haar and unique).
+    G = rng.standard_normal((d, d))
+    Q, R = np.linalg.qr(G)
+    Q = Q * np.sign(np.diag(R))[None, :]
+    lam = np.concatenate([np.array(QUAD_TOP), rng.uniform(-0.5, 0.5, d - len(QUAD_TOP))])
+    A64 = (Q * lam[None, :]) @ Q.T
+    A64 = 0.5 * (A64 + A64.T)
+    A = A64.astype(np.float32)  # symmetric exactly (elementwise cast of a symmetric matrix)
+    b = (rng.standard_normal(d) * 0.05).astype(np.float32)  # ||b|| ~ 0.4
+    # c: F = -2 at the median of 4096 uniform [0,1] inputs (so typical clean F is about -1..-3).
+    xs = rng.uniform(0.0, 1.0, (4096, d))
+    f0 = 0.5 * np.einsum("ni,ij,nj->n", xs, A.astype(np.float64), xs) + xs @ b.astype(np.float64)
+    c = np.float32(round(-2.0 - float(np.median(f0)), 4))
+    x = rng.uniform(0.0, 1.0, (8, 1, 8, 8)).astype(np.float32)
+
+    model = QuadraticClassifier(A, b, float(c)).eval()
+    path = out / "quadratic.onnx"
+    export(model, torch.from_numpy(x[:1]), path)
+
+    # onnxruntime vs the numpy formula (float64)
+    xf = x.reshape(len(x), -1).astype(np.float64)
+    F_np = 0.5 * np.einsum("ni,ij,nj->n", xf, A.astype(np.float64), xf) + xf @ b.astype(np.float64) + float(c)
+    got = ort_run(path, {"input": x})[0]
+    assert got.shape == (8, 2), got.shape
+    ref = np.stack([np.zeros_like(F_np), F_np], 1)
+    err = check_close("quadratic vs numpy formula", got, ref, 1e-5)
+    assert np.all(got[:, 0] == 0.0), "logit0 must be exactly 0"
+    y = got.argmax(1).astype(np.int64)
+    assert np.all(y == 0), f"clean predictions must all be class 0, got {y.tolist()}"
+    grad = xf @ A.astype(np.float64) + b.astype(np.float64)
+    gn = np.linalg.norm(grad, axis=1)
+    assert gn.min() > 0.1, gn
+    # Hessian of F from the ONNX graph: central second differences of onnxruntime's F at x[0]
+    # (exact for a quadratic up to float32 rounding; h = 0.5).
+    h = 0.5
+    x0 = x[0].reshape(-1).astype(np.float64)
+    I = np.eye(d)
+    pts = []
+    for s1, s2 in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        pts.append(x0[None, None, :] + h * (s1 * I[:, None, :] + s2 * I[None, :, :]))
+    P = np.stack(pts).reshape(-1, 1, 8, 8).astype(np.float32)
+    fv = ort_run(path, {"input": P})[0][:, 1].astype(np.float64).reshape(4, d, d)
+    H_fd = (fv[0] - fv[1] - fv[2] + fv[3]) / (4 * h * h)
+    H_err = float(np.max(np.abs(H_fd - A)))
+    # and torch autograd on a float64 copy
+    m64 = QuadraticClassifier(A, b, float(c)).double().eval()
+    H_t = torch.autograd.functional.hessian(lambda v: m64(v.reshape(1, 1, 8, 8))[0, 1],
+                                            torch.from_numpy(x0)).numpy()
+    Ht_err = float(np.max(np.abs(H_t - A)))
+    if not (H_err < 1e-3 and Ht_err < 1e-12):
+        raise SystemExit(f"quadratic: Hessian differs from A (onnxruntime FD {H_err:.2e}, torch {Ht_err:.2e})")
+    ev32 = np.sort(np.linalg.eigvalsh(A.astype(np.float64)))[::-1]
+    lam_sorted = np.sort(lam)[::-1]
+    print(f"quadratic: onnxruntime vs numpy max abs diff {err:.2e}; F on x.npy {np.round(F_np, 3).tolist()}")
+    print(f"  |grad F| on x.npy {np.round(gn, 3).tolist()}; DeepFool first-step L2 |F|/|grad F| "
+          f"{np.round(np.abs(F_np) / gn, 3).tolist()}")
+    print(f"  Hessian of F: max |H - A| onnxruntime 2nd differences (h={h}) {H_err:.2e}, "
+          f"torch float64 autograd {Ht_err:.1e}")
+    print(f"  eigenvalues of H (FD, top 5) {np.round(np.sort(np.linalg.eigvalsh(0.5 * (H_fd + H_fd.T)))[::-1][:5], 4).tolist()}")
+    print(f"  eigenvalues of float32 A vs lambda: max diff {np.max(np.abs(ev32 - lam_sorted)):.1e}; "
+          f"top 5 {np.round(lam_sorted[:5], 4).tolist()}, bottom {np.round(lam_sorted[-1], 4)}; c = {float(c)}, "
+          f"|b| = {np.linalg.norm(b):.3f}")
+
+    save_npy(out / "A.npy", A)
+    save_npy(out / "eigenvalues.npy", lam_sorted.astype(np.float64))
+    save_npy(out / "eigenvectors.npy", Q[:, np.argsort(-lam, kind="stable")].astype(np.float64))
+    save_npy(out / "b.npy", b)
+    save_npy(out / "c.npy", np.array([c], dtype=np.float32))
+    save_npy(out / "x.npy", x)
+    save_npy(out / "y.npy", y)
+    return {"quadratic_F": F_np.tolist(), "quadratic_hessian_fd_err": H_err}
+
+
 # --------------------------------------------------------------------------- main
 
 def summary() -> None:
@@ -579,7 +686,7 @@ def summary() -> None:
 
 
 def main(argv) -> None:
-    parts = argv[1:] or ["digits", "effnet", "tiny", "grad", "summary"]
+    parts = argv[1:] or ["digits", "effnet", "tiny", "grad", "quadratic", "summary"]
     exp_path = ROOT / "expected.json"
     exp = json.loads(exp_path.read_text()) if exp_path.exists() else {}
     if "digits" in parts:
@@ -599,6 +706,8 @@ def main(argv) -> None:
         sys.path.insert(0, str(ROOT))
         import make_grad_models
         make_grad_models.main()
+    if "quadratic" in parts:
+        make_quadratic()
     if "summary" in parts:
         summary()
 
