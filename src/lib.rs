@@ -2,8 +2,11 @@
 //! changes of its input.
 //!
 //! Data flows one way: [`data`] loads and preprocesses inputs, [`model`] runs
-//! them on a backend (tract or ONNX Runtime), and [`eval`] turns outputs into
-//! results that the binary reports.
+//! them on a backend (tract or ONNX Runtime) and takes input gradients
+//! ([`grad`]), [`measure`] turns model calls into robustness results,
+//! [`audit`] runs suites of measures over models, [`gate`] checks them
+//! against thresholds and baselines, and [`report`] writes the files people
+//! and CI systems read.
 //!
 //! ```no_run
 //! use georob::{data::Dataset, model::{Model, ModelOptions}};
@@ -15,13 +18,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod gate;
 pub mod grad;
 pub mod measure;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod spec;
 
 pub use error::{Error, Result};

@@ -29,6 +29,83 @@ pub enum Command {
     ExportGrad(ExportGradArgs),
     /// Check exact gradients against central finite differences along random directions.
     CheckGrad(CheckGradArgs),
+    /// Run a suite of measures (default suite, or SUITE.toml) and write the reports; exit 1 when a gate fails.
+    Audit(AuditArgs),
+    /// Check a report.json against thresholds and a baseline: exit 0 pass, 1 a gate failed, 2 error.
+    Gate(GateArgs),
+    /// Merge the output directories of the shards of one audit into one report.
+    Merge(MergeArgs),
+}
+
+/// `georob audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A suite file (.toml), or a model (.onnx) audited with the default suite.
+    pub target: PathBuf,
+    /// Data for the default suite (as for `eval`).
+    pub data: Option<PathBuf>,
+    /// Integer labels (.npy) for .npy data.
+    #[arg(long, value_name = "Y.npy")]
+    pub labels: Option<PathBuf>,
+    /// Output directory for the journal, the reports and the artifacts.
+    #[arg(long, default_value = "georob-report", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Seed (overrides the suite's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use only the first N items of the data (overrides the suite's).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Extra threshold `ID.KEY OP VALUE` (repeatable), e.g. `deepfool.median_rho>=0.002`.
+    #[arg(long = "threshold", value_name = "GATE")]
+    pub thresholds: Vec<String>,
+    /// Run the I-th of N deterministic shares of the work units (1-based), then `georob merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Keep the journal in --out and skip the units it already holds.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or per-unit lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+/// `georob gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The report.json to check.
+    pub report: PathBuf,
+    /// A TOML file with `thresholds = [...]` (a suite file works); default: the report's own suite thresholds.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
+    /// Require ID.KEY >= V (repeatable).
+    #[arg(long, value_name = "ID.KEY=V")]
+    pub min: Vec<String>,
+    /// Require ID.KEY <= V (repeatable).
+    #[arg(long, value_name = "ID.KEY=V")]
+    pub max: Vec<String>,
+    /// An earlier report.json to compare against (same model names).
+    #[arg(long, value_name = "OLD.json")]
+    pub baseline: Option<PathBuf>,
+    /// Largest allowed regression against the baseline, as a percentage or fraction.
+    #[arg(long, default_value = "5%", value_name = "P%")]
+    pub max_regression: String,
+    /// Rewrite junit.xml, report.sarif and summary.md with these gates into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `georob merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Output directories of the shards.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the merged journal, artifacts and reports.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `georob grad`.

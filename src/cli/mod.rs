@@ -2,6 +2,7 @@
 //! an exit code (0 success, 1 a gate failed, 2 error).
 
 mod args;
+mod audit;
 mod eval;
 mod grad;
 mod inspect;
@@ -17,6 +18,9 @@ pub use args::Cli;
 /// Exit code: an error stopped the run.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Exit code: a gate failed.
+pub const EXIT_GATE: u8 = 1;
+
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -27,6 +31,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         args::Command::Grad(a) => grad::run_grad(&a),
         args::Command::ExportGrad(a) => grad::run_export(&a),
         args::Command::CheckGrad(a) => grad::run_check(&a),
+        args::Command::Audit(a) => audit::run_audit(&a),
+        args::Command::Gate(a) => audit::run_gate(&a),
+        args::Command::Merge(a) => audit::run_merge(&a),
     }
 }
 

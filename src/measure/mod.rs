@@ -35,7 +35,7 @@ pub mod uap;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub fn splitmix(mut z: u64) -> u64 {
 }
 
 /// What happened to one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A perturbation changed the prediction.
@@ -140,8 +140,39 @@ impl Serialize for ImageResult {
     }
 }
 
+impl<'de> Deserialize<'de> for ImageResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Row {
+            index: usize,
+            name: String,
+            label: Option<usize>,
+            pred: usize,
+            #[serde(rename = "success")]
+            _success: bool,
+            outcome: Outcome,
+            // JSON has no NaN: serde_json writes it as null.
+            #[serde(flatten)]
+            values: BTreeMap<String, Option<f64>>,
+        }
+        let r = Row::deserialize(d)?;
+        Ok(ImageResult {
+            index: r.index,
+            name: r.name,
+            label: r.label,
+            pred: r.pred,
+            outcome: r.outcome,
+            values: r
+                .values
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                .collect(),
+        })
+    }
+}
+
 /// Outcome counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     /// Images fooled.
     pub fooled: usize,
@@ -154,7 +185,7 @@ pub struct Counts {
 }
 
 /// A file a measure wrote (picture, flow field, CSV).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Artifact {
     /// What it shows.
     pub description: String,
@@ -163,7 +194,7 @@ pub struct Artifact {
 }
 
 /// Everything a measure returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeasureResult {
     /// Measure name.
     pub measure: String,
@@ -173,6 +204,7 @@ pub struct MeasureResult {
     pub space: space::Space,
     /// Headline numbers, keyed by name (e.g. `median_norm_l2`, `fooling_rate`);
     /// thresholds refer to them as `MEASURE.KEY`.
+    #[serde(deserialize_with = "nan_map")]
     pub summary: BTreeMap<String, f64>,
     /// Outcome counts.
     pub counts: Counts,
@@ -182,6 +214,16 @@ pub struct MeasureResult {
     pub extra: serde_json::Value,
     /// Files written.
     pub artifacts: Vec<Artifact>,
+}
+
+/// Reads a map of numbers where JSON `null` stands for NaN.
+fn nan_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, f64>, D::Error> {
+    let m: BTreeMap<String, Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
 }
 
 impl MeasureResult {

@@ -3,7 +3,7 @@
 //! preprocessing `x = (u·scale − mean)/std` is part of the differentiated
 //! function — or model space for `.npy` tensors (the identity map).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{to_model_space, Dataset};
 use crate::error::Result;
@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::spec::{InputSpec, Layout};
 
 /// Which space a measure works in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Space {
     /// Pixels in `[0,1]`, planar `(C, H, W)`, before normalisation.

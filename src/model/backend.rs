@@ -1,12 +1,12 @@
 //! The one small trait every inference backend implements, and the choices a
 //! user makes between backends and devices.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// tract: pure Rust, embedded.

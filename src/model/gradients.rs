@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::backend::GraphSession;
 use super::{Model, OutputTransform};
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::grad::{self, GradError};
 
 /// How gradients are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GradientMode {
     /// From the differentiated ONNX graph.

@@ -11,7 +11,7 @@ mod tract;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use backend::{
     install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device, GraphSession,
@@ -59,7 +59,7 @@ impl Default for ModelOptions {
 }
 
 /// How the first model output is turned into logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputTransform {
     /// The output already holds logits.
@@ -92,7 +92,7 @@ pub struct Model {
 }
 
 /// What a report records about the model and how it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Model file.
     pub path: PathBuf,

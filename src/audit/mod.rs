@@ -1,0 +1,242 @@
+//! `georob audit`: a suite of measures over one or many models, split into
+//! work units (one measure on one model) that can be sharded across
+//! machines, journalled as they finish, resumed after a crash and merged.
+//!
+//! The report is always assembled from the journal, so a whole run, a
+//! resumed run and merged shards give the same `report.json` (apart from
+//! its `run` section: timings and threads).
+
+pub mod journal;
+pub mod suite;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::measure::{self, Context};
+use crate::model::{Model, ModelOptions};
+use crate::progress::Progress;
+use crate::report::{Report, RunInfo};
+use journal::{Journal, UnitRecord};
+use suite::Suite;
+
+/// This process's share of the units: those whose number `u` has
+/// `u % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole audit.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `i/n` (1-based `i`, as cluster array indices are written).
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || Error::Config(format!("--shard {s:?}: expected I/N with 1 <= I <= N"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (i, n): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || i == 0 || i > n {
+            return Err(bad());
+        }
+        Ok(Shard {
+            index: i - 1,
+            count: n,
+        })
+    }
+
+    fn owns(&self, unit: usize) -> bool {
+        unit % self.count == self.index
+    }
+}
+
+/// How to run an audit.
+pub struct AuditOptions<'a> {
+    /// How to load every model.
+    pub model: ModelOptions,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Share of the units to run.
+    pub shard: Shard,
+    /// Keep the journal in `out` and skip the units it holds.
+    pub resume: bool,
+    /// Progress display.
+    pub progress: &'a Progress,
+    /// Set (e.g. by Ctrl-C) to stop after the current unit.
+    pub stop: &'a AtomicBool,
+    /// One-line status messages.
+    pub log: &'a dyn Fn(&str),
+}
+
+/// Runs this shard's units of `suite` that the journal does not hold yet,
+/// then assembles the report from the journal.
+pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
+    suite.validate()?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let (mut journal, mut done) = if opts.resume {
+        Journal::resume(&opts.out, suite)?
+    } else {
+        (Journal::create(&opts.out, suite)?, BTreeMap::new())
+    };
+    if !done.is_empty() {
+        (opts.log)(&format!("resuming: {} unit(s) already done", done.len()));
+    }
+    let names = suite.model_names();
+    let per_model = suite.measures.len();
+    let total = names.len() * per_model;
+    let mine: Vec<usize> = (0..total).filter(|&u| opts.shard.owns(u)).collect();
+    let mut position = mine.iter().filter(|u| done.contains_key(u)).count();
+    let started = std::time::Instant::now();
+    'models: for (mi, entry) in suite.models.iter().enumerate() {
+        let pending: Vec<usize> = mine
+            .iter()
+            .copied()
+            .filter(|&u| u / per_model == mi && !done.contains_key(&u))
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let model = Model::open(&entry.path, &opts.model)?;
+        let mut data = Dataset::open(&suite.data, suite.labels.as_deref())?;
+        if let Some(n) = suite.limit {
+            data.items.truncate(n.max(1));
+        }
+        data.check_labels(model.classes)?;
+        let (gradient, warning) = model.gradient_mode()?;
+        if let Some(w) = warning {
+            (opts.log)(&format!("warning: {w}"));
+        }
+        let bounds = match suite.bounds {
+            Some([lo, hi]) => Some((lo, hi)),
+            None => data.is_image_space().then_some((0.0, 1.0)),
+        };
+        for u in pending {
+            if opts.stop.load(Ordering::SeqCst) {
+                break 'models;
+            }
+            let m = &suite.measures[u % per_model];
+            let measure = measure::build(&m.name, &m.params)?;
+            let rel = format!("artifacts/{}/{}", names[mi], m.id());
+            let dir = opts.out.join(&rel);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let ctx = Context {
+                model: &model,
+                data: &data,
+                seed: suite.seed,
+                bounds,
+                progress: opts.progress,
+                out_dir: Some(&dir),
+            };
+            position += 1;
+            (opts.log)(&format!(
+                "[{position}/{}] {} {} ...",
+                mine.len(),
+                names[mi],
+                m.id()
+            ));
+            let t0 = std::time::Instant::now();
+            let mut result = measure::run(measure.as_ref(), &ctx)?;
+            let seconds = t0.elapsed().as_secs_f64();
+            for a in &mut result.artifacts {
+                a.path = format!("{rel}/{}", a.path);
+            }
+            let record = UnitRecord {
+                unit: u,
+                model: names[mi].clone(),
+                measure: m.id().into(),
+                info: model.info(),
+                gradient,
+                result,
+                seconds,
+            };
+            journal.record(&record)?;
+            done.insert(u, record);
+        }
+    }
+    let run = RunInfo {
+        threads: opts.model.threads,
+        shard: format!("{}/{}", opts.shard.index + 1, opts.shard.count),
+        seconds: started.elapsed().as_secs_f64(),
+        units: BTreeMap::new(),
+    };
+    Report::assemble(suite, &done, run)
+}
+
+/// Merges the journals of several output directories (the shards of one
+/// suite) into `out`: the journal, the artifacts and the report.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
+    let mut suite: Option<Suite> = None;
+    let mut all = BTreeMap::new();
+    for dir in dirs {
+        let (s, records, _) = journal::read(&dir.join(journal::JOURNAL))?;
+        match &suite {
+            Some(prev) if *prev != s => {
+                return Err(Error::Config(format!(
+                    "{}: a different suite than the other directories",
+                    dir.display()
+                )))
+            }
+            _ => suite = Some(s),
+        }
+        all.extend(records);
+        copy_tree(&dir.join("artifacts"), &out.join("artifacts"))?;
+    }
+    let suite = suite.ok_or_else(|| Error::Config("merge: no directories given".into()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut j = Journal::create(out, &suite)?;
+    for r in all.values() {
+        j.record(r)?;
+    }
+    let run = RunInfo {
+        threads: None,
+        shard: format!("merged from {} directories", dirs.len()),
+        seconds: 0.0,
+        units: BTreeMap::new(),
+    };
+    Report::assemble(&suite, &all, run)
+}
+
+/// Copies the files under `from` (if it exists) into `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_split_every_unit_once() {
+        assert_eq!(Shard::parse("2/3").unwrap(), Shard { index: 1, count: 3 });
+        for bad in ["0/3", "4/3", "1/0", "x", "1/x"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let shards: Vec<Shard> = (1..=3)
+            .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
+            .collect();
+        for u in 0..20 {
+            assert_eq!(shards.iter().filter(|s| s.owns(u)).count(), 1);
+        }
+    }
+}

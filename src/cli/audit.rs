@@ -1,0 +1,261 @@
+//! `georob audit`, `georob gate` and `georob merge`.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use georob::audit::{self, suite::Suite, AuditOptions, Shard};
+use georob::gate::{self, Threshold};
+use georob::progress::Progress;
+use georob::report::{Report, Verdict};
+
+use super::args::{AuditArgs, GateArgs, MergeArgs};
+use super::{EXIT_ERROR, EXIT_GATE};
+
+pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
+    let is_suite = args.target.extension().is_some_and(|e| e == "toml");
+    let mut suite = if is_suite {
+        if args.data.is_some() {
+            bail!("georob audit SUITE.toml takes no DATA: the suite names its data");
+        }
+        Suite::load(&args.target)?
+    } else {
+        let Some(data) = &args.data else {
+            bail!("georob audit MODEL needs DATA (or give a SUITE.toml)");
+        };
+        Suite::default_for(&args.target, data, args.labels.as_deref())
+    };
+    if let Some(seed) = args.seed {
+        suite.seed = seed;
+    }
+    if args.limit.is_some() {
+        suite.limit = args.limit;
+    }
+    for t in &args.thresholds {
+        t.parse::<Threshold>()?;
+        suite.thresholds.push(t.clone());
+    }
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::ALL,
+    };
+    // Ctrl-C: finish the unit in progress, then write a partial report; a
+    // second Ctrl-C exits at once (the journal keeps what finished).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("georob: interrupted: finishing the current unit, then writing a partial report (Ctrl-C again to quit now)");
+        });
+    }
+    let progress = Progress::new(args.quiet);
+    let quiet = args.quiet;
+    let log = move |msg: &str| {
+        if !quiet {
+            eprintln!("georob: {msg}");
+        }
+    };
+    let opts = AuditOptions {
+        model: args.model_args.options()?,
+        out: args.out.clone(),
+        shard,
+        resume: args.resume,
+        progress: &progress,
+        stop: &stop,
+        log: &log,
+    };
+    let report = audit::run(&suite, &opts)?;
+    let files = report.write_all(&args.out)?;
+    print_report(&report)?;
+    eprintln!(
+        "georob: wrote {} in {}",
+        files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.out.display()
+    );
+    Ok(match report.verdict {
+        Verdict::Pass => ExitCode::SUCCESS,
+        Verdict::Fail => ExitCode::from(EXIT_GATE),
+        Verdict::Partial if stop.load(Ordering::SeqCst) => {
+            eprintln!("georob: partial report (interrupted); rerun with --resume to finish");
+            ExitCode::from(EXIT_ERROR)
+        }
+        // A shard is partial by design: gates are checked after `merge`.
+        Verdict::Partial => ExitCode::SUCCESS,
+    })
+}
+
+pub fn run_merge(args: &MergeArgs) -> Result<ExitCode> {
+    let report = audit::merge(&args.dirs, &args.out)?;
+    report.write_all(&args.out)?;
+    print_report(&report)?;
+    Ok(match report.verdict {
+        Verdict::Pass => ExitCode::SUCCESS,
+        Verdict::Fail => ExitCode::from(EXIT_GATE),
+        Verdict::Partial => {
+            eprintln!(
+                "georob: merged report is partial: {} of {} units (a shard missing?)",
+                report.units_done, report.units_total
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+    })
+}
+
+/// `ID.KEY=V` → a threshold with `op`.
+fn bound(text: &str, op: &str) -> Result<Threshold> {
+    let (k, v) = text
+        .split_once('=')
+        .with_context(|| format!("{text:?}: expected ID.KEY=VALUE"))?;
+    Ok(format!("{k} {op} {v}").parse()?)
+}
+
+pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
+    let mut report = Report::load(&args.report)?;
+    let mut thresholds: Vec<Threshold> = Vec::new();
+    if let Some(path) = &args.thresholds {
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            thresholds: Vec<String>,
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file: File = toml::from_str(&text)
+            .with_context(|| format!("{}: bad thresholds file", path.display()))?;
+        for t in file.thresholds {
+            thresholds.push(t.parse().with_context(|| path.display().to_string())?);
+        }
+    }
+    for m in &args.min {
+        thresholds.push(bound(m, ">=")?);
+    }
+    for m in &args.max {
+        thresholds.push(bound(m, "<=")?);
+    }
+    if thresholds.is_empty() {
+        thresholds = report.suite.thresholds()?;
+    }
+    if thresholds.is_empty() {
+        bail!("no gates: give --thresholds, --min or --max, or audit with a suite that has thresholds");
+    }
+    report.apply_gates(&thresholds);
+    if let Some(old) = &args.baseline {
+        let before = Report::load(old)?;
+        let limit = gate::parse_fraction(&args.max_regression)?;
+        for m in &report.models {
+            let Some(b) = before.model(&m.name) else {
+                bail!("{}: no model named {:?}", old.display(), m.name);
+            };
+            report.gates.extend(gate::regression(
+                &m.name,
+                &thresholds,
+                limit,
+                &|id, key| m.value(id, key),
+                &|id, key| b.value(id, key),
+            ));
+        }
+        report.set_verdict();
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        report.write_gate_files(dir)?;
+    }
+    print_gates(&report)?;
+    Ok(match report.verdict {
+        Verdict::Pass => ExitCode::SUCCESS,
+        Verdict::Fail => ExitCode::from(EXIT_GATE),
+        Verdict::Partial => {
+            eprintln!(
+                "georob: {} is partial ({} of {} units): not gating it",
+                args.report.display(),
+                report.units_done,
+                report.units_total
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+    })
+}
+
+fn verdict_cell(v: Verdict) -> Cell {
+    match v {
+        Verdict::Pass => Cell::new("PASS").fg(Color::Green),
+        Verdict::Fail => Cell::new("FAIL").fg(Color::Red),
+        Verdict::Partial => Cell::new("PARTIAL").fg(Color::Yellow),
+    }
+}
+
+/// Compact table: headline values per model and measure, then gates.
+fn print_report(report: &Report) -> Result<()> {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec![Cell::new("value")];
+    header.extend(report.models.iter().map(|m| Cell::new(&m.name)));
+    t.set_header(header);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for m in &report.models {
+        for e in &m.measures {
+            for (k, _) in Report::headline(&e.result) {
+                let row = (e.id.clone(), k.to_string());
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    for (id, key) in &rows {
+        let mut row = vec![Cell::new(format!("{id}.{key}"))];
+        row.extend(report.models.iter().map(|m| {
+            Cell::new(
+                m.value(id, key)
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "—".into()),
+            )
+        }));
+        t.add_row(row);
+    }
+    super::emit(&format!("{t}\n"))?;
+    print_gates(report)
+}
+
+fn print_gates(report: &Report) -> Result<()> {
+    let mut out = String::new();
+    if !report.gates.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED)
+            .set_header(vec!["model", "gate", "value", "result"]);
+        for g in &report.gates {
+            t.add_row(vec![
+                Cell::new(&g.model),
+                Cell::new(&g.gate),
+                Cell::new(
+                    g.actual
+                        .map(|v| format!("{v:.6}"))
+                        .unwrap_or_else(|| "—".into()),
+                ),
+                if g.passed {
+                    Cell::new("pass").fg(Color::Green)
+                } else {
+                    Cell::new("FAIL").fg(Color::Red)
+                },
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+        for g in report.gates.iter().filter(|g| !g.passed) {
+            out.push_str(&format!("failed: {}\n", g.message));
+        }
+    }
+    let mut v = Table::new();
+    v.load_preset(UTF8_FULL_CONDENSED)
+        .add_row(vec![Cell::new("verdict"), verdict_cell(report.verdict)]);
+    out.push_str(&format!("{v}\n"));
+    super::emit(&out)
+}

@@ -1,0 +1,303 @@
+//! The audit report and the files made from it: `report.json` (schema
+//! `georob.report/1`), `images.csv`, `report.html`, `junit.xml`,
+//! `report.sarif` and `summary.md`.
+//!
+//! Writers only read [`Report`]: a new measure shows up in every file
+//! through its summary, its per-image values and its artifacts.
+
+mod csv;
+mod html;
+mod junit;
+mod markdown;
+mod plot;
+mod sarif;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::journal::UnitRecord;
+use crate::audit::suite::Suite;
+use crate::error::{Error, Result};
+use crate::gate::{self, GateResult, Threshold};
+use crate::measure::MeasureResult;
+use crate::model::{BackendKind, GradientMode, ModelInfo, OutputTransform};
+use crate::spec::InputSpec;
+
+/// Version of the report layout.
+pub const REPORT_SCHEMA: &str = "georob.report/1";
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every gate passed (or there were none).
+    Pass,
+    /// A gate failed.
+    Fail,
+    /// Units are missing (interrupted run, or one shard).
+    Partial,
+}
+
+/// The model as the report records it (what does not depend on how it ran).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// File as given.
+    pub path: PathBuf,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Backend description.
+    pub backend_detail: String,
+    /// Input specification.
+    pub input: InputSpec,
+    /// Classes.
+    pub classes: usize,
+    /// How the output became logits.
+    pub output_transform: OutputTransform,
+}
+
+impl From<&ModelInfo> for ModelRecord {
+    fn from(i: &ModelInfo) -> Self {
+        ModelRecord {
+            path: i.path.clone(),
+            sha256: i.sha256.clone(),
+            backend: i.backend,
+            backend_detail: i.backend_detail.clone(),
+            input: i.input.clone(),
+            classes: i.classes,
+            output_transform: i.output_transform,
+        }
+    }
+}
+
+/// One measure's result in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeasureEntry {
+    /// Id in the suite.
+    pub id: String,
+    /// The result.
+    #[serde(flatten)]
+    pub result: MeasureResult,
+}
+
+/// Everything about one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelReport {
+    /// Variant name.
+    pub name: String,
+    /// The model (absent when none of its units ran).
+    pub model: Option<ModelRecord>,
+    /// Gradient mode.
+    pub gradient: Option<GradientMode>,
+    /// Results in suite order (missing units left out).
+    pub measures: Vec<MeasureEntry>,
+}
+
+impl ModelReport {
+    /// `id.key` of this model's summaries.
+    pub fn value(&self, id: &str, key: &str) -> Option<f64> {
+        self.measures
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.result.summary.get(key).copied())
+    }
+}
+
+/// How this run went: everything that may differ between equal runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// `--threads`.
+    pub threads: Option<usize>,
+    /// Which shard ran, or how the report was merged.
+    pub shard: String,
+    /// Wall-clock seconds of this process.
+    pub seconds: f64,
+    /// Seconds per unit (`model/measure`).
+    pub units: BTreeMap<String, f64>,
+}
+
+/// The audit report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: String,
+    /// georob version.
+    pub georob_version: String,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// The suite that ran.
+    pub suite: Suite,
+    /// Units finished, of all units.
+    pub units_done: usize,
+    /// All units of the suite.
+    pub units_total: usize,
+    /// Per model.
+    pub models: Vec<ModelReport>,
+    /// Gates checked.
+    pub gates: Vec<GateResult>,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Timings and run settings (left out when comparing reports).
+    pub run: RunInfo,
+}
+
+impl Report {
+    /// Builds the report of `suite` from its finished units.
+    pub fn assemble(
+        suite: &Suite,
+        done: &BTreeMap<usize, UnitRecord>,
+        mut run: RunInfo,
+    ) -> Result<Report> {
+        let names = suite.model_names();
+        let per_model = suite.measures.len();
+        let mut models = Vec::with_capacity(names.len());
+        for (mi, name) in names.iter().enumerate() {
+            let records: Vec<&UnitRecord> = (0..per_model)
+                .filter_map(|si| done.get(&(mi * per_model + si)))
+                .collect();
+            for r in &records {
+                run.units
+                    .insert(format!("{}/{}", r.model, r.measure), r.seconds);
+            }
+            models.push(ModelReport {
+                name: name.clone(),
+                model: records.first().map(|r| ModelRecord::from(&r.info)),
+                gradient: records.first().map(|r| r.gradient),
+                measures: records
+                    .iter()
+                    .map(|r| MeasureEntry {
+                        id: r.measure.clone(),
+                        result: r.result.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        let units_total = names.len() * per_model;
+        let mut report = Report {
+            schema: REPORT_SCHEMA.into(),
+            georob_version: env!("CARGO_PKG_VERSION").into(),
+            seed: suite.seed,
+            suite: suite.clone(),
+            units_done: done.len(),
+            units_total,
+            models,
+            gates: vec![],
+            verdict: Verdict::Pass,
+            run,
+        };
+        let thresholds = suite.thresholds()?;
+        report.apply_gates(&thresholds);
+        Ok(report)
+    }
+
+    /// Checks `thresholds` on every model and sets the verdict.
+    pub fn apply_gates(&mut self, thresholds: &[Threshold]) {
+        let mut gates = Vec::new();
+        for m in &self.models {
+            gates.extend(gate::check(&m.name, thresholds, &|id, key| {
+                m.value(id, key)
+            }));
+        }
+        self.gates = gates;
+        self.set_verdict();
+    }
+
+    /// Verdict from completeness and gates.
+    pub fn set_verdict(&mut self) {
+        self.verdict = if self.units_done < self.units_total {
+            Verdict::Partial
+        } else if self.gates.iter().all(|g| g.passed) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+    }
+
+    /// Reads a `report.json`.
+    pub fn load(path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let report: Report = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: not a georob report: {e}", path.display())))?;
+        if report.schema != REPORT_SCHEMA {
+            return Err(Error::Config(format!(
+                "{}: schema {:?}, this georob reads {REPORT_SCHEMA:?}",
+                path.display(),
+                report.schema
+            )));
+        }
+        Ok(report)
+    }
+
+    /// The model named `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelReport> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Writes every report file into `dir`.
+    pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let files = [
+            ("report.json", self.json()?),
+            ("images.csv", csv::images(self)?),
+            ("report.html", html::page(self, dir)?),
+            ("junit.xml", junit::document(self)?),
+            ("report.sarif", sarif::document(self)?),
+            ("summary.md", markdown::summary(self)),
+        ];
+        let mut written = Vec::new();
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Writes the files that carry gate results (`junit.xml`,
+    /// `report.sarif`, `summary.md`) into `dir`.
+    pub fn write_gate_files(&self, dir: &Path) -> Result<()> {
+        for (name, text) in [
+            ("junit.xml", junit::document(self)?),
+            ("report.sarif", sarif::document(self)?),
+            ("summary.md", markdown::summary(self)),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// `report.json` text.
+    pub fn json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Config(format!("report: {e}")))
+    }
+
+    /// The headline keys shown for each measure in tables (at most four).
+    pub fn headline(result: &MeasureResult) -> Vec<(&str, f64)> {
+        const PREFERRED: &[&str] = &[
+            "accuracy",
+            "median_rho",
+            "median_norm_l2",
+            "median_ratio",
+            "fooling_rate",
+            "holdout_fooling_rate",
+            "noise_fooling_rate",
+            "median_score",
+            "worst_of_k_accuracy",
+            "median_c_h",
+            "median_top_eig",
+            "median_kappa_random",
+            "median_kappa_adversarial",
+            "median_flow_loss",
+        ];
+        let mut out: Vec<(&str, f64)> = PREFERRED
+            .iter()
+            .filter_map(|k| result.summary.get_key_value(*k))
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        out.truncate(4);
+        out
+    }
+}

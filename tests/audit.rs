@@ -1,0 +1,285 @@
+//! `georob audit`, `gate` and `merge` end to end on the digits CNN: exit
+//! codes, gate reporting in every format, shards merged into the whole
+//! report, and resuming after SIGKILL.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{georob, repo, text};
+
+/// A small suite over the digits CNN (5 units), with `thresholds`.
+fn suite(dir: &Path, thresholds: &[&str]) -> PathBuf {
+    let path = dir.join("suite.toml");
+    let list: Vec<String> = thresholds.iter().map(|t| format!("{t:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+seed = 3
+data = {data:?}
+labels = {labels:?}
+limit = 24
+thresholds = [{list}]
+
+[[models]]
+name = "cnn"
+path = {model:?}
+
+[[measures]]
+name = "accuracy"
+
+[[measures]]
+name = "deepfool"
+
+[[measures]]
+name = "noise"
+params = {{ directions = 4 }}
+
+[[measures]]
+id = "rotation"
+name = "manifool"
+params = {{ group = "rotation" }}
+
+[[measures]]
+name = "grid"
+params = {{ angles = 5, shifts = 3, k = 3 }}
+"#,
+            data = repo("onnx_models/digits/test_x.npy"),
+            labels = repo("onnx_models/digits/test_y.npy"),
+            model = repo("onnx_models/digits/digits_cnn.onnx"),
+            list = list.join(", "),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn audit(suite: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "audit",
+        suite.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--backend",
+        "tract",
+    ];
+    args.extend_from_slice(extra);
+    georob(&args)
+}
+
+/// report.json without its `run` section (timings, threads, shard).
+fn stable(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("run");
+    v
+}
+
+#[test]
+fn gates_set_the_exit_code_and_name_the_failure_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pass = suite(
+        tmp.path(),
+        &["deepfool.median_rho >= 0.01", "accuracy.accuracy >= 0.5"],
+    );
+    let out = tmp.path().join("pass");
+    let o = audit(&pass, &out, &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    for f in [
+        "report.json",
+        "images.csv",
+        "report.html",
+        "junit.xml",
+        "report.sarif",
+        "summary.md",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let report = stable(&out);
+    assert_eq!(report["verdict"], "pass");
+    assert_eq!(report["models"][0]["measures"].as_array().unwrap().len(), 5);
+
+    // Tightened: the same values against a limit they cannot reach.
+    let report_path = out.join("report.json");
+    let gated = tmp.path().join("gated");
+    let o = georob(&[
+        "gate",
+        report_path.to_str().unwrap(),
+        "--min",
+        "deepfool.median_rho=1000",
+        "--out",
+        gated.to_str().unwrap(),
+    ]);
+    let (stdout, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("deepfool.median_rho >= 1000") && stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(gated.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("<failure") && junit.contains("deepfool.median_rho &gt;= 1000"),
+        "{junit}"
+    );
+    let sarif: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gated.join("report.sarif")).unwrap())
+            .unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0]["properties"]["gate"],
+        "deepfool.median_rho >= 1000"
+    );
+    assert!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("digits_cnn.onnx")
+    );
+
+    // The audit itself gates too: a threshold in the suite that fails exits 1.
+    let strict = suite(tmp.path(), &["deepfool.median_rho >= 1000"]);
+    let o = audit(&strict, &tmp.path().join("strict"), &["--resume"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // A baseline with better scores: a regression beyond 5% fails.
+    let mut better =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&report_path).unwrap())
+            .unwrap();
+    let rho = &mut better["models"][0]["measures"][1]["summary"]["median_rho"];
+    *rho = serde_json::json!(rho.as_f64().unwrap() * 1.5);
+    let baseline = tmp.path().join("baseline.json");
+    std::fs::write(&baseline, better.to_string()).unwrap();
+    let o = georob(&[
+        "gate",
+        report_path.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--max-regression",
+        "5%",
+    ]);
+    let (stdout, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("regression"), "{stdout}");
+    // Against itself it passes.
+    let o = georob(&[
+        "gate",
+        report_path.to_str().unwrap(),
+        "--baseline",
+        report_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
+
+    // A broken report is an error.
+    let broken = tmp.path().join("broken.json");
+    std::fs::write(&broken, "{\"schema\": \"georob.report/1\", \"models\": [").unwrap();
+    let o = georob(&["gate", broken.to_str().unwrap(), "--min", "a.b=1"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr.contains("broken.json"), "{stderr}");
+}
+
+#[test]
+fn shards_merge_into_the_whole_report_whatever_the_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = suite(tmp.path(), &["deepfool.median_rho >= 0.01"]);
+    let whole = tmp.path().join("whole");
+    let o = audit(&s, &whole, &["--threads", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let mut dirs = Vec::new();
+    for i in 1..=3 {
+        let d = tmp.path().join(format!("shard{i}"));
+        let o = audit(&s, &d, &["--shard", &format!("{i}/3"), "--threads", "2"]);
+        assert_eq!(o.status.code(), Some(0), "shard {i}: {}", text(&o).1);
+        assert_eq!(stable(&d)["verdict"], "partial");
+        dirs.push(d);
+    }
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge"];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let o = georob(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(stable(&merged), stable(&whole));
+    // Merging two shards of three is partial, and says so.
+    let o = georob(&[
+        "merge",
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+        "--out",
+        tmp.path().join("half").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("partial"));
+}
+
+#[test]
+fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = suite(tmp.path(), &[]);
+    let reference = tmp.path().join("reference");
+    assert_eq!(audit(&s, &reference, &[]).status.code(), Some(0));
+
+    let out = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_georob"))
+        .args([
+            "audit",
+            s.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--backend",
+            "tract",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once two units are in the journal (header + 2 lines).
+    let journal = out.join("journal.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let lines = std::fs::read_to_string(&journal)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the audit finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!(before < 5, "every unit finished before the kill");
+
+    let o = audit(&s, &out, &["--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(stable(&out), stable(&reference));
+    // Every unit exactly once in the journal.
+    let units: Vec<u64> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["unit"]["unit"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = units.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, vec![0, 1, 2, 3, 4], "{units:?}");
+    assert_eq!(units.len(), 5, "{units:?}");
+}
