@@ -283,3 +283,11 @@ fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
     assert_eq!(sorted, vec![0, 1, 2, 3, 4], "{units:?}");
     assert_eq!(units.len(), 5, "{units:?}");
 }
+
+#[test]
+fn the_example_suite_is_valid() {
+    let s = georob::audit::suite::Suite::load(&repo("examples/suite.toml")).unwrap();
+    assert_eq!(s.model_names(), ["cnn", "linear"]);
+    assert!(s.data.is_file() && s.models.iter().all(|m| m.path.is_file()));
+    assert_eq!(s.thresholds().unwrap().len(), 3);
+}

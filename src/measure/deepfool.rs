@@ -13,7 +13,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
-use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{
+    picture, Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome,
+};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
 
@@ -413,6 +415,56 @@ pub fn run_all(
     Ok((images, outs))
 }
 
+/// Saves the `count` fooled images with the smallest `‖r‖₂` as panels:
+/// original | perturbed | difference scaled to ±max.
+fn save_worst(
+    ctx: &Context,
+    dir: &std::path::Path,
+    images: &[ImageResult],
+    outcomes: &[Option<DeepFoolOutcome>],
+    count: usize,
+) -> Result<Vec<Artifact>> {
+    let sm = SpacedModel::new(ctx.model, ctx.data);
+    let spec = &ctx.model.spec;
+    let shape = (spec.channels.count(), spec.height, spec.width);
+    let mut fooled: Vec<&ImageResult> = images
+        .iter()
+        .filter(|i| i.outcome == Outcome::Fooled)
+        .collect();
+    fooled.sort_by(|a, b| a.values["norm_l2"].total_cmp(&b.values["norm_l2"]));
+    let mut out = Vec::new();
+    for img in fooled.into_iter().take(count) {
+        let Some(o) = &outcomes[img.index] else {
+            continue;
+        };
+        let x = sm.load(ctx.data, img.index, 1)?;
+        let adv: Vec<f32> = x.iter().zip(&o.r).map(|(a, b)| a + b).collect();
+        let m = linf(&o.r).max(1e-30) as f32;
+        let panels = [
+            picture::to_rgb(&x, shape, |v| v),
+            picture::to_rgb(&adv, shape, |v| v),
+            picture::to_rgb(&o.r, shape, |v| v / m * 0.5 + 0.5),
+        ];
+        let Some(panels) = panels.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(out); // not a 1- or 3-channel planar image
+        };
+        let name = format!("deepfool_{}.png", img.index);
+        picture::save(&picture::panels(&panels), &dir.join(&name))?;
+        out.push(Artifact {
+            description: format!(
+                "{}: original (class {}) | perturbed (class {}, |r|2 = {:.4}) | difference x{:.0}",
+                img.name,
+                img.pred,
+                o.adv_class,
+                img.values["norm_l2"],
+                0.5 / m
+            ),
+            path: name,
+        });
+    }
+    Ok(out)
+}
+
 /// Values of `key` over the fooled images.
 pub fn fooled_values(images: &[ImageResult], key: &str) -> Vec<f64> {
     images
@@ -433,7 +485,11 @@ impl Measure for DeepFool {
 
     fn run(&self, ctx: &Context) -> Result<MeasureResult> {
         let opts = self.params.options(ctx.bounds);
-        let (images, _) = run_all(ctx, &opts, "deepfool")?;
+        let (images, outcomes) = run_all(ctx, &opts, "deepfool")?;
+        let artifacts = match ctx.out_dir {
+            Some(dir) => save_worst(ctx, dir, &images, &outcomes, 3)?,
+            None => vec![],
+        };
         let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::new();
         summary.insert("n".into(), images.len() as f64);
@@ -483,7 +539,7 @@ impl Measure for DeepFool {
             counts,
             images,
             extra: serde_json::json!({ "clipped_to": opts.clip }),
-            artifacts: vec![],
+            artifacts,
         })
     }
 }

@@ -26,6 +26,7 @@ mod grid;
 mod invariance;
 mod manifool;
 pub mod noise;
+pub mod picture;
 pub mod space;
 mod stadv;
 pub mod structured;

@@ -367,26 +367,10 @@ fn save(dir: &std::path::Path, v: &[f32], ctx: &Context) -> Result<Vec<Artifact>
         description: "universal perturbation (measured space, C×H×W)".into(),
         path: "uap.npy".into(),
     }];
-    let (c, h, wd) = (spec.channels.count(), spec.height, spec.width);
-    if c * h * wd == v.len() && (c == 1 || c == 3) {
-        let m = linf(v).max(1e-30) as f32;
-        let px = |ch: usize, y: usize, x: usize| {
-            (((v[ch * h * wd + y * wd + x] / m) * 0.5 + 0.5) * 255.0).round() as u8
-        };
-        let png = dir.join("uap.png");
-        let img = if c == 1 {
-            image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(
-                wd as u32,
-                h as u32,
-                |x, y| image::Luma([px(0, y as usize, x as usize)]),
-            ))
-        } else {
-            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(wd as u32, h as u32, |x, y| {
-                image::Rgb([0, 1, 2].map(|ch| px(ch, y as usize, x as usize)))
-            }))
-        };
-        img.save(&png)
-            .map_err(|e| Error::io(&png, std::io::Error::other(e)))?;
+    let m = linf(v).max(1e-30) as f32;
+    let shape = (spec.channels.count(), spec.height, spec.width);
+    if let Some(img) = super::picture::to_rgb(v, shape, |x| x / m * 0.5 + 0.5) {
+        super::picture::save(&img, &dir.join("uap.png"))?;
         out.push(Artifact {
             description: "universal perturbation, scaled to ±max".into(),
             path: "uap.png".into(),

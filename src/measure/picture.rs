@@ -1,0 +1,56 @@
+//! Pictures that measures save as artifacts: planar `(C, H, W)` values
+//! (one or three channels) mapped to 8-bit RGB, panels side by side.
+
+use std::path::Path;
+
+use image::{imageops, Rgb, RgbImage};
+
+use crate::error::{Error, Result};
+
+/// `(C, H, W)` values as an RGB image, each value mapped by `f` into
+/// `[0, 1]` (clamped); `None` unless `C` is 1 or 3 and the sizes agree.
+pub fn to_rgb(
+    v: &[f32],
+    (c, h, w): (usize, usize, usize),
+    f: impl Fn(f32) -> f32,
+) -> Option<RgbImage> {
+    if !(c == 1 || c == 3) || v.len() != c * h * w {
+        return None;
+    }
+    let byte = |x: f32| (f(x).clamp(0.0, 1.0) * 255.0).round() as u8;
+    Some(RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let at = |ch: usize| v[ch * h * w + y as usize * w + x as usize];
+        if c == 1 {
+            let g = byte(at(0));
+            Rgb([g, g, g])
+        } else {
+            Rgb([byte(at(0)), byte(at(1)), byte(at(2))])
+        }
+    }))
+}
+
+/// Panels side by side with a white gap, enlarged (nearest neighbour) so
+/// that small inputs stay visible.
+pub fn panels(images: &[RgbImage]) -> RgbImage {
+    let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((1, 1));
+    let scale = (128 / h.max(1)).max(1);
+    let (pw, ph) = (w * scale, h * scale);
+    let gap = 6;
+    let n = images.len() as u32;
+    let mut out = RgbImage::from_pixel(
+        n * pw + (n.saturating_sub(1)) * gap,
+        ph,
+        Rgb([255, 255, 255]),
+    );
+    for (i, img) in images.iter().enumerate() {
+        let big = imageops::resize(img, pw, ph, imageops::FilterType::Nearest);
+        imageops::replace(&mut out, &big, i as i64 * (pw + gap) as i64, 0);
+    }
+    out
+}
+
+/// Saves `img` as PNG.
+pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
+    img.save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
