@@ -135,3 +135,37 @@ pub(super) fn describe(summary: &mut BTreeMap<String, f64>, prefix: &str, values
         summary.insert(format!("p90_{prefix}"), p);
     }
 }
+
+/// Saves panels (original | transformed) of up to three images as
+/// `{stem}_{index}.png` in `dir`: `shown` lists (index, transformed values,
+/// caption). Planar layouts only; NHWC model space is skipped.
+pub(super) fn save_panels(
+    dir: &std::path::Path,
+    stem: &str,
+    frame: &Frame,
+    clean: &Clean,
+    shown: &[(usize, Vec<f32>, String)],
+) -> Result<Vec<super::Artifact>> {
+    let mut out = Vec::new();
+    if frame.layout != transforms::ImageLayout::Nchw {
+        return Ok(out);
+    }
+    let s = frame.shape;
+    let shape = (s.c, s.h, s.w);
+    for (i, warped, caption) in shown.iter().take(3) {
+        let pics = [
+            super::picture::to_rgb(clean.image(*i, frame.d()), shape, |v| v),
+            super::picture::to_rgb(warped, shape, |v| v),
+        ];
+        let Some(pics) = pics.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(out);
+        };
+        let name = format!("{stem}_{i}.png");
+        super::picture::save(&super::picture::panels(&pics), &dir.join(&name))?;
+        out.push(super::Artifact {
+            description: caption.clone(),
+            path: name,
+        });
+    }
+    Ok(out)
+}

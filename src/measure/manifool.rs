@@ -35,7 +35,9 @@ use transforms::{
     TransformGroup, Warp,
 };
 
-use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::geometric::{
+    argmax, describe, misclassified, result, save_panels, warp_error, Clean, Frame,
+};
 use super::space::SpacedModel;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
@@ -313,6 +315,7 @@ impl Measure for ManiFool {
         let mut scores = Vec::new();
         let mut iters = Vec::new();
         let mut per_image = Vec::new();
+        let mut found_all: Vec<(f64, usize, Matrix3<f64>, usize)> = Vec::new();
         for i in 0..clean.n {
             let row = &clean.logits[i * k..(i + 1) * k];
             let pred = argmax(row);
@@ -354,6 +357,7 @@ impl Measure for ManiFool {
                     }
                     scores.push(score);
                     iters.push(found.iterations as f64);
+                    found_all.push((score, i, found.matrix, c));
                     per_image.push(serde_json::json!({
                         "index": i,
                         "params": theta,
@@ -366,6 +370,26 @@ impl Measure for ManiFool {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let mut artifacts = vec![];
+        if let Some(dir) = ctx.out_dir {
+            // The three most vulnerable images: smallest geodesic score.
+            found_all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut shown = Vec::new();
+            for (score, i, m, c) in found_all.into_iter().take(3) {
+                let batch = frame.batch(clean.image(i, d), 1)?;
+                let warped = MatrixWarp::uniform(m)
+                    .apply(&batch, sampling)
+                    .map_err(warp_error)?;
+                let caption = format!(
+                    "{}: original (class {}) | {} transform (class {c}, score {score:.4})",
+                    ctx.data.items[i].name,
+                    clean.pred(i, k),
+                    group.name()
+                );
+                shown.push((i, warped, caption));
+            }
+            artifacts = save_panels(dir, "manifool", &frame, &clean, &shown)?;
+        }
         let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let attacked = counts.fooled + counts.failed;
@@ -397,7 +421,7 @@ impl Measure for ManiFool {
                 "score": "path length of t -> warp(x, exp(t log T)) in parameter steps of 0.05, divided by ||x||_2",
                 "transforms": per_image,
             }),
-            artifacts: vec![],
+            artifacts,
         })
     }
 }

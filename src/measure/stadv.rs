@@ -35,9 +35,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use transforms::{Border, Flow, FlowSmoothness, Sampling, Warp};
 
-use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::geometric::{
+    argmax, describe, misclassified, result, save_panels, warp_error, Clean, Frame,
+};
 use super::space::SpacedModel;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Artifact, Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -92,6 +94,21 @@ pub(super) fn info() -> MeasureInfo {
             Ok(Box::new(StAdv { params }))
         },
     }
+}
+
+/// Writes a flow (`2 × h × w`, du then dv) as float32 `.npy`.
+fn save_flow(path: &std::path::Path, flow: &[f64], h: usize, w: usize) -> Result<()> {
+    use npyz::WriterBuilder;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[2, h as u64, w as u64])
+        .writer(file)
+        .begin_nd()
+        .map_err(|e| Error::io(path, e))?;
+    out.extend(flow.iter().map(|&v| v as f32))
+        .map_err(|e| Error::io(path, e))?;
+    out.finish().map_err(|e| Error::io(path, e))
 }
 
 /// Best fooling flow seen so far: (objective, flow, class).
@@ -257,6 +274,8 @@ impl Measure for StAdv {
         let bar = ctx.progress.bar(clean.n as u64, "stadv");
         let mut images = Vec::with_capacity(clean.n);
         let (mut losses, mut means, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut shown = Vec::new();
+        let mut artifacts = Vec::new();
         for i in 0..clean.n {
             let pred = clean.pred(i, k);
             if misclassified(ctx, i, pred) {
@@ -316,6 +335,26 @@ impl Measure for StAdv {
                     losses.push(loss);
                     means.push(stats.mean);
                     maxes.push(stats.max);
+                    if let Some(dir) = ctx.out_dir {
+                        let name = format!("stadv_{i}_flow.npy");
+                        save_flow(&dir.join(&name), &flow, h, w)?;
+                        artifacts.push(Artifact {
+                            description: format!(
+                                "{}: flow field (2, H, W): du, dv in pixels",
+                                ctx.data.items[i].name
+                            ),
+                            path: name,
+                        });
+                        if shown.len() < 3 {
+                            let batch = frame.batch(clean.image(i, d), 1)?;
+                            let warped = field.apply(&batch, sampling).map_err(warp_error)?;
+                            let caption = format!(
+                                "{}: original (class {pred}) | flowed (class {c}, max {:.2} px, smoothness {loss:.1})",
+                                ctx.data.items[i].name, stats.max
+                            );
+                            shown.push((i, warped, caption));
+                        }
+                    }
                     Outcome::Fooled
                 }
             };
@@ -323,6 +362,9 @@ impl Measure for StAdv {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        if let Some(dir) = ctx.out_dir {
+            artifacts.extend(save_panels(dir, "stadv", &frame, &clean, &shown)?);
+        }
         let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let attacked = counts.fooled + counts.failed;
@@ -346,7 +388,7 @@ impl Measure for StAdv {
                 "smoothness": "sum over pixels and axial neighbours of sqrt(du^2 + dv^2 + 1e-8)",
                 "sampling": "bilinear, replicated borders",
             }),
-            artifacts: vec![],
+            artifacts,
         })
     }
 }
