@@ -104,3 +104,52 @@ fn tract_and_ort_agree_on_every_bundled_model() {
         }
     }
 }
+
+#[test]
+fn shape_annotations_naming_the_batch_do_not_stop_tract() {
+    // Exporters and `onnx.shape_inference` annotate intermediates with a
+    // symbolic batch `N`; tract must still run the model at a fixed batch.
+    use prost::Message;
+    use tract_onnx::pb::{
+        tensor_shape_proto::{dimension::Value, Dimension},
+        type_proto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    let bytes = std::fs::read(repo("onnx_models/digits/digits_cnn.onnx")).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let conv = graph.node.iter().find(|n| n.op_type == "Conv").unwrap();
+    let dim = |v: Value| Dimension {
+        value: Some(v),
+        ..Default::default()
+    };
+    graph.value_info.push(ValueInfoProto {
+        name: conv.output[0].clone(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        dim(Value::DimParam("N".into())),
+                        dim(Value::DimValue(16)),
+                        dim(Value::DimValue(28)),
+                        dim(Value::DimValue(28)),
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("annotated.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let options = ModelOptions {
+        backend: BackendChoice::Exactly(BackendKind::Tract),
+        ..Default::default()
+    };
+    let annotated = Model::open(&path, &options).unwrap();
+    let plain = Model::open(&repo("onnx_models/digits/digits_cnn.onnx"), &options).unwrap();
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let x = &x[..3 * 784];
+    assert_eq!(annotated.logits(x, 3).unwrap(), plain.logits(x, 3).unwrap());
+}

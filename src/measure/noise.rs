@@ -26,7 +26,7 @@ use crate::error::Result;
 pub struct Params {
     /// Random directions per image.
     pub directions: usize,
-    /// Doublings of `t` (from `‖r*‖`) before a ray counts as unflipped.
+    /// Doublings of `t` (from `‖r*‖·√d/4`) before a ray counts as unflipped.
     pub doublings: usize,
     /// Bisection steps.
     pub bisections: usize,
@@ -41,7 +41,7 @@ impl Default for Params {
         Params {
             directions: 50,
             doublings: 24,
-            bisections: 14,
+            bisections: 10,
             overshoot: 0.02,
             max_iter: 50,
         }
@@ -176,6 +176,9 @@ impl Measure for Noise {
                 x.extend(sm.load(ctx.data, i, 1)?);
                 k0.push(images[i].pred);
                 let star = l2(&outs[i].as_ref().expect("attacked").r);
+                // Random directions need about √d times ‖r*‖ (METHODS.md §3):
+                // starting at a quarter of that saves most of the doublings.
+                let start = star * (0.25 * (d as f64).sqrt()).max(1.0);
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
                 for _ in 0..p.directions {
                     let mut v: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
@@ -184,7 +187,7 @@ impl Measure for Noise {
                     dirs.extend(v.iter().map(|e| -e));
                     dirs.extend(v);
                     owner.extend([a, a]);
-                    t0.extend([star, star]);
+                    t0.extend([start, start]);
                 }
             }
             let hits = line_search(&sm, &x, &k0, &dirs, &owner, &t0, p.doublings, p.bisections)?;

@@ -42,7 +42,22 @@ fn backend_error(path: &std::path::Path, reason: String) -> Error {
 /// Optimises `proto`, with input 0 fixed to `shape` when given.
 fn compile(path: &std::path::Path, proto: &ModelProto, shape: Option<&[usize]>) -> Result<Plan> {
     guarded(|| -> TractResult<Plan> {
-        let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+        let mut model = match shape {
+            // Shape annotations of intermediates and outputs name the batch
+            // dimension (`N`) and would clash with the concrete batch:
+            // drop them and let tract infer every shape from the input.
+            Some(_) => {
+                let mut proto = proto.clone();
+                if let Some(g) = proto.graph.as_mut() {
+                    g.value_info.clear();
+                    for o in &mut g.output {
+                        o.r#type = None;
+                    }
+                }
+                tract_onnx::onnx().model_for_proto_model(&proto)?
+            }
+            None => tract_onnx::onnx().model_for_proto_model(proto)?,
+        };
         if let Some(shape) = shape {
             model = model.with_input_fact(0, f32::fact(shape).into())?;
         }

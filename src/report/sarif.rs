@@ -12,7 +12,13 @@ pub fn document(report: &Report) -> Result<String> {
         report
             .model(model)
             .and_then(|m| m.model.as_ref())
-            .map(|i| i.path.to_string_lossy().replace('\\', "/"))
+            .map(|i| {
+                // Repository-relative where possible: code-scanning UIs
+                // resolve URIs against the checkout.
+                let cwd = std::env::current_dir().unwrap_or_default();
+                let p = i.path.strip_prefix(&cwd).unwrap_or(&i.path);
+                p.to_string_lossy().replace('\\', "/")
+            })
             .unwrap_or_else(|| model.to_string())
     };
     let mut results: Vec<serde_json::Value> = report
