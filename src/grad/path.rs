@@ -152,10 +152,20 @@ pub fn analyse(
             continue;
         }
         for (i, o) in node.output.iter().enumerate() {
-            if !o.is_empty() && output_may_be_float(node, i) && is_float(o).unwrap_or(true) {
+            let float = output_may_be_float(node, i) && is_float(o).unwrap_or(true);
+            // QuantizeLinear's integer output still depends on the input:
+            // keep it on the path so that the missing rule is named (and
+            // finite differences take over) instead of a zero gradient.
+            if !o.is_empty() && (float || node.op_type == "QuantizeLinear") {
                 active.insert(o.clone());
             }
         }
+    }
+    if !active.contains(&logits) {
+        return Err(GradError::Model(format!(
+            "the output `{logits}` does not depend on the input `{input}` through operations \
+             that carry a gradient (integer or piecewise-constant steps on the way)"
+        )));
     }
 
     let mut needed: HashSet<String> = HashSet::new();

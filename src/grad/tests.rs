@@ -962,3 +962,28 @@ fn constant_nodes_and_initializer_inputs() {
     g.input.push(value_info_f32("b", &[3, 2]));
     assert_grad(&m, &[2, 3], 1.0);
 }
+
+#[test]
+fn a_path_cut_by_integer_steps_is_an_error_not_a_zero_gradient() {
+    let nodes = vec![
+        node("Cast", &["x"], "i", vec![("to", Attr::Int(7))]),
+        node("Cast", &["i"], "y", vec![("to", Attr::Int(1))]),
+    ];
+    let m = chain(nodes, vec![], &[2, 3], 13);
+    let err = super::build_gradient_graph(&m, &[2, 3], 1).unwrap_err();
+    assert!(
+        err.to_string().contains("does not depend on the input"),
+        "{err}"
+    );
+    // Fake quantisation stays on the path: its operators are named instead.
+    let nodes = vec![
+        node("QuantizeLinear", &["x", "s"], "q", vec![]),
+        node("DequantizeLinear", &["q", "s"], "y", vec![]),
+    ];
+    let m = chain(nodes, vec![w("s", &[], 1)], &[2, 3], 13);
+    let miss: Vec<String> = super::ops_without_rule(&m)
+        .iter()
+        .map(|u| u.op_type.clone())
+        .collect();
+    assert_eq!(miss, ["QuantizeLinear", "DequantizeLinear"]);
+}
