@@ -310,10 +310,11 @@ impl Params {
 }
 
 /// Images per [`deepfool_batch`] call so that the `(n, M, d)` gradients stay
-/// within about 128 MB.
+/// within about 32 MB (memory stays flat however large the data set; model
+/// calls are batched by the model's batch size inside).
 pub fn chunk_len(d: usize, m: usize, batch: usize) -> usize {
-    (32_000_000 / (d * m.max(1)).max(1))
-        .clamp(1, 4096)
+    (8_000_000 / (d * m.max(1)).max(1))
+        .clamp(1, 1024)
         .max(batch.min(64))
 }
 
