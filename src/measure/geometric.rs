@@ -48,6 +48,21 @@ impl Frame {
     }
 }
 
+/// Parses a group name (`rotation`, `affine`, ...) for `measure`.
+pub(super) fn parse_group(measure: &str, name: &str) -> Result<transforms::TransformGroup> {
+    name.parse()
+        .map_err(|e| Error::Config(format!("{measure}: group: {e}")))
+}
+
+/// Bilinear sampling with the border mode `border` (`zero`, `replicate`,
+/// `reflect`) for `measure`.
+pub(super) fn parse_sampling(measure: &str, border: &str) -> Result<transforms::Sampling> {
+    let border: transforms::Border = border
+        .parse()
+        .map_err(|e| Error::Config(format!("{measure}: border: {e}")))?;
+    Ok(transforms::Sampling::new(Default::default(), border))
+}
+
 /// Converts a `transforms` error into georob's.
 pub(super) fn warp_error(e: transforms::Error) -> Error {
     Error::Config(format!("warp: {e}"))

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use transforms::{Border, MatrixWarp, Sampling, Warp};
+use transforms::{MatrixWarp, Sampling, Warp};
 
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
@@ -134,11 +134,7 @@ impl Params {
 
     /// Sampling (bilinear) with the border in force.
     pub fn sampling(&self) -> Result<Sampling> {
-        let border: Border = self
-            .border
-            .parse()
-            .map_err(|e| Error::Config(format!("grid: border: {e}")))?;
-        Ok(Sampling::new(Default::default(), border))
+        super::geometric::parse_sampling("grid", &self.border)
     }
 }
 

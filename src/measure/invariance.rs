@@ -26,8 +26,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::Matrix3;
 use transforms::{
-    geodesic_score, image_norms, Border, MatrixWarp, PathMethod, PathSteps, Sampling,
-    TransformGroup, Warp,
+    geodesic_score, image_norms, MatrixWarp, PathMethod, PathSteps, Sampling, TransformGroup, Warp,
 };
 
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
@@ -69,17 +68,11 @@ impl Default for Params {
 
 impl Params {
     fn group(&self) -> Result<TransformGroup> {
-        self.group
-            .parse()
-            .map_err(|e| Error::Config(format!("invariance: group: {e}")))
+        super::geometric::parse_group("invariance", &self.group)
     }
 
     fn sampling(&self) -> Result<Sampling> {
-        let border: Border = self
-            .border
-            .parse()
-            .map_err(|e| Error::Config(format!("invariance: border: {e}")))?;
-        Ok(Sampling::new(Default::default(), border))
+        super::geometric::parse_sampling("invariance", &self.border)
     }
 }
 

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::{DVector, Matrix3};
 use transforms::{
-    geodesic_score, Border, GroupWarp, MatrixWarp, PathMethod, PathSteps, Sampling, TangentSide,
+    geodesic_score, GroupWarp, MatrixWarp, PathMethod, PathSteps, Sampling, TangentSide,
     TransformGroup, Warp,
 };
 
@@ -76,17 +76,11 @@ impl Default for Params {
 
 impl Params {
     fn group(&self) -> Result<TransformGroup> {
-        self.group
-            .parse()
-            .map_err(|e| Error::Config(format!("manifool: group: {e}")))
+        super::geometric::parse_group("manifool", &self.group)
     }
 
     fn sampling(&self) -> Result<Sampling> {
-        let border: Border = self
-            .border
-            .parse()
-            .map_err(|e| Error::Config(format!("manifool: border: {e}")))?;
-        Ok(Sampling::new(Default::default(), border))
+        super::geometric::parse_sampling("manifool", &self.border)
     }
 }
 
