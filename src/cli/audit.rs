@@ -223,7 +223,55 @@ fn print_report(report: &Report) -> Result<()> {
         t.add_row(row);
     }
     super::emit(&format!("{t}\n"))?;
+    print_predictions(report)?;
     print_gates(report)
+}
+
+/// Most images whose predictions the terminal shows (`images.csv` has all).
+const PREDICTIONS_SHOWN: usize = 20;
+
+/// Each image's prediction per model, from the `accuracy` unit, for small data.
+fn print_predictions(report: &Report) -> Result<()> {
+    let entries: Vec<_> = report
+        .models
+        .iter()
+        .map(|m| m.measures.iter().find(|e| e.result.measure == "accuracy"))
+        .collect();
+    let Some(first) = entries.iter().flatten().next() else {
+        return Ok(());
+    };
+    if first.result.images.len() > PREDICTIONS_SHOWN {
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec![Cell::new("image")];
+    header.extend(
+        report
+            .models
+            .iter()
+            .map(|m| Cell::new(format!("{} prediction", m.name))),
+    );
+    t.set_header(header);
+    for (i, img) in first.result.images.iter().enumerate() {
+        let mut row = vec![Cell::new(&img.name)];
+        row.extend(entries.iter().map(|e| {
+            let Some(img) = e.and_then(|e| e.result.images.get(i).map(|im| (e, im))) else {
+                return Cell::new("—");
+            };
+            let (e, im) = img;
+            let name = e.result.extra["class_names"][im.pred.to_string()]
+                .as_str()
+                .map(|n| format!("{} {n}", im.pred))
+                .unwrap_or_else(|| format!("class {}", im.pred));
+            match im.values.get("confidence") {
+                Some(c) => Cell::new(format!("{name} ({c:.3})")),
+                None => Cell::new(name),
+            }
+        }));
+        t.add_row(row);
+    }
+    super::emit(&format!("{t}\n"))
 }
 
 fn print_gates(report: &Report) -> Result<()> {

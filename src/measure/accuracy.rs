@@ -1,5 +1,6 @@
-//! `accuracy`: clean top-1 accuracy; every other measure's misclassified
-//! images are the ones this one counts wrong.
+//! `accuracy`: clean top-1 accuracy and each image's prediction with its
+//! softmax confidence; every other measure's misclassified images are the
+//! ones this one counts wrong.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
-use crate::eval::top_k;
+use crate::eval::{softmax_at, top_k};
 
 /// Parameters (none).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -46,6 +47,8 @@ impl Measure for Accuracy {
         let k = model.classes;
         let bar = ctx.progress.bar(ctx.data.len() as u64, "accuracy");
         let mut images = Vec::with_capacity(ctx.data.len());
+        // Names of the predicted classes only (the class list can be long).
+        let mut class_names = BTreeMap::new();
         for batch in ctx.data.batches(&model.spec, model.batch()) {
             let batch = batch?;
             let logits = model.logits(&batch.x, batch.len)?;
@@ -54,6 +57,9 @@ impl Measure for Accuracy {
                 let item = &ctx.data.items[index];
                 let pred = top_k(row, 1)[0];
                 let correct = item.label.is_none_or(|l| l == pred);
+                if let Some(names) = &model.class_names {
+                    class_names.insert(pred.to_string(), names[pred].clone());
+                }
                 images.push(ImageResult {
                     index,
                     name: item.name.clone(),
@@ -64,7 +70,10 @@ impl Measure for Accuracy {
                     } else {
                         Outcome::Misclassified
                     },
-                    values: BTreeMap::from([("correct".to_string(), f64::from(u8::from(correct)))]),
+                    values: BTreeMap::from([
+                        ("correct".to_string(), f64::from(u8::from(correct))),
+                        ("confidence".to_string(), f64::from(softmax_at(row, pred))),
+                    ]),
                 });
             }
             bar.inc(batch.len as u64);
@@ -87,7 +96,11 @@ impl Measure for Accuracy {
             summary,
             counts,
             images,
-            extra: serde_json::Value::Null,
+            extra: if class_names.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!({ "class_names": class_names })
+            },
             artifacts: vec![],
         })
     }

@@ -285,6 +285,7 @@ impl Report {
             "holdout_fooling_rate",
             "noise_fooling_rate",
             "median_score",
+            "success_rate",
             "worst_of_k_accuracy",
             "median_c_h",
             "median_top_eig",
