@@ -93,15 +93,59 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
         "max_passes": 5,
         "holdout": path("onnx_models/digits/test_x.npy"),
         "holdout_labels": path("onnx_models/digits/test_y.npy"),
+        "transfer": [
+            path("onnx_models/digits/digits_cnn.onnx"),
+            path("onnx_models/digits/digits_linear.onnx"),
+        ],
     });
     let r = run("uap", params, &model, &data);
     let s = &r.summary;
     assert!(s["fooling_rate"] >= 0.7, "{s:?}");
+    // Transferred to a fresh copy of the same model: the held-out rate again.
+    assert_eq!(
+        s["transfer_fooling_rate_digits_cnn"],
+        s["holdout_fooling_rate"]
+    );
+    let linear = s["transfer_fooling_rate_digits_linear"];
+    assert!((0.0..=1.0).contains(&linear), "{s:?}");
+    assert_eq!(r.extra["transfer"].as_array().map(|a| a.len()), Some(2));
     assert!(
         s["holdout_fooling_rate"] >= 3.0 * s["noise_fooling_rate"],
         "{s:?}"
     );
     assert!(s["norm_l2"] <= s["xi"] * (1.0 + 1e-5));
+}
+
+#[test]
+fn uap_transfer_to_a_model_of_another_input_size_is_an_error() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = data(
+        "onnx_models/digits/test_x.npy",
+        "onnx_models/digits/test_y.npy",
+        10,
+    );
+    let progress = Progress::hidden();
+    let ctx = Context {
+        model: &model,
+        data: &data,
+        seed: 1,
+        bounds: None,
+        progress: &progress,
+        out_dir: None,
+    };
+    let params = serde_json::json!({
+        "max_passes": 1,
+        "transfer": [path("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx")],
+    });
+    let err = measure::build("uap", &params)
+        .unwrap()
+        .run(&ctx)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("transfer model") && msg.contains("efficientnet_lite0"),
+        "{msg}"
+    );
 }
 
 #[test]

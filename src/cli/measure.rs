@@ -105,7 +105,11 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     let (Some(model_path), Some(data_path)) = (&args.model, &args.data) else {
         bail!("georob measure {} needs MODEL and DATA", args.name);
     };
-    let measure = measure::build(&args.name, &params(&args.params)?)?;
+    let mut params = params(&args.params)?;
+    if !args.transfer.is_empty() {
+        params["transfer"] = serde_json::json!(args.transfer);
+    }
+    let measure = measure::build(&args.name, &params)?;
     let model = Model::open(model_path, &args.model_args.options()?)?;
     let mut data = Dataset::open(data_path, args.labels.as_deref())?;
     if let Some(n) = args.limit {

@@ -11,6 +11,8 @@
 //! construction images, on held-out images (the last `holdout_fraction` of
 //! the data, or a separate `holdout` data set), and for random vectors of
 //! the same norm (uniform on the ℓ2 sphere, or random signs for ℓ∞).
+//! `transfer` adds `v` to the held-out images of other models (opened with
+//! the same options; same input size) and reports their fooling rates.
 //! Nothing is clipped to the box.
 
 use std::collections::BTreeMap;
@@ -54,6 +56,8 @@ pub struct Params {
     pub holdout_labels: Option<PathBuf>,
     /// Random vectors of the same norm drawn for the noise baseline.
     pub noise_trials: usize,
+    /// Other models the perturbation is transferred to (held-out fooling rates).
+    pub transfer: Vec<PathBuf>,
 }
 
 impl Default for Params {
@@ -70,6 +74,7 @@ impl Default for Params {
             holdout: None,
             holdout_labels: None,
             noise_trials: 5,
+            transfer: vec![],
         }
     }
 }
@@ -321,6 +326,14 @@ impl Measure for Uap {
         summary.insert("fooling_rate".into(), rate(&train_f));
         summary.insert("holdout_fooling_rate".into(), rate(&hold_f));
         summary.insert("noise_fooling_rate".into(), noise);
+        let mut transfers = vec![];
+        for path in &p.transfer {
+            let (name, r, n) = transfer_rate(ctx, path, holdout_data.as_ref(), n_train, &v)?;
+            summary.insert(format!("transfer_fooling_rate_{name}"), r);
+            transfers.push(serde_json::json!({
+                "model": path, "name": name, "holdout_fooling_rate": r, "n_holdout": n,
+            }));
+        }
         let mut artifacts = vec![];
         if let Some(dir) = ctx.out_dir {
             artifacts.extend(save(dir, &v, ctx)?);
@@ -335,11 +348,44 @@ impl Measure for Uap {
             extra: serde_json::json!({
                 "fooling_rate_per_pass": history,
                 "noise_fooling_rates": noise_rates,
+                "transfer": transfers,
                 "clipped": false,
             }),
             artifacts,
         })
     }
+}
+
+/// Fooling rate of `v` on another model's held-out images (those it
+/// classifies correctly): its name (file stem), the rate and the image count.
+fn transfer_rate(
+    ctx: &Context,
+    path: &std::path::Path,
+    holdout: Option<&Dataset>,
+    n_train: usize,
+    v: &[f32],
+) -> Result<(String, f64, usize)> {
+    let model = crate::model::Model::open(path, ctx.model.options())?;
+    let (data, range) = match holdout {
+        Some(h) => (h, 0..h.len()),
+        None => (ctx.data, n_train..ctx.data.len()),
+    };
+    let sm = SpacedModel::new(&model, data);
+    if sm.dim() != v.len() {
+        return Err(Error::Config(format!(
+            "uap: transfer model {} takes {} values per image, the perturbation has {}",
+            path.display(),
+            sm.dim(),
+            v.len()
+        )));
+    }
+    data.check_labels(model.classes)?;
+    let split = load_split(&sm, data, range)?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Ok((name, rate(&fooled(&sm, &split, v)?), split.k0.len()))
 }
 
 /// Writes `uap.npy` (the perturbation, sample shape) and `uap.png` (scaled

@@ -89,6 +89,8 @@ pub struct Model {
     backend: Box<dyn Backend>,
     threads: usize,
     gradients: gradients::GradientState,
+    /// The options it was opened with (to open related models alike).
+    options: ModelOptions,
 }
 
 /// What a report records about the model and how it ran.
@@ -156,6 +158,7 @@ impl Model {
             backend,
             threads,
             gradients: gradients::GradientState::new(options.gradient),
+            options: options.clone(),
         };
         // One probe call: learns K and proves the backend can run the model.
         let probe = vec![0.0f32; model.spec.sample_len()];
@@ -210,6 +213,11 @@ impl Model {
             classes: self.classes,
             output_transform: self.output_transform,
         }
+    }
+
+    /// The options this model was opened with.
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
     }
 
     /// Logits `(n, K)` of `n` samples stored contiguously in `x` (model layout,
