@@ -293,8 +293,12 @@ impl Report {
             "median_kappa_adversarial",
             "median_flow_loss",
         ];
+        // A success rate means something only where images were attacked
+        // (not for `accuracy`).
+        let attacked = result.counts.fooled + result.counts.failed > 0;
         let mut out: Vec<(&str, f64)> = PREFERRED
             .iter()
+            .filter(|k| attacked || **k != "success_rate")
             .filter_map(|k| result.summary.get_key_value(*k))
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
