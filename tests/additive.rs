@@ -22,7 +22,12 @@ fn data(x: &str, y: &str, limit: usize) -> Dataset {
     d
 }
 
-fn run(name: &str, params: serde_json::Value, model: &Model, data: &Dataset) -> MeasureResult {
+fn try_run(
+    name: &str,
+    params: serde_json::Value,
+    model: &Model,
+    data: &Dataset,
+) -> georob::Result<MeasureResult> {
     let progress = Progress::hidden();
     let ctx = Context {
         model,
@@ -32,8 +37,11 @@ fn run(name: &str, params: serde_json::Value, model: &Model, data: &Dataset) -> 
         progress: &progress,
         out_dir: None,
     };
-    let m = measure::build(name, &params).unwrap();
-    let r = m.run(&ctx).unwrap();
+    measure::build(name, &params)?.run(&ctx)
+}
+
+fn run(name: &str, params: serde_json::Value, model: &Model, data: &Dataset) -> MeasureResult {
+    let r = try_run(name, params, model, data).unwrap();
     eprintln!("{name}: {:?}", r.summary);
     r
 }
@@ -124,23 +132,11 @@ fn uap_transfer_to_a_model_of_another_input_size_is_an_error() {
         "onnx_models/digits/test_y.npy",
         10,
     );
-    let progress = Progress::hidden();
-    let ctx = Context {
-        model: &model,
-        data: &data,
-        seed: 1,
-        bounds: None,
-        progress: &progress,
-        out_dir: None,
-    };
     let params = serde_json::json!({
         "max_passes": 1,
         "transfer": [path("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx")],
     });
-    let err = measure::build("uap", &params)
-        .unwrap()
-        .run(&ctx)
-        .unwrap_err();
+    let err = try_run("uap", params, &model, &data).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("transfer model") && msg.contains("efficientnet_lite0"),
