@@ -75,6 +75,37 @@ fn conv_relu_gemm_end_to_end() {
     assert_grad(&chain(nodes, inits, &[2, 2, 5, 5], 13), &[2, 2, 5, 5], 1.0);
 }
 
+/// Stride-1 convolutions go back through a flipped-kernel Conv when it lays out fewer values
+/// than a ConvTranspose (C_in ≥ C_out per group, or a 1×1 kernel), else through ConvTranspose;
+/// both forms must be exact.
+#[test]
+fn conv_stride1_vjp_takes_the_smaller_form() {
+    for (dims, form) in [
+        ([2usize, 4, 3, 3], "Conv"),
+        ([4, 2, 3, 3], "ConvTranspose"),
+        ([4, 2, 1, 1], "Conv"),
+    ] {
+        let pads = if dims[2] == 3 { [1, 0, 1, 2] } else { [0; 4] };
+        let attrs = vec![("pads", ints(&pads))];
+        let m = model(
+            vec![node("Conv", &["x", "w"], "y", attrs)],
+            vec![w("w", &dims, 9)],
+            "x",
+            &[2, dims[1], 5, 6],
+            "y",
+            13,
+        );
+        let built = super::build_gradient_graph(&m, &[2, dims[1], 5, 6], 3).unwrap();
+        let backward: Vec<&str> = built.model.graph.as_ref().unwrap().node[1..]
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .filter(|op| op.starts_with("Conv"))
+            .collect();
+        assert_eq!(backward, [form], "weights {dims:?}");
+        assert_grad(&m, &[2, dims[1], 5, 6], 1.0);
+    }
+}
+
 #[test]
 fn conv_grouped_strided_dilated_asymmetric_pads() {
     let attrs = vec![

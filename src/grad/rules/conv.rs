@@ -166,7 +166,8 @@ fn flipped_kernel(ctx: &mut Ctx, w: &str, shape: &[usize], group: usize) -> Stri
 }
 
 /// Conv: `x̄ = ConvTranspose(ȳ, W)` with the same group, strides, dilations and pads; for
-/// stride 1, the equivalent `Conv(ȳ, flipped W)` (see [`Window::flipped_conv_pads`]).
+/// stride 1 where it does less work, the equivalent `Conv(ȳ, flipped W)` (see
+/// [`Window::flipped_conv_pads`]).
 pub fn conv(
     ctx: &mut Ctx,
     node: &NodeProto,
@@ -195,9 +196,14 @@ pub fn conv(
     let win = Window::of(node, kernel, &x[2..], &y[2..])?;
     let group = attr_i(node, "group", 1).max(1) as usize;
     let wname = input(node, 1).expect("Conv has weights").to_string();
+    // A Conv lays out `C_out·k` cotangent values per input pixel (im2col), a ConvTranspose
+    // `C_in·k` products to sum back (col2im): pick the smaller. Where they tie (depthwise and
+    // 1×1 convolutions), Conv, as ONNX Runtime's CPU ConvTranspose is several times slower.
+    let conv_is_smaller = w.len() == x.len()
+        && w[0] % group == 0
+        && (w[1] >= w[0] / group || win.kernel.iter().all(|&k| k == 1));
     let gx = match win.flipped_conv_pads(&x[2..], &y[2..]) {
-        // ONNX Runtime's CPU ConvTranspose is several times slower than its Conv.
-        Some(pads) if w.len() == x.len() && w[0] % group == 0 => {
+        Some(pads) if conv_is_smaller => {
             let wt = flipped_kernel(ctx, &wname, &w, group);
             let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
             let attrs = vec![
