@@ -73,7 +73,7 @@ fn bench(kind: BackendKind, batch: usize, threads: usize, photos: &(Vec<usize>, 
         backend: BackendChoice::Exactly(kind),
         gradient: GradientChoice::Exact,
         threads: Some(threads),
-        batch,
+        batch: Some(batch),
         ..Default::default()
     };
     let path = root().join("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx");

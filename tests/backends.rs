@@ -51,7 +51,7 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
 fn logits(model: &str, x: &[f32], n: usize, backend: BackendKind) -> (Model, Vec<f32>) {
     let options = ModelOptions {
         backend: BackendChoice::Exactly(backend),
-        batch: 4,
+        batch: Some(4),
         ..Default::default()
     };
     let m = Model::open(&repo(model), &options).unwrap_or_else(|e| panic!("{model}: {e}"));
@@ -180,4 +180,40 @@ fn shape_annotations_naming_the_batch_do_not_stop_tract() {
     let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let x = &x[..3 * 784];
     assert_eq!(annotated.logits(x, 3).unwrap(), plain.logits(x, 3).unwrap());
+}
+
+/// tract with two threads runs concurrent calls on row chunks; their results must come back
+/// in row order and equal those of one thread running whole batches (logits and gradients).
+#[test]
+fn concurrent_tract_calls_keep_row_order() {
+    let model = repo("onnx_models/digits/digits_cnn.onnx");
+    let open = |threads: usize, batch: usize| {
+        let options = ModelOptions {
+            backend: BackendChoice::Exactly(BackendKind::Tract),
+            threads: Some(threads),
+            batch: Some(batch),
+            ..Default::default()
+        };
+        Model::open(&model, &options).unwrap()
+    };
+    let (serial, concurrent) = (open(1, 16), open(2, 1));
+    assert_eq!(concurrent.backend().concurrent_calls(), 2);
+    assert_eq!(serial.backend().concurrent_calls(), 1);
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let n = 13;
+    let x = &x[..n * 784];
+    let (a, b) = (
+        serial.logits(x, n).unwrap(),
+        concurrent.logits(x, n).unwrap(),
+    );
+    assert!(rel(&b, &a) < 1e-5, "logits rel {}", rel(&b, &a));
+    // Cotangent rows that differ per image, so that a row mix-up shows.
+    let (k, m) = (10, 2);
+    let cot: Vec<f32> = (0..n * m * k).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+    let (la, ga) = serial.vjp(x, n, &cot, m).unwrap();
+    let (lb, gb) = concurrent.vjp(x, n, &cot, m).unwrap();
+    assert!(rel(&lb, &la) < 1e-5, "vjp logits rel {}", rel(&lb, &la));
+    for (i, (gb, ga)) in gb.chunks(m * 784).zip(ga.chunks(m * 784)).enumerate() {
+        assert!(rel(gb, ga) < 1e-4, "row {i}: gradient rel {}", rel(gb, ga));
+    }
 }

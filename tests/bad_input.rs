@@ -166,7 +166,7 @@ fn mutants(bytes: &[u8], flip_span: usize, seed: u64) -> Vec<Vec<u8>> {
 fn survives(path: &Path) -> Result<(), String> {
     let options = ModelOptions {
         backend: BackendChoice::Exactly(BackendKind::Tract),
-        batch: 2,
+        batch: Some(2),
         threads: Some(1),
         ..Default::default()
     };

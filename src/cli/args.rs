@@ -270,9 +270,10 @@ pub struct ModelArgs {
     /// Threads for the backend (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Samples per model call (ignored when the model fixes its batch size).
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    pub batch: usize,
+    /// Samples per model call (ignored when the model fixes its batch size) [default: 1 on
+    /// tract, which runs concurrent single-sample calls on its threads; 16 on ort].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     /// Input layout, overriding the model and sidecar.
     #[arg(long, value_name = "NCHW|NHWC")]
     pub layout: Option<String>,

@@ -114,7 +114,7 @@ pub fn run_export(args: &ExportGradArgs) -> Result<ExitCode> {
         ort_lib: None,
         device: "cpu".into(),
         threads: Some(1),
-        batch: args.batch,
+        batch: Some(args.batch),
         layout: args.layout.clone(),
         size: args.size.clone(),
         channels: None,

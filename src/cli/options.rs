@@ -40,7 +40,7 @@ fn size(text: &str) -> Result<(usize, usize)> {
 impl ModelArgs {
     /// Validated model options.
     pub fn options(&self) -> Result<ModelOptions> {
-        if self.batch == 0 {
+        if self.batch == Some(0) {
             bail!("--batch must be at least 1");
         }
         if self.threads == Some(0) {

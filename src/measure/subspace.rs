@@ -130,7 +130,7 @@ pub fn run_family(
     let attacked: Vec<usize> = (0..images.len())
         .filter(|&i| images[i].outcome == Outcome::Fooled)
         .collect();
-    let chunk = super::deepfool::chunk_len(d, opts.candidates, ctx.model.batch());
+    let chunk = super::deepfool::chunk_len(d, opts.candidates, ctx.model.pass_rows());
     let bar = ctx
         .progress
         .bar((attacked.len() * family.len()) as u64, measure);

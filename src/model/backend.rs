@@ -96,7 +96,20 @@ pub trait Backend: Send + Sync {
     /// Loads another graph (e.g. a gradient graph with concrete shapes) on the
     /// same engine, with the same threads and device.
     fn load_graph(&self, proto: &tract_onnx::pb::ModelProto) -> Result<Box<dyn GraphSession>>;
+    /// How many calls on separate row chunks should run at once. Above 1, the model wrapper
+    /// splits work into that many chunks and hands them to [`Backend::run_jobs`]; at 1, each
+    /// call uses the backend's threads itself.
+    fn concurrent_calls(&self) -> usize {
+        1
+    }
+    /// Runs `jobs` (calls on separate row chunks), up to [`Backend::concurrent_calls`] at once.
+    fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
+        jobs.into_iter().for_each(|job| job());
+    }
 }
+
+/// One backend call on a chunk of rows, with its result stored by the closure itself.
+pub type Job<'a> = Box<dyn FnOnce() + Send + 'a>;
 
 /// A loaded ONNX graph with float32 inputs and outputs of fixed shapes.
 pub trait GraphSession: Send + Sync {

@@ -173,18 +173,15 @@ impl Model {
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.spec.sample_len();
         let k = self.classes;
-        let chunk = self.batch();
-        let mut logits = Vec::with_capacity(n * k);
-        let mut grads = Vec::with_capacity(n * m * d);
-        for start in (0..n).step_by(chunk) {
-            let rows = chunk.min(n - start);
-            let min_rows = self
-                .gradients
-                .min_rows
-                .load(std::sync::atomic::Ordering::Relaxed);
+        let batch = self.batch();
+        let min_rows = self
+            .gradients
+            .min_rows
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let parts = self.map_chunks(n, |start, rows| {
             let run = match self.fixed_batch {
                 Some(b) => b,
-                None => bucket(rows, chunk).max(min_rows),
+                None => bucket(rows, batch).max(min_rows),
             };
             let mut xs = x[start * d..(start + rows) * d].to_vec();
             xs.resize(run * d, 0.0);
@@ -202,10 +199,17 @@ impl Model {
             let graph = self.graph(run, m)?;
             let mut shape = vec![run];
             shape.extend_from_slice(&self.spec.sample_shape());
-            let out = graph.run(&[(&xs, &shape), (&cs, &[run, m, k])])?;
-            let (lg, gr) = (&out[0].1, &out[1].1);
-            logits.extend_from_slice(&lg[..rows * k]);
-            grads.extend_from_slice(&gr[..rows * m * d]);
+            let mut out = graph.run(&[(&xs, &shape), (&cs, &[run, m, k])])?;
+            let (mut lg, mut gr) = (out.swap_remove(0).1, out.swap_remove(0).1);
+            lg.truncate(rows * k);
+            gr.truncate(rows * m * d);
+            Ok((lg, gr))
+        })?;
+        let mut logits = Vec::with_capacity(n * k);
+        let mut grads = Vec::with_capacity(n * m * d);
+        for (lg, gr) in parts {
+            logits.extend_from_slice(&lg);
+            grads.extend_from_slice(&gr);
         }
         if self.output_transform == OutputTransform::LogOfProbs {
             logits.iter_mut().for_each(|p| *p = p.max(1e-30).ln());
@@ -263,13 +267,9 @@ impl Model {
     }
 
     fn graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>> {
-        if let Some(g) = self
-            .gradients
-            .graphs
-            .lock()
-            .expect("graphs")
-            .get(&(rows, m))
-        {
+        // Held while building, so that concurrent chunks build a graph once.
+        let mut graphs = self.gradients.graphs.lock().expect("graphs");
+        if let Some(g) = graphs.get(&(rows, m)) {
             return Ok(g.clone());
         }
         let g = self.build_graph(rows, m).map_err(|e| match e {
@@ -280,11 +280,7 @@ impl Model {
             },
             GraphFailure::Other(e) => e,
         })?;
-        self.gradients
-            .graphs
-            .lock()
-            .expect("graphs")
-            .insert((rows, m), g.clone());
+        graphs.insert((rows, m), g.clone());
         Ok(g)
     }
 

@@ -3,6 +3,11 @@
 //! A plan is optimised for each concrete batch size it is asked to run, so
 //! that tract sees no symbolic dimension at run time; the model wrapper only
 //! asks for a few sizes (powers of two up to the batch).
+//!
+//! With several threads, calls on separate row chunks run at once, one thread each: tract
+//! threads its matrix products only, so im2col, col2im and elementwise work would otherwise
+//! run on one core (on the digits CNN's gradients, 1 thread was faster than 2 that way). A
+//! lone call still threads its matrix products over the same pool.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use super::backend::{guarded, Backend, BackendKind, GraphSession};
+use rayon::prelude::*;
+use tract_linalg::multithread::{multithread_tract_scope, set_default_executor, Executor};
+
+use super::backend::{guarded, Backend, BackendKind, GraphSession, Job};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -23,6 +31,8 @@ pub struct TractBackend {
     sample_shape: Vec<usize>,
     max_batch: usize,
     plans: Mutex<HashMap<usize, Plan>>,
+    /// The threads (`None` for one): concurrent calls, or one call's matrix products.
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// A tract plan of a graph whose inputs have concrete shapes.
@@ -101,32 +111,42 @@ impl TractBackend {
         batch: usize,
         threads: usize,
     ) -> Result<Self> {
-        use tract_linalg::multithread::{set_default_executor, Executor};
-        if threads > 1 {
-            set_default_executor(Executor::multithread(threads));
+        let pool = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("georob-tract-{i}"))
+                .build()
+                .map_err(|e| {
+                    backend_error(&path, format!("cannot start {threads} threads: {e}"))
+                })?;
+            Some(Arc::new(pool))
         } else {
-            set_default_executor(Executor::SingleThread);
-        }
+            None
+        };
+        set_default_executor(match &pool {
+            Some(pool) => Executor::MultiThread(pool.clone()),
+            None => Executor::SingleThread,
+        });
         Ok(TractBackend {
             path,
             proto,
             sample_shape,
             max_batch: batch.max(1),
             plans: Mutex::new(HashMap::new()),
+            pool,
         })
     }
 
     fn plan(&self, n: usize) -> Result<Plan> {
-        if let Some(p) = self.plans.lock().expect("plan cache").get(&n) {
+        // Held while compiling, so that concurrent calls compile a batch size once.
+        let mut plans = self.plans.lock().expect("plan cache");
+        if let Some(p) = plans.get(&n) {
             return Ok(p.clone());
         }
         let mut shape = vec![n];
         shape.extend_from_slice(&self.sample_shape);
         let plan = compile(&self.path, &self.proto, Some(&shape))?;
-        self.plans
-            .lock()
-            .expect("plan cache")
-            .insert(n, plan.clone());
+        plans.insert(n, plan.clone());
         Ok(plan)
     }
 }
@@ -157,6 +177,20 @@ impl Backend for TractBackend {
             path: self.path.clone(),
             plan: compile(&self.path, proto, None)?,
         }))
+    }
+
+    fn concurrent_calls(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
+        match &self.pool {
+            Some(pool) if jobs.len() > 1 => pool.install(|| {
+                jobs.into_par_iter()
+                    .for_each(|job| multithread_tract_scope(Executor::SingleThread, job))
+            }),
+            _ => jobs.into_iter().for_each(|job| job()),
+        }
     }
 }
 
