@@ -310,10 +310,21 @@ impl Measure for ManiFool {
         let mut iters = Vec::new();
         let mut per_image = Vec::new();
         let mut found_all: Vec<(f64, usize, Matrix3<f64>, usize)> = Vec::new();
-        for i in 0..clean.n {
+        // Images are independent: several at once where the backend runs concurrent calls.
+        let searches = ctx.model.map_concurrent(clean.n, |i| {
+            let row = &clean.logits[i * k..(i + 1) * k];
+            if misclassified(ctx, i, argmax(row)) {
+                bar.inc(1);
+                return Ok(None);
+            }
+            let found = manifool_one(&sm, &frame, clean.image(i, d), row, group, p, sampling);
+            bar.inc(1);
+            found.map(Some)
+        })?;
+        for (i, found) in searches.into_iter().enumerate() {
             let row = &clean.logits[i * k..(i + 1) * k];
             let pred = argmax(row);
-            if misclassified(ctx, i, pred) {
+            let Some(found) = found else {
                 images.push(result(
                     ctx,
                     i,
@@ -321,11 +332,9 @@ impl Measure for ManiFool {
                     Outcome::Misclassified,
                     BTreeMap::new(),
                 ));
-                bar.inc(1);
                 continue;
-            }
+            };
             let x = clean.image(i, d);
-            let found = manifool_one(&sm, &frame, x, row, group, p, sampling)?;
             let mut values = BTreeMap::from([("iterations".to_string(), found.iterations as f64)]);
             let outcome = match found.adv_class {
                 None => Outcome::Failed,
@@ -361,7 +370,6 @@ impl Measure for ManiFool {
                 }
             };
             images.push(result(ctx, i, pred, outcome, values));
-            bar.inc(1);
         }
         bar.finish_and_clear();
         let mut artifacts = vec![];

@@ -411,9 +411,27 @@ impl Measure for StAdv {
         let (mut scales, mut min_losses) = (Vec::new(), Vec::new());
         let mut shown = Vec::new();
         let mut artifacts = Vec::new();
-        for i in 0..clean.n {
+        // Images are independent: several at once where the backend runs concurrent calls.
+        let attempts = ctx.model.map_concurrent(clean.n, |i| {
             let pred = clean.pred(i, k);
             if misclassified(ctx, i, pred) {
+                bar.inc(1);
+                return Ok(None);
+            }
+            let x = clean.image(i, d);
+            let attempt = attack(&sm, frame, x, pred, p.tau, ctx.image_seed(i), p)?;
+            let shrunk = match (p.budget_grid > 0, &attempt.smoothest) {
+                (true, Some((_, flow, _))) => {
+                    Some(shrink(&sm, frame, x, pred, flow, p.budget_grid)?)
+                }
+                _ => None,
+            };
+            bar.inc(1);
+            Ok(Some((attempt, shrunk)))
+        })?;
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            let pred = clean.pred(i, k);
+            let Some((attempt, shrunk)) = attempt else {
                 images.push(result(
                     ctx,
                     i,
@@ -421,16 +439,11 @@ impl Measure for StAdv {
                     Outcome::Misclassified,
                     BTreeMap::new(),
                 ));
-                bar.inc(1);
                 continue;
-            }
-            let x = clean.image(i, d);
-            let seed = ctx.image_seed(i);
-            let attempt = attack(&sm, frame, x, pred, p.tau, seed, p)?;
+            };
             let iterations = attempt.iterations;
             let mut values = BTreeMap::from([("iterations".to_string(), iterations)]);
-            if let (true, Some((_, flow, _))) = (p.budget_grid > 0, &attempt.smoothest) {
-                let (scale, class) = shrink(&sm, frame, x, pred, flow, p.budget_grid)?;
+            if let (Some((scale, class)), Some((_, flow, _))) = (shrunk, &attempt.smoothest) {
                 let scaled: Vec<f64> = flow.iter().map(|f| f * scale).collect();
                 let field = Flow::new(&scaled, 1, h, w).map_err(warp_error)?;
                 let loss = smooth.loss(&field)[0];
@@ -479,7 +492,6 @@ impl Measure for StAdv {
                 }
             };
             images.push(result(ctx, i, pred, outcome, values));
-            bar.inc(1);
         }
         bar.finish_and_clear();
         if let Some(dir) = ctx.out_dir {

@@ -273,15 +273,26 @@ impl Model {
         f: impl Fn(usize, usize) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         let chunks = self.row_chunks(n);
-        if chunks.len() < 2 || self.backend.concurrent_calls() < 2 {
-            return chunks.into_iter().map(|(s, r)| f(s, r)).collect();
+        self.map_concurrent(chunks.len(), |c| f(chunks[c].0, chunks[c].1))
+    }
+
+    /// `f(0)`, …, `f(n − 1)`, as many at once as the backend runs concurrent calls (each model
+    /// call inside then single-threaded), else one after another; the results in order, or
+    /// the first error. For per-image work that calls the model on a row or two at a time.
+    pub fn map_concurrent<T: Send>(
+        &self,
+        n: usize,
+        f: impl Fn(usize) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        if n < 2 || self.backend.concurrent_calls() < 2 {
+            return (0..n).map(f).collect();
         }
-        let mut slots: Vec<Option<Result<T>>> = chunks.iter().map(|_| None).collect();
+        let mut slots: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
         let f = &f;
         let jobs: Vec<Job> = slots
             .iter_mut()
-            .zip(chunks)
-            .map(|(slot, (s, r))| Box::new(move || *slot = Some(f(s, r))) as Job)
+            .enumerate()
+            .map(|(i, slot)| Box::new(move || *slot = Some(f(i))) as Job)
             .collect();
         self.backend.run_jobs(jobs);
         slots
