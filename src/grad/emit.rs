@@ -66,6 +66,52 @@ impl Emitter {
         outs
     }
 
+    /// Crops `(begin, end)` per axis off `g` inside the node that made it, when that node is
+    /// an emitted Conv or ConvTranspose that nothing else reads and the crop is spatial:
+    /// a Conv computes fewer border outputs (smaller pads), a ConvTranspose crops more
+    /// (larger pads). Saves the Slice, and a copy of the whole tensor, that a Pad's VJP would
+    /// add after the VJP of the Conv it feeds. Returns whether it did.
+    pub fn fold_crop(&mut self, g: &str, crop: &[(i64, i64)]) -> bool {
+        let spatial = crop.len().saturating_sub(2);
+        if spatial == 0
+            || crop[..2].iter().any(|&c| c != (0, 0))
+            || crop.iter().any(|&(b, e)| b < 0 || e < 0)
+            || self.nodes.iter().any(|n| n.input.iter().any(|i| i == g))
+        {
+            return false;
+        }
+        let Some(node) = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.output.first().is_some_and(|o| o == g))
+        else {
+            return false;
+        };
+        let sign = match node.op_type.as_str() {
+            "Conv" => -1,
+            "ConvTranspose" => 1,
+            _ => return false,
+        };
+        let Some(pads) = node
+            .attribute
+            .iter_mut()
+            .find(|a| a.name == "pads")
+            .filter(|a| a.ints.len() == 2 * spatial)
+        else {
+            return false;
+        };
+        let mut new = pads.ints.clone();
+        for (t, &(b, e)) in crop[2..].iter().enumerate() {
+            new[t] += sign * b;
+            new[spatial + t] += sign * e;
+        }
+        if new.iter().any(|&v| v < 0) {
+            return false;
+        }
+        pads.ints = new;
+        true
+    }
+
     /// A 1-D int64 constant (cached: equal vectors share one initializer).
     pub fn const_i64(&mut self, v: &[i64]) -> String {
         if let Some(n) = self.i64_cache.get(v) {

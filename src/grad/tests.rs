@@ -106,6 +106,44 @@ fn conv_stride1_vjp_takes_the_smaller_form() {
     }
 }
 
+/// TF-style "same" padding exported as Pad → Conv: the Pad's crop is folded into the pads of
+/// the Conv VJP (no Slice left), for the stride-1 flipped Conv and for the ConvTranspose of
+/// strided (depthwise and dense) convolutions; all exact.
+#[test]
+fn pad_then_conv_folds_the_crop_into_the_conv_vjp() {
+    for (dims, group, stride, form) in [
+        ([3usize, 3, 3, 3], 1i64, 1i64, "Conv"),
+        ([4, 1, 3, 3], 4, 2, "ConvTranspose"),
+        ([4, 1, 5, 5], 4, 2, "ConvTranspose"),
+        ([4, 4, 3, 3], 1, 2, "ConvTranspose"),
+    ] {
+        let cin = dims[1] * group as usize;
+        let shape = [2, cin, 7, 8];
+        let pads = tensor_i64("p", &[8], &[0, 0, 1, 0, 0, 0, 1, 2]);
+        let nodes = vec![
+            node("Pad", &["x", "p"], "xp", vec![]),
+            node(
+                "Conv",
+                &["xp", "w"],
+                "y",
+                vec![
+                    ("group", Attr::Int(group)),
+                    ("strides", ints(&[stride, stride])),
+                ],
+            ),
+        ];
+        let m = model(nodes, vec![pads, w("w", &dims, 10)], "x", &shape, "y", 13);
+        let built = super::build_gradient_graph(&m, &shape, 3).unwrap();
+        let ops: Vec<&str> = built.model.graph.as_ref().unwrap().node[2..]
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert!(!ops.contains(&"Slice"), "{dims:?}: {ops:?}");
+        assert!(ops.contains(&form), "{dims:?}: {ops:?}");
+        assert_grad(&m, &shape, 1.0);
+    }
+}
+
 #[test]
 fn conv_grouped_strided_dilated_asymmetric_pads() {
     let attrs = vec![

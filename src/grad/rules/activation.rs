@@ -98,8 +98,7 @@ pub fn activation(
         }
         _ => return Err(GradError::unsupported(node, "no activation rule")),
     };
-    let d = ctx.tile_as(&d, &y);
-    out[0] = Some(ctx.em.mul(gy, &d));
+    out[0] = Some(ctx.mul_tiled(gy, &d, &y));
     Ok(out)
 }
 

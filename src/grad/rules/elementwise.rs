@@ -1,6 +1,7 @@
 //! Elementwise ops: broadcasting binary/variadic ops (Add, Sub, Mul, Div, Pow, Sum, Where,
 //! Max, Min) and smooth unary functions. Local derivatives are computed once on the forward
-//! batch, then tiled `M` times; cotangents of broadcast operands are summed back.
+//! batch and broadcast over the `M` cotangents; cotangents of broadcast operands are summed
+//! back.
 
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
@@ -8,11 +9,6 @@ use tract_onnx::pb::NodeProto;
 use super::Ctx;
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_f, input};
-
-/// Tiles a local derivative `d` shaped like output `y` (forward batch) to the backward batch.
-fn tile_like_output(ctx: &mut Ctx, d: &str, y: &str) -> String {
-    ctx.tile_as(d, y)
-}
 
 /// VJP of the broadcasting binary and variadic ops.
 pub fn binary(
@@ -49,8 +45,7 @@ pub fn binary(
                 let b = other(1).expect("Div has two inputs");
                 let q = ctx.em.div(&y, &b);
                 let d = ctx.em.op("Neg", &[&q], vec![]);
-                let d = tile_like_output(ctx, &d, &y);
-                ctx.em.mul(gy, &d)
+                ctx.mul_tiled(gy, &d, &y)
             }
             ("Pow", 0) => {
                 let e = other(1).expect("Pow has two inputs");
@@ -59,15 +54,13 @@ pub fn binary(
                 let em1 = ctx.em.sub(&e, &one);
                 let p = ctx.em.bin("Pow", &xi, &em1);
                 let d = ctx.em.mul(&e, &p);
-                let d = tile_like_output(ctx, &d, &y);
-                ctx.em.mul(gy, &d)
+                ctx.mul_tiled(gy, &d, &y)
             }
             ("Pow", _) => {
                 let base = other(0).expect("Pow has two inputs");
                 let l = ctx.em.op("Log", &[&base], vec![]);
                 let d = ctx.em.mul(&y, &l);
-                let d = tile_like_output(ctx, &d, &y);
-                ctx.em.mul(gy, &d)
+                ctx.mul_tiled(gy, &d, &y)
             }
             ("Where", 0) => continue,
             ("Where", _) => {
@@ -83,8 +76,7 @@ pub fn binary(
             ("Max" | "Min", _) => {
                 let eq = ctx.em.bin("Equal", &xi, &y);
                 let mask = ctx.em.cast(&eq, DataType::Float);
-                let mask = tile_like_output(ctx, &mask, &y);
-                ctx.em.mul(gy, &mask)
+                ctx.mul_tiled(gy, &mask, &y)
             }
             _ => return Err(GradError::unsupported(node, "no binary rule")),
         };
@@ -153,6 +145,5 @@ pub fn unary(
         }
         _ => return Err(GradError::unsupported(node, "no unary rule")),
     };
-    let d = tile_like_output(ctx, &d, &y);
-    Ok(vec![Some(ctx.em.mul(gy, &d))])
+    Ok(vec![Some(ctx.mul_tiled(gy, &d, &y))])
 }

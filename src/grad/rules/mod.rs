@@ -245,6 +245,52 @@ impl Ctx<'_> {
         self.em.reshape(&t, &bw)
     }
 
+    /// `g ⊙ d`, where `g` is a backward tensor and `d` a local derivative computed on the
+    /// forward batch, both with the shape and batch layout of the forward tensor `like`.
+    pub fn mul_tiled(&mut self, g: &str, d: &str, like: &str) -> String {
+        let shape = self.f.probe.shapes.get(like).cloned().unwrap_or_default();
+        let b = self.f.batch_axis(like);
+        let outer = self.f.outer(like);
+        self.mul_tiled_shaped(g, &shape, d, &shape, b, outer)
+    }
+
+    /// `g ⊙ d` for a backward tensor `g` (shape `g_shape` per forward batch, i.e. its first
+    /// axis without the factor `M`) and a forward tensor `d` of shape `shape` (batch axis `b`,
+    /// laid out `[outer][rest]`) that broadcast against each other. Where the batch axis leads,
+    /// `g` is viewed as `(M, g_shape…)` and `d` broadcast over `M`: no `M`-fold copy of `d` (on
+    /// EfficientNet-Lite0 those Tiles took 14 % of the backward pass in ONNX Runtime).
+    /// Otherwise `d` is tiled.
+    pub fn mul_tiled_shaped(
+        &mut self,
+        g: &str,
+        g_shape: &[usize],
+        d: &str,
+        shape: &[usize],
+        b: Option<usize>,
+        outer: usize,
+    ) -> String {
+        if self.f.m == 1 || b.is_none() {
+            return self.em.mul(g, d);
+        }
+        let lined_up = g_shape.len() == shape.len()
+            && g_shape.first() == shape.first()
+            && g_shape
+                .iter()
+                .zip(shape)
+                .all(|(&a, &c)| a == c || a == 1 || c == 1);
+        if b == Some(0) && outer == 1 && lined_up {
+            let mut split = vec![self.f.m];
+            split.extend_from_slice(g_shape);
+            let gs = self.em.reshape(g, &split);
+            let p = self.em.mul(&gs, d);
+            let mut bw: Vec<usize> = g_shape.iter().zip(shape).map(|(&a, &c)| a.max(c)).collect();
+            bw[0] *= self.f.m;
+            return self.em.reshape(&p, &bw);
+        }
+        let t = self.tile_shaped(d, shape, b, outer);
+        self.em.mul(g, &t)
+    }
+
     /// A forward operand `name` of a broadcasting op whose output is `out`, lined up with
     /// backward tensors: active operands are tiled; inactive ones too when they span the
     /// output's batch extent (size > 1) at the aligned axis (e.g. a mask computed from the data).

@@ -87,10 +87,11 @@ pub fn max_pool(
     let onehot = em.cast(&onehot, DataType::Float);
     let mut oh_shape = vec![x[0], c, kk];
     oh_shape.extend_from_slice(&y[2..]);
-    let onehot = ctx.tile_shaped(&onehot, &oh_shape, Some(0), 1);
+    let g = ctx.em.unsqueeze(gy, &[2]);
+    let mut g_shape = vec![y[0], c, 1];
+    g_shape.extend_from_slice(&y[2..]);
+    let g = ctx.mul_tiled_shaped(&g, &g_shape, &onehot, &oh_shape, Some(0), 1);
     let em = &mut *ctx.em;
-    let g = em.unsqueeze(gy, &[2]);
-    let g = em.mul(&onehot, &g);
     let mut dims = vec![y[0] * ctx.f.m, c * kk];
     dims.extend_from_slice(&y[2..]);
     let g = em.reshape(&g, &dims);
@@ -204,8 +205,8 @@ pub fn global_pool(
         let mask = ctx.em.cast(&eq, DataType::Float);
         let cnt = ctx.em.reduce_sum(&mask, &spatial, true);
         let d = ctx.em.div(&mask, &cnt);
-        let d = ctx.tile_shaped(&d, &x, Some(0), 1);
-        ctx.em.mul(&d, gy)
+        let y = ctx.f.out_shape(node, 0)?.to_vec();
+        ctx.mul_tiled_shaped(gy, &y, &d, &x, Some(0), 1)
     };
     Ok(vec![Some(gx)])
 }

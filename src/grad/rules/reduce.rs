@@ -86,14 +86,12 @@ pub fn reduce(
         "ReduceMean" => ctx.em.scale(&g, 1.0 / n as f32),
         "ReduceSumSquare" => {
             let d = ctx.em.scale(&x, 2.0);
-            let d = ctx.tile_as(&d, &x);
-            ctx.em.mul(&g, &d)
+            ctx.mul_tiled(&g, &d, &x)
         }
         "ReduceL2" => {
             let yk = ctx.em.reshape(&y, &kept_fwd);
             let d = ctx.em.div(&x, &yk);
-            let d = ctx.tile_as(&d, &x);
-            ctx.em.mul(&g, &d)
+            ctx.mul_tiled(&g, &d, &x)
         }
         "ReduceMax" | "ReduceMin" => {
             let yk = ctx.em.reshape(&y, &kept_fwd);
@@ -101,8 +99,7 @@ pub fn reduce(
             let mask = ctx.em.cast(&eq, DataType::Float);
             let cnt = ctx.em.reduce_sum(&mask, &ax, true);
             let d = ctx.em.div(&mask, &cnt);
-            let d = ctx.tile_as(&d, &x);
-            ctx.em.mul(&g, &d)
+            ctx.mul_tiled(&g, &d, &x)
         }
         _ => return Err(GradError::unsupported(node, "no reduce rule")),
     };
