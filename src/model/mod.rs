@@ -249,14 +249,14 @@ impl Model {
         Ok(out)
     }
 
-    /// Row ranges `(start, rows)` covering `n` rows, at most a batch each; split further, into
-    /// as many chunks as the backend runs at once, when a batch would leave threads idle.
-    fn row_chunks(&self, n: usize) -> Vec<(usize, usize)> {
-        let batch = self.backend.max_batch().max(1);
+    /// Row ranges `(start, rows)` covering `n` rows, at most `cap` each (a fixed batch
+    /// overrides it); split further, into as many chunks as the backend runs at once, when
+    /// fewer would leave threads idle.
+    fn row_chunks(&self, n: usize, cap: usize) -> Vec<(usize, usize)> {
         let chunk = match self.fixed_batch {
             // Every call runs the whole fixed batch: splitting it only adds padding.
-            Some(_) => batch,
-            None => batch.min(n.div_ceil(self.backend.concurrent_calls().max(1))),
+            Some(b) => b,
+            None => cap.min(n.div_ceil(self.backend.concurrent_calls().max(1))),
         }
         .max(1);
         (0..n)
@@ -270,9 +270,10 @@ impl Model {
     fn map_chunks<T: Send>(
         &self,
         n: usize,
+        cap: usize,
         f: impl Fn(usize, usize) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
-        let chunks = self.row_chunks(n);
+        let chunks = self.row_chunks(n, cap);
         self.map_concurrent(chunks.len(), |c| f(chunks[c].0, chunks[c].1))
     }
 
@@ -312,7 +313,7 @@ impl Model {
             )));
         }
         let batch = self.backend.max_batch();
-        let parts = self.map_chunks(n, |start, m| {
+        let parts = self.map_chunks(n, batch, |start, m| {
             let part = &x[start * d..(start + m) * d];
             // A fixed batch must be filled; tract compiles one plan per batch size,
             // so it gets a few power-of-two sizes only.
