@@ -284,6 +284,52 @@ fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
     assert_eq!(units.len(), 5, "{units:?}");
 }
 
+/// SIGTERM (what a scheduler sends before it kills) finishes the unit in progress, writes a
+/// partial report and exits with 2; `--resume` completes it.
+#[test]
+fn an_audit_stopped_with_sigterm_writes_a_partial_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = suite(tmp.path(), &[]);
+    let out = tmp.path().join("stopped");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_georob"))
+        .args([
+            "audit",
+            s.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--backend",
+            "tract",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stop once the first unit is in the journal (header + 1 line).
+    let journal = out.join("journal.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the audit finished before it could be stopped"
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{status:?}");
+    let report = stable(&out);
+    assert_eq!(report["verdict"], "partial");
+    let o = audit(&s, &out, &["--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(stable(&out)["verdict"], "pass");
+}
+
 #[test]
 fn the_example_suite_is_valid() {
     let s = georob::audit::suite::Suite::load(&repo("examples/suite.toml")).unwrap();

@@ -41,8 +41,8 @@ pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
         Some(s) => Shard::parse(s)?,
         None => Shard::ALL,
     };
-    // Ctrl-C: finish the unit in progress, then write a partial report; a
-    // second Ctrl-C exits at once (the journal keeps what finished).
+    // Ctrl-C, SIGTERM (a scheduler's stop) or SIGHUP: finish the unit in progress, then write
+    // a partial report; a second signal exits at once (the journal keeps what finished).
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
