@@ -182,38 +182,53 @@ fn shape_annotations_naming_the_batch_do_not_stop_tract() {
     assert_eq!(annotated.logits(x, 3).unwrap(), plain.logits(x, 3).unwrap());
 }
 
-/// tract with two threads runs concurrent calls on row chunks; their results must come back
-/// in row order and equal those of one thread running whole batches (logits and gradients).
+/// With two threads, tract and (on the CPU) ONNX Runtime run concurrent calls on row chunks;
+/// their results must come back in row order and equal those of one thread running whole
+/// batches (logits and gradients).
 #[test]
-fn concurrent_tract_calls_keep_row_order() {
+fn concurrent_calls_keep_row_order() {
+    let mut kinds = vec![BackendKind::Tract];
+    if ort_library("concurrent_calls_keep_row_order (ort part)").is_some() {
+        kinds.push(BackendKind::Ort);
+    }
     let model = repo("onnx_models/digits/digits_cnn.onnx");
-    let open = |threads: usize, batch: usize| {
-        let options = ModelOptions {
-            backend: BackendChoice::Exactly(BackendKind::Tract),
-            threads: Some(threads),
-            batch: Some(batch),
-            ..Default::default()
-        };
-        Model::open(&model, &options).unwrap()
-    };
-    let (serial, concurrent) = (open(1, 16), open(2, 1));
-    assert_eq!(concurrent.backend().concurrent_calls(), 2);
-    assert_eq!(serial.backend().concurrent_calls(), 1);
     let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let n = 13;
     let x = &x[..n * 784];
-    let (a, b) = (
-        serial.logits(x, n).unwrap(),
-        concurrent.logits(x, n).unwrap(),
-    );
-    assert!(rel(&b, &a) < 1e-5, "logits rel {}", rel(&b, &a));
     // Cotangent rows that differ per image, so that a row mix-up shows.
     let (k, m) = (10, 2);
     let cot: Vec<f32> = (0..n * m * k).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
-    let (la, ga) = serial.vjp(x, n, &cot, m).unwrap();
-    let (lb, gb) = concurrent.vjp(x, n, &cot, m).unwrap();
-    assert!(rel(&lb, &la) < 1e-5, "vjp logits rel {}", rel(&lb, &la));
-    for (i, (gb, ga)) in gb.chunks(m * 784).zip(ga.chunks(m * 784)).enumerate() {
-        assert!(rel(gb, ga) < 1e-4, "row {i}: gradient rel {}", rel(gb, ga));
+    for kind in kinds {
+        let open = |threads: usize, batch: usize| {
+            let options = ModelOptions {
+                backend: BackendChoice::Exactly(kind),
+                threads: Some(threads),
+                batch: Some(batch),
+                ..Default::default()
+            };
+            Model::open(&model, &options).unwrap()
+        };
+        let (serial, concurrent) = (open(1, 16), open(2, 1));
+        assert_eq!(concurrent.backend().concurrent_calls(), 2, "{kind}");
+        assert_eq!(serial.backend().concurrent_calls(), 1, "{kind}");
+        let (a, b) = (
+            serial.logits(x, n).unwrap(),
+            concurrent.logits(x, n).unwrap(),
+        );
+        assert!(rel(&b, &a) < 1e-5, "{kind}: logits rel {}", rel(&b, &a));
+        let (la, ga) = serial.vjp(x, n, &cot, m).unwrap();
+        let (lb, gb) = concurrent.vjp(x, n, &cot, m).unwrap();
+        assert!(
+            rel(&lb, &la) < 1e-5,
+            "{kind}: vjp logits rel {}",
+            rel(&lb, &la)
+        );
+        for (i, (gb, ga)) in gb.chunks(m * 784).zip(ga.chunks(m * 784)).enumerate() {
+            assert!(
+                rel(gb, ga) < 1e-4,
+                "{kind} row {i}: gradient rel {}",
+                rel(gb, ga)
+            );
+        }
     }
 }

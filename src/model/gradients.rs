@@ -93,10 +93,12 @@ impl Model {
     /// The gradient mode in force, and why finite differences are used when
     /// they are (the one-line warning `--gradient auto` prints).
     pub fn gradient_mode(&self) -> Result<(GradientMode, Option<String>)> {
-        let mut mode = self.gradients.mode.lock().expect("gradient mode");
-        if let Some(m) = mode.as_ref() {
+        if let Some(m) = self.gradients.mode.lock().expect("gradient mode").as_ref() {
             return Ok(m.clone());
         }
+        // Decided without holding the lock: a thread that waits inside a build (rayon) may
+        // run another job that asks for the mode. Two first callers may both decide; the
+        // first answer stays.
         let decided = match self.gradients.choice {
             GradientChoice::Fd => (GradientMode::FiniteDifference, None),
             choice => {
@@ -140,8 +142,8 @@ impl Model {
                 }
             }
         };
-        *mode = Some(decided.clone());
-        Ok(decided)
+        let mut mode = self.gradients.mode.lock().expect("gradient mode");
+        Ok(mode.get_or_insert(decided).clone())
     }
 
     /// Logits `(n, K)` and gradients `(n, M, d)` of `Σ_k cot[i, m, k] · logit_k(x_i)`
@@ -182,11 +184,21 @@ impl Model {
         // `M·batch` rows left the caches (EfficientNet-Lite0 at M = 9 on ONNX Runtime: DeepFool
         // on 5 photos took 8.1 s in one call of 5 rows, 5.0 s in calls of 1).
         let cap = (batch / m.max(1)).max(1);
+        let run_rows = |rows: usize| match self.fixed_batch {
+            Some(b) => b,
+            None => bucket(rows, cap).max(min_rows),
+        };
+        let mut sizes: Vec<usize> = self
+            .row_chunks(n, cap)
+            .iter()
+            .map(|&(_, rows)| run_rows(rows))
+            .collect();
+        sizes.dedup();
+        for &rows in &sizes {
+            self.graph(rows, m)?;
+        }
         let parts = self.map_chunks(n, cap, |start, rows| {
-            let run = match self.fixed_batch {
-                Some(b) => b,
-                None => bucket(rows, cap).max(min_rows),
-            };
+            let run = run_rows(rows);
             let mut xs = x[start * d..(start + rows) * d].to_vec();
             xs.resize(run * d, 0.0);
             let mut cs = cot[start * m * k..(start + rows) * m * k].to_vec();
@@ -271,11 +283,17 @@ impl Model {
     }
 
     fn graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>> {
-        // Held while building, so that concurrent chunks build a graph once.
-        let mut graphs = self.gradients.graphs.lock().expect("graphs");
-        if let Some(g) = graphs.get(&(rows, m)) {
+        if let Some(g) = self
+            .gradients
+            .graphs
+            .lock()
+            .expect("graphs")
+            .get(&(rows, m))
+        {
             return Ok(g.clone());
         }
+        // Built without holding the lock (see `gradient_mode`); `exact_vjp` builds the graphs
+        // a call needs before it spreads the call over threads, so duplicates are rare.
         let g = self.build_graph(rows, m).map_err(|e| match e {
             GraphFailure::Grad(e) => Error::Backend {
                 path: self.onnx.path.clone(),
@@ -284,8 +302,8 @@ impl Model {
             },
             GraphFailure::Other(e) => e,
         })?;
-        graphs.insert((rows, m), g.clone());
-        Ok(g)
+        let mut graphs = self.gradients.graphs.lock().expect("graphs");
+        Ok(graphs.entry((rows, m)).or_insert(g).clone())
     }
 
     fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {

@@ -138,16 +138,16 @@ impl TractBackend {
     }
 
     fn plan(&self, n: usize) -> Result<Plan> {
-        // Held while compiling, so that concurrent calls compile a batch size once.
-        let mut plans = self.plans.lock().expect("plan cache");
-        if let Some(p) = plans.get(&n) {
+        if let Some(p) = self.plans.lock().expect("plan cache").get(&n) {
             return Ok(p.clone());
         }
+        // Compiled without holding the lock: a thread waiting inside the pool may run another
+        // call's job, which would then wait for the lock forever.
         let mut shape = vec![n];
         shape.extend_from_slice(&self.sample_shape);
         let plan = compile(&self.path, &self.proto, Some(&shape))?;
-        plans.insert(n, plan.clone());
-        Ok(plan)
+        let mut plans = self.plans.lock().expect("plan cache");
+        Ok(plans.entry(n).or_insert(plan).clone())
     }
 }
 
