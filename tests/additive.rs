@@ -122,6 +122,34 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
         "{s:?}"
     );
     assert!(s["norm_l2"] <= s["xi"] * (1.0 + 1e-5));
+    // The curved-direction baseline is reported beside the noise one.
+    assert!((0.0..=1.0).contains(&s["curved_fooling_rate"]), "{s:?}");
+    eprintln!(
+        "uap on the digits CNN: fooling rate {:.3} (construction), {:.3} (held out), \
+         same-norm noise {:.3}, curved direction {:.3} (top shared eigenvalue {:.4})",
+        s["fooling_rate"],
+        s["holdout_fooling_rate"],
+        s["noise_fooling_rate"],
+        s["curved_fooling_rate"],
+        s["curved_top_eig"]
+    );
+}
+
+/// On the linear model the boundary is flat: the curved-direction baseline's shared
+/// curvature is 0 (up to float rounding of the gradient differences).
+#[test]
+fn uap_curved_baseline_is_flat_on_the_linear_model() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = data(
+        "onnx_models/digits/test_x.npy",
+        "onnx_models/digits/test_y.npy",
+        60,
+    );
+    let params = serde_json::json!({"max_passes": 1, "curvature_steps": 8});
+    let r = run("uap", params, &model, &data);
+    let eig = r.summary["curved_top_eig"];
+    assert!(eig.abs() <= 1e-4, "{:?}", r.summary);
+    assert!((0.0..=1.0).contains(&r.summary["curved_fooling_rate"]));
 }
 
 #[test]

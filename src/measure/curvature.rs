@@ -13,13 +13,13 @@
 
 use std::collections::BTreeMap;
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::DMatrix;
 
-use super::deepfool::{l2, DeepFoolOptions, Norm};
+use super::deepfool::{l2, DeepFoolOptions, DeepFoolOutcome, Norm};
 use super::space::SpacedModel;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
@@ -187,11 +187,81 @@ pub(super) fn info() -> MeasureInfo {
 }
 
 /// Boundary points of a set of images: `z`, `(k0, adv)`, `‖∇G(z)‖`, `h`.
-struct Points {
+pub(super) struct Points {
     z: Vec<f32>,
     classes: Vec<(usize, usize)>,
     grad_norm: Vec<f64>,
     h: Vec<f64>,
+}
+
+impl Points {
+    pub(super) fn new() -> Self {
+        Points {
+            z: vec![],
+            classes: vec![],
+            grad_norm: vec![],
+            h: vec![],
+        }
+    }
+
+    /// Adds the boundary points `z = x + r` of images `x` (`n × d`, measured space) with
+    /// their DeepFool outcomes, and the gradient norm of `G = f_adv − f_k0` there; `h` (the
+    /// HVP step) is `h_fraction · ‖r‖`.
+    pub(super) fn add(
+        &mut self,
+        sm: &SpacedModel,
+        x: &[f32],
+        outcomes: &[&DeepFoolOutcome],
+        h_fraction: f64,
+    ) -> Result<()> {
+        let d = sm.dim();
+        let k = sm.classes();
+        let mut cot = vec![0.0f32; outcomes.len() * k];
+        let mut z = Vec::with_capacity(outcomes.len() * d);
+        for (a, o) in outcomes.iter().enumerate() {
+            z.extend(x[a * d..(a + 1) * d].iter().zip(&o.r).map(|(x, r)| x + r));
+            cot[a * k + o.adv_class] = 1.0;
+            cot[a * k + o.clean_class] = -1.0;
+        }
+        let (_, g) = sm.vjp(&z, outcomes.len(), &cot, 1)?;
+        for (a, o) in outcomes.iter().enumerate() {
+            self.classes.push((o.clean_class, o.adv_class));
+            self.grad_norm.push(l2(&g[a * d..(a + 1) * d]).max(1e-30));
+            self.h.push((h_fraction * l2(&o.r)).max(1e-6));
+        }
+        self.z.extend(z);
+        Ok(())
+    }
+
+    /// Number of points.
+    pub(super) fn len(&self) -> usize {
+        self.classes.len()
+    }
+}
+
+/// The top eigenpairs (values descending, unit vectors) of the shared Hessian
+/// `H̄ = mean_i H_i / ‖∇G_i‖` over the boundary points, by `steps` Lanczos steps from a
+/// random start drawn with `seed`.
+pub(super) fn shared_eigen(
+    sm: &SpacedModel,
+    pts: &Points,
+    steps: usize,
+    seed: u64,
+) -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+    let d = sm.dim();
+    let n = pts.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let s: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let mut res = lanczos_batch(1, d, steps, &s, |v| {
+        let rep: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
+        let hv = hvp(sm, pts, &rep)?;
+        let mut out = vec![0.0f32; d];
+        for c in hv.chunks(d) {
+            out.iter_mut().zip(c).for_each(|(a, b)| *a += b / n as f32);
+        }
+        Ok(out)
+    })?;
+    Ok(res.swap_remove(0))
 }
 
 /// `H_i v_i / ‖∇G_i‖` for every image `i` by central differences: one VJP call of `2n` rows.
@@ -236,7 +306,6 @@ impl Measure for Curvature {
         let p = &self.params;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let k = sm.classes();
         let opts = DeepFoolOptions {
             norm: Norm::L2,
             overshoot: p.overshoot,
@@ -250,41 +319,22 @@ impl Measure for Curvature {
             .collect();
         // Boundary points z = x + r* of all attacked images and the
         // gradient of G there.
-        let mut pts = Points {
-            z: vec![],
-            classes: vec![],
-            grad_norm: vec![],
-            h: vec![],
-        };
+        let mut pts = Points::new();
         let chunk = (8_000_000 / d.max(1)).max(1);
         for part in attacked.chunks(chunk) {
-            let mut cot = vec![0.0f32; part.len() * k];
-            let mut z = Vec::with_capacity(part.len() * d);
-            for (a, &i) in part.iter().enumerate() {
-                let o = outcomes[i]
-                    .as_ref()
-                    .expect("attacked images have an outcome");
-                z.extend(
-                    sm.load(ctx.data, i, 1)?
-                        .iter()
-                        .zip(&o.r)
-                        .map(|(x, r)| x + r),
+            let mut x = Vec::with_capacity(part.len() * d);
+            let mut outs = Vec::with_capacity(part.len());
+            for &i in part {
+                x.extend(sm.load(ctx.data, i, 1)?);
+                outs.push(
+                    outcomes[i]
+                        .as_ref()
+                        .expect("attacked images have an outcome"),
                 );
-                cot[a * k + o.adv_class] = 1.0;
-                cot[a * k + o.clean_class] = -1.0;
             }
-            let (_, g) = sm.vjp(&z, part.len(), &cot, 1)?;
-            for (a, &i) in part.iter().enumerate() {
-                let o = outcomes[i]
-                    .as_ref()
-                    .expect("attacked images have an outcome");
-                pts.classes.push((o.clean_class, o.adv_class));
-                pts.grad_norm.push(l2(&g[a * d..(a + 1) * d]).max(1e-30));
-                pts.h.push((p.h_fraction * l2(&o.r)).max(1e-6));
-            }
-            pts.z.extend(z);
+            pts.add(&sm, &x, &outs, p.h_fraction)?;
         }
-        let n = pts.classes.len();
+        let n = pts.len();
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
         let mut start = vec![0.0f32; n * d];
         for i in 0..n {
@@ -344,17 +394,8 @@ impl Measure for Curvature {
         let mut shared_vals = vec![];
         if p.shared && n > 0 {
             // H̄ v = mean_i H_i v / |∇G_i|: the same v for every image.
-            let s: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
-            let res = lanczos_batch(1, d, p.steps, &s, |v| {
-                let rep: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
-                let hv = hvp(&sm, &pts, &rep)?;
-                let mut out = vec![0.0f32; d];
-                for c in hv.chunks(d) {
-                    out.iter_mut().zip(c).for_each(|(a, b)| *a += b / n as f32);
-                }
-                Ok(out)
-            })?;
-            shared_vals = res[0].0.iter().take(p.q).copied().collect();
+            let (vals, _) = shared_eigen(&sm, &pts, p.steps, rng.random())?;
+            shared_vals = vals.into_iter().take(p.q).collect();
         }
         let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::new();

@@ -13,6 +13,12 @@
 //! the same norm (uniform on the ℓ2 sphere, or random signs for ℓ∞).
 //! `transfer` adds `v` to the held-out images of other models (opened with
 //! the same options; same input size) and reports their fooling rates.
+//! Second baseline, the curved-direction perturbation (Moosavi-Dezfooli et al.,
+//! CVPR 2018; METHODS.md §6): the top eigenvector of the Hessian of
+//! `f_adv − f_k0` shared over the construction images' DeepFool boundary
+//! points (`curvature_steps` Lanczos steps, as the `curvature` measure), scaled
+//! to `ξ` (ℓ2) or `ξ·sign` (ℓ∞), its sign chosen by the construction fooling
+//! rate; its held-out fooling rate is `curved_fooling_rate`.
 //! Nothing is clipped to the box.
 
 use std::collections::BTreeMap;
@@ -24,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use super::curvature::{shared_eigen, Points};
 use super::deepfool::{argmax, deepfool_batch, l2, linf, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
@@ -58,6 +65,8 @@ pub struct Params {
     pub noise_trials: usize,
     /// Other models the perturbation is transferred to (held-out fooling rates).
     pub transfer: Vec<PathBuf>,
+    /// Lanczos steps for the curved-direction baseline (0: no curved baseline).
+    pub curvature_steps: usize,
 }
 
 impl Default for Params {
@@ -75,6 +84,7 @@ impl Default for Params {
             holdout_labels: None,
             noise_trials: 5,
             transfer: vec![],
+            curvature_steps: 10,
         }
     }
 }
@@ -87,7 +97,7 @@ pub struct Uap {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "uap",
-        about: "universal adversarial perturbation: fooling rate on the construction and held-out images and of same-norm random noise",
+        about: "universal adversarial perturbation: fooling rate on the construction and held-out images, and of same-norm random noise and of the top shared curvature direction",
         defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Uap {
@@ -291,6 +301,10 @@ impl Measure for Uap {
             let target = if hold.k0.is_empty() { &train } else { &hold };
             noise_rates.push(rate(&fooled(&sm, target, &z)?));
         }
+        let curved_baseline = match p.curvature_steps {
+            0 => None,
+            _ => curved(&sm, &train, &hold, &opts, xi, p, rng.random())?,
+        };
         let mut images = train.results;
         for (j, &r) in train.index.iter().enumerate() {
             images[r].outcome = if train_f[j] {
@@ -326,6 +340,10 @@ impl Measure for Uap {
         summary.insert("fooling_rate".into(), rate(&train_f));
         summary.insert("holdout_fooling_rate".into(), rate(&hold_f));
         summary.insert("noise_fooling_rate".into(), noise);
+        if let Some((eig, r)) = curved_baseline {
+            summary.insert("curved_fooling_rate".into(), r);
+            summary.insert("curved_top_eig".into(), eig);
+        }
         let mut transfers = vec![];
         for path in &p.transfer {
             let (name, r, n) = transfer_rate(ctx, path, holdout_data.as_ref(), n_train, &v)?;
@@ -349,11 +367,64 @@ impl Measure for Uap {
                 "fooling_rate_per_pass": history,
                 "noise_fooling_rates": noise_rates,
                 "transfer": transfers,
+                "curved_top_eig": curved_baseline.map(|(eig, _)| eig),
                 "clipped": false,
             }),
             artifacts,
         })
     }
+}
+
+/// The curved-direction baseline: the top shared curvature direction at the construction
+/// images' DeepFool boundary points, scaled to `ξ`, with the sign that fools more
+/// construction images; its top eigenvalue and its held-out fooling rate (on the construction
+/// images when nothing is held out). `None` when DeepFool fools no construction image.
+fn curved(
+    sm: &SpacedModel,
+    train: &Split,
+    hold: &Split,
+    opts: &DeepFoolOptions,
+    xi: f64,
+    p: &Params,
+    seed: u64,
+) -> Result<Option<(f64, f64)>> {
+    let d = sm.dim();
+    let n = train.k0.len();
+    let l2_opts = DeepFoolOptions {
+        norm: Norm::L2,
+        ..*opts
+    };
+    let outcomes = deepfool_batch(sm, &train.u, n, &l2_opts, None)?;
+    let kept: Vec<usize> = (0..n).filter(|&i| outcomes[i].success).collect();
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let mut pts = Points::new();
+    let x: Vec<f32> = kept
+        .iter()
+        .flat_map(|&i| train.u[i * d..(i + 1) * d].iter().copied())
+        .collect();
+    let outs: Vec<_> = kept.iter().map(|&i| &outcomes[i]).collect();
+    pts.add(sm, &x, &outs, 0.1)?;
+    let (vals, vecs) = shared_eigen(sm, &pts, p.curvature_steps, seed)?;
+    let (Some(&eig), Some(top)) = (vals.first(), vecs.first()) else {
+        return Ok(None);
+    };
+    let c: Vec<f32> = match p.norm {
+        Norm::L2 => {
+            let s = (xi / l2(top).max(1e-30)) as f32;
+            top.iter().map(|e| e * s).collect()
+        }
+        Norm::Linf => top.iter().map(|e| xi as f32 * e.signum()).collect(),
+    };
+    let neg: Vec<f32> = c.iter().map(|e| -e).collect();
+    let best = if rate(&fooled(sm, train, &neg)?) > rate(&fooled(sm, train, &c)?) {
+        neg
+    } else {
+        c
+    };
+    let target = if hold.k0.is_empty() { train } else { hold };
+    Ok(Some((eig, rate(&fooled(sm, target, &best)?))))
 }
 
 /// Fooling rate of `v` on another model's held-out images (those it
