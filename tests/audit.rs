@@ -219,18 +219,13 @@ fn shards_merge_into_the_whole_report_whatever_the_threads() {
     assert!(text(&o).1.contains("partial"));
 }
 
-#[test]
-fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = suite(tmp.path(), &[]);
-    let reference = tmp.path().join("reference");
-    assert_eq!(audit(&s, &reference, &[]).status.code(), Some(0));
-
-    let out = tmp.path().join("killed");
+/// Starts `georob audit SUITE --out OUT` (tract, quiet) and returns it once its journal has
+/// `lines` lines, failing if it finishes first.
+fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_georob"))
         .args([
             "audit",
-            s.to_str().unwrap(),
+            suite.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "--quiet",
@@ -241,23 +236,30 @@ fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once two units are in the journal (header + 2 lines).
     let journal = out.join("journal.jsonl");
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let lines = std::fs::read_to_string(&journal)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if lines >= 3 {
-            break;
-        }
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < lines {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the audit finished before it could be killed"
+            "the audit finished before it could be stopped"
         );
         assert!(Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(10));
     }
+    child
+}
+
+#[test]
+fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = suite(tmp.path(), &[]);
+    let reference = tmp.path().join("reference");
+    assert_eq!(audit(&s, &reference, &[]).status.code(), Some(0));
+
+    let out = tmp.path().join("killed");
+    // Kill once two units are in the journal (header + 2 lines).
+    let mut child = audit_until_journal_has(&s, &out, 3);
+    let journal = out.join("journal.jsonl");
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
@@ -291,31 +293,8 @@ fn an_audit_stopped_with_sigterm_writes_a_partial_report() {
     let tmp = tempfile::tempdir().unwrap();
     let s = suite(tmp.path(), &[]);
     let out = tmp.path().join("stopped");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_georob"))
-        .args([
-            "audit",
-            s.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-            "--backend",
-            "tract",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Stop once the first unit is in the journal (header + 1 line).
-    let journal = out.join("journal.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the audit finished before it could be stopped"
-        );
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = audit_until_journal_has(&s, &out, 2);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
