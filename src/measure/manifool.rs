@@ -16,8 +16,12 @@
 //!    `[0.05, 2]·(1 + overshoot)`, in one model call; the smallest factor
 //!    that flips the prediction is taken, else the one that most reduces the
 //!    margin `f_{k0} − max_{l≠k0} f_l`; `T ← exp(s·Δθ)·T`;
-//! 5. stop on a label change or after `max_iter` iterations (then
-//!    [`Outcome::Failed`]); on a flip the last step is shrunk to (close to)
+//! 5. stop on a label change, after `max_iter` iterations, or when the
+//!    run stalls (both [`Outcome::Failed`]): after `stall_window` iterations
+//!    the margin's decrease over the last `stall_window` iterations,
+//!    extrapolated over the remaining budget with a slack of 2, no longer
+//!    reaches zero (a search that wanders instead of descending gives up
+//!    early instead of spending its whole budget); on a flip the last step is shrunk to (close to)
 //!    the smallest still-fooling fraction by two rounds of 16-point
 //!    refinement between the last non-fooling and the first fooling factor.
 //!
@@ -59,6 +63,9 @@ pub struct Params {
     pub line_search: usize,
     /// Fill outside the image: zero, replicate or reflect.
     pub border: String,
+    /// Iterations over which progress is judged for the early stop of a
+    /// stalled run (0: never stop early).
+    pub stall_window: usize,
 }
 
 impl Default for Params {
@@ -70,6 +77,7 @@ impl Default for Params {
             overshoot: 0.02,
             line_search: 20,
             border: "zero".into(),
+            stall_window: 3,
         }
     }
 }
@@ -117,6 +125,21 @@ pub struct Found {
     pub iterations: usize,
     /// Class at the final transform (when fooled).
     pub adv_class: Option<usize>,
+    /// The run gave up before `max_iter` because it stalled.
+    pub stalled: bool,
+}
+
+/// Whether a run whose margins (clean first, then after each iteration) are
+/// `history` cannot reach the boundary within `remaining` iterations at the
+/// rate of its last `window` iterations, with a slack of 2.
+fn stalled(history: &[f64], window: usize, remaining: usize) -> bool {
+    if window == 0 || history.len() <= window {
+        return false;
+    }
+    let now = history[history.len() - 1];
+    let then = history[history.len() - 1 - window];
+    let rate = (then - now) / window as f64;
+    now > 2.0 * rate * remaining as f64
 }
 
 /// Warps one image by several matrices and returns the logits.
@@ -184,6 +207,7 @@ pub fn manifool_one(
         })
         .collect();
     let mut t_mat = Matrix3::identity();
+    let mut history = vec![margin(clean_logits, k0)];
     for iter in 0..p.max_iter {
         let y = MatrixWarp::uniform(t_mat)
             .apply(&batch, sampling)
@@ -195,6 +219,7 @@ pub fn manifool_one(
                 matrix: t_mat,
                 iterations: iter,
                 adv_class: Some(now),
+                stalled: false,
             });
         }
         let chart = GroupWarp::tangent(group, vec![t_mat], TangentSide::Left);
@@ -268,6 +293,7 @@ pub fn manifool_one(
                 matrix: final_mat,
                 iterations: iter + 1,
                 adv_class: Some(argmax(&fl)),
+                stalled: false,
             });
         }
         let (jbest, _) = rows
@@ -277,11 +303,21 @@ pub fn manifool_one(
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .expect("line search has at least one factor");
         t_mat = mats[jbest];
+        history.push(margin(rows[jbest], k0));
+        if stalled(&history, p.stall_window, p.max_iter - iter - 1) {
+            return Ok(Found {
+                matrix: t_mat,
+                iterations: iter + 1,
+                adv_class: None,
+                stalled: true,
+            });
+        }
     }
     Ok(Found {
         matrix: t_mat,
         iterations: p.max_iter,
         adv_class: None,
+        stalled: false,
     })
 }
 
@@ -310,6 +346,7 @@ impl Measure for ManiFool {
         let mut iters = Vec::new();
         let mut per_image = Vec::new();
         let mut found_all: Vec<(f64, usize, Matrix3<f64>, usize)> = Vec::new();
+        let mut stalls = 0usize;
         // Images are independent: several at once where the backend runs concurrent calls.
         let searches = ctx.model.map_concurrent(clean.n, |i| {
             let row = &clean.logits[i * k..(i + 1) * k];
@@ -337,7 +374,11 @@ impl Measure for ManiFool {
             let x = clean.image(i, d);
             let mut values = BTreeMap::from([("iterations".to_string(), found.iterations as f64)]);
             let outcome = match found.adv_class {
-                None => Outcome::Failed,
+                None => {
+                    values.insert("stalled".into(), f64::from(u8::from(found.stalled)));
+                    stalls += usize::from(found.stalled);
+                    Outcome::Failed
+                }
                 Some(c) => {
                     let theta = group.log(&found.matrix).map_err(warp_error)?;
                     let batch = frame.batch(x, 1)?;
@@ -404,6 +445,7 @@ impl Measure for ManiFool {
                 "failure_rate".into(),
                 counts.failed as f64 / attacked as f64,
             );
+            summary.insert("stalled_rate".into(), stalls as f64 / attacked as f64);
         }
         if let Some(m) = super::mean(&scores) {
             summary.insert("invariance_score".into(), m);
@@ -425,5 +467,31 @@ impl Measure for ManiFool {
             }),
             artifacts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stalled;
+
+    #[test]
+    fn a_run_on_course_to_the_boundary_continues() {
+        // Margin falls by 1 per iteration and 3 remain: it reaches zero.
+        assert!(!stalled(&[6.0, 5.0, 4.0, 3.0], 3, 3));
+        // Falls by 0.1 per iteration, 20 remain: 2·0.1·20 = 4 > 3.7.
+        assert!(!stalled(&[4.0, 3.9, 3.8, 3.7], 3, 20));
+    }
+
+    #[test]
+    fn a_flat_or_slow_run_stops() {
+        assert!(stalled(&[2.0, 2.1, 1.9, 2.0], 3, 100));
+        // Falls by 0.1 per iteration, 10 remain: 2·0.1·10 = 2 < 3.7.
+        assert!(stalled(&[4.0, 3.9, 3.8, 3.7], 3, 10));
+    }
+
+    #[test]
+    fn the_window_must_fill_and_zero_disables_the_rule() {
+        assert!(!stalled(&[2.0, 2.0, 2.0], 3, 100));
+        assert!(!stalled(&[2.0; 10], 0, 100));
     }
 }
