@@ -15,8 +15,9 @@
 //! `GEOROB_BENCH_THREADS` the threads (default 2).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+mod common;
 
+use common::{machine, median_ms};
 use georob::model::{BackendChoice, BackendKind, GradientChoice, Model, ModelOptions};
 
 fn root() -> PathBuf {
@@ -27,37 +28,6 @@ fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let f = npyz::NpyFile::new(std::fs::File::open(path).expect("photos_x.npy")).unwrap();
     let shape = f.shape().iter().map(|&d| d as usize).collect();
     (shape, f.into_vec::<f32>().unwrap())
-}
-
-/// Median wall time in milliseconds of `f`, after one warm-up call.
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times = vec![];
-    let start = Instant::now();
-    while times.len() < 3 || (times.len() < 9 && start.elapsed().as_secs_f64() < 10.0) {
-        let t0 = Instant::now();
-        f();
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-/// The machine, from /proc/cpuinfo.
-fn machine() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{model}, {cores} cores available, load average {load} at start")
 }
 
 struct Row {
@@ -92,13 +62,13 @@ fn bench(kind: BackendKind, batch: usize, threads: usize, photos: &(Vec<usize>, 
             .collect()
     };
     let (c1, c10) = (cot(1), cot(10));
-    let forward = median_ms(|| {
+    let forward = median_ms(0.0, || {
         model.logits(&x, batch).unwrap();
     });
-    let grad1 = median_ms(|| {
+    let grad1 = median_ms(0.0, || {
         model.vjp(&x, batch, &c1, 1).unwrap();
     });
-    let grad10 = median_ms(|| {
+    let grad10 = median_ms(0.0, || {
         model.vjp(&x, batch, &c10, 10).unwrap();
     });
     let row = Row {
@@ -151,26 +121,11 @@ fn torch(python: &str, threads: usize) -> Option<(String, Vec<TorchRow>)> {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let threads: usize = std::env::var("GEOROB_BENCH_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2);
-    let backends = std::env::var("GEOROB_BENCH_BACKENDS").unwrap_or_else(|_| "tract,ort".into());
+    let threads = common::threads();
     let photos = npy(&root().join("onnx_models/efficientnet_lite0/photos_x.npy"));
     let machine = machine();
     let mut rows = vec![];
-    for name in backends.split(',') {
-        let kind = match name.trim() {
-            "tract" => BackendKind::Tract,
-            "ort" => BackendKind::Ort,
-            other => panic!("unknown backend {other:?}"),
-        };
-        if kind == BackendKind::Ort {
-            if let Err(e) = georob::model::ort_lib::find(None) {
-                eprintln!("SKIPPED ort: {e}");
-                continue;
-            }
-        }
+    for kind in common::backends() {
         for batch in [1, 8] {
             rows.push(bench(kind, batch, threads, &photos));
         }
