@@ -25,9 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::Matrix3;
-use transforms::{
-    geodesic_score, image_norms, MatrixWarp, PathMethod, PathSteps, Sampling, TransformGroup, Warp,
-};
+use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
@@ -247,18 +245,8 @@ impl Measure for Invariance {
             }
             if p.manifool {
                 let found = manifool_one(&sm, &frame, x, row, group, &mf, sampling)?;
-                match found.adv_class {
-                    Some(_) => {
-                        let theta = group.log(&found.matrix).map_err(warp_error)?;
-                        let s = geodesic_score(
-                            &batch,
-                            group,
-                            &theta,
-                            PathSteps::ParamStep(STEP),
-                            PathMethod::Chords,
-                            sampling,
-                        )
-                        .map_err(warp_error)?[0];
+                match found.fooled {
+                    Some((_, s)) => {
                         values.insert("manifool_score".into(), s);
                         mf_scores.push(s);
                     }

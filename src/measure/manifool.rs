@@ -25,6 +25,11 @@
 //!    the smallest still-fooling fraction by two rounds of 16-point
 //!    refinement between the last non-fooling and the first fooling factor.
 //!
+//! That is the `joint` search (the default). `search = per_class` is the
+//! paper's multiclass ManiFool: steps 1–5 run once per candidate class `l`
+//! with `l` as the only candidate and the binary margin `f_{k0} − f_l`
+//! (each search with the whole budget), and the smallest score is kept.
+//!
 //! Score: `log T` (principal logarithm) gives the parameters `θ`; the length
 //! of the path `t ↦ warp(x, exp(tθ))` summed in parameter steps of 0.05
 //! (image-space chords), divided by `‖x‖₂` (`transforms::geodesic_score`).
@@ -66,6 +71,11 @@ pub struct Params {
     /// Iterations over which progress is judged for the early stop of a
     /// stalled run (0: never stop early).
     pub stall_window: usize,
+    /// `joint`: one search, each step towards the closest linearised
+    /// boundary among the candidate classes; `per_class`: the paper's
+    /// multiclass ManiFool, one binary search towards each candidate class
+    /// (each with the whole `max_iter` budget), the smallest score kept.
+    pub search: String,
 }
 
 impl Default for Params {
@@ -78,6 +88,7 @@ impl Default for Params {
             line_search: 20,
             border: "zero".into(),
             stall_window: 3,
+            search: "joint".into(),
         }
     }
 }
@@ -89,6 +100,16 @@ impl Params {
 
     fn sampling(&self) -> Result<Sampling> {
         super::geometric::parse_sampling("manifool", &self.border)
+    }
+
+    fn per_class(&self) -> Result<bool> {
+        match self.search.as_str() {
+            "joint" => Ok(false),
+            "per_class" => Ok(true),
+            other => Err(Error::Config(format!(
+                "manifool: search must be joint or per_class, not {other:?}"
+            ))),
+        }
     }
 }
 
@@ -106,6 +127,7 @@ pub(super) fn info() -> MeasureInfo {
             let params: Params = super::parse_params("manifool", p)?;
             params.group()?;
             params.sampling()?;
+            params.per_class()?;
             if params.max_iter == 0 || params.candidates == 0 || params.line_search == 0 {
                 return Err(Error::Config(
                     "manifool: max_iter, candidates and line_search must be at least 1".into(),
@@ -121,11 +143,13 @@ pub(super) fn info() -> MeasureInfo {
 pub struct Found {
     /// Final transform (warp matrix, centred coordinates, output → input).
     pub matrix: Matrix3<f64>,
-    /// Iterations used.
+    /// Iterations used (summed over the searches of `per_class`).
     pub iterations: usize,
-    /// Class at the final transform (when fooled).
-    pub adv_class: Option<usize>,
-    /// The run gave up before `max_iter` because it stalled.
+    /// Class at the final transform and the transform's geodesic score
+    /// (when fooled).
+    pub fooled: Option<(usize, f64)>,
+    /// The search (every search, for `per_class`) gave up before `max_iter`
+    /// because it stalled.
     pub stalled: bool,
 }
 
@@ -160,18 +184,44 @@ fn logits_at(
     sm.logits(&warped, m)
 }
 
-/// Margin `f_{k0} − max_{l≠k0} f_l` of a logit row.
-fn margin(row: &[f32], k0: usize) -> f64 {
-    let other = row
-        .iter()
-        .enumerate()
-        .filter(|&(l, _)| l != k0)
-        .map(|(_, &v)| v)
-        .fold(f32::NEG_INFINITY, f32::max);
+/// Margin of a logit row: `f_{k0} − max_{l≠k0} f_l`, or `f_{k0} − f_l`
+/// towards one `target` class.
+fn margin(row: &[f32], k0: usize, target: Option<usize>) -> f64 {
+    let other = match target {
+        Some(l) => row[l],
+        None => row
+            .iter()
+            .enumerate()
+            .filter(|&(l, _)| l != k0)
+            .map(|(_, &v)| v)
+            .fold(f32::NEG_INFINITY, f32::max),
+    };
     (row[k0] - other) as f64
 }
 
-/// Runs ManiFool on one image `x` with clean prediction `k0` and clean logits.
+/// Geodesic score of the warp `matrix` of image `x`.
+fn score_of(
+    frame: &Frame,
+    x: &[f32],
+    group: TransformGroup,
+    matrix: &Matrix3<f64>,
+    sampling: Sampling,
+) -> Result<f64> {
+    let theta = group.log(matrix).map_err(warp_error)?;
+    let batch = frame.batch(x, 1)?;
+    Ok(geodesic_score(
+        &batch,
+        group,
+        &theta,
+        PathSteps::ParamStep(0.05),
+        PathMethod::Chords,
+        sampling,
+    )
+    .map_err(warp_error)?[0])
+}
+
+/// Runs ManiFool on one image `x` with clean prediction `k0` and clean logits:
+/// one joint search, or one search per candidate class (`p.search`).
 pub fn manifool_one(
     sm: &SpacedModel,
     frame: &Frame,
@@ -181,13 +231,64 @@ pub fn manifool_one(
     p: &Params,
     sampling: Sampling,
 ) -> Result<Found> {
-    let k = sm.classes();
     let k0 = argmax(clean_logits);
-    let cands: Vec<usize> = top_k(clean_logits, k)
+    let cands: Vec<usize> = top_k(clean_logits, sm.classes())
         .into_iter()
         .filter(|&l| l != k0)
         .take(p.candidates)
         .collect();
+    let searches: Vec<(&[usize], Option<usize>)> = if p.per_class()? {
+        cands
+            .iter()
+            .map(|l| (std::slice::from_ref(l), Some(*l)))
+            .collect()
+    } else {
+        vec![(&cands[..], None)]
+    };
+    let mut best: Option<Found> = None;
+    let (mut iterations, mut stalls) = (0, 0);
+    for &(set, target) in &searches {
+        let mut found = search(sm, frame, x, clean_logits, set, target, group, p, sampling)?;
+        iterations += found.iterations;
+        stalls += usize::from(found.stalled);
+        if let Some((c, _)) = found.fooled {
+            let score = score_of(frame, x, group, &found.matrix, sampling)?;
+            found.fooled = Some((c, score));
+            let better = match best.as_ref().and_then(|b| b.fooled) {
+                Some((_, s)) => score < s,
+                None => true,
+            };
+            if better {
+                best = Some(found);
+            }
+        } else if best.is_none() {
+            best = Some(found);
+        }
+    }
+    let mut best = best.expect("at least one search");
+    best.iterations = iterations;
+    best.stalled = best.fooled.is_none() && stalls == searches.len();
+    Ok(best)
+}
+
+/// One ManiFool search from the identity: each step towards the closest
+/// linearised boundary among the classes `cands`, progress judged on the
+/// margin towards `target` (or towards every class when `None`). The score
+/// of a fooling transform is left for the caller (`fooled.1` is 0).
+#[allow(clippy::too_many_arguments)]
+fn search(
+    sm: &SpacedModel,
+    frame: &Frame,
+    x: &[f32],
+    clean_logits: &[f32],
+    cands: &[usize],
+    target: Option<usize>,
+    group: TransformGroup,
+    p: &Params,
+    sampling: Sampling,
+) -> Result<Found> {
+    let k = sm.classes();
+    let k0 = argmax(clean_logits);
     let m = cands.len();
     let mut cot = vec![0.0f32; m * k];
     for (j, &l) in cands.iter().enumerate() {
@@ -207,7 +308,7 @@ pub fn manifool_one(
         })
         .collect();
     let mut t_mat = Matrix3::identity();
-    let mut history = vec![margin(clean_logits, k0)];
+    let mut history = vec![margin(clean_logits, k0, target)];
     for iter in 0..p.max_iter {
         let y = MatrixWarp::uniform(t_mat)
             .apply(&batch, sampling)
@@ -218,7 +319,7 @@ pub fn manifool_one(
             return Ok(Found {
                 matrix: t_mat,
                 iterations: iter,
-                adv_class: Some(now),
+                fooled: Some((now, 0.0)),
                 stalled: false,
             });
         }
@@ -292,23 +393,23 @@ pub fn manifool_one(
             return Ok(Found {
                 matrix: final_mat,
                 iterations: iter + 1,
-                adv_class: Some(argmax(&fl)),
+                fooled: Some((argmax(&fl), 0.0)),
                 stalled: false,
             });
         }
         let (jbest, _) = rows
             .iter()
             .enumerate()
-            .map(|(j, r)| (j, margin(r, k0)))
+            .map(|(j, r)| (j, margin(r, k0, target)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .expect("line search has at least one factor");
         t_mat = mats[jbest];
-        history.push(margin(rows[jbest], k0));
+        history.push(margin(rows[jbest], k0, target));
         if stalled(&history, p.stall_window, p.max_iter - iter - 1) {
             return Ok(Found {
                 matrix: t_mat,
                 iterations: iter + 1,
-                adv_class: None,
+                fooled: None,
                 stalled: true,
             });
         }
@@ -316,7 +417,7 @@ pub fn manifool_one(
     Ok(Found {
         matrix: t_mat,
         iterations: p.max_iter,
-        adv_class: None,
+        fooled: None,
         stalled: false,
     })
 }
@@ -371,26 +472,15 @@ impl Measure for ManiFool {
                 ));
                 continue;
             };
-            let x = clean.image(i, d);
             let mut values = BTreeMap::from([("iterations".to_string(), found.iterations as f64)]);
-            let outcome = match found.adv_class {
+            let outcome = match found.fooled {
                 None => {
                     values.insert("stalled".into(), f64::from(u8::from(found.stalled)));
                     stalls += usize::from(found.stalled);
                     Outcome::Failed
                 }
-                Some(c) => {
+                Some((c, score)) => {
                     let theta = group.log(&found.matrix).map_err(warp_error)?;
-                    let batch = frame.batch(x, 1)?;
-                    let score = geodesic_score(
-                        &batch,
-                        group,
-                        &theta,
-                        PathSteps::ParamStep(0.05),
-                        PathMethod::Chords,
-                        sampling,
-                    )
-                    .map_err(warp_error)?[0];
                     values.insert("score".into(), score);
                     values.insert("adv_pred".into(), c as f64);
                     for (name, v) in names.iter().zip(&theta) {
