@@ -1,4 +1,6 @@
-//! What the bench binaries share: timing and the machine description.
+//! What the bench binaries share: timing and the machine description. Each bench uses
+//! part of it.
+#![allow(dead_code)]
 
 use std::time::Instant;
 

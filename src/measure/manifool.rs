@@ -23,7 +23,10 @@
 //!    reaches zero (a search that wanders instead of descending gives up
 //!    early instead of spending its whole budget); on a flip the last step is shrunk to (close to)
 //!    the smallest still-fooling fraction by two rounds of 16-point
-//!    refinement between the last non-fooling and the first fooling factor.
+//!    refinement between the last non-fooling and the first fooling factor;
+//!    then, as the score is measured along `t ↦ exp(t log T)`, the smallest
+//!    `t ≤ 1` on that path that still fools is found the same way (a search
+//!    that reached `T` by a detour often fools earlier on the straight path).
 //!
 //! That is the `joint` search (the default). `search = per_class` is the
 //! paper's multiclass ManiFool: steps 1–5 run once per candidate class `l`
@@ -271,6 +274,48 @@ pub fn manifool_one(
     Ok(best)
 }
 
+/// The transform `exp(t log T)` with the smallest `t ∈ (0, 1]` (to 1/17²)
+/// that still changes the prediction from `k0`: the score is measured along
+/// that path, and a search that reached `T` by a detour may fool earlier on
+/// it. `T` itself when no earlier point fools (or `log T` does not exist).
+fn shortest_on_path(
+    sm: &SpacedModel,
+    frame: &Frame,
+    x: &[f32],
+    k0: usize,
+    group: TransformGroup,
+    t_mat: Matrix3<f64>,
+    sampling: Sampling,
+) -> Result<Matrix3<f64>> {
+    let Ok(theta) = group.log(&t_mat) else {
+        return Ok(t_mat);
+    };
+    let at = |t: f64| -> Result<Matrix3<f64>> {
+        let scaled: Vec<f64> = theta.iter().map(|v| v * t).collect();
+        group.exp(&scaled).map_err(warp_error)
+    };
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..2 {
+        let pts: Vec<f64> = (1..=16).map(|i| lo + (hi - lo) * i as f64 / 17.0).collect();
+        let mats = pts.iter().map(|&t| at(t)).collect::<Result<Vec<_>>>()?;
+        let ls = logits_at(sm, frame, x, &mats, sampling)?;
+        match ls.chunks_exact(sm.classes()).position(|r| argmax(r) != k0) {
+            Some(i) => {
+                hi = pts[i];
+                if i > 0 {
+                    lo = pts[i - 1];
+                }
+            }
+            None => lo = pts[15],
+        }
+    }
+    if hi < 1.0 {
+        at(hi)
+    } else {
+        Ok(t_mat)
+    }
+}
+
 /// One ManiFool search from the identity: each step towards the closest
 /// linearised boundary among the classes `cands`, progress judged on the
 /// margin towards `target` (or towards every class when `None`). The score
@@ -388,7 +433,7 @@ fn search(
                     None => lo = pts[15],
                 }
             }
-            let final_mat = exp_at(hi)?;
+            let final_mat = shortest_on_path(sm, frame, x, k0, group, exp_at(hi)?, sampling)?;
             let fl = logits_at(sm, frame, x, &[final_mat], sampling)?;
             return Ok(Found {
                 matrix: final_mat,
