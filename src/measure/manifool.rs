@@ -630,3 +630,76 @@ mod tests {
         assert!(!stalled(&[2.0; 10], 0, 100));
     }
 }
+
+#[cfg(test)]
+mod path_tests {
+    use std::path::Path;
+
+    use transforms::nalgebra::Matrix3;
+    use transforms::{Sampling, TransformGroup};
+
+    use super::{argmax, logits_at, shortest_on_path, Frame, SpacedModel};
+    use crate::data::Dataset;
+    use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
+
+    fn rotation(deg: f64) -> Matrix3<f64> {
+        let (s, c) = deg.to_radians().sin_cos();
+        Matrix3::new(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    }
+
+    /// Against a 0.1° scan of the same path: the point found on
+    /// `exp(t log T)`, `T` a 60° rotation, fools, is never before the first
+    /// flip, and lies within the search's resolution (60°/17² ≈ 0.21°) of it
+    /// where the flip region is wider than the grid step.
+    #[test]
+    fn the_shortest_point_on_the_path_matches_a_fine_scan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+        let options = ModelOptions {
+            backend: BackendChoice::Exactly(BackendKind::Tract),
+            ..Default::default()
+        };
+        let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
+        let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
+        data.items.truncate(40);
+        let x = data.load(&model.spec, 0, 40).unwrap().x;
+        let sm = SpacedModel::new(&model, &data);
+        let frame = Frame::of(&sm);
+        let sampling = Sampling::default();
+        let (mut checked, mut close) = (0, 0);
+        for img in x.chunks_exact(784) {
+            let k0 = argmax(&model.logits(img, 1).unwrap());
+            let angles: Vec<f64> = (1..=600).map(|i| i as f64 * 0.1).collect();
+            let mats: Vec<_> = angles.iter().map(|&a| rotation(a)).collect();
+            let ls = logits_at(&sm, &frame, img, &mats, sampling).unwrap();
+            let Some(first) = ls.chunks_exact(10).position(|r| argmax(r) != k0) else {
+                continue;
+            };
+            let scan = angles[first];
+            let found = shortest_on_path(
+                &sm,
+                &frame,
+                img,
+                k0,
+                TransformGroup::Rotation,
+                rotation(60.0),
+                sampling,
+            )
+            .unwrap();
+            let angle = found[(1, 0)].atan2(found[(0, 0)]).to_degrees();
+            let fl = logits_at(&sm, &frame, img, &[found], sampling).unwrap();
+            assert_ne!(argmax(&fl), k0, "the point found fools");
+            assert!(
+                angle >= scan - 0.1 - 1e-9,
+                "{angle}° before the scan's first flip {scan}°"
+            );
+            checked += 1;
+            close += usize::from(angle - scan <= 0.25);
+        }
+        eprintln!("{close} of {checked} within 0.25° of the scan");
+        assert!(checked >= 5, "only {checked} digits flip within 60°");
+        assert!(
+            close * 10 >= checked * 8,
+            "{close} of {checked} within 0.25° of the scan"
+        );
+    }
+}
