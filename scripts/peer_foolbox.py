@@ -398,10 +398,10 @@ def do_effnet(args, mm, out: Path) -> dict:
 
 # --------------------------------------------------------------------------- report
 
-def machine(args) -> dict:
-    import foolbox
+def host_info(args, versions: dict) -> dict:
+    """The machine, the threads, `versions` (name -> version), the georob binary and the git HEAD:
+    the provenance block of a peer report (shared by the peer scripts)."""
     import onnxruntime
-    import torch
 
     cpu = "?"
     try:
@@ -416,19 +416,12 @@ def machine(args) -> dict:
         "cores": os.cpu_count(),
         "threads": args.threads,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "foolbox": foolbox.__version__,
+        **versions,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "ORT_DYLIB_PATH": os.environ.get("ORT_DYLIB_PATH"),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    try:
-        import eagerpy
-
-        info["eagerpy"] = eagerpy.__version__
-    except Exception:
-        pass
     if args.georob and os.path.isfile(args.georob):
         try:
             v = subprocess.run([args.georob, "--version"], capture_output=True, text=True, timeout=30)
@@ -443,6 +436,20 @@ def machine(args) -> dict:
     except Exception:
         pass
     return info
+
+
+def machine(args) -> dict:
+    import foolbox
+    import torch
+
+    versions = {"torch": torch.__version__, "foolbox": foolbox.__version__}
+    try:
+        import eagerpy
+
+        versions["eagerpy"] = eagerpy.__version__
+    except Exception:
+        pass
+    return host_info(args, versions)
 
 
 def fmt(v, f):

@@ -97,7 +97,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -110,7 +109,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_foolbox import (DIGITS, EFF, ROOT, as_float, compare, digits_torch, fmt,  # noqa: E402
-                          log, make_models_module, ort_logits, torch_logits)
+                          host_info, log, make_models_module, ort_logits, torch_logits)
 
 # (file, old, new, why): exact string replacements, each must occur exactly once.
 PATCHES = [
@@ -532,39 +531,12 @@ def do_effnet(args, mm, refmf, refgeo, out: Path) -> list:
 # --------------------------------------------------------------------------- report
 
 def machine(args, prov: dict) -> dict:
-    import onnxruntime
     import scipy
     import skimage
     import torch
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-            "torch": torch.__version__, "skimage": skimage.__version__, "scipy": scipy.__version__,
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "ORT_DYLIB_PATH": os.environ.get("ORT_DYLIB_PATH"),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "reference": prov}
-    if args.georob and os.path.isfile(args.georob):
-        try:
-            v = subprocess.run([args.georob, "--version"], capture_output=True, text=True, timeout=30)
-            info["georob"] = v.stdout.strip()
-        except Exception as e:
-            info["georob"] = f"? ({e})"
-        info["georob_binary"] = os.path.abspath(args.georob)
-        info["georob_mtime"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(args.georob)))
-    try:
-        info["git_head"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip()
-    except Exception:
-        pass
-    return info
+    return host_info(args, {"torch": torch.__version__, "skimage": skimage.__version__,
+                            "scipy": scipy.__version__, "reference": prov})
 
 
 def report(results: list, mach: dict, args) -> str:
