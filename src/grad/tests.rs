@@ -427,10 +427,34 @@ fn clip_attribute_and_input_forms() {
         &[2, 9],
         13,
     );
-    one("Clip", &["x", "lo"], vec![], vec![lo], &[2, 9], 12);
+    one("Clip", &["x", "lo"], vec![], vec![lo.clone()], &[2, 9], 12);
     // Relu6 at opset 6–10: min/max attributes.
     let attrs = vec![("min", Attr::Float(0.0)), ("max", Attr::Float(0.5))];
-    one("Clip", &["x"], attrs, vec![], &[2, 9], 10);
+    one("Clip", &["x"], attrs.clone(), vec![], &[2, 9], 10);
+    // 4-D: constant bounds take the BatchNormalization/Relu mask (one lower bound, both,
+    // and the fused `Clip(0, hi)` form), as does Relu.
+    let zero = tensor_f32("zero", &[], &[0.0]);
+    let hi = tensor_f32("hi", &[], &[0.4]);
+    let image = [2, 3, 4, 4];
+    one("Clip", &["x", "lo"], vec![], vec![lo.clone()], &image, 13);
+    one(
+        "Clip",
+        &["x", "lo", "hi"],
+        vec![],
+        vec![lo, hi.clone()],
+        &image,
+        13,
+    );
+    one(
+        "Clip",
+        &["x", "zero", "hi"],
+        vec![],
+        vec![zero, hi],
+        &image,
+        13,
+    );
+    one("Clip", &["x"], attrs, vec![], &image, 10);
+    one("Relu", &["x"], vec![], vec![], &image, 13);
 }
 
 /// `op` followed by a scale, so that the softmax is not the final node (which would be
