@@ -138,10 +138,7 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|m| m == name))
     };
-    let rounds: usize = std::env::var("GEOROB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let rounds = common::rounds();
     let python = std::env::var("GEOROB_BENCH_TORCH").ok();
     // (model, column, batch) → ms, the fastest round.
     let mut ms: BTreeMap<(String, &str, usize), f64> = BTreeMap::new();

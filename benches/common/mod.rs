@@ -49,6 +49,16 @@ pub fn threads() -> usize {
         .unwrap_or(2)
 }
 
+/// Rounds from `GEOROB_BENCH_ROUNDS` (default 3): a bench measures all its cells once per
+/// round and each cell keeps its fastest round, as a shared machine's other load only ever
+/// adds time.
+pub fn rounds() -> usize {
+    std::env::var("GEOROB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+}
+
 /// Backends from `GEOROB_BENCH_BACKENDS` (default `tract,ort`), ort skipped with a message
 /// when its library is not found.
 pub fn backends() -> Vec<georob::model::BackendKind> {
