@@ -133,7 +133,8 @@ fn session(
     if threads.max(1) != pool || pool == 1 {
         builder = builder
             .with_independent_thread_pool()
-            .and_then(|b| b.with_intra_threads(threads.max(1)))
+            .map_err(|e| backend_err(e.to_string()))?
+            .with_intra_threads(threads.max(1))
             .map_err(|e| backend_err(e.to_string()))?;
     }
     if device == Device::Cuda {
