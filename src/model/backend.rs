@@ -102,6 +102,12 @@ pub trait Backend: Send + Sync {
     fn concurrent_calls(&self) -> usize {
         1
     }
+    /// Whether one call on a whole chunk already uses every thread well (ONNX Runtime's
+    /// intra-op pool). Then forward calls too small to repay a split into concurrent chunks
+    /// run whole (see [`super::Model::logits`]).
+    fn threads_each_call(&self) -> bool {
+        false
+    }
     /// Runs `jobs` (calls on separate row chunks), up to [`Backend::concurrent_calls`] at once.
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         jobs.into_iter().for_each(|job| job());

@@ -189,7 +189,7 @@ impl Model {
             None => bucket(rows, cap).max(min_rows),
         };
         let mut sizes: Vec<usize> = self
-            .row_chunks(n, cap)
+            .row_chunks(n, cap, true)
             .iter()
             .map(|&(_, rows)| run_rows(rows))
             .collect();
@@ -197,7 +197,7 @@ impl Model {
         for &rows in &sizes {
             self.graph(rows, m)?;
         }
-        let parts = self.map_chunks(n, cap, |start, rows| {
+        let parts = self.map_chunks(n, cap, true, |start, rows| {
             let run = run_rows(rows);
             let mut xs = x[start * d..(start + rows) * d].to_vec();
             xs.resize(run * d, 0.0);

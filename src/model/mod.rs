@@ -10,6 +10,8 @@ pub mod ort_lib;
 mod tract;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,9 +91,16 @@ pub struct Model {
     backend: Box<dyn Backend>,
     threads: usize,
     gradients: gradients::GradientState,
+    /// Fastest wall time per row seen in a forward call, in nanoseconds.
+    forward_ns_per_row: AtomicU64,
     /// The options it was opened with (to open related models alike).
     options: ModelOptions,
 }
+
+/// Forward calls estimated to take less than this run whole where a call threads itself
+/// ([`Backend::threads_each_call`]): on the digits CNN, a split of 8 rows into two concurrent
+/// single-threaded runs cost 0.1–0.2 ms more than it saved (half of raw onnxruntime's speed).
+const SPLIT_MIN_NS: u64 = 2_000_000;
 
 /// What a report records about the model and how it ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +170,7 @@ impl Model {
             backend,
             threads,
             gradients: gradients::GradientState::new(options.gradient),
+            forward_ns_per_row: AtomicU64::new(0),
             options: options.clone(),
         };
         // One probe call: learns K and proves the backend can run the model.
@@ -231,8 +241,9 @@ impl Model {
     }
 
     /// Logits `(n, K)` of `n` samples stored contiguously in `x` (model layout,
-    /// model space). Any `n` works: calls are chunked to the backend's batch.
-    /// Fails with [`Error::NonFinite`] (index within `x`) on NaN or Inf.
+    /// model space). Any `n` works: calls are chunked to the backend's batch, and split into
+    /// concurrent chunks unless the backend threads each call and the whole call is cheap
+    /// (under 2 ms by the fastest per-row time seen so far). Fails with [`Error::NonFinite`] (index within `x`) on NaN or Inf.
     pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let (_, mut out) = self.run_raw(x, n)?;
         if self.output_transform == OutputTransform::LogOfProbs {
@@ -250,13 +261,18 @@ impl Model {
     }
 
     /// Row ranges `(start, rows)` covering `n` rows, at most `cap` each (a fixed batch
-    /// overrides it); split further, into as many chunks as the backend runs at once, when
-    /// fewer would leave threads idle.
-    fn row_chunks(&self, n: usize, cap: usize) -> Vec<(usize, usize)> {
+    /// overrides it); with `split`, split further, into as many chunks as the backend runs at
+    /// once, when fewer would leave threads idle.
+    fn row_chunks(&self, n: usize, cap: usize, split: bool) -> Vec<(usize, usize)> {
+        let ways = if split {
+            self.backend.concurrent_calls().max(1)
+        } else {
+            1
+        };
         let chunk = match self.fixed_batch {
             // Every call runs the whole fixed batch: splitting it only adds padding.
             Some(b) => b,
-            None => cap.min(n.div_ceil(self.backend.concurrent_calls().max(1))),
+            None => cap.min(n.div_ceil(ways)),
         }
         .max(1);
         (0..n)
@@ -271,9 +287,10 @@ impl Model {
         &self,
         n: usize,
         cap: usize,
+        split: bool,
         f: impl Fn(usize, usize) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
-        let chunks = self.row_chunks(n, cap);
+        let chunks = self.row_chunks(n, cap, split);
         self.map_concurrent(chunks.len(), |c| f(chunks[c].0, chunks[c].1))
     }
 
@@ -313,7 +330,10 @@ impl Model {
             )));
         }
         let batch = self.backend.max_batch();
-        let parts = self.map_chunks(n, batch, |start, m| {
+        let start_time = Instant::now();
+        let per_row = self.forward_ns_per_row.load(Ordering::Relaxed);
+        let split = !self.backend.threads_each_call() || per_row * n as u64 >= SPLIT_MIN_NS;
+        let parts = self.map_chunks(n, batch, split, |start, m| {
             let part = &x[start * d..(start + m) * d];
             // A fixed batch must be filled; tract compiles one plan per batch size,
             // so it gets a few power-of-two sizes only.
@@ -346,6 +366,12 @@ impl Model {
             }
             Ok((s, v))
         })?;
+        let ns = start_time.elapsed().as_nanos() as u64 / n.max(1) as u64;
+        self.forward_ns_per_row
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                (old == 0 || ns < old).then_some(ns.max(1))
+            })
+            .ok();
         let mut shape = parts.first().map(|(s, _)| s.clone()).unwrap_or_default();
         if let Some(b) = shape.first_mut() {
             *b = n;

@@ -295,6 +295,10 @@ impl Backend for OrtBackend {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
+    fn threads_each_call(&self) -> bool {
+        self.pool.is_some()
+    }
+
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         match &self.pool {
             Some(pool) if jobs.len() > 1 => {
