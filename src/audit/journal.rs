@@ -35,6 +35,9 @@ pub struct UnitRecord {
     pub result: MeasureResult,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Seconds inside model calls, summed over threads (absent in older journals).
+    #[serde(default)]
+    pub model_seconds: f64,
 }
 
 /// One journal line.

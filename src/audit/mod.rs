@@ -143,8 +143,10 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 m.id()
             ));
             let t0 = std::time::Instant::now();
+            let calls_before = model.call_seconds();
             let mut result = measure::run(measure.as_ref(), &ctx)?;
             let seconds = t0.elapsed().as_secs_f64();
+            let model_seconds = model.call_seconds() - calls_before;
             for a in &mut result.artifacts {
                 a.path = format!("{rel}/{}", a.path);
             }
@@ -156,6 +158,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 gradient,
                 result,
                 seconds,
+                model_seconds,
             };
             journal.record(&record)?;
             done.insert(u, record);
@@ -166,6 +169,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         shard: format!("{}/{}", opts.shard.index + 1, opts.shard.count),
         seconds: started.elapsed().as_secs_f64(),
         units: BTreeMap::new(),
+        model_seconds: BTreeMap::new(),
     };
     Report::assemble(suite, &done, run)
 }
@@ -200,6 +204,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         shard: format!("merged from {} directories", dirs.len()),
         seconds: 0.0,
         units: BTreeMap::new(),
+        model_seconds: BTreeMap::new(),
     };
     Report::assemble(&suite, &all, run)
 }

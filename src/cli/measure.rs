@@ -35,7 +35,11 @@ struct MeasureJson<'a> {
 
 #[derive(Serialize)]
 struct Timings {
+    /// Wall-clock seconds of the measure.
     seconds: f64,
+    /// Seconds inside model calls (forward and gradient), summed over the threads that
+    /// made them: with one thread, `seconds − model_seconds` is the measure's own work.
+    model_seconds: f64,
 }
 
 /// Parses `--param KEY=VALUE` pairs into a JSON object.
@@ -142,9 +146,11 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         args.seed
     );
     let started = std::time::Instant::now();
+    let calls_before = model.call_seconds();
     let result = measure::run(measure.as_ref(), &ctx)?;
     let seconds = started.elapsed().as_secs_f64();
-    print_result(&result, seconds)?;
+    let model_seconds = model.call_seconds() - calls_before;
+    print_result(&result, seconds, model_seconds)?;
     if let Some(path) = &args.json {
         let json = MeasureJson {
             schema: MEASURE_SCHEMA,
@@ -156,7 +162,10 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
             data: data_path,
             bounds: ctx.bounds,
             result: &result,
-            timings: Timings { seconds },
+            timings: Timings {
+                seconds,
+                model_seconds,
+            },
         };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -165,7 +174,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_result(r: &MeasureResult, seconds: f64) -> Result<()> {
+fn print_result(r: &MeasureResult, seconds: f64, model_seconds: f64) -> Result<()> {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_header(vec![r.measure.as_str(), ""]);
@@ -181,6 +190,10 @@ fn print_result(r: &MeasureResult, seconds: f64) -> Result<()> {
         ),
     ]);
     t.add_row(vec!["seconds".to_string(), format!("{seconds:.2}")]);
+    t.add_row(vec![
+        "in model calls (s, all threads)".to_string(),
+        format!("{model_seconds:.2}"),
+    ]);
     super::emit(&format!("{t}\n"))
 }
 

@@ -203,7 +203,6 @@ impl Measure for Grid {
         let (sx, sy) = p.shift_range(h, w);
         let max_angle = p.max_angle.to_radians();
         let k = sm.classes();
-        let d = frame.d();
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "grid");
         let mut images = Vec::with_capacity(clean.n);
@@ -233,7 +232,7 @@ impl Measure for Grid {
                 })
                 .collect();
             let all: Vec<RigidTransform> = grid.iter().chain(&random).copied().collect();
-            let preds = predictions(&sm, &frame, clean.image(i, d), &all, sampling)?;
+            let preds = predictions(&sm, &frame, &clean.image(i)?, &all, sampling)?;
             let (grid_preds, random_preds) = preds.split_at(grid.len());
             let wok_ok = random_preds.iter().all(|&c| c == pred);
             wok_correct += usize::from(wok_ok);

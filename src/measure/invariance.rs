@@ -201,7 +201,7 @@ impl Measure for Invariance {
                 bar.inc(1);
                 continue;
             }
-            let x = clean.image(i, d);
+            let x = &clean.image(i)?;
             let batch = frame.batch(x, 1)?;
             let norm = image_norms(&batch)[0];
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));

@@ -483,7 +483,6 @@ impl Measure for ManiFool {
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let k = sm.classes();
-        let d = frame.d();
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "manifool");
         let names = group.param_names();
@@ -500,7 +499,7 @@ impl Measure for ManiFool {
                 bar.inc(1);
                 return Ok(None);
             }
-            let found = manifool_one(&sm, &frame, clean.image(i, d), row, group, p, sampling);
+            let found = manifool_one(&sm, &frame, &clean.image(i)?, row, group, p, sampling);
             bar.inc(1);
             found.map(Some)
         })?;
@@ -554,7 +553,8 @@ impl Measure for ManiFool {
             found_all.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut shown = Vec::new();
             for (score, i, m, c) in found_all.into_iter().take(3) {
-                let batch = frame.batch(clean.image(i, d), 1)?;
+                let image = clean.image(i)?;
+                let batch = frame.batch(&image, 1)?;
                 let warped = MatrixWarp::uniform(m)
                     .apply(&batch, sampling)
                     .map_err(warp_error)?;

@@ -21,6 +21,7 @@ pub enum Space {
 }
 
 /// The classifier seen as a function of the measured space: `f(P(u))`.
+#[derive(Clone, Copy)]
 pub struct SpacedModel<'a> {
     /// The model.
     pub model: &'a Model,

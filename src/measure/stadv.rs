@@ -401,7 +401,6 @@ impl Measure for StAdv {
         let frame = Frame::of(&sm);
         let (h, w) = (frame.shape.h, frame.shape.w);
         let k = sm.classes();
-        let d = frame.d();
         let sampling = flow_sampling();
         let smooth = FlowSmoothness::default();
         let clean = Clean::load(ctx, &sm)?;
@@ -418,7 +417,7 @@ impl Measure for StAdv {
                 bar.inc(1);
                 return Ok(None);
             }
-            let x = clean.image(i, d);
+            let x = &clean.image(i)?;
             let attempt = attack(&sm, frame, x, pred, p.tau, ctx.image_seed(i), p)?;
             let shrunk = match (p.budget_grid > 0, &attempt.smoothest) {
                 (true, Some((_, flow, _))) => {
@@ -479,7 +478,8 @@ impl Measure for StAdv {
                             path: name,
                         });
                         if shown.len() < 3 {
-                            let batch = frame.batch(clean.image(i, d), 1)?;
+                            let image = clean.image(i)?;
+                            let batch = frame.batch(&image, 1)?;
                             let warped = field.apply(&batch, sampling).map_err(warp_error)?;
                             let caption = format!(
                                 "{}: original (class {pred}) | flowed (class {c}, max {:.2} px, smoothness {loss:.1})",

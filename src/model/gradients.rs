@@ -150,6 +150,16 @@ impl Model {
     /// with respect to the model-space input `x_i` (model layout), for `n`
     /// samples `x` and cotangents `cot` `(n, M, K)`.
     pub fn vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.timed(|| self.vjp_untimed(x, n, cot, m))
+    }
+
+    fn vjp_untimed(
+        &self,
+        x: &[f32],
+        n: usize,
+        cot: &[f32],
+        m: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.spec.sample_len();
         let k = self.classes;
         if x.len() != n * d || cot.len() != n * m * k {

@@ -93,6 +93,8 @@ pub struct Model {
     gradients: gradients::GradientState,
     /// Fastest wall time per row seen in a forward call, in nanoseconds.
     forward_ns_per_row: AtomicU64,
+    /// Time inside [`Model::logits`] and [`Model::vjp`], summed over calling threads (ns).
+    call_ns: AtomicU64,
     /// The options it was opened with (to open related models alike).
     options: ModelOptions,
 }
@@ -171,6 +173,7 @@ impl Model {
             threads,
             gradients: gradients::GradientState::new(options.gradient),
             forward_ns_per_row: AtomicU64::new(0),
+            call_ns: AtomicU64::new(0),
             options: options.clone(),
         };
         // One probe call: learns K and proves the backend can run the model.
@@ -245,6 +248,41 @@ impl Model {
     /// concurrent chunks unless the backend threads each call and the whole call is cheap
     /// (under 2 ms by the fastest per-row time seen so far). Fails with [`Error::NonFinite`] (index within `x`) on NaN or Inf.
     pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.timed(|| self.logits_untimed(x, n))
+    }
+
+    /// Seconds spent inside [`Model::logits`] and [`Model::vjp`] since the model was opened,
+    /// summed over the threads that made the calls (a call inside another counts once). A
+    /// measure's time minus this is its own work: sampling, projections, bookkeeping.
+    pub fn call_seconds(&self) -> f64 {
+        self.call_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Runs `f`, adding its wall time to [`Model::call_seconds`] unless this thread is
+    /// already inside a timed call.
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        thread_local! {
+            static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        /// Clears the flag when the outermost call ends, even by a panic.
+        struct Outermost;
+        impl Drop for Outermost {
+            fn drop(&mut self) {
+                IN_CALL.with(|c| c.set(false));
+            }
+        }
+        if IN_CALL.with(|c| c.replace(true)) {
+            return f();
+        }
+        let _outermost = Outermost;
+        let start = Instant::now();
+        let out = f();
+        self.call_ns
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn logits_untimed(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let (_, mut out) = self.run_raw(x, n)?;
         if self.output_transform == OutputTransform::LogOfProbs {
             out.iter_mut().for_each(|p| *p = p.max(1e-30).ln());

@@ -117,6 +117,10 @@ pub struct RunInfo {
     pub seconds: f64,
     /// Seconds per unit (`model/measure`).
     pub units: BTreeMap<String, f64>,
+    /// Seconds inside model calls per unit, summed over threads: with one thread, the rest
+    /// of a unit's seconds is the measure's own work.
+    #[serde(default)]
+    pub model_seconds: BTreeMap<String, f64>,
 }
 
 /// The audit report.
@@ -159,8 +163,9 @@ impl Report {
                 .filter_map(|si| done.get(&(mi * per_model + si)))
                 .collect();
             for r in &records {
-                run.units
-                    .insert(format!("{}/{}", r.model, r.measure), r.seconds);
+                let unit = format!("{}/{}", r.model, r.measure);
+                run.units.insert(unit.clone(), r.seconds);
+                run.model_seconds.insert(unit, r.model_seconds);
             }
             models.push(ModelReport {
                 name: name.clone(),
