@@ -24,6 +24,9 @@ For each model (digits CNN on the 450-image digits test split; EfficientNet-Lite
    each backend also runs on photos_x.npy (PIL pixels, model space, the [0,1] box mapped to
    [(0-0.498)/0.502, (1-0.498)/0.502], L2 multiplied by 0.502 back to image space): rows "(photos_x.npy, PIL
    pixels)"; --no-same-pixels skips them.
+   With --art, ART's `DeepFool(max_iter=50, epsilon=0.02, nb_grads=10)` on a `PyTorchClassifier` (clip_values
+   (0, 1), the same normalisation as `preprocessing`) attacks the same images in one batch; its `generate`
+   call alone is timed (pip install adversarial-robustness-toolbox).
 3. OUT/peer_deepfool.md (also printed): one table per model, the machine, and the versions. OUT/peer_deepfool.json
    holds the same numbers, and OUT/georob_<model>[_ort].json the raw georob outputs.
 
@@ -205,6 +208,59 @@ def run_foolbox(model, x01: np.ndarray, y: np.ndarray, preprocessing, threads: i
     }
 
 
+# --------------------------------------------------------------------------- ART
+
+def run_art(model, x01: np.ndarray, y: np.ndarray, mean_std, threads: int) -> dict:
+    """ART's DeepFool on the images Foolbox attacks (correctly classified), matched settings:
+    max_iter=50, epsilon (overshoot) 0.02, nb_grads=10 (the top-10 classes incl. the prediction),
+    clip_values (0, 1), one batch; its time is the `generate` call alone."""
+    import torch
+    from art.attacks.evasion import DeepFool
+    from art.estimators.classification import PyTorchClassifier
+
+    torch.set_num_threads(threads)
+    model.eval()
+    model.requires_grad_(False)
+    shape = tuple(x01.shape[1:])
+    with torch.no_grad():
+        xt = torch.from_numpy(x01)
+        if mean_std is not None:
+            xt = (xt - mean_std[0]) / mean_std[1]
+        logits = model(xt)
+    k = int(logits.shape[1])
+    pred = logits.argmax(1).numpy()
+    correct = pred == y
+    xa, ya = np.ascontiguousarray(x01[correct]), y[correct]
+    prep = None
+    if mean_std is not None:
+        c = shape[0]
+        prep = (np.full((c, 1, 1), mean_std[0], np.float32), np.full((c, 1, 1), mean_std[1], np.float32))
+    clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=shape, nb_classes=k,
+                            clip_values=(0.0, 1.0), preprocessing=prep, device_type="cpu")
+    attack = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=max(1, len(xa)), verbose=False)
+    t0 = time.perf_counter()
+    adv = attack.generate(x=xa)
+    secs = time.perf_counter() - t0
+    adv_pred = clf.predict(adv, batch_size=max(1, len(xa))).argmax(1)
+    succ = adv_pred != ya
+    l2 = np.linalg.norm((adv - xa).reshape(len(xa), -1).astype(np.float64), axis=1)
+    n = int(len(xa))
+    return {
+        "tool": "ART (PyTorch)",
+        "n_total": int(len(x01)),
+        "n_attacked": n,
+        "n_fooled": int(succ.sum()),
+        "success_rate": float(succ.mean()) if n else float("nan"),
+        "median_l2": float(np.median(l2[succ])) if succ.any() else float("nan"),
+        "mean_l2": float(np.mean(l2[succ])) if succ.any() else float("nan"),
+        "seconds": secs,
+        "wall_seconds": secs,
+        "images_per_s": n / secs if secs > 0 else float("nan"),
+        "per_image_l2": l2.tolist(),
+        "per_image_success": succ.tolist(),
+    }
+
+
 # --------------------------------------------------------------------------- georob
 
 def run_georob(georob: str | None, args_model_data: list, out_json: Path, threads: int, backend: str,
@@ -321,6 +377,9 @@ def do_digits(args, mm, out: Path) -> dict:
     data = [str(DIGITS.relative_to(ROOT) / "digits_cnn.onnx"), str(DIGITS.relative_to(ROOT) / "test_x.npy"),
             "--labels", str(DIGITS.relative_to(ROOT) / "test_y.npy"), "--bounds", "0,1"]
     rows = [fbres]
+    if args.art:
+        rows.append(run_art(model, x, y, None, args.threads))
+        log(f"  ART: median L2 {rows[-1]['median_l2']:.4f}, {rows[-1]['seconds']:.2f} s")
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
@@ -376,6 +435,9 @@ def do_effnet(args, mm, out: Path) -> dict:
     data_npy = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos_x.npy"),
                 "--labels", str(EFF.relative_to(ROOT) / "photos_y.npy"), f"--bounds={lo!r},{hi!r}"]
     rows = [fbres]
+    if args.art:
+        rows.append(run_art(model, u, y, (EFF_MEAN, EFF_STD), args.threads))
+        log(f"  ART: median L2 {rows[-1]['median_l2']:.4f}, {rows[-1]['seconds']:.2f} s")
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
@@ -443,6 +505,10 @@ def machine(args) -> dict:
     import torch
 
     versions = {"torch": torch.__version__, "foolbox": foolbox.__version__}
+    if getattr(args, "art", False):
+        import art
+
+        versions["art"] = art.__version__
     try:
         import eagerpy
 
@@ -464,7 +530,7 @@ def report(results: list, mach: dict) -> str:
              f"(torch.set_num_threads / georob --threads); load average at the end "
              f"{', '.join(f'{a:.2f}' for a in mach['load_average']) if mach.get('load_average') else '?'}.")
     L.append(f"Versions: python {mach['python']}, torch {mach['torch']}, foolbox {mach['foolbox']}, "
-             f"eagerpy {mach.get('eagerpy', '?')}, onnxruntime (Python) {mach['onnxruntime']}, numpy {mach['numpy']}; "
+             f"eagerpy {mach.get('eagerpy', '?')}, ART {mach.get('art', 'not run')}, onnxruntime (Python) {mach['onnxruntime']}, numpy {mach['numpy']}; "
              f"georob {mach.get('georob', 'not run')}"
              + (f" ({mach['georob_binary']}, built {mach['georob_mtime']}, HEAD {mach.get('git_head', '?')})"
                 if mach.get("georob_binary") else "") + ".")
@@ -516,6 +582,9 @@ def main() -> None:
                                                                   "misclassified ones; passed to georob as --limit)")
     ap.add_argument("--georob-timeout", type=float, default=None,
                     help="give up on a georob run after this many seconds (row marked skipped)")
+    ap.add_argument("--art", action="store_true",
+                    help="also run ART's DeepFool (pip install adversarial-robustness-toolbox) with matched "
+                         "settings on the same images")
     ap.add_argument("--no-same-pixels", dest="same_pixels", action="store_false",
                     help="EfficientNet: skip the extra georob runs on photos_x.npy (the PIL-decoded pixels "
                          "Foolbox attacks; georob's own JPEG decode/resize of photos/ gives slightly different "
