@@ -246,7 +246,8 @@ impl Model {
     /// Logits `(n, K)` of `n` samples stored contiguously in `x` (model layout,
     /// model space). Any `n` works: calls are chunked to the backend's batch, and split into
     /// concurrent chunks unless the backend threads each call and the whole call is cheap
-    /// (under 2 ms by the fastest per-row time seen so far). Fails with [`Error::NonFinite`] (index within `x`) on NaN or Inf.
+    /// (under 2 ms by the fastest per-row time seen so far). Fails with
+    /// [`Error::NonFinite`] (index within `x`) on NaN or Inf.
     pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         self.timed(|| self.logits_untimed(x, n))
     }

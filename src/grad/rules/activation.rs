@@ -58,7 +58,7 @@ pub fn activation(
             em.op("Where", &[&p, &one, &slope], vec![])
         }
         "Clip" => match (channels, clip_bounds(f, node)) {
-            (Some(c), Some((lo, hi))) if lo.is_some() || hi.is_some() => {
+            (Some(c), Some((lo, hi))) if ordered_bounds(lo, hi) => {
                 open_interval_mask(em, &y, c, lo, hi)
             }
             _ => {
@@ -142,6 +142,16 @@ fn clip_bounds(f: &Facts, node: &NodeProto) -> Option<(Option<f32>, Option<f32>)
             .map(|v| Some(v[0])),
     };
     Some((bound(1)?, bound(2)?))
+}
+
+/// Whether Clip bounds suit [`open_interval_mask`]: at least one, all finite, `lo < hi`.
+/// (With `lo ≥ hi` Clip returns `hi` everywhere and its derivative is 0.)
+fn ordered_bounds(lo: Option<f32>, hi: Option<f32>) -> bool {
+    let finite = |b: Option<f32>| b.is_none_or(f32::is_finite);
+    (lo.is_some() || hi.is_some())
+        && finite(lo)
+        && finite(hi)
+        && lo.zip(hi).is_none_or(|(lo, hi)| lo < hi)
 }
 
 /// The float mask `1[lo < y < hi]` of a clipped tensor `y` (`lo ≤ y ≤ hi`, either bound
