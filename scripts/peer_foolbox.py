@@ -190,10 +190,17 @@ def run_foolbox(model, x01: np.ndarray, y: np.ndarray, preprocessing, threads: i
     # foolbox's success is the criterion on the returned (clipped) iterate; recheck it here.
     recheck = (adv_pred != ya).numpy()
     l2 = (adv - xa).flatten(1).norm(dim=1).numpy().astype(np.float64)
-    n = int(len(xa))
+    row = attack_row("Foolbox", len(x01), succ, l2, secs)
+    row["success_recheck_agrees"] = bool(np.array_equal(succ, recheck))
+    return row
+
+
+def attack_row(tool: str, n_total: int, succ: np.ndarray, l2: np.ndarray, secs: float) -> dict:
+    """A peer's table row: success and L2 of the attacked images, timed `secs` seconds."""
+    n = int(len(succ))
     return {
-        "tool": "Foolbox",
-        "n_total": int(len(x01)),
+        "tool": tool,
+        "n_total": int(n_total),
         "n_attacked": n,
         "n_fooled": int(succ.sum()),
         "success_rate": float(succ.mean()) if n else float("nan"),
@@ -202,7 +209,6 @@ def run_foolbox(model, x01: np.ndarray, y: np.ndarray, preprocessing, threads: i
         "seconds": secs,
         "wall_seconds": secs,
         "images_per_s": n / secs if secs > 0 else float("nan"),
-        "success_recheck_agrees": bool(np.array_equal(succ, recheck)),
         "per_image_l2": l2.tolist(),
         "per_image_success": succ.tolist(),
     }
@@ -244,21 +250,7 @@ def run_art(model, x01: np.ndarray, y: np.ndarray, mean_std, threads: int) -> di
     adv_pred = clf.predict(adv, batch_size=max(1, len(xa))).argmax(1)
     succ = adv_pred != ya
     l2 = np.linalg.norm((adv - xa).reshape(len(xa), -1).astype(np.float64), axis=1)
-    n = int(len(xa))
-    return {
-        "tool": "ART (PyTorch)",
-        "n_total": int(len(x01)),
-        "n_attacked": n,
-        "n_fooled": int(succ.sum()),
-        "success_rate": float(succ.mean()) if n else float("nan"),
-        "median_l2": float(np.median(l2[succ])) if succ.any() else float("nan"),
-        "mean_l2": float(np.mean(l2[succ])) if succ.any() else float("nan"),
-        "seconds": secs,
-        "wall_seconds": secs,
-        "images_per_s": n / secs if secs > 0 else float("nan"),
-        "per_image_l2": l2.tolist(),
-        "per_image_success": succ.tolist(),
-    }
+    return attack_row("ART (PyTorch)", len(x01), succ, l2, secs)
 
 
 # --------------------------------------------------------------------------- georob
