@@ -171,7 +171,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    Report::assemble(suite, &done, run)
+    Report::assemble(suite, done, run)
 }
 
 /// Merges the journals of several output directories (the shards of one
@@ -206,7 +206,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    Report::assemble(&suite, &all, run)
+    Report::assemble(&suite, all, run)
 }
 
 /// Copies the files under `from` (if it exists) into `to`.

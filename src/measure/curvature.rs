@@ -19,7 +19,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::DMatrix;
 
-use super::deepfool::{l2, DeepFoolOptions, DeepFoolOutcome, Norm};
+use super::deepfool::{l2, DeepFoolOptions, DeepFoolOutcome, Keep, Norm};
 use super::space::SpacedModel;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
@@ -313,7 +313,7 @@ impl Measure for Curvature {
             candidates: 10,
             clip: None,
         };
-        let (mut images, outcomes) = super::deepfool::run_all(ctx, &opts, "curvature")?;
+        let (mut images, outcomes) = super::deepfool::run_all(ctx, &opts, "curvature", Keep::All)?;
         let attacked: Vec<usize> = (0..images.len())
             .filter(|&i| images[i].outcome == Outcome::Fooled)
             .collect();
@@ -326,11 +326,7 @@ impl Measure for Curvature {
             let mut outs = Vec::with_capacity(part.len());
             for &i in part {
                 x.extend(sm.load(ctx.data, i, 1)?);
-                outs.push(
-                    outcomes[i]
-                        .as_ref()
-                        .expect("attacked images have an outcome"),
-                );
+                outs.push(&outcomes[&i]);
             }
             pts.add(&sm, &x, &outs, p.h_fraction)?;
         }

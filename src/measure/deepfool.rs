@@ -336,13 +336,28 @@ pub(super) fn info() -> MeasureInfo {
     }
 }
 
+/// Which DeepFool perturbations [`run_all`] keeps besides the per-image
+/// values. Each is a whole input's worth of floats (600 KB for a 224×224
+/// RGB image), so a measure keeps only what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// None: the per-image values (`norm_l2`, ...) are all the caller needs.
+    Nothing,
+    /// The `n` fooled images with the smallest `‖r‖₂` (for pictures).
+    Smallest(usize),
+    /// Every attacked image's.
+    All,
+}
+
 /// Runs DeepFool over the whole data set: per-image results (misclassified
-/// images are not attacked) and, per image, the outcome (`None` for misclassified).
+/// images are not attacked) and the outcomes that `keep` asks for, by image
+/// index.
 pub fn run_all(
     ctx: &Context,
     opts: &DeepFoolOptions,
     what: &str,
-) -> Result<(Vec<ImageResult>, Vec<Option<DeepFoolOutcome>>)> {
+    keep: Keep,
+) -> Result<(Vec<ImageResult>, BTreeMap<usize, DeepFoolOutcome>)> {
     let sm = SpacedModel::new(ctx.model, ctx.data);
     let d = sm.dim();
     let k = sm.classes();
@@ -350,32 +365,32 @@ pub fn run_all(
     let chunk = chunk_len(d, opts.candidates.min(k), ctx.model.pass_rows());
     let bar = ctx.progress.bar(total as u64, what);
     let mut images = Vec::with_capacity(total);
-    let mut outs = Vec::with_capacity(total);
+    let mut outs = BTreeMap::new();
     let mut start = 0;
     while start < total {
         let len = chunk.min(total - start);
         let u = sm.load(ctx.data, start, len)?;
         let logits = sm.logits(&u, len)?;
-        let mut keep = Vec::new();
-        let mut preds = Vec::with_capacity(len);
-        for i in 0..len {
-            let pred = argmax(&logits[i * k..(i + 1) * k]);
-            preds.push(pred);
-            if ctx.data.items[start + i].label.is_none_or(|l| l == pred) {
-                keep.push(i);
-            }
-        }
-        let mut ua = Vec::with_capacity(keep.len() * d);
-        for &i in &keep {
+        let preds: Vec<usize> = logits.chunks(k).map(argmax).collect();
+        let attacked: Vec<bool> = (0..len)
+            .map(|i| {
+                ctx.data.items[start + i]
+                    .label
+                    .is_none_or(|l| l == preds[i])
+            })
+            .collect();
+        let mut ua = Vec::with_capacity(len * d);
+        for i in (0..len).filter(|&i| attacked[i]) {
             ua.extend_from_slice(&u[i * d..(i + 1) * d]);
         }
-        let res = deepfool_batch(&sm, &ua, keep.len(), opts, None)?;
+        let n_attacked = attacked.iter().filter(|&&a| a).count();
+        let res = deepfool_batch(&sm, &ua, n_attacked, opts, None)?;
         let mut res_iter = res.into_iter();
         for i in 0..len {
             let index = start + i;
             let item = &ctx.data.items[index];
             let mut values = BTreeMap::new();
-            let (outcome, o) = if keep.contains(&i) {
+            let (outcome, o) = if attacked[i] {
                 let o = res_iter.next().expect("one outcome per kept image");
                 let ui = &u[i * d..(i + 1) * d];
                 let (nl2, nli) = (l2(&o.r), linf(&o.r));
@@ -399,6 +414,23 @@ pub fn run_all(
             } else {
                 (Outcome::Misclassified, None)
             };
+            let wanted = match keep {
+                Keep::Nothing => false,
+                Keep::Smallest(_) => outcome == Outcome::Fooled,
+                Keep::All => true,
+            };
+            if let (true, Some(o)) = (wanted, o) {
+                outs.insert(index, o);
+            }
+            if let Keep::Smallest(n) = keep {
+                while outs.len() > n {
+                    let largest = outs
+                        .iter()
+                        .max_by(|a, b| l2(&a.1.r).total_cmp(&l2(&b.1.r)))
+                        .map(|(&i, _)| i);
+                    outs.remove(&largest.expect("more than n kept"));
+                }
+            }
             images.push(ImageResult {
                 index,
                 name: item.name.clone(),
@@ -407,7 +439,6 @@ pub fn run_all(
                 outcome,
                 values,
             });
-            outs.push(o);
         }
         bar.inc(len as u64);
         start += len;
@@ -422,7 +453,7 @@ fn save_worst(
     ctx: &Context,
     dir: &std::path::Path,
     images: &[ImageResult],
-    outcomes: &[Option<DeepFoolOutcome>],
+    outcomes: &BTreeMap<usize, DeepFoolOutcome>,
     count: usize,
 ) -> Result<Vec<Artifact>> {
     let sm = SpacedModel::new(ctx.model, ctx.data);
@@ -435,7 +466,7 @@ fn save_worst(
     fooled.sort_by(|a, b| a.values["norm_l2"].total_cmp(&b.values["norm_l2"]));
     let mut out = Vec::new();
     for img in fooled.into_iter().take(count) {
-        let Some(o) = &outcomes[img.index] else {
+        let Some(o) = outcomes.get(&img.index) else {
             continue;
         };
         let x = sm.load(ctx.data, img.index, 1)?;
@@ -486,9 +517,10 @@ impl Measure for DeepFool {
 
     fn run(&self, ctx: &Context) -> Result<MeasureResult> {
         let opts = self.params.options(ctx.bounds);
-        let (images, outcomes) = run_all(ctx, &opts, "deepfool")?;
+        const PICTURES: usize = 3;
+        let (images, outcomes) = run_all(ctx, &opts, "deepfool", Keep::Smallest(PICTURES))?;
         let artifacts = match ctx.out_dir {
-            Some(dir) => save_worst(ctx, dir, &images, &outcomes, 3)?,
+            Some(dir) => save_worst(ctx, dir, &images, &outcomes, PICTURES)?,
             None => vec![],
         };
         let counts = MeasureResult::count(&images);

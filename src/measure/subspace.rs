@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rustdct::{DctPlanner, TransformType2And3};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Norm};
+use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Keep, Norm};
 use super::space::SpacedModel;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
@@ -126,7 +126,7 @@ pub fn run_family(
 ) -> Result<MeasureResult> {
     let sm = SpacedModel::new(ctx.model, ctx.data);
     let d = sm.dim();
-    let (mut images, outs) = super::deepfool::run_all(ctx, opts, measure)?;
+    let (mut images, _) = super::deepfool::run_all(ctx, opts, measure, Keep::Nothing)?;
     let attacked: Vec<usize> = (0..images.len())
         .filter(|&i| images[i].outcome == Outcome::Fooled)
         .collect();
@@ -148,7 +148,7 @@ pub fn run_family(
             let res = deepfool_batch(&sm, &u, part.len(), opts, Some(&project))?;
             for (a, o) in res.iter().enumerate() {
                 let i = part[a];
-                let star = l2(&outs[i].as_ref().expect("attacked").r);
+                let star = images[i].values["norm_l2"];
                 if o.success && star > 0.0 {
                     let ratio = l2(&o.r) / star;
                     ratios.push(ratio);

@@ -25,6 +25,9 @@ use crate::measure::MeasureResult;
 use crate::model::{BackendKind, GradientMode, ModelInfo, OutputTransform};
 use crate::spec::InputSpec;
 
+/// The report files that carry gate results.
+const GATE_FILES: [&str; 3] = ["junit.xml", "report.sarif", "summary.md"];
+
 /// Version of the report layout.
 pub const REPORT_SCHEMA: &str = "georob.report/1";
 
@@ -149,18 +152,20 @@ pub struct Report {
 }
 
 impl Report {
-    /// Builds the report of `suite` from its finished units.
+    /// Builds the report of `suite` from its finished units (taken, not
+    /// copied: on a large data set the per-image rows are most of the memory).
     pub fn assemble(
         suite: &Suite,
-        done: &BTreeMap<usize, UnitRecord>,
+        mut done: BTreeMap<usize, UnitRecord>,
         mut run: RunInfo,
     ) -> Result<Report> {
+        let units_done = done.len();
         let names = suite.model_names();
         let per_model = suite.measures.len();
         let mut models = Vec::with_capacity(names.len());
         for (mi, name) in names.iter().enumerate() {
-            let records: Vec<&UnitRecord> = (0..per_model)
-                .filter_map(|si| done.get(&(mi * per_model + si)))
+            let records: Vec<UnitRecord> = (0..per_model)
+                .filter_map(|si| done.remove(&(mi * per_model + si)))
                 .collect();
             for r in &records {
                 let unit = format!("{}/{}", r.model, r.measure);
@@ -172,10 +177,10 @@ impl Report {
                 model: records.first().map(|r| ModelRecord::from(&r.info)),
                 gradient: records.first().map(|r| r.gradient),
                 measures: records
-                    .iter()
+                    .into_iter()
                     .map(|r| MeasureEntry {
-                        id: r.measure.clone(),
-                        result: r.result.clone(),
+                        id: r.measure,
+                        result: r.result,
                     })
                     .collect(),
             });
@@ -186,7 +191,7 @@ impl Report {
             georob_version: env!("CARGO_PKG_VERSION").into(),
             seed: suite.seed,
             suite: suite.clone(),
-            units_done: done.len(),
+            units_done,
             units_total,
             models,
             gates: vec![],
@@ -241,42 +246,47 @@ impl Report {
         self.models.iter().find(|m| m.name == name)
     }
 
-    /// Writes every report file into `dir`.
+    /// Writes every report file into `dir`, one at a time (`report.json`
+    /// streamed), so that a large report is never held as text more than
+    /// once.
     pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let files = [
-            ("report.json", self.json()?),
-            ("images.csv", csv::images(self)?),
-            ("report.html", html::page(self, dir)?),
-            ("junit.xml", junit::document(self)?),
-            ("report.sarif", sarif::document(self)?),
-            ("summary.md", markdown::summary(self)),
-        ];
-        let mut written = Vec::new();
-        for (name, text) in files {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-            written.push(path);
-        }
-        Ok(written)
+        ["report.json", "images.csv", "report.html"]
+            .into_iter()
+            .chain(GATE_FILES)
+            .map(|name| self.write_file(dir, name))
+            .collect()
     }
 
     /// Writes the files that carry gate results (`junit.xml`,
     /// `report.sarif`, `summary.md`) into `dir`.
     pub fn write_gate_files(&self, dir: &Path) -> Result<()> {
-        for (name, text) in [
-            ("junit.xml", junit::document(self)?),
-            ("report.sarif", sarif::document(self)?),
-            ("summary.md", markdown::summary(self)),
-        ] {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        for name in GATE_FILES {
+            self.write_file(dir, name)?;
         }
         Ok(())
     }
 
-    /// `report.json` text.
-    pub fn json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::Config(format!("report: {e}")))
+    /// Writes the report file `name` into `dir`.
+    fn write_file(&self, dir: &Path, name: &str) -> Result<PathBuf> {
+        let path = dir.join(name);
+        let text = match name {
+            "report.json" => {
+                let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+                let mut out = std::io::BufWriter::new(file);
+                serde_json::to_writer_pretty(&mut out, self)
+                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+                std::io::Write::flush(&mut out).map_err(|e| Error::io(&path, e))?;
+                return Ok(path);
+            }
+            "images.csv" => csv::images(self)?,
+            "report.html" => html::page(self, dir)?,
+            "junit.xml" => junit::document(self)?,
+            "report.sarif" => sarif::document(self)?,
+            "summary.md" => markdown::summary(self),
+            other => return Err(Error::Config(format!("no report file named {other:?}"))),
+        };
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
     }
 
     /// The headline keys shown for each measure in tables (at most four).
