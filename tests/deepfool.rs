@@ -1,11 +1,14 @@
-//! DeepFool against the closed form on the bundled linear digits model, and
-//! success on the digits CNN.
+//! DeepFool against the closed form on the bundled linear digits model,
+//! success on the digits CNN, and which perturbations `run_all` keeps.
 
 use std::path::Path;
 
-use georob::measure::deepfool::{deepfool_batch, l2, linf, DeepFoolOptions, Norm};
+use georob::data::Dataset;
+use georob::measure::deepfool::{deepfool_batch, l2, linf, run_all, DeepFoolOptions, Keep, Norm};
 use georob::measure::space::{Space, SpacedModel};
+use georob::measure::{Context, Outcome};
 use georob::model::{Model, ModelOptions};
+use georob::progress::Progress;
 
 fn npy_f32(path: &str) -> (Vec<u64>, Vec<f32>) {
     let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
@@ -111,4 +114,54 @@ fn deepfool_fools_every_correct_image_of_the_cnn() {
         assert!(o.r.iter().all(|v| v.is_finite()));
         assert_ne!(o.adv_class, o.clean_class);
     }
+}
+
+#[test]
+fn run_all_keeps_only_the_perturbations_asked_for() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+    let mut data = Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
+    data.items.truncate(60);
+    let progress = Progress::hidden();
+    let ctx = Context {
+        model: &model,
+        data: &data,
+        seed: 0,
+        bounds: None,
+        progress: &progress,
+        out_dir: None,
+    };
+    let opts = DeepFoolOptions::default();
+    let (images, all) = run_all(&ctx, &opts, "test", Keep::All).unwrap();
+    let attacked: Vec<usize> = images
+        .iter()
+        .filter(|i| i.outcome != Outcome::Misclassified)
+        .map(|i| i.index)
+        .collect();
+    assert!(
+        attacked.len() > 40 && attacked.len() < 60,
+        "{}",
+        attacked.len()
+    );
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), attacked);
+    for (i, o) in &all {
+        assert_eq!(l2(&o.r), images[*i].values["norm_l2"]);
+    }
+    // The three fooled images nearest the boundary, by a sort of the values.
+    let mut fooled: Vec<(f64, usize)> = images
+        .iter()
+        .filter(|i| i.outcome == Outcome::Fooled)
+        .map(|i| (i.values["norm_l2"], i.index))
+        .collect();
+    fooled.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let want: Vec<usize> = {
+        let mut w: Vec<usize> = fooled[..3].iter().map(|f| f.1).collect();
+        w.sort();
+        w
+    };
+    let (_, smallest) = run_all(&ctx, &opts, "test", Keep::Smallest(3)).unwrap();
+    assert_eq!(smallest.keys().copied().collect::<Vec<_>>(), want);
+    let (again, none) = run_all(&ctx, &opts, "test", Keep::Nothing).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(again.len(), images.len());
 }
