@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Values;
 use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::Result;
 use crate::eval::{softmax_at, top_k};
@@ -70,9 +71,9 @@ impl Measure for Accuracy {
                     } else {
                         Outcome::Misclassified
                     },
-                    values: BTreeMap::from([
-                        ("correct".to_string(), f64::from(u8::from(correct))),
-                        ("confidence".to_string(), f64::from(softmax_at(row, pred))),
+                    values: Values::from([
+                        ("correct", f64::from(u8::from(correct))),
+                        ("confidence", f64::from(softmax_at(row, pred))),
                     ]),
                 });
             }

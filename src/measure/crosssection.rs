@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{argmax, deepfool_batch, l2, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
+use super::Values;
 use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
@@ -372,7 +373,7 @@ impl Measure for CrossSection {
             let m = opts.candidates.min(k).max(2) - 1;
             let tops = top_k(&sm.logits(&x, 1)?, m + 1);
             let k0 = tops[0];
-            let mut values = BTreeMap::new();
+            let mut values = Values::new();
             if item.label.is_some_and(|l| l != k0) {
                 images.push(result(index, item, k0, Outcome::Misclassified, values));
                 continue;
@@ -426,8 +427,8 @@ impl Measure for CrossSection {
                 section(&sm, &origin, &random, p, "random")?,
                 section(&sm, &origin, &adversarial, p, "adversarial")?,
             ];
-            values.insert("norm_l2".into(), norm);
-            values.insert("adv_pred".into(), df.adv_class as f64);
+            values.insert("norm_l2", norm);
+            values.insert("adv_pred", df.adv_class as f64);
             for plane in &planes {
                 if let Some(kappa) = plane.kappa_rel {
                     values.insert(format!("kappa_{}_rel", plane.kind), kappa);
@@ -483,7 +484,7 @@ fn result(
     item: &crate::data::Item,
     pred: usize,
     outcome: Outcome,
-    values: BTreeMap<String, f64>,
+    values: Values,
 ) -> ImageResult {
     ImageResult {
         index,

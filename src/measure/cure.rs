@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::curvature::lanczos_batch;
 use super::deepfool::{argmax, l2};
 use super::space::SpacedModel;
+use super::Values;
 use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 
@@ -135,7 +136,7 @@ impl Measure for Cure {
             for &i in &keep {
                 ua.extend_from_slice(&u[i * d..(i + 1) * d]);
             }
-            let mut per_image: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); keep.len()];
+            let mut per_image: Vec<Values> = vec![Values::new(); keep.len()];
             let mut flipped = vec![false; keep.len()];
             if !keep.is_empty() {
                 let (g0, _) = loss_grad(&sm, &ua, &k0)?;
@@ -160,11 +161,11 @@ impl Measure for Cure {
                         .sqrt();
                     let gn = l2(ga);
                     let c = diff / p.h;
-                    per_image[a].insert("c_h".into(), c);
-                    per_image[a].insert("grad_norm".into(), gn);
+                    per_image[a].insert("c_h", c);
+                    per_image[a].insert("grad_norm", gn);
                     ch.push(c);
                     if gn > 0.0 {
-                        per_image[a].insert("c_h_rel".into(), c / gn);
+                        per_image[a].insert("c_h_rel", c / gn);
                         ch_rel.push(c / gn);
                     }
                     flipped[a] = pred1[a] != k0[a];
@@ -225,7 +226,7 @@ impl Measure for Cure {
                         };
                         (o, values)
                     }
-                    _ => (Outcome::Misclassified, BTreeMap::new()),
+                    _ => (Outcome::Misclassified, Values::new()),
                 };
                 images.push(ImageResult {
                     index: start + i,

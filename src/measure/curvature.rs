@@ -350,10 +350,9 @@ impl Measure for Curvature {
         let mut random_kappa = vec![];
         for (i, (vals, _)) in per_image.iter().enumerate() {
             let img = &mut images[attacked[i]];
-            img.values.insert("grad_norm".into(), pts.grad_norm[i]);
-            img.values.insert("h".into(), pts.h[i]);
-            img.values
-                .insert("adv_pred".into(), pts.classes[i].1 as f64);
+            img.values.insert("grad_norm", pts.grad_norm[i]);
+            img.values.insert("h", pts.h[i]);
+            img.values.insert("adv_pred", pts.classes[i].1 as f64);
             for (j, v) in vals.iter().take(p.q).enumerate() {
                 img.values.insert(format!("eig{}", j + 1), *v);
                 profile[j] += v / n as f64;
@@ -362,7 +361,7 @@ impl Measure for Curvature {
                 top.push(*v);
             }
             if let Some(v) = vals.last() {
-                img.values.insert("eig_min".into(), *v);
+                img.values.insert("eig_min", *v);
             }
         }
         // Curvature along random unit directions: v'Hv/|∇G| (one extra HVP).
@@ -381,9 +380,7 @@ impl Measure for Curvature {
                     .zip(&hv[i * d..(i + 1) * d])
                     .map(|(a, b)| f64::from(*a) * f64::from(*b))
                     .sum();
-                images[attacked[i]]
-                    .values
-                    .insert("kappa_random".into(), kappa);
+                images[attacked[i]].values.insert("kappa_random", kappa);
                 random_kappa.push(kappa);
             }
         }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
+use super::Values;
 use super::{
     picture, Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome,
 };
@@ -389,22 +390,22 @@ pub fn run_all(
         for i in 0..len {
             let index = start + i;
             let item = &ctx.data.items[index];
-            let mut values = BTreeMap::new();
+            let mut values = Values::new();
             let (outcome, o) = if attacked[i] {
                 let o = res_iter.next().expect("one outcome per kept image");
                 let ui = &u[i * d..(i + 1) * d];
                 let (nl2, nli) = (l2(&o.r), linf(&o.r));
-                values.insert("norm_l2".into(), nl2);
-                values.insert("norm_linf".into(), nli);
+                values.insert("norm_l2", nl2);
+                values.insert("norm_linf", nli);
                 values.insert(
-                    "rho".into(),
+                    "rho",
                     match opts.norm {
                         Norm::L2 => nl2 / l2(ui).max(1e-30),
                         Norm::Linf => nli / linf(ui).max(1e-30),
                     },
                 );
-                values.insert("adv_pred".into(), o.adv_class as f64);
-                values.insert("iterations".into(), o.iterations as f64);
+                values.insert("adv_pred", o.adv_class as f64);
+                values.insert("iterations", o.iterations as f64);
                 let outcome = if o.success {
                     Outcome::Fooled
                 } else {

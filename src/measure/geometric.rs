@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use transforms::{Batch, ImageLayout, ImageShape};
 
 use super::space::{Space, SpacedModel};
+use super::Values;
 use super::{Context, ImageResult, Outcome};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
@@ -119,7 +120,7 @@ pub(super) fn result(
     index: usize,
     pred: usize,
     outcome: Outcome,
-    values: BTreeMap<String, f64>,
+    values: Values,
 ) -> ImageResult {
     let item = &ctx.data.items[index];
     ImageResult {

@@ -27,6 +27,7 @@ use transforms::{MatrixWarp, Sampling, Warp};
 
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
+use super::Values;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 
@@ -213,13 +214,7 @@ impl Measure for Grid {
         for i in 0..clean.n {
             let pred = clean.pred(i, k);
             if misclassified(ctx, i, pred) {
-                images.push(result(
-                    ctx,
-                    i,
-                    pred,
-                    Outcome::Misclassified,
-                    BTreeMap::new(),
-                ));
+                images.push(result(ctx, i, pred, Outcome::Misclassified, Values::new()));
                 bar.inc(1);
                 continue;
             }
@@ -243,7 +238,7 @@ impl Measure for Grid {
                 .filter(|(_, &c)| c != pred)
                 .map(|(t, &c)| (*t, c))
                 .collect();
-            let mut values = BTreeMap::from([
+            let mut values = Values::from([
                 ("grid_flips".to_string(), flips.len() as f64),
                 (
                     "worst_of_k_correct".to_string(),
@@ -253,11 +248,11 @@ impl Measure for Grid {
             let outcome = match flips.iter().min_by(|a, b| a.0.order(&b.0)) {
                 None => Outcome::Robust,
                 Some((t, c)) => {
-                    values.insert("angle_deg".into(), t.theta.to_degrees());
-                    values.insert("tx".into(), t.tx);
-                    values.insert("ty".into(), t.ty);
-                    values.insert("shift_px".into(), t.shift());
-                    values.insert("adv_pred".into(), *c as f64);
+                    values.insert("angle_deg", t.theta.to_degrees());
+                    values.insert("tx", t.tx);
+                    values.insert("ty", t.ty);
+                    values.insert("shift_px", t.shift());
+                    values.insert("adv_pred", *c as f64);
                     angles.push(t.theta.to_degrees().abs());
                     shifts.push(t.shift());
                     Outcome::Fooled

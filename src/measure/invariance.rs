@@ -30,6 +30,7 @@ use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
 use super::space::SpacedModel;
+use super::Values;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 
@@ -191,13 +192,7 @@ impl Measure for Invariance {
             let row = &clean.logits[i * k..(i + 1) * k];
             let pred = argmax(row);
             if misclassified(ctx, i, pred) {
-                images.push(result(
-                    ctx,
-                    i,
-                    pred,
-                    Outcome::Misclassified,
-                    BTreeMap::new(),
-                ));
+                images.push(result(ctx, i, pred, Outcome::Misclassified, Values::new()));
                 bar.inc(1);
                 continue;
             }
@@ -220,7 +215,7 @@ impl Measure for Invariance {
                     }
                 }
             }
-            let mut values = BTreeMap::new();
+            let mut values = Values::new();
             let mut any_flip = false;
             if !mats.is_empty() {
                 let m = mats.len();
@@ -247,7 +242,7 @@ impl Measure for Invariance {
                 let found = manifool_one(&sm, &frame, x, row, group, &mf, sampling)?;
                 match found.fooled {
                     Some((_, s)) => {
-                        values.insert("manifool_score".into(), s);
+                        values.insert("manifool_score", s);
                         mf_scores.push(s);
                     }
                     None => mf_failed += 1,

@@ -51,6 +51,7 @@ use super::geometric::{
     argmax, describe, misclassified, result, save_panels, warp_error, Clean, Frame,
 };
 use super::space::SpacedModel;
+use super::Values;
 use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
@@ -507,31 +508,25 @@ impl Measure for ManiFool {
             let row = &clean.logits[i * k..(i + 1) * k];
             let pred = argmax(row);
             let Some(found) = found else {
-                images.push(result(
-                    ctx,
-                    i,
-                    pred,
-                    Outcome::Misclassified,
-                    BTreeMap::new(),
-                ));
+                images.push(result(ctx, i, pred, Outcome::Misclassified, Values::new()));
                 continue;
             };
-            let mut values = BTreeMap::from([("iterations".to_string(), found.iterations as f64)]);
+            let mut values = Values::from([("iterations", found.iterations as f64)]);
             let outcome = match found.fooled {
                 None => {
-                    values.insert("stalled".into(), f64::from(u8::from(found.stalled)));
+                    values.insert("stalled", f64::from(u8::from(found.stalled)));
                     stalls += usize::from(found.stalled);
                     Outcome::Failed
                 }
                 Some((c, score)) => {
                     let theta = group.log(&found.matrix).map_err(warp_error)?;
-                    values.insert("score".into(), score);
-                    values.insert("adv_pred".into(), c as f64);
+                    values.insert("score", score);
+                    values.insert("adv_pred", c as f64);
                     for (name, v) in names.iter().zip(&theta) {
                         values.insert(format!("param_{name}"), *v);
                     }
                     if names.contains(&"theta") {
-                        values.insert("angle_deg".into(), theta[0].to_degrees());
+                        values.insert("angle_deg", theta[0].to_degrees());
                     }
                     scores.push(score);
                     iters.push(found.iterations as f64);

@@ -32,6 +32,9 @@ mod stadv;
 pub mod structured;
 pub mod subspace;
 pub mod uap;
+mod values;
+
+pub use values::{Name, Values};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,7 +107,7 @@ pub struct ImageResult {
     /// Outcome.
     pub outcome: Outcome,
     /// Scalar results (e.g. `norm_l2`, `rho`, `iterations`, `adv_pred`).
-    pub values: BTreeMap<String, f64>,
+    pub values: Values,
 }
 
 impl ImageResult {
@@ -126,7 +129,7 @@ impl Serialize for ImageResult {
             success: bool,
             outcome: Outcome,
             #[serde(flatten)]
-            values: &'a BTreeMap<String, f64>,
+            values: &'a Values,
         }
         Row {
             index: self.index,
@@ -152,9 +155,9 @@ impl<'de> Deserialize<'de> for ImageResult {
             #[serde(rename = "success")]
             _success: bool,
             outcome: Outcome,
-            // JSON has no NaN: serde_json writes it as null.
+            // JSON has no NaN: serde_json writes it as null, read back as NaN.
             #[serde(flatten)]
-            values: BTreeMap<String, Option<f64>>,
+            values: Values,
         }
         let r = Row::deserialize(d)?;
         Ok(ImageResult {
@@ -163,11 +166,7 @@ impl<'de> Deserialize<'de> for ImageResult {
             label: r.label,
             pred: r.pred,
             outcome: r.outcome,
-            values: r
-                .values
-                .into_iter()
-                .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
-                .collect(),
+            values: r.values,
         })
     }
 }

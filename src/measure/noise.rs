@@ -212,11 +212,11 @@ impl Measure for Noise {
                 sorted.sort_by(f64::total_cmp);
                 let med = sorted[sorted.len() / 2];
                 let v = &mut images[i].values;
-                v.insert("l2_deepfool".into(), star);
-                v.insert("flipped_directions".into(), flipped as f64);
+                v.insert("l2_deepfool", star);
+                v.insert("flipped_directions", flipped as f64);
                 if med.is_finite() {
-                    v.insert("noise_l2".into(), med);
-                    v.insert("ratio".into(), med / star);
+                    v.insert("noise_l2", med);
+                    v.insert("ratio", med / star);
                     ratios.push(med / star);
                     norms.push(med);
                 } else {

@@ -49,6 +49,7 @@ use super::geometric::{
     argmax, describe, misclassified, result, save_panels, warp_error, Clean, Frame,
 };
 use super::space::SpacedModel;
+use super::Values;
 use super::{Artifact, Context, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::error::{Error, Result};
 
@@ -431,25 +432,19 @@ impl Measure for StAdv {
         for (i, attempt) in attempts.into_iter().enumerate() {
             let pred = clean.pred(i, k);
             let Some((attempt, shrunk)) = attempt else {
-                images.push(result(
-                    ctx,
-                    i,
-                    pred,
-                    Outcome::Misclassified,
-                    BTreeMap::new(),
-                ));
+                images.push(result(ctx, i, pred, Outcome::Misclassified, Values::new()));
                 continue;
             };
             let iterations = attempt.iterations;
-            let mut values = BTreeMap::from([("iterations".to_string(), iterations)]);
+            let mut values = Values::from([("iterations", iterations)]);
             if let (Some((scale, class)), Some((_, flow, _))) = (shrunk, &attempt.smoothest) {
                 let scaled: Vec<f64> = flow.iter().map(|f| f * scale).collect();
                 let field = Flow::new(&scaled, 1, h, w).map_err(warp_error)?;
                 let loss = smooth.loss(&field)[0];
-                values.insert("min_scale".into(), scale);
-                values.insert("min_flow_loss".into(), loss);
-                values.insert("min_max_disp_px".into(), field.stats()[0].max);
-                values.insert("min_adv_pred".into(), class as f64);
+                values.insert("min_scale", scale);
+                values.insert("min_flow_loss", loss);
+                values.insert("min_max_disp_px", field.stats()[0].max);
+                values.insert("min_adv_pred", class as f64);
                 scales.push(scale);
                 min_losses.push(loss);
             }
@@ -459,11 +454,11 @@ impl Measure for StAdv {
                     let field = Flow::new(&flow, 1, h, w).map_err(warp_error)?;
                     let stats = field.stats()[0];
                     let loss = smooth.loss(&field)[0];
-                    values.insert("adv_pred".into(), c as f64);
-                    values.insert("flow_loss".into(), loss);
-                    values.insert("mean_disp_px".into(), stats.mean);
-                    values.insert("max_disp_px".into(), stats.max);
-                    values.insert("max_disp_frac".into(), stats.max / w as f64);
+                    values.insert("adv_pred", c as f64);
+                    values.insert("flow_loss", loss);
+                    values.insert("mean_disp_px", stats.mean);
+                    values.insert("max_disp_px", stats.max);
+                    values.insert("max_disp_frac", stats.max / w as f64);
                     losses.push(loss);
                     means.push(stats.mean);
                     maxes.push(stats.max);

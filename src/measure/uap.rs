@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::curvature::{shared_eigen, Points};
 use super::deepfool::{argmax, deepfool_batch, l2, linf, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
+use super::Values;
 use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -146,7 +147,7 @@ fn load_split(sm: &SpacedModel, data: &Dataset, range: std::ops::Range<usize>) -
             } else {
                 Outcome::Misclassified
             },
-            values: BTreeMap::new(),
+            values: Values::new(),
         });
     }
     Ok(s)
@@ -312,7 +313,7 @@ impl Measure for Uap {
             } else {
                 Outcome::Robust
             };
-            images[r].values.insert("holdout".into(), 0.0);
+            images[r].values.insert("holdout", 0.0);
         }
         let mut hold_images = hold.results;
         for (j, &r) in hold.index.iter().enumerate() {
@@ -321,7 +322,7 @@ impl Measure for Uap {
             } else {
                 Outcome::Robust
             };
-            hold_images[r].values.insert("holdout".into(), 1.0);
+            hold_images[r].values.insert("holdout", 1.0);
         }
         if holdout_data.is_none() {
             images.extend(hold_images);

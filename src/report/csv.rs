@@ -13,7 +13,7 @@ pub fn images(report: &Report) -> Result<String> {
         .iter()
         .flat_map(|m| &m.measures)
         .flat_map(|e| &e.result.images)
-        .flat_map(|i| i.values.keys().map(String::as_str))
+        .flat_map(|i| i.values.keys())
         .collect();
     let err = |e: csv::Error| Error::Config(format!("images.csv: {e}"));
     let mut w = csv::Writer::from_writer(vec![]);
