@@ -40,7 +40,7 @@ pub fn images(report: &Report) -> Result<String> {
                 ];
                 row.extend(
                     keys.iter()
-                        .map(|k| i.values.get(*k).map(|v| v.to_string()).unwrap_or_default()),
+                        .map(|k| i.values.get(k).map(|v| v.to_string()).unwrap_or_default()),
                 );
                 w.write_record(&row).map_err(err)?;
             }

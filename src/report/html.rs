@@ -159,7 +159,7 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
             .images
             .iter()
             .filter(|i| matches!(i.outcome, Outcome::Fooled | Outcome::Robust))
-            .filter_map(|i| i.values.get(*key).copied())
+            .filter_map(|i| i.values.get(key).copied())
             .collect();
         if let Some(svg) = plot::histogram(&format!("{} · {key}", e.id), &values, 20) {
             let _ = write!(h, "<figure>{svg}</figure>");
