@@ -75,6 +75,9 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use builder::{build_gradient_graph, GradientGraph, COTANGENT, GRAD, INPUT, LOGITS};
+pub use builder::{
+    build_gradient_graph, build_gradient_graph_probed, probe_model, GradientGraph, ProbedShape,
+    COTANGENT, GRAD, INPUT, LOGITS,
+};
 pub use error::{GradError, UnsupportedNode};
 pub use path::ops_without_rule;

@@ -18,7 +18,7 @@ use super::error::GradError;
 const KEEP_VALUES_UP_TO: usize = 4096;
 
 /// What the probe run learnt about every named tensor of the graph.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Probe {
     /// Concrete shape of every node output, initializer and the input.
     pub shapes: HashMap<String, Vec<usize>>,

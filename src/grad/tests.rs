@@ -3,6 +3,7 @@
 
 use super::onnx::*;
 use super::testutil::{assert_grad, model, Rng};
+use prost::Message;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 
 fn w(name: &str, dims: &[usize], seed: u64) -> TensorProto {
@@ -490,6 +491,41 @@ fn final_softmax_is_skipped() {
     assert!(g.pre_softmax);
     assert_eq!((g.batch, g.classes, g.num_logits), (2, 2, 3));
     assert_grad(&m, &[2, 4], 1.0);
+}
+
+/// One probe run serves the graphs of every M at its shape: each is byte for byte the graph a
+/// fresh build makes, also for a MaxPool (whose rule adds the `Indices` output to the shapes
+/// it reads, which must not leak from one build into the next) followed by a Conv.
+#[test]
+fn one_probe_builds_every_m() {
+    let attrs = vec![
+        ("kernel_shape", ints(&[3, 3])),
+        ("strides", ints(&[2, 2])),
+        ("pads", ints(&[1, 1, 1, 1])),
+    ];
+    let shape = [2, 2, 7, 6];
+    let m = model(
+        vec![
+            node("MaxPool", &["x"], "p", attrs),
+            node("Conv", &["p", "w"], "y", vec![]),
+        ],
+        vec![w("w", &[3, 2, 2, 2], 4)],
+        "x",
+        &shape,
+        "y",
+        13,
+    );
+    let probed = super::probe_model(&m, &shape).unwrap();
+    for classes in [3, 1, 3, 2] {
+        let shared = super::build_gradient_graph_probed(&m, &probed, classes).unwrap();
+        let fresh = super::build_gradient_graph(&m, &shape, classes).unwrap();
+        assert_eq!(shared.classes, classes);
+        assert_eq!(
+            shared.model.encode_to_vec(),
+            fresh.model.encode_to_vec(),
+            "M = {classes}"
+        );
+    }
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub(crate) struct GradientState {
     min_rows: std::sync::atomic::AtomicUsize,
     mode: Mutex<Option<(GradientMode, Option<String>)>>,
     graphs: Mutex<HashMap<(usize, usize), Arc<dyn GraphSession>>>,
+    /// Probe runs by row count: one serves the graphs of every `M` at that many rows.
+    probes: Mutex<HashMap<usize, grad::ProbedShape>>,
 }
 
 impl GradientState {
@@ -80,6 +82,7 @@ impl GradientState {
             min_rows: std::sync::atomic::AtomicUsize::new(1),
             mode: Mutex::new(None),
             graphs: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -317,9 +320,25 @@ impl Model {
     }
 
     fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
-        let mut shape = vec![rows];
-        shape.extend_from_slice(&self.spec.sample_shape());
-        let built = grad::build_gradient_graph(&self.runnable.proto, &shape, m)
+        let cached = self
+            .gradients
+            .probes
+            .lock()
+            .expect("probes")
+            .get(&rows)
+            .cloned();
+        let probed = match cached {
+            Some(p) => p,
+            None => {
+                let mut shape = vec![rows];
+                shape.extend_from_slice(&self.spec.sample_shape());
+                let p =
+                    grad::probe_model(&self.runnable.proto, &shape).map_err(GraphFailure::Grad)?;
+                let mut probes = self.gradients.probes.lock().expect("probes");
+                probes.entry(rows).or_insert(p).clone()
+            }
+        };
+        let built = grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m)
             .map_err(GraphFailure::Grad)?;
         let session = self
             .backend

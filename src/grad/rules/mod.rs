@@ -91,7 +91,7 @@ pub fn rule(op_type: &str) -> Option<Rule> {
 #[derive(Debug)]
 pub struct Facts {
     /// Shapes, types and small values from the probe run.
-    pub probe: Probe,
+    pub probe: std::sync::Arc<Probe>,
     /// Tensors on the float data path from the input.
     pub active: HashSet<String>,
     /// Batch axis of each active tensor.
