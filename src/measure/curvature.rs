@@ -5,11 +5,13 @@
 //! and `G = f_adv − f_k0`. Hessian–vector products by central differences of
 //! exact gradients, `H v ≈ [∇G(z+hv) − ∇G(z−hv)]/(2h)` with
 //! `h = h_fraction·‖r*‖` (ReLU nets are piecewise linear: curvature exists
-//! only at a finite scale, so `h` is recorded). Lanczos with full
-//! re-orthogonalisation, batched over images (one VJP call of `2n` rows per
-//! step), gives the top `q` eigenvalues of `H/‖∇G(z)‖` per image, and of the
-//! average `H̄ = mean_i H_i/‖∇G_i‖` (shared directions). `κ > 0`: the boundary
-//! bends towards `x`.
+//! only at a finite scale, so `h` is recorded). The boundary's curvature lives in
+//! its tangent space, so every product is projected there: with `n = ∇G/‖∇G‖`
+//! and `P = I − n nᵀ`, the operator is `P H P/‖∇G(z)‖` (METHODS.md §5: `κ_v`
+//! for unit `v ⊥ ∇G`). Lanczos with full re-orthogonalisation, batched over
+//! images (one VJP call of `2n` rows per step), gives its top `q` eigenvalues
+//! per image, and those of the average `H̄ = mean_i P_i H_i P_i/‖∇G_i‖` (shared
+//! directions). `κ > 0`: the boundary bends towards `x`.
 
 use std::collections::BTreeMap;
 
@@ -176,7 +178,7 @@ pub struct Curvature {
 pub(super) fn info() -> MeasureInfo {
     MeasureInfo {
         name: "curvature",
-        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 over |grad| (Lanczos on finite-difference HVPs), per image and shared",
+        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 in the boundary's tangent space over |grad| (Lanczos on finite-difference HVPs), per image and shared",
         defaults: || super::defaults::<Params>(),
         build: |p| {
             Ok(Box::new(Curvature {
@@ -186,10 +188,12 @@ pub(super) fn info() -> MeasureInfo {
     }
 }
 
-/// Boundary points of a set of images: `z`, `(k0, adv)`, `‖∇G(z)‖`, `h`.
+/// Boundary points of a set of images: `z`, `(k0, adv)`, the unit normal `∇G(z)/‖∇G(z)‖`,
+/// `‖∇G(z)‖`, `h`.
 pub(super) struct Points {
     z: Vec<f32>,
     classes: Vec<(usize, usize)>,
+    normal: Vec<f32>,
     grad_norm: Vec<f64>,
     h: Vec<f64>,
 }
@@ -199,6 +203,7 @@ impl Points {
         Points {
             z: vec![],
             classes: vec![],
+            normal: vec![],
             grad_norm: vec![],
             h: vec![],
         }
@@ -225,8 +230,12 @@ impl Points {
         }
         let (_, g) = sm.vjp(&z, outcomes.len(), &cot, 1)?;
         for (a, o) in outcomes.iter().enumerate() {
+            let ga = &g[a * d..(a + 1) * d];
+            let norm = l2(ga).max(1e-30);
             self.classes.push((o.clean_class, o.adv_class));
-            self.grad_norm.push(l2(&g[a * d..(a + 1) * d]).max(1e-30));
+            self.normal
+                .extend(ga.iter().map(|&e| (f64::from(e) / norm) as f32));
+            self.grad_norm.push(norm);
             self.h.push((h_fraction * l2(&o.r)).max(1e-6));
         }
         self.z.extend(z);
@@ -237,10 +246,26 @@ impl Points {
     pub(super) fn len(&self) -> usize {
         self.classes.len()
     }
+
+    /// Projects `v` (one `d`-vector per point, `n × d`) onto each point's tangent space:
+    /// `v_i − (n_i·v_i) n_i`.
+    pub(super) fn to_tangent(&self, v: &mut [f32]) {
+        let d = self.z.len() / self.len().max(1);
+        for (vi, ni) in v.chunks_mut(d).zip(self.normal.chunks(d)) {
+            let c: f64 = vi
+                .iter()
+                .zip(ni)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            vi.iter_mut()
+                .zip(ni)
+                .for_each(|(a, b)| *a -= (c * f64::from(*b)) as f32);
+        }
+    }
 }
 
 /// The top eigenpairs (values descending, unit vectors) of the shared Hessian
-/// `H̄ = mean_i H_i / ‖∇G_i‖` over the boundary points, by `steps` Lanczos steps from a
+/// `H̄ = mean_i P_i H_i P_i / ‖∇G_i‖` over the boundary points, by `steps` Lanczos steps from a
 /// random start drawn with `seed`.
 pub(super) fn shared_eigen(
     sm: &SpacedModel,
@@ -264,11 +289,15 @@ pub(super) fn shared_eigen(
     Ok(res.swap_remove(0))
 }
 
-/// `H_i v_i / ‖∇G_i‖` for every image `i` by central differences: one VJP call of `2n` rows.
+/// `P_i H_i P_i v_i / ‖∇G_i‖` for every image `i` (`P_i` the projection onto the boundary's
+/// tangent space at `z_i`), the Hessian product by central differences: one VJP call of
+/// `2n` rows.
 fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
     let d = sm.dim();
     let k = sm.classes();
     let n = pts.classes.len();
+    let mut v = v.to_vec();
+    pts.to_tangent(&mut v);
     let mut x = Vec::with_capacity(2 * n * d);
     let mut cot = vec![0.0f32; 2 * n * k];
     for i in 0..n {
@@ -290,6 +319,7 @@ fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
             out[i * d + t] = (g[2 * i * d + t] - g[(2 * i + 1) * d + t]) * s;
         }
     }
+    pts.to_tangent(&mut out);
     Ok(out)
 }
 
@@ -339,6 +369,7 @@ impl Measure for Curvature {
                 start[i * d + t] = StandardNormal.sample(&mut r);
             }
         }
+        pts.to_tangent(&mut start);
         let bar = ctx.progress.bar(p.steps as u64, "lanczos");
         let per_image = lanczos_batch(n, d, p.steps, &start, |v| {
             bar.inc(1);
@@ -364,11 +395,12 @@ impl Measure for Curvature {
                 img.values.insert("eig_min", *v);
             }
         }
-        // Curvature along random unit directions: v'Hv/|∇G| (one extra HVP).
+        // Curvature along random unit tangent directions: v'Hv/|∇G| (one extra HVP).
         if n > 0 {
             let mut v: Vec<f32> = (0..n * d)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .collect();
+            pts.to_tangent(&mut v);
             for c in v.chunks_mut(d) {
                 let nv = l2(c) as f32;
                 c.iter_mut().for_each(|e| *e /= nv);
@@ -416,7 +448,7 @@ impl Measure for Curvature {
             extra: serde_json::json!({
                 "profile": profile,
                 "shared_eigenvalues": shared_vals,
-                "normalisation": "eigenvalues of H/|grad G| at z = x + r* (1/length units)",
+                "normalisation": "eigenvalues of P H P/|grad G| at z = x + r*, P the projection onto the boundary's tangent space (1/length units)",
             }),
             artifacts: vec![],
         })
