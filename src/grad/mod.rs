@@ -15,6 +15,8 @@
 //! 2. **Probe** (`probe`): one tract run of the original model at the concrete shape, with every
 //!    node output exposed, gives each tensor's shape, type, and (for small or integer tensors)
 //!    value — the constants of the backward pass (Reshape targets, Slice starts, axes, …).
+//!    It is most of a build's time and does not depend on `M`: [`probe_model`] runs it once
+//!    and [`build_gradient_graph_probed`] builds the graph of any `M` at that shape from it.
 //! 3. **Batch axes**: each rule says where the batch axis of its outputs is (axis 0 for
 //!    images, moved by Transpose/Reshape in attention blocks).
 //! 4. **Reverse sweep**: in reverse graph order each rule (`rules/`, one file per family) emits
