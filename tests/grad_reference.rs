@@ -3,7 +3,8 @@
 //! For every model listed in `onnx_models/grad/manifest.json` (or found as
 //! `onnx_models/grad/<name>.onnx`), with `<name>.input.npy` `(N, …)`, `<name>.logits.npy`
 //! `(N, K)`, `<name>.cot{1,10}.npy` `(N, M, K)` and `<name>.grad{1,10}.npy` `(N, M, …)`: build
-//! the gradient graph for `M = 1` and `M = 10`, run it on tract, and require cosine ≥ 0.9999 and
+//! the gradient graph for `M = 1` and `M = 10` (the latter in both cotangent layouts), run it on
+//! tract, and require cosine ≥ 0.9999 and
 //! relative L2 error ≤ 1e-3 against the reference gradients. Skips (passes) when the folder is
 //! absent. Set `GEOROB_GRAD_ONLY=name1,name2` to run a subset.
 #![cfg(feature = "tract")]
@@ -11,7 +12,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use georob::grad::{build_gradient_graph, GradError};
+use georob::grad::{build_gradient_graph_probed, probe_model, CotangentLayout, GradError};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
@@ -124,7 +125,12 @@ fn gradients_match_pytorch_references() {
             continue;
         };
         let proto = ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
-        for m in [1usize, 10] {
+        // M = 10 twice: batched (ONNX Runtime's layout) and split (tract's).
+        for (m, layout) in [
+            (1usize, CotangentLayout::Batched),
+            (10, CotangentLayout::Batched),
+            (10, CotangentLayout::Split),
+        ] {
             let (Some((cs, cot)), Some((_, gref))) = (
                 npy(&dir.join(format!("{name}.cot{m}.npy"))),
                 npy(&dir.join(format!("{name}.grad{m}.npy"))),
@@ -132,7 +138,9 @@ fn gradients_match_pytorch_references() {
                 continue;
             };
             let t0 = std::time::Instant::now();
-            let gg = match build_gradient_graph(&proto, &xs, m) {
+            let built = probe_model(&proto, &xs)
+                .and_then(|p| build_gradient_graph_probed(&proto, &p, m, layout));
+            let gg = match built {
                 Ok(g) => g,
                 Err(e @ GradError::Tract { .. }) => {
                     // tract cannot run the forward model itself: not a gradient failure.
@@ -140,20 +148,20 @@ fn gradients_match_pytorch_references() {
                     break;
                 }
                 Err(e) => {
-                    failures.push(format!("{name} M={m}: build failed: {e}"));
+                    failures.push(format!("{name} M={m} {layout:?}: build failed: {e}"));
                     continue;
                 }
             };
             let outs = match run(&gg.model, vec![(xs.clone(), x.clone()), (cs.clone(), cot)]) {
                 Ok(o) => o,
                 Err(e) => {
-                    failures.push(format!("{name} M={m}: tract failed: {e:?}"));
+                    failures.push(format!("{name} M={m} {layout:?}: tract failed: {e:?}"));
                     continue;
                 }
             };
             if let Ok(dir) = std::env::var("GRAD_DUMP") {
                 // For cross-runtime checks (e.g. onnxruntime) of the emitted graphs.
-                let stem = format!("{dir}/{name}_m{m}");
+                let stem = format!("{dir}/{name}_m{m}_{layout:?}");
                 std::fs::write(format!("{stem}.onnx"), gg.model.encode_to_vec()).unwrap();
                 let j = serde_json::json!({
                     "input": x, "input_shape": xs, "cotangent": npy(&dir_cot(&root, name, m)).unwrap().1,
@@ -165,11 +173,13 @@ fn gradients_match_pytorch_references() {
             let lref = npy(&dir.join(format!("{name}.logits.npy"))).map(|l| l.1);
             let (lcos, lrel) = lref.map(|l| compare(&outs[0], &l)).unwrap_or((1.0, 0.0));
             eprintln!(
-                "{name} M={m}: grad cos {cos:.7} rel {rel:.2e}; logits cos {lcos:.7} rel {lrel:.2e} ({:.1?})",
+                "{name} M={m} {layout:?}: grad cos {cos:.7} rel {rel:.2e}; logits cos {lcos:.7} rel {lrel:.2e} ({:.1?})",
                 t0.elapsed()
             );
             if !(cos >= 0.9999 && rel <= 1e-3) {
-                failures.push(format!("{name} M={m}: cos {cos:.6} rel {rel:.3e}"));
+                failures.push(format!(
+                    "{name} M={m} {layout:?}: cos {cos:.6} rel {rel:.3e}"
+                ));
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::emit::Emitter;
 use super::error::GradError;
@@ -59,7 +59,21 @@ pub fn build_gradient_graph(
         return Err(GradError::Model("classes (M) must be at least 1".into()));
     }
     let probe = probe_model(model, input_shape)?;
-    build_gradient_graph_probed(model, &probe, classes)
+    build_gradient_graph_probed(model, &probe, classes, CotangentLayout::Batched)
+}
+
+/// How the `M` cotangents of a sample run through the backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CotangentLayout {
+    /// One backward pass over `M·N` rows (the local derivatives broadcast over the `M` copies):
+    /// the fastest form on ONNX Runtime, whose kernels like wide batches.
+    #[default]
+    Batched,
+    /// `M` backward passes of `N` rows side by side in one graph, sharing the local
+    /// derivatives (computed once). tract lowers a batched 1×1 convolution to a matrix
+    /// product with its channel axis moved last and back (a fifth of an `M = 9` call on
+    /// EfficientNet-Lite0); at `N = 1` rows it needs no such copies.
+    Split,
 }
 
 /// The probe run of `model` at `input_shape` that [`build_gradient_graph_probed`] needs, after
@@ -90,11 +104,13 @@ pub struct ProbedShape {
 }
 
 /// [`build_gradient_graph`] at the shape of `probed`, which must come from [`probe_model`] on
-/// the same `model`.
+/// the same `model`, with the cotangents laid out as `layout` says (the graph's inputs and
+/// outputs are the same either way).
 pub fn build_gradient_graph_probed(
     model: &ModelProto,
     probed: &ProbedShape,
     classes: usize,
+    layout: CotangentLayout,
 ) -> Result<GradientGraph, GradError> {
     if classes == 0 {
         return Err(GradError::Model("classes (M) must be at least 1".into()));
@@ -109,7 +125,10 @@ pub fn build_gradient_graph_probed(
         active: info.active.clone(),
         batch: HashMap::new(),
         outer: HashMap::new(),
-        m: classes,
+        m: match layout {
+            CotangentLayout::Batched => classes,
+            CotangentLayout::Split => 1,
+        },
         opset: opset(model),
     };
 
@@ -175,64 +194,49 @@ pub fn build_gradient_graph_probed(
     let mut tiles = HashMap::new();
     let m = classes;
 
-    // Cotangent (N, M, K) -> backward logits shape (M*N, ...), m-major.
-    let mut bw_logits = logits_shape.clone();
-    bw_logits[0] *= m;
-    let cot = if m == 1 {
-        em.reshape(COT_PLACEHOLDER, &bw_logits)
-    } else {
-        let t = em.transpose(COT_PLACEHOLDER, &[1, 0, 2]);
-        em.reshape(&t, &bw_logits)
-    };
-
-    let mut contrib: HashMap<String, Vec<String>> = HashMap::new();
-    contrib.insert(info.logits.clone(), vec![cot]);
-    {
-        let mut ctx = Ctx {
-            f: &facts,
-            em: &mut em,
-            tiles: &mut tiles,
-        };
-        for &i in info.path.iter().rev() {
-            let node = &nodes[i];
-            let gys: Vec<Option<String>> = node
-                .output
-                .iter()
-                .map(|o| contrib.remove(o).map(|v| ctx.em.sum(&v)))
-                .collect();
-            if gys.iter().all(|g| g.is_none()) {
-                continue;
-            }
-            let r = rule(&node.op_type).expect("rules checked above");
-            let gxs = (r.vjp)(&mut ctx, node, &gys)?;
-            for (inp, gx) in node.input.iter().zip(gxs) {
-                if let Some(gx) = gx {
-                    if facts.is_active(inp) {
-                        contrib.entry(inp.clone()).or_default().push(gx);
-                    }
-                }
-            }
-        }
-    }
-
-    // Input gradient (M*N, ...) -> (N, M, ...).
-    let mut bw_in = input_shape.to_vec();
-    bw_in[0] *= m;
-    let gin = match contrib.remove(&info.input) {
-        Some(v) => em.sum(&v),
-        None => em.zeros(&bw_in),
-    };
-    let mut split = vec![m, n];
-    split.extend_from_slice(&input_shape[1..]);
     let mut out_shape = vec![n, m];
     out_shape.extend_from_slice(&input_shape[1..]);
-    let g_final = if m == 1 {
-        em.reshape(&gin, &out_shape)
-    } else {
-        let r = em.reshape(&gin, &split);
-        let mut perm: Vec<usize> = (0..split.len()).collect();
-        perm.swap(0, 1);
-        em.transpose(&r, &perm)
+    let g_final = match layout {
+        CotangentLayout::Split if m > 1 => {
+            // One backward pass per cotangent; the passes emit the same local derivatives,
+            // which `dedupe` then keeps once.
+            let mut parts = Vec::with_capacity(m);
+            for j in 0..m {
+                let c = em.slice(COT_PLACEHOLDER, &[j as i64], &[j as i64 + 1], &[1], &[1]);
+                let cot = em.reshape(&c, &logits_shape);
+                let gin = backward(&facts, &nodes, &info, &mut em, &mut tiles, cot, input_shape)?;
+                parts.push(em.unsqueeze(&gin, &[1]));
+            }
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let g = em.concat(&parts, 1);
+            dedupe(&mut em);
+            g
+        }
+        _ => {
+            // Cotangent (N, M, K) -> backward logits shape (M*N, ...), m-major.
+            let mut bw_logits = logits_shape.clone();
+            bw_logits[0] *= m;
+            let cot = if m == 1 {
+                em.reshape(COT_PLACEHOLDER, &bw_logits)
+            } else {
+                let t = em.transpose(COT_PLACEHOLDER, &[1, 0, 2]);
+                em.reshape(&t, &bw_logits)
+            };
+            let mut bw_in = input_shape.to_vec();
+            bw_in[0] *= m;
+            let gin = backward(&facts, &nodes, &info, &mut em, &mut tiles, cot, &bw_in)?;
+            // Input gradient (M*N, ...) -> (N, M, ...).
+            if m == 1 {
+                em.reshape(&gin, &out_shape)
+            } else {
+                let mut split = vec![m, n];
+                split.extend_from_slice(&input_shape[1..]);
+                let r = em.reshape(&gin, &split);
+                let mut perm: Vec<usize> = (0..split.len()).collect();
+                perm.swap(0, 1);
+                em.transpose(&r, &perm)
+            }
+        }
     };
     let name = em.fresh("output");
     em.nodes.push(super::onnx::make_node(
@@ -271,6 +275,107 @@ pub fn build_gradient_graph_probed(
         input_shape: input_shape.to_vec(),
         pre_softmax: info.pre_softmax,
     })
+}
+
+/// The reverse sweep from the cotangent `cot` of the logits (backward layout, rows `M·N` as
+/// `facts.m` says) to the input: returns the input gradient, zeros of `bw_in` when no path
+/// reaches the input.
+fn backward(
+    facts: &Facts,
+    nodes: &[NodeProto],
+    info: &PathInfo,
+    em: &mut Emitter,
+    tiles: &mut HashMap<String, String>,
+    cot: String,
+    bw_in: &[usize],
+) -> Result<String, GradError> {
+    let mut contrib: HashMap<String, Vec<String>> = HashMap::new();
+    contrib.insert(info.logits.clone(), vec![cot]);
+    let mut ctx = Ctx {
+        f: facts,
+        em,
+        tiles,
+    };
+    for &i in info.path.iter().rev() {
+        let node = &nodes[i];
+        let gys: Vec<Option<String>> = node
+            .output
+            .iter()
+            .map(|o| contrib.remove(o).map(|v| ctx.em.sum(&v)))
+            .collect();
+        if gys.iter().all(|g| g.is_none()) {
+            continue;
+        }
+        let r = rule(&node.op_type).expect("rules checked above");
+        let gxs = (r.vjp)(&mut ctx, node, &gys)?;
+        for (inp, gx) in node.input.iter().zip(gxs) {
+            if let Some(gx) = gx {
+                if facts.is_active(inp) {
+                    contrib.entry(inp.clone()).or_default().push(gx);
+                }
+            }
+        }
+    }
+    Ok(match contrib.remove(&info.input) {
+        Some(v) => ctx.em.sum(&v),
+        None => ctx.em.zeros(bw_in),
+    })
+}
+
+/// Common-subexpression elimination over the emitted nodes: equal constants are kept once, and
+/// a node with the op, inputs and attributes of an earlier one is dropped, its outputs read
+/// the earlier node's. Backward nodes are deterministic, so the local derivatives that several
+/// passes emit alike are computed once.
+fn dedupe(em: &mut Emitter) {
+    use prost::Message;
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut constants: HashMap<Vec<u8>, String> = HashMap::new();
+    em.initializers.retain(|t| {
+        let key = TensorProto {
+            name: String::new(),
+            ..t.clone()
+        }
+        .encode_to_vec();
+        match constants.get(&key) {
+            Some(first) => {
+                renamed.insert(t.name.clone(), first.clone());
+                false
+            }
+            None => {
+                constants.insert(key, t.name.clone());
+                true
+            }
+        }
+    });
+    let mut seen: HashMap<Vec<u8>, Vec<String>> = HashMap::new();
+    em.nodes.retain_mut(|node| {
+        for input in node.input.iter_mut() {
+            if let Some(r) = renamed.get(input) {
+                *input = r.clone();
+            }
+        }
+        if node.output.iter().any(|o| RESERVED.contains(&o.as_str())) {
+            return true;
+        }
+        let key = NodeProto {
+            name: String::new(),
+            output: vec![],
+            ..node.clone()
+        }
+        .encode_to_vec();
+        match seen.get(&key) {
+            Some(first) => {
+                for (o, f) in node.output.iter().zip(first) {
+                    renamed.insert(o.clone(), f.clone());
+                }
+                false
+            }
+            None => {
+                seen.insert(key, node.output.clone());
+                true
+            }
+        }
+    });
 }
 
 /// Every tensor name of the graph.

@@ -78,8 +78,8 @@ mod tests;
 mod testutil;
 
 pub use builder::{
-    build_gradient_graph, build_gradient_graph_probed, probe_model, GradientGraph, ProbedShape,
-    COTANGENT, GRAD, INPUT, LOGITS,
+    build_gradient_graph, build_gradient_graph_probed, probe_model, CotangentLayout, GradientGraph,
+    ProbedShape, COTANGENT, GRAD, INPUT, LOGITS,
 };
 pub use error::{GradError, UnsupportedNode};
 pub use path::ops_without_rule;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::grad::CotangentLayout;
 
 /// Which engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +112,10 @@ pub trait Backend: Send + Sync {
     /// Runs `jobs` (calls on separate row chunks), up to [`Backend::concurrent_calls`] at once.
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         jobs.into_iter().for_each(|job| job());
+    }
+    /// How this backend's gradient graphs lay out the `M` cotangents of a sample.
+    fn cotangent_layout(&self) -> CotangentLayout {
+        CotangentLayout::Batched
     }
 }
 

@@ -338,7 +338,8 @@ impl Model {
                 probes.entry(rows).or_insert(p).clone()
             }
         };
-        let built = grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m)
+        let layout = self.backend.cotangent_layout();
+        let built = grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m, layout)
             .map_err(GraphFailure::Grad)?;
         let session = self
             .backend

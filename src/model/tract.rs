@@ -21,6 +21,7 @@ use tract_linalg::multithread::{multithread_tract_scope, set_default_executor, E
 
 use super::backend::{guarded, Backend, BackendKind, GraphSession, Job};
 use crate::error::{Error, Result};
+use crate::grad::CotangentLayout;
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -181,6 +182,13 @@ impl Backend for TractBackend {
 
     fn concurrent_calls(&self) -> usize {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    /// One backward pass per cotangent: on EfficientNet-Lite0 an `M = 9` gradient call on one
+    /// photo took 355 ms against 673 ms batched (one thread), the same values to the bit.
+    /// Batched, tract moves the channel axis of every 1×1 convolution last and back.
+    fn cotangent_layout(&self) -> CotangentLayout {
+        CotangentLayout::Split
     }
 
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
