@@ -105,26 +105,23 @@ impl Model {
         let decided = match self.gradients.choice {
             GradientChoice::Fd => (GradientMode::FiniteDifference, None),
             choice => {
-                // Building at one row and one class checks every rule and shape; where one
-                // row is ambiguous (a batch axis of size 1 among others), two rows decide.
-                let first = self.build_graph(1, 1);
+                // Emitting the graph at one row and one class checks every rule and shape; where
+                // one row is ambiguous (a batch axis of size 1 among others), two rows decide.
+                // The backend compiles only the graphs that calls need (tract: 0.5 s for
+                // EfficientNet-Lite0's M = 1 graph, which DeepFool never runs).
+                let first = self.emit_graph(1, 1);
                 let built = match first {
                     Err(GraphFailure::Grad(_)) if self.fixed_batch.is_none() => self
-                        .build_graph(2, 1)
-                        .map(|g| (2, g))
+                        .emit_graph(2, 1)
+                        .map(|_| 2)
                         .map_err(|_| first.err().expect("first build failed")),
-                    other => other.map(|g| (1, g)),
+                    other => other.map(|_| 1),
                 };
                 match built {
-                    Ok((rows, g)) => {
+                    Ok(rows) => {
                         self.gradients
                             .min_rows
                             .store(rows, std::sync::atomic::Ordering::Relaxed);
-                        self.gradients
-                            .graphs
-                            .lock()
-                            .expect("graphs")
-                            .insert((rows, 1), g);
                         (GradientMode::Exact, None)
                     }
                     Err(GraphFailure::Grad(e)) if choice == GradientChoice::Auto => (
@@ -319,7 +316,9 @@ impl Model {
         Ok(graphs.entry((rows, m)).or_insert(g).clone())
     }
 
-    fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
+    /// The gradient graph for `rows` rows and `M = m` in the backend's cotangent layout,
+    /// emitted from the probe run of that row count (made once).
+    fn emit_graph(&self, rows: usize, m: usize) -> Result<grad::GradientGraph, GraphFailure> {
         let cached = self
             .gradients
             .probes
@@ -339,8 +338,12 @@ impl Model {
             }
         };
         let layout = self.backend.cotangent_layout();
-        let built = grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m, layout)
-            .map_err(GraphFailure::Grad)?;
+        grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m, layout)
+            .map_err(GraphFailure::Grad)
+    }
+
+    fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
+        let built = self.emit_graph(rows, m)?;
         let session = self
             .backend
             .load_graph(&built.model)
