@@ -114,7 +114,7 @@ impl Model {
                     Err(GraphFailure::Grad(_)) if self.fixed_batch.is_none() => self
                         .emit_graph(2, 1)
                         .map(|_| 2)
-                        .map_err(|_| first.err().expect("first build failed")),
+                        .map_err(|_| first.expect_err("first build failed")),
                     other => other.map(|_| 1),
                 };
                 match built {
