@@ -41,6 +41,12 @@
 //! reshape merges the batch *under* another axis (PyTorch attention: `(L, N, E) → (L·N, E)`),
 //! the batch axis is recorded with an outer factor and tiling inserts the copies there.
 //!
+//! That is [`CotangentLayout::Batched`], the default and ONNX Runtime's layout. With
+//! [`CotangentLayout::Split`] (tract's, for large inputs) the reverse sweep instead runs `M`
+//! times side by side, each pass on `N` rows from its own slice of the cotangent, and the
+//! passes' inputs are concatenated to `(N, M, …)`; a common-subexpression pass then keeps the
+//! local derivatives every pass emitted alike once.
+//!
 //! # Fallback
 //!
 //! [`ops_without_rule`] lists the nodes on the input→logits path without a VJP rule (custom
