@@ -137,61 +137,87 @@ fn export_grad_writes_a_graph_that_reproduces_grad() {
 
     let dir = tempfile::tempdir().unwrap();
     let (_, _, x, cot) = inputs(dir.path());
-    let path = dir.path().join("digits_cnn.grad.onnx");
-    let out = georob(
-        &["export-grad", "--batch", "3", "--classes", "2"],
-        &[&digits_cnn(), Path::new("--out"), &path],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in [
-        "input      input float32 (3, 1, 28, 28)",
-        "input      cotangent float32 (3, 2, 10)",
-        "output     logits float32 (3, 10)",
-        "output     grad float32 (3, 2, 1, 28, 28)",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
-    }
-    let proto = tract_onnx::pb::ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
-    let g = proto.graph.as_ref().unwrap();
-    let names = |v: &[tract_onnx::pb::ValueInfoProto]| -> Vec<String> {
-        v.iter().map(|i| i.name.clone()).collect()
-    };
-    assert_eq!(names(&g.input), ["input", "cotangent"]);
-    assert_eq!(names(&g.output), ["logits", "grad"]);
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(&proto)
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let t = |s: &[usize], d: &[f32]| -> TValue {
-        tract_ndarray::ArrayD::from_shape_vec(s.to_vec(), d.to_vec())
-            .unwrap()
-            .into_tensor()
-            .into()
-    };
-    let res = plan
-        .run(tvec![t(&[3, 1, 28, 28], &x), t(&[3, 2, 10], &cot)])
-        .unwrap();
-    let grad: Vec<f32> = res[1]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
     let (_, gref) = library_model().vjp(&x, 3, &cot, 2).unwrap();
-    let err: f32 = grad.iter().zip(&gref).map(|(a, b)| (a - b).abs()).sum();
-    let norm: f32 = gref.iter().map(|b| b.abs()).sum();
-    assert!(
-        err <= 1e-5 * norm,
-        "exported graph differs: {err} vs {norm}"
+    let mut concats = vec![];
+    for cotangents in ["batched", "split"] {
+        let path = dir
+            .path()
+            .join(format!("digits_cnn.{cotangents}.grad.onnx"));
+        let out = georob(
+            &[
+                "export-grad",
+                "--batch",
+                "3",
+                "--classes",
+                "2",
+                "--cotangents",
+                cotangents,
+            ],
+            &[&digits_cnn(), Path::new("--out"), &path],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in [
+            "input      input float32 (3, 1, 28, 28)",
+            "input      cotangent float32 (3, 2, 10)",
+            "output     logits float32 (3, 10)",
+            "output     grad float32 (3, 2, 1, 28, 28)",
+        ] {
+            assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+        }
+        let proto = tract_onnx::pb::ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
+        let g = proto.graph.as_ref().unwrap();
+        let names = |v: &[tract_onnx::pb::ValueInfoProto]| -> Vec<String> {
+            v.iter().map(|i| i.name.clone()).collect()
+        };
+        assert_eq!(names(&g.input), ["input", "cotangent"]);
+        assert_eq!(names(&g.output), ["logits", "grad"]);
+        // The split graph gathers its passes with a Concat along the cotangent axis.
+        concats.push(g.node.iter().filter(|n| n.op_type == "Concat").count());
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let t = |s: &[usize], d: &[f32]| -> TValue {
+            tract_ndarray::ArrayD::from_shape_vec(s.to_vec(), d.to_vec())
+                .unwrap()
+                .into_tensor()
+                .into()
+        };
+        let res = plan
+            .run(tvec![t(&[3, 1, 28, 28], &x), t(&[3, 2, 10], &cot)])
+            .unwrap();
+        let grad: Vec<f32> = res[1]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        let err: f32 = grad.iter().zip(&gref).map(|(a, b)| (a - b).abs()).sum();
+        let norm: f32 = gref.iter().map(|b| b.abs()).sum();
+        assert!(
+            err <= 1e-5 * norm,
+            "exported {cotangents} graph differs: {err} vs {norm}"
+        );
+    }
+    assert!(concats[1] > concats[0], "Concat nodes {concats:?}");
+    let out = georob(
+        &["export-grad", "--cotangents", "sideways"],
+        &[
+            &digits_cnn(),
+            Path::new("--out"),
+            &dir.path().join("x.onnx"),
+        ],
     );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use batched or split"));
 }
 
 #[test]

@@ -143,6 +143,10 @@ pub struct ExportGradArgs {
     /// Number M of cotangents (classes) per sample.
     #[arg(long, default_value_t = 1, value_name = "M")]
     pub classes: usize,
+    /// How the M cotangents run: `batched` (one backward pass over M·N rows, fastest on ONNX
+    /// Runtime) or `split` (M passes of N rows, fastest on tract for large inputs).
+    #[arg(long, default_value = "batched", value_name = "batched|split")]
+    pub cotangents: String,
     /// Input layout, overriding the model and sidecar.
     #[arg(long, value_name = "NCHW|NHWC")]
     pub layout: Option<String>,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use georob::data::Dataset;
-use georob::grad::{self, build_gradient_graph};
+use georob::grad::{self, build_gradient_graph_probed, probe_model, CotangentLayout};
 use georob::model::{GradientChoice, GradientMode, Model};
 use georob::spec::Layout;
 use npyz::WriterBuilder;
@@ -104,11 +104,16 @@ pub fn run_grad(args: &GradArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `georob export-grad MODEL --out MODEL.grad.onnx [--batch N] [--classes M]`.
+/// `georob export-grad MODEL --out MODEL.grad.onnx [--batch N] [--classes M] [--cotangents ..]`.
 pub fn run_export(args: &ExportGradArgs) -> Result<ExitCode> {
     if args.batch == 0 || args.classes == 0 {
         bail!("--batch and --classes must be at least 1");
     }
+    let layout = match args.cotangents.as_str() {
+        "batched" => CotangentLayout::Batched,
+        "split" => CotangentLayout::Split,
+        other => bail!("--cotangents {other:?}: use batched or split"),
+    };
     let model_args = ModelArgs {
         backend: "tract".into(),
         ort_lib: None,
@@ -130,7 +135,9 @@ pub fn run_export(args: &ExportGradArgs) -> Result<ExitCode> {
     let n = model.fixed_batch.unwrap_or(args.batch);
     let mut shape = vec![n];
     shape.extend_from_slice(&model.spec.sample_shape());
-    let built = match build_gradient_graph(&model.runnable.proto, &shape, args.classes) {
+    let built = match probe_model(&model.runnable.proto, &shape).and_then(|probed| {
+        build_gradient_graph_probed(&model.runnable.proto, &probed, args.classes, layout)
+    }) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("georob: error: {}: {e}", args.model.display());
