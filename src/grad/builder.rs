@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
 
 use super::emit::Emitter;
 use super::error::GradError;
@@ -322,31 +322,13 @@ fn backward(
     })
 }
 
-/// Common-subexpression elimination over the emitted nodes: equal constants are kept once, and
-/// a node with the op, inputs and attributes of an earlier one is dropped, its outputs read
-/// the earlier node's. Backward nodes are deterministic, so the local derivatives that several
-/// passes emit alike are computed once.
+/// Common-subexpression elimination over the emitted nodes: a node with the op, inputs and
+/// attributes of an earlier one is dropped and its outputs read the earlier node's (equal
+/// constants already share one initializer, see [`Emitter::const_f32`]). Backward nodes are
+/// deterministic, so the local derivatives that several passes emit alike are computed once.
 fn dedupe(em: &mut Emitter) {
     use prost::Message;
     let mut renamed: HashMap<String, String> = HashMap::new();
-    let mut constants: HashMap<Vec<u8>, String> = HashMap::new();
-    em.initializers.retain(|t| {
-        let key = TensorProto {
-            name: String::new(),
-            ..t.clone()
-        }
-        .encode_to_vec();
-        match constants.get(&key) {
-            Some(first) => {
-                renamed.insert(t.name.clone(), first.clone());
-                false
-            }
-            None => {
-                constants.insert(key, t.name.clone());
-                true
-            }
-        }
-    });
     let mut seen: HashMap<Vec<u8>, Vec<String>> = HashMap::new();
     em.nodes.retain_mut(|node| {
         for input in node.input.iter_mut() {

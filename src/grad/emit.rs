@@ -20,6 +20,7 @@ pub struct Emitter {
     taken: HashSet<String>,
     counter: usize,
     i64_cache: HashMap<Vec<i64>, String>,
+    f32_cache: HashMap<(Vec<usize>, Vec<u32>), String>,
 }
 
 impl Emitter {
@@ -32,6 +33,7 @@ impl Emitter {
             taken,
             counter: 0,
             i64_cache: HashMap::new(),
+            f32_cache: HashMap::new(),
         }
     }
 
@@ -130,10 +132,16 @@ impl Emitter {
         name
     }
 
-    /// A float32 constant of shape `dims`.
+    /// A float32 constant of shape `dims` (cached: equal constants, bit for bit, share one
+    /// initializer).
     pub fn const_f32(&mut self, dims: &[usize], v: &[f32]) -> String {
+        let key = (dims.to_vec(), v.iter().map(|x| x.to_bits()).collect());
+        if let Some(n) = self.f32_cache.get(&key) {
+            return n.clone();
+        }
         let name = self.fresh("c");
         self.initializers.push(tensor_f32(&name, dims, v));
+        self.f32_cache.insert(key, name.clone());
         name
     }
 
