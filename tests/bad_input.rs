@@ -22,6 +22,15 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     }
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(errors.len(), 1, "one error line expected: {err}");
+    // A cause is said once (the library's message and the error chain both carry it).
+    let parts: Vec<&str> = errors[0].split(": ").collect();
+    for (i, a) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(a),
+            "{a:?} repeated in {:?}",
+            errors[0]
+        );
+    }
 }
 
 const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
@@ -70,7 +79,7 @@ fn valid_onnx_that_is_not_an_image_classifier_is_refused() {
 fn broken_data_are_named_errors() {
     let d = tempfile::tempdir().unwrap();
     let p = |name: &str| d.path().join(name).to_string_lossy().into_owned();
-    fails_with(&["eval", CNN, &p("nowhere")], &["nowhere"]);
+    fails_with(&["eval", CNN, &p("nowhere")], &["nowhere", "No such file"]);
     std::fs::create_dir(p("empty")).unwrap();
     fails_with(&["eval", CNN, &p("empty")], &["empty", "no images"]);
 

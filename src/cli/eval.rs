@@ -16,10 +16,10 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode> {
     let model = Model::open(&args.model, &options)?;
     let data = Dataset::open(&args.data, args.labels.as_deref())?;
     eprintln!(
-        "georob: {} on {} ({} images), backend {}",
+        "georob: {} on {} ({}), backend {}",
         args.model.display(),
         args.data.display(),
-        data.len(),
+        super::images(data.len()),
         model.backend().describe()
     );
     let report = evaluate(&model, &data, &Progress::new(args.quiet))?;

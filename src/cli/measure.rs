@@ -137,10 +137,10 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         out_dir: args.out.as_deref(),
     };
     eprintln!(
-        "georob: {} on {} ({} images), backend {}, {} gradients, seed {}",
+        "georob: {} on {} ({}), backend {}, {} gradients, seed {}",
         measure.name(),
         model_path.display(),
-        data.len(),
+        super::images(data.len()),
         model.backend().describe(),
         gradient,
         args.seed

@@ -47,6 +47,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// "1 image", "5 images".
+pub fn images(n: usize) -> String {
+    match n {
+        1 => "1 image".into(),
+        n => format!("{n} images"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
