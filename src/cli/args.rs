@@ -113,10 +113,10 @@ pub struct MergeArgs {
 pub struct GradArgs {
     /// The ONNX model file.
     pub model: PathBuf,
-    /// Inputs X in model space: float32 .npy (N, sample shape), in the model's layout.
+    /// Inputs X in model space: float32 or float64 .npy (N, sample shape), in the model's layout.
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
-    /// Cotangents C: float32 .npy (N, K) or (N, M, K).
+    /// Cotangents C: float32 or float64 .npy (N, K) or (N, M, K).
     #[arg(long, value_name = "C.npy")]
     pub cotangent: PathBuf,
     /// Output gradients G: float32 .npy (N, [M,] sample shape); M appears when C has it.

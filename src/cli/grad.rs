@@ -17,7 +17,7 @@ use prost::Message;
 use super::args::{CheckGradArgs, ExportGradArgs, GradArgs, ModelArgs};
 use super::EXIT_ERROR;
 
-/// Reads a float32 `.npy` file: shape and values (C order).
+/// Reads a float32 or float64 `.npy` file (C order): shape and values as float32.
 fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let f = npyz::NpyFile::new(&bytes[..])
@@ -26,9 +26,14 @@ fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if f.order() != npyz::Order::C {
         bail!("{}: Fortran-order arrays are not supported", path.display());
     }
-    let data = f
-        .into_vec::<f32>()
-        .with_context(|| format!("{}: expected float32 values", path.display()))?;
+    let wide = matches!(f.dtype(), npyz::DType::Plain(t) if t.size_field() == 8);
+    let data = match wide {
+        true => f
+            .into_vec::<f64>()
+            .map(|v| v.into_iter().map(|x| x as f32).collect()),
+        false => f.into_vec::<f32>(),
+    }
+    .with_context(|| format!("{}: expected float32 or float64 values", path.display()))?;
     Ok((shape, data))
 }
 

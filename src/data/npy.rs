@@ -1,18 +1,21 @@
-//! `.npy` tensors already in model space (float32, C order, first axis =
-//! samples), read row range by row range; and integer label vectors.
+//! `.npy` tensors already in model space (float32 or float64 in either byte
+//! order, C order, first axis = samples), read row range by row range as
+//! float32; and integer label vectors.
 
 use std::fs::File;
 use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 
-use npyz::{DType, NpyFile, Order};
+use npyz::{DType, NpyFile, Order, TypeChar};
 
 use crate::error::{Error, Result};
 
-/// A float32 `.npy` file whose rows are samples.
+/// A float `.npy` file whose rows are samples.
 #[derive(Debug, Clone)]
 pub(crate) struct NpyTensor {
     path: PathBuf,
+    /// Bytes per element: 4 (float32) or 8 (float64, narrowed to float32 on reading).
+    width: u64,
     /// Number of samples.
     pub rows: usize,
     /// Shape of one sample.
@@ -36,15 +39,22 @@ impl NpyTensor {
     /// Opens `path` and checks dtype, order, rank and file length.
     pub fn open(path: &Path) -> Result<Self> {
         let npy = open(path)?;
-        let dtype = type_str(&npy.dtype());
-        if dtype != "<f4" {
-            return Err(Error::data(
-                path,
-                format!(
-                    "element type is {dtype}; georob reads little-endian float32 (<f4) tensors"
-                ),
-            ));
-        }
+        let width = match npy.dtype() {
+            DType::Plain(t)
+                if t.type_char() == TypeChar::Float && matches!(t.size_field(), 4 | 8) =>
+            {
+                t.size_field()
+            }
+            other => {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "element type is {}; georob reads float32 or float64 tensors",
+                        type_str(&other)
+                    ),
+                ))
+            }
+        };
         if npy.order() != Order::C {
             return Err(Error::data(
                 path,
@@ -67,18 +77,19 @@ impl NpyTensor {
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
-        if len < data_start + 4 * total as u64 {
+        if len < data_start + width * total as u64 {
             return Err(Error::data(
                 path,
                 format!(
                     "truncated: the header promises {total} values ({} bytes) but the file holds {} bytes of data",
-                    4 * total,
+                    width * total as u64,
                     len.saturating_sub(data_start)
                 ),
             ));
         }
         Ok(NpyTensor {
             path: path.to_path_buf(),
+            width,
             rows: shape[0],
             sample_shape: shape[1..].to_vec(),
         })
@@ -101,14 +112,10 @@ impl NpyTensor {
     /// Reads rows `start..start+n` into `out`.
     pub fn read_rows(&self, start: usize, n: usize, out: &mut [f32]) -> Result<()> {
         let d: usize = self.sample_shape.iter().product();
-        let mut reader = open(&self.path)?
-            .data::<f32>()
-            .map_err(|e| Error::data(&self.path, e.to_string()))?;
-        reader
-            .seek_to((start * d) as u64)
-            .map_err(|e| Error::io(&self.path, e))?;
-        for (o, v) in out[..n * d].iter_mut().zip(reader) {
-            *o = v.map_err(|e| Error::io(&self.path, e))?;
+        let out_rows = &mut out[..n * d];
+        match self.width {
+            4 => self.read_into::<f32>(start * d, out_rows, |v| v)?,
+            _ => self.read_into::<f64>(start * d, out_rows, |v| v as f32)?,
         }
         if let Some(i) = out[..n * d].iter().position(|v| !v.is_finite()) {
             return Err(Error::data(
@@ -119,6 +126,25 @@ impl NpyTensor {
                     out[i]
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len()` elements of type `T` from element `first` on, converted by `cast`.
+    fn read_into<T: npyz::Deserialize>(
+        &self,
+        first: usize,
+        out: &mut [f32],
+        cast: impl Fn(T) -> f32,
+    ) -> Result<()> {
+        let mut reader = open(&self.path)?
+            .data::<T>()
+            .map_err(|e| Error::data(&self.path, e.to_string()))?;
+        reader
+            .seek_to(first as u64)
+            .map_err(|e| Error::io(&self.path, e))?;
+        for (o, v) in out.iter_mut().zip(reader) {
+            *o = cast(v.map_err(|e| Error::io(&self.path, e))?);
         }
         Ok(())
     }
@@ -205,6 +231,46 @@ mod tests {
     }
 
     #[test]
+    fn float64_and_big_endian_rows_read_as_float32() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.npy");
+        let data: Vec<f64> = (0..8).map(|v| 0.1 * v as f64).collect();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[2, 1, 2, 2])
+            .writer(std::fs::File::create(&p).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend(data.iter().copied()).unwrap();
+        w.finish().unwrap();
+        let t = NpyTensor::open(&p).unwrap();
+        let mut out = vec![0.0; 4];
+        t.read_rows(1, 1, &mut out).unwrap();
+        let want: Vec<f32> = data[4..].iter().map(|&v| v as f32).collect();
+        assert_eq!(out, want);
+        // Eight bytes per element: one missing byte is a truncated file.
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        let e = NpyTensor::open(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+
+        let mut w = npyz::WriteOptions::new()
+            .dtype(npyz::DType::Plain(">f4".parse().unwrap()))
+            .shape(&[1, 1, 1, 2])
+            .writer(std::fs::File::create(&p).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend([1.5f32, -2.25]).unwrap();
+        w.finish().unwrap();
+        let mut out = vec![0.0; 2];
+        NpyTensor::open(&p)
+            .unwrap()
+            .read_rows(0, 1, &mut out)
+            .unwrap();
+        assert_eq!(out, vec![1.5, -2.25]);
+    }
+
+    #[test]
     fn wrong_dtype_rank_and_truncation_are_errors() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.npy");
@@ -214,10 +280,10 @@ mod tests {
             .writer(std::fs::File::create(&p).unwrap())
             .begin_nd()
             .unwrap();
-        w.extend([1.0f64, 2.0]).unwrap();
+        w.extend([1i64, 2]).unwrap();
         w.finish().unwrap();
         let e = NpyTensor::open(&p).unwrap_err().to_string();
-        assert!(e.contains("<f8"), "{e}");
+        assert!(e.contains("<i8") && e.contains("float32 or float64"), "{e}");
 
         write_f32(&p, &[4, 3], &[0.0; 12]);
         let e = NpyTensor::open(&p).unwrap_err().to_string();
