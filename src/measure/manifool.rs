@@ -286,7 +286,6 @@ const REFINE_ROUNDS: usize = 4;
 /// evenly spaced points in one model call and keeps the bracket around the
 /// first that flips. Returns the upper end, a point that flips (`hi` itself
 /// when none inside does): 16 forwards in 4 calls for 1/625 of the bracket.
-#[allow(clippy::too_many_arguments)]
 fn first_flip(
     sm: &SpacedModel,
     frame: &Frame,
