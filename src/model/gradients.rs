@@ -146,6 +146,14 @@ impl Model {
         Ok(mode.get_or_insert(decided).clone())
     }
 
+    /// Rows per backend call of a gradient call with `m` cotangents (fewer when the model
+    /// fixes its batch): the backward pass runs `m·rows` rows, kept within a batch.
+    /// Activations of `m·batch` rows left the caches (EfficientNet-Lite0 at M = 9 on ONNX
+    /// Runtime: DeepFool on 5 photos took 8.1 s in one call of 5 rows, 5.0 s in calls of 1).
+    pub fn vjp_rows_per_call(&self, m: usize) -> usize {
+        (self.batch() / m.max(1)).max(1)
+    }
+
     /// Logits `(n, K)` and gradients `(n, M, d)` of `Σ_k cot[i, m, k] · logit_k(x_i)`
     /// with respect to the model-space input `x_i` (model layout), for `n`
     /// samples `x` and cotangents `cot` `(n, M, K)`.
@@ -185,15 +193,11 @@ impl Model {
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.spec.sample_len();
         let k = self.classes;
-        let batch = self.batch();
         let min_rows = self
             .gradients
             .min_rows
             .load(std::sync::atomic::Ordering::Relaxed);
-        // The backward pass runs `M·rows` rows: keep that within a batch. Activations of
-        // `M·batch` rows left the caches (EfficientNet-Lite0 at M = 9 on ONNX Runtime: DeepFool
-        // on 5 photos took 8.1 s in one call of 5 rows, 5.0 s in calls of 1).
-        let cap = (batch / m.max(1)).max(1);
+        let cap = self.vjp_rows_per_call(m);
         let run_rows = |rows: usize| match self.fixed_batch {
             Some(b) => b,
             None => bucket(rows, cap).max(min_rows),

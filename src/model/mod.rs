@@ -211,6 +211,20 @@ impl Model {
         self.backend.max_batch()
     }
 
+    /// The fastest forward time per row seen so far, in seconds (`None` before any call).
+    pub fn forward_seconds_per_row(&self) -> Option<f64> {
+        match self.forward_ns_per_row.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(ns as f64 * 1e-9),
+        }
+    }
+
+    /// Backend calls that can run at once (one per thread where the backend runs
+    /// single-threaded calls side by side), see [`Model::map_concurrent`].
+    pub fn concurrent_calls(&self) -> usize {
+        self.backend.concurrent_calls().max(1)
+    }
+
     /// Samples worth handing [`Model::logits`] or [`Model::vjp`] in one call: a batch for
     /// every concurrent backend call, and at least 16 so that data streams in useful chunks.
     pub fn pass_rows(&self) -> usize {
