@@ -105,7 +105,9 @@ pub fn l1(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x.abs())).sum()
 }
 
-/// DeepFool on `n` samples `u` (`n × d`, measured space), batched.
+/// DeepFool on `n` samples `u` (`n × d`, measured space): in lockstep, every step one
+/// batched gradient call, or, where gradient calls take one image each and rows are slow,
+/// each image through its own steps, images concurrently (the same perturbations).
 ///
 /// `project`, when given, is applied to every candidate gradient before the
 /// step is chosen, so all steps lie in its range (METHODS.md §3).
