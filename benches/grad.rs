@@ -46,7 +46,20 @@ struct Row {
     backend: String,
     batch: usize,
     plan: Option<usize>,
+    /// Forward, M = 1 and M = 10 times (ms) of each sample.
     samples: Vec<[f64; 3]>,
+}
+
+impl Row {
+    /// Median time of column `i` (0 forward, 1 M = 1, 2 M = 10).
+    fn median_ms(&self, i: usize) -> f64 {
+        median(self.samples.iter().map(|s| s[i]).collect())
+    }
+
+    /// Median over samples of column `i` over the same sample's forward time.
+    fn median_ratio(&self, i: usize) -> f64 {
+        median(self.samples.iter().map(|s| s[i] / s[0]).collect())
+    }
 }
 
 /// One (backend, images per call, batch option) cell group: the model, its inputs and
@@ -233,23 +246,19 @@ fn main() {
     println!("| backend | images | forward | gradient M=1 | gradient M=10 | M=1 ≤ 3× fwd | M=10 ≤ 21× fwd |");
     println!("|---|---:|---:|---:|---:|:-:|:-:|");
     let yes = |b: bool| if b { "yes" } else { "no" };
-    for r in &mut rows {
-        let col = |i: usize| median(r.samples.iter().map(|s| s[i]).collect());
-        let ratio = |i: usize| median(r.samples.iter().map(|s| s[i] / s[0]).collect());
-        let (a, b) = (ratio(1), ratio(2));
+    for r in &rows {
+        let (a, b) = (r.median_ratio(1), r.median_ratio(2));
         println!(
             "| {} | {}{} | {:.1} | {:.1} ({a:.2}×) | {:.1} ({b:.2}×) | {} | {} |",
             r.backend,
             r.batch,
             plan_label(r.plan),
-            col(0),
-            col(1),
-            col(2),
+            r.median_ms(0),
+            r.median_ms(1),
+            r.median_ms(2),
             yes(a <= 3.0),
             yes(b <= 21.0)
         );
-        // The PyTorch comparison below reads the medians.
-        r.samples = vec![[col(0), col(1), col(2)]];
     }
     if let Some((version, trows)) = torch {
         println!("\nPyTorch {version} CPU autograd, frozen parameters, forward + M backward passes, {threads} threads\n");
@@ -260,7 +269,7 @@ fn main() {
                 r.batch == batch && r.plan.is_none() && r.backend.contains("onnxruntime")
             });
             let (s1, s10) = ort.map_or((f64::NAN, f64::NAN), |r| {
-                (g1 / r.samples[0][1], g10 / r.samples[0][2])
+                (g1 / r.median_ms(1), g10 / r.median_ms(2))
             });
             println!(
                 "| {batch} | {f:.1} | {g1:.1} | {g10:.1} | {s1:.2}× {} | {s10:.2}× {} |",
