@@ -66,9 +66,14 @@ pub(super) fn info() -> MeasureInfo {
     }
 }
 
-/// Smallest `t > 0` with `k̂(x_i + t·dir) ≠ k0_i` for every ray `(image, dir)`
-/// (`None`: no flip up to `t0·2^doublings`). `x` is `(n, d)`, `dirs` is
-/// `(rays, d)` with `owner[ray]` the image, `t0[ray]` the starting scale.
+/// For each group of rays, the smallest `t > 0` with `k̂(x_i + t·dir) ≠ k0_i` over the
+/// group's rays `(image, dir)` (`None`: no ray of the group flips up to `t0·2^doublings`).
+/// `x` is `(n, d)`, `dirs` is `(rays, d)` with `owner[ray]` the image, `group[ray]` the group
+/// (numbered from 0) and `t0[ray]` the starting scale. Each ray doubles from `t0` until it
+/// flips, then bisects; a ray stops as soon as the largest `t` it knows not to flip reaches
+/// a flip another ray of its group has found, as it can no longer give the group's smallest
+/// (the other sign of a direction, for [`Noise`]). The rays that carry each group's answer
+/// run exactly as they would alone.
 #[allow(clippy::too_many_arguments)]
 pub fn line_search(
     model: &SpacedModel,
@@ -76,6 +81,7 @@ pub fn line_search(
     k0: &[usize],
     dirs: &[f32],
     owner: &[usize],
+    group: &[usize],
     t0: &[f64],
     doublings: usize,
     bisections: usize,
@@ -83,6 +89,7 @@ pub fn line_search(
     let d = model.dim();
     let k = model.classes();
     let rays = owner.len();
+    let groups = group.iter().max().map_or(0, |g| g + 1);
     // lo: largest t known not to flip (0), hi: smallest known to flip.
     let mut lo = vec![0.0f64; rays];
     let mut hi: Vec<Option<f64>> = vec![None; rays];
@@ -90,14 +97,23 @@ pub fn line_search(
     let mut round = vec![0usize; rays];
     let limit = 32_000_000 / d.max(1);
     loop {
+        // The smallest flip found so far in each group.
+        let mut best: Vec<Option<f64>> = vec![None; groups];
+        for r in 0..rays {
+            if let Some(h) = hi[r] {
+                let b = &mut best[group[r]];
+                *b = Some(b.map_or(h, |b| b.min(h)));
+            }
+        }
         let todo: Vec<usize> = (0..rays)
             .filter(|&r| match hi[r] {
                 None => round[r] <= doublings,
                 Some(_) => round[r] < bisections,
             })
+            .filter(|&r| best[group[r]].is_none_or(|b| lo[r] < b))
             .collect();
         if todo.is_empty() {
-            break;
+            return Ok(best);
         }
         for part in todo.chunks(limit.max(1)) {
             let mut pts = Vec::with_capacity(part.len() * d);
@@ -134,7 +150,6 @@ pub fn line_search(
             }
         }
     }
-    Ok(hi)
 }
 
 impl Measure for Noise {
@@ -171,6 +186,7 @@ impl Measure for Noise {
             let mut k0 = vec![];
             let mut dirs = Vec::with_capacity(part.len() * p.directions * 2 * d);
             let mut owner = vec![];
+            let mut group = vec![];
             let mut t0 = vec![];
             for (a, &i) in part.iter().enumerate() {
                 x.extend(sm.load(ctx.data, i, 1)?);
@@ -187,24 +203,27 @@ impl Measure for Noise {
                     dirs.extend(v.iter().map(|e| -e));
                     dirs.extend(v);
                     owner.extend([a, a]);
+                    // ±v: one group, whose answer is the smaller flip of the two signs.
+                    group.extend([group.len() / 2; 2]);
                     t0.extend([start, start]);
                 }
             }
-            let hits = line_search(&sm, &x, &k0, &dirs, &owner, &t0, p.doublings, p.bisections)?;
+            let hits = line_search(
+                &sm,
+                &x,
+                &k0,
+                &dirs,
+                &owner,
+                &group,
+                &t0,
+                p.doublings,
+                p.bisections,
+            )?;
             for (a, &i) in part.iter().enumerate() {
                 let star = images[i].values["norm_l2"];
-                let per_dir: Vec<f64> = (0..p.directions)
-                    .map(|j| {
-                        let (m, q) = (
-                            hits[(a * p.directions + j) * 2],
-                            hits[(a * p.directions + j) * 2 + 1],
-                        );
-                        match (m, q) {
-                            (Some(x), Some(y)) => x.min(y),
-                            (Some(x), None) | (None, Some(x)) => x,
-                            (None, None) => f64::INFINITY,
-                        }
-                    })
+                let per_dir: Vec<f64> = hits[a * p.directions..(a + 1) * p.directions]
+                    .iter()
+                    .map(|h| h.unwrap_or(f64::INFINITY))
                     .collect();
                 let flipped = per_dir.iter().filter(|t| t.is_finite()).count();
                 // Median over directions, unflipped rays counted as +∞.
@@ -251,5 +270,101 @@ impl Measure for Noise {
             extra: serde_json::json!({"clipped": false, "directions": "uniform on the sphere, both signs"}),
             artifacts: vec![],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Dataset;
+    use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
+    use std::path::Path;
+
+    /// With the two signs of each direction in one group, each group's answer is the smaller
+    /// of its two rays' answers, each found by a plain ray-by-ray doubling and bisection.
+    #[test]
+    fn a_group_gives_the_smallest_flip_of_its_rays() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+        let options = ModelOptions {
+            backend: BackendChoice::Exactly(BackendKind::Tract),
+            ..Default::default()
+        };
+        let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
+        let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
+        data.items.truncate(3);
+        let sm = SpacedModel::new(&model, &data);
+        let d = sm.dim();
+        let x = sm.load(&data, 0, 3).unwrap();
+        let k0: Vec<usize> = sm
+            .logits(&x, 3)
+            .unwrap()
+            .chunks(sm.classes())
+            .map(argmax)
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut dirs, mut owner) = (vec![], vec![]);
+        for a in 0..3 {
+            for _ in 0..4 {
+                let mut v: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+                let nv = l2(&v) as f32;
+                v.iter_mut().for_each(|e| *e /= nv);
+                dirs.extend(v.iter().map(|e| -e));
+                dirs.extend(v);
+                owner.extend([a, a]);
+            }
+        }
+        let rays = owner.len();
+        let (t0, doublings, bisections) = (0.5, 24, 10);
+        // One ray alone: doubling from t0, then bisection between the last miss and the flip.
+        let flips = |r: usize, t: f64| {
+            let (xi, v) = (&x[owner[r] * d..][..d], &dirs[r * d..][..d]);
+            let p: Vec<f32> = xi.iter().zip(v).map(|(a, b)| a + t as f32 * b).collect();
+            argmax(&sm.logits(&p, 1).unwrap()) != k0[owner[r]]
+        };
+        let alone = |r: usize| -> Option<f64> {
+            let (mut lo, mut t) = (0.0, t0);
+            let mut hi = None;
+            for _ in 0..=doublings {
+                if flips(r, t) {
+                    hi = Some(t);
+                    break;
+                }
+                lo = t;
+                t *= 2.0;
+            }
+            let mut hi = hi?;
+            for _ in 0..bisections {
+                let mid = 0.5 * (lo + hi);
+                match flips(r, mid) {
+                    true => hi = mid,
+                    false => lo = mid,
+                }
+            }
+            Some(hi)
+        };
+        let pairs: Vec<usize> = (0..rays).map(|r| r / 2).collect();
+        let paired = line_search(
+            &sm,
+            &x,
+            &k0,
+            &dirs,
+            &owner,
+            &pairs,
+            &vec![t0; rays],
+            doublings,
+            bisections,
+        )
+        .unwrap();
+        assert_eq!(paired.len(), rays / 2);
+        let mut found = 0;
+        for (g, p) in paired.iter().enumerate() {
+            let want = match (alone(2 * g), alone(2 * g + 1)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            assert_eq!(*p, want, "direction {g}");
+            found += usize::from(p.is_some());
+        }
+        assert!(found >= 6, "only {found} of {} directions flip", rays / 2);
     }
 }
