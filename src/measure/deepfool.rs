@@ -46,6 +46,14 @@ pub struct DeepFoolOptions {
     pub clip: Option<(f32, f32)>,
 }
 
+impl DeepFoolOptions {
+    /// Competitor classes per image (the cotangents `M` of each gradient call) for a model
+    /// with `k` classes: `candidates − 1`, at least 1 and at most `k − 1`.
+    fn competitors(&self, k: usize) -> usize {
+        self.candidates.clamp(2, k.max(2)).min(k) - 1
+    }
+}
+
 impl Default for DeepFoolOptions {
     fn default() -> Self {
         DeepFoolOptions {
@@ -130,7 +138,7 @@ pub fn deepfool_batch(
         return Ok(vec![]);
     }
     let logits0 = model.logits(u, n)?;
-    let m = opts.candidates.clamp(2, k.max(2)).min(k) - 1;
+    let m = opts.competitors(k);
     let net = model.model;
     let slow_rows = net
         .forward_seconds_per_row()
@@ -185,7 +193,7 @@ fn deepfool_from(
 ) -> Result<Vec<DeepFoolOutcome>> {
     let d = model.dim();
     let k = model.classes();
-    let m = opts.candidates.clamp(2, k.max(2)).min(k) - 1;
+    let m = opts.competitors(k);
     let mut k0 = Vec::with_capacity(n);
     let mut cands: Vec<Vec<usize>> = Vec::with_capacity(n);
     for row in logits0.chunks_exact(k) {
@@ -670,23 +678,11 @@ mod tests {
     /// projection that differs per image too (it must see each image's own index).
     #[test]
     fn images_on_their_own_match_the_lockstep_run() {
-        use crate::data::Dataset;
-        use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
-        use std::path::Path;
-
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
-        let options = ModelOptions {
-            backend: BackendChoice::Exactly(BackendKind::Tract),
-            threads: Some(2),
-            ..Default::default()
-        };
-        let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
+        let (model, data) = super::super::digits_on_tract(8, Some(2));
         assert!(
             model.concurrent_calls() > 1,
             "needs concurrent calls to test"
         );
-        let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
-        data.items.truncate(8);
         let sm = SpacedModel::new(&model, &data);
         let u = sm.load(&data, 0, 8).unwrap();
         let logits0 = sm.logits(&u, 8).unwrap();

@@ -641,14 +641,10 @@ mod tests {
 
 #[cfg(test)]
 mod path_tests {
-    use std::path::Path;
-
     use transforms::nalgebra::Matrix3;
     use transforms::{Sampling, TransformGroup};
 
     use super::{argmax, logits_at, shortest_on_path, Frame, SpacedModel};
-    use crate::data::Dataset;
-    use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
 
     fn rotation(deg: f64) -> Matrix3<f64> {
         let (s, c) = deg.to_radians().sin_cos();
@@ -661,14 +657,7 @@ mod path_tests {
     /// where the flip region is wider than the grid step (20 digits).
     #[test]
     fn the_shortest_point_on_the_path_matches_a_fine_scan() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
-        let options = ModelOptions {
-            backend: BackendChoice::Exactly(BackendKind::Tract),
-            ..Default::default()
-        };
-        let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
-        let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
-        data.items.truncate(20);
+        let (model, data) = super::super::digits_on_tract(20, None);
         let x = data.load(&model.spec, 0, 20).unwrap().x;
         let sm = SpacedModel::new(&model, &data);
         let frame = Frame::of(&sm);

@@ -356,6 +356,22 @@ pub fn mean(values: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// The digits CNN on tract (`threads`, default all) and its first `images` test images.
+#[cfg(test)]
+pub(crate) fn digits_on_tract(images: usize, threads: Option<usize>) -> (Model, Dataset) {
+    use crate::model::{BackendChoice, BackendKind, ModelOptions};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+    let options = ModelOptions {
+        backend: BackendChoice::Exactly(BackendKind::Tract),
+        threads,
+        ..Default::default()
+    };
+    let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
+    let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
+    data.items.truncate(images);
+    (model, data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

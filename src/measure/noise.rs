@@ -152,6 +152,14 @@ pub fn line_search(
     }
 }
 
+/// A direction uniform on the unit sphere of `R^d`.
+fn random_direction(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..d).map(|_| StandardNormal.sample(rng)).collect();
+    let nv = l2(&v) as f32;
+    v.iter_mut().for_each(|e| *e /= nv);
+    v
+}
+
 impl Measure for Noise {
     fn name(&self) -> &'static str {
         "noise"
@@ -197,9 +205,7 @@ impl Measure for Noise {
                 let start = star * (0.25 * (d as f64).sqrt()).max(1.0);
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
                 for _ in 0..p.directions {
-                    let mut v: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
-                    let nv = l2(&v) as f32;
-                    v.iter_mut().for_each(|e| *e /= nv);
+                    let v = random_direction(&mut rng, d);
                     dirs.extend(v.iter().map(|e| -e));
                     dirs.extend(v);
                     owner.extend([a, a]);
@@ -276,22 +282,12 @@ impl Measure for Noise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Dataset;
-    use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
-    use std::path::Path;
 
     /// With the two signs of each direction in one group, each group's answer is the smaller
     /// of its two rays' answers, each found by a plain ray-by-ray doubling and bisection.
     #[test]
     fn a_group_gives_the_smallest_flip_of_its_rays() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
-        let options = ModelOptions {
-            backend: BackendChoice::Exactly(BackendKind::Tract),
-            ..Default::default()
-        };
-        let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
-        let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
-        data.items.truncate(3);
+        let (model, data) = super::super::digits_on_tract(3, None);
         let sm = SpacedModel::new(&model, &data);
         let d = sm.dim();
         let x = sm.load(&data, 0, 3).unwrap();
@@ -305,9 +301,7 @@ mod tests {
         let (mut dirs, mut owner) = (vec![], vec![]);
         for a in 0..3 {
             for _ in 0..4 {
-                let mut v: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
-                let nv = l2(&v) as f32;
-                v.iter_mut().for_each(|e| *e /= nv);
+                let v = random_direction(&mut rng, d);
                 dirs.extend(v.iter().map(|e| -e));
                 dirs.extend(v);
                 owner.extend([a, a]);
