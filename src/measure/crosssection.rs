@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{argmax, deepfool_batch, l2, DeepFoolOptions, Norm};
+use super::deepfool::{argmax, deepfool_batch_at, l2, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
@@ -371,14 +371,15 @@ impl Measure for CrossSection {
             let item = &ctx.data.items[index];
             let x = sm.load(ctx.data, index, 1)?;
             let m = opts.candidates.min(k).max(2) - 1;
-            let tops = top_k(&sm.logits(&x, 1)?, m + 1);
+            let logits = sm.logits(&x, 1)?;
+            let tops = top_k(&logits, m + 1);
             let k0 = tops[0];
             let mut values = Values::new();
             if item.label.is_some_and(|l| l != k0) {
                 images.push(result(index, item, k0, Outcome::Misclassified, values));
                 continue;
             }
-            let df = deepfool_batch(&sm, &x, 1, &opts, None)?.remove(0);
+            let df = deepfool_batch_at(&sm, &x, &logits, 1, &opts, None)?.remove(0);
             let norm = l2(&df.r);
             if !df.success || norm <= 0.0 {
                 images.push(result(index, item, k0, Outcome::Failed, values));

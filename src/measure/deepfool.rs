@@ -126,18 +126,35 @@ pub fn deepfool_batch(
     opts: &DeepFoolOptions,
     project: Option<Projection>,
 ) -> Result<Vec<DeepFoolOutcome>> {
-    let d = model.dim();
+    check_len(model, u, n)?;
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let logits0 = model.logits(u, n)?;
+    deepfool_batch_at(model, u, &logits0, n, opts, project)
+}
+
+/// [`deepfool_batch`] for a caller that holds the clean logits `logits0` (`n × K`) of `u`
+/// already: it saves the forward pass that would recompute them.
+pub fn deepfool_batch_at(
+    model: &SpacedModel,
+    u: &[f32],
+    logits0: &[f32],
+    n: usize,
+    opts: &DeepFoolOptions,
+    project: Option<Projection>,
+) -> Result<Vec<DeepFoolOutcome>> {
+    check_len(model, u, n)?;
     let k = model.classes();
-    if u.len() != n * d {
+    if logits0.len() != n * k {
         return Err(Error::Config(format!(
-            "deepfool: expected {n}×{d} values, got {}",
-            u.len()
+            "deepfool: expected {n}×{k} clean logits, got {}",
+            logits0.len()
         )));
     }
     if n == 0 {
         return Ok(vec![]);
     }
-    let logits0 = model.logits(u, n)?;
     let m = opts.competitors(k);
     let net = model.model;
     let slow_rows = net
@@ -148,9 +165,21 @@ pub fn deepfool_batch(
         // rather than in lockstep, so that no thread waits at the end of an iteration for the
         // others (EfficientNet-Lite0, 5 photos, 2 threads: 19 gradient rows ran as 12 rounds
         // of one or two rows).
-        return deepfool_each(model, u, &logits0, n, opts, project);
+        return deepfool_each(model, u, logits0, n, opts, project);
     }
-    deepfool_from(model, u, &logits0, n, opts, project)
+    deepfool_from(model, u, logits0, n, opts, project)
+}
+
+/// Fails unless `u` holds `n` samples of the model's dimension.
+fn check_len(model: &SpacedModel, u: &[f32], n: usize) -> Result<()> {
+    let d = model.dim();
+    if u.len() != n * d {
+        return Err(Error::Config(format!(
+            "deepfool: expected {n}×{d} values, got {}",
+            u.len()
+        )));
+    }
+    Ok(())
 }
 
 /// [`deepfool_batch`] image by image, images concurrently, from the clean logits `logits0`.
@@ -446,11 +475,13 @@ pub fn run_all(
             })
             .collect();
         let mut ua = Vec::with_capacity(len * d);
+        let mut la = Vec::with_capacity(len * k);
         for i in (0..len).filter(|&i| attacked[i]) {
             ua.extend_from_slice(&u[i * d..(i + 1) * d]);
+            la.extend_from_slice(&logits[i * k..(i + 1) * k]);
         }
         let n_attacked = attacked.iter().filter(|&&a| a).count();
-        let res = deepfool_batch(&sm, &ua, n_attacked, opts, None)?;
+        let res = deepfool_batch_at(&sm, &ua, &la, n_attacked, opts, None)?;
         let mut res_iter = res.into_iter();
         for i in 0..len {
             let index = start + i;

@@ -31,7 +31,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::curvature::{shared_eigen, Points};
-use super::deepfool::{argmax, deepfool_batch, l2, linf, DeepFoolOptions, Norm};
+use super::deepfool::{argmax, deepfool_batch, deepfool_batch_at, l2, linf, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
@@ -270,7 +270,7 @@ impl Measure for Uap {
                 if argmax(&logits) != train.k0[i] {
                     continue;
                 }
-                let o = deepfool_batch(&sm, &x, 1, &opts, None)?.remove(0);
+                let o = deepfool_batch_at(&sm, &x, &logits, 1, &opts, None)?.remove(0);
                 if o.success && o.iterations < p.max_iter.saturating_sub(1).max(1) {
                     v.iter_mut().zip(&o.r).for_each(|(a, b)| *a += b);
                     project(&mut v, p.norm, xi);
