@@ -144,7 +144,8 @@ pub struct ExportGradArgs {
     #[arg(long, default_value_t = 1, value_name = "M")]
     pub classes: usize,
     /// How the M cotangents run: `batched` (one backward pass over M·N rows, fastest on ONNX
-    /// Runtime) or `split` (M passes of N rows, fastest on tract for large inputs).
+    /// Runtime for most models) or `split` (M passes of N rows, fastest on tract for large
+    /// inputs, and on ONNX Runtime for mobile networks at 224×224).
     #[arg(long, default_value = "batched", value_name = "batched|split")]
     pub cotangents: String,
     /// Input layout, overriding the model and sidecar.

@@ -66,7 +66,8 @@ pub fn build_gradient_graph(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CotangentLayout {
     /// One backward pass over `M·N` rows (the local derivatives broadcast over the `M` copies):
-    /// the fastest form on ONNX Runtime, whose kernels like wide batches.
+    /// georob's form on ONNX Runtime, its fastest on most models (not on mobile networks at
+    /// 224×224, where the broadcast mask products leave its NCHWc layout: docs/benchmarks.md).
     #[default]
     Batched,
     /// `M` backward passes of `N` rows side by side in one graph, sharing the local
