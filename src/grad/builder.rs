@@ -66,14 +66,15 @@ pub fn build_gradient_graph(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CotangentLayout {
     /// One backward pass over `M·N` rows (the local derivatives broadcast over the `M` copies):
-    /// georob's form on ONNX Runtime, its fastest on most models (not on mobile networks at
-    /// 224×224, where the broadcast mask products leave its NCHWc layout: docs/benchmarks.md).
+    /// ONNX Runtime's fastest form on most models (not on mobile networks at 224×224, where
+    /// the broadcast mask products leave its NCHWc layout: see `OrtBackend::cotangent_layout`).
     #[default]
     Batched,
     /// `M` backward passes of `N` rows side by side in one graph, sharing the local
     /// derivatives (computed once). tract lowers a batched 1×1 convolution to a matrix
     /// product with its channel axis moved last and back (a fifth of an `M = 9` call on
-    /// EfficientNet-Lite0); at `N = 1` rows it needs no such copies.
+    /// EfficientNet-Lite0); at `N = 1` rows it needs no such copies. On ONNX Runtime every
+    /// mask product then has operands of equal shape, which it keeps in its NCHWc layout.
     Split,
 }
 

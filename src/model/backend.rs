@@ -113,8 +113,8 @@ pub trait Backend: Send + Sync {
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         jobs.into_iter().for_each(|job| job());
     }
-    /// How this backend's gradient graphs lay out the `M` cotangents of a sample.
-    fn cotangent_layout(&self) -> CotangentLayout {
+    /// How this backend's gradient graphs of `model` lay out the `M` cotangents of a sample.
+    fn cotangent_layout(&self, _model: &tract_onnx::pb::ModelProto) -> CotangentLayout {
         CotangentLayout::Batched
     }
 }

@@ -341,7 +341,7 @@ impl Model {
                 probes.entry(rows).or_insert(p).clone()
             }
         };
-        let layout = self.backend.cotangent_layout();
+        let layout = self.backend.cotangent_layout(&self.runnable.proto);
         grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m, layout)
             .map_err(GraphFailure::Grad)
     }

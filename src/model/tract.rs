@@ -194,7 +194,7 @@ impl Backend for TractBackend {
     /// below. Batched, tract moves the channel axis of every 1×1 convolution last and back, a
     /// copy that grows with the activations; split, the graph has a backward pass per
     /// cotangent, whose fixed cost per node dominates on small inputs.
-    fn cotangent_layout(&self) -> CotangentLayout {
+    fn cotangent_layout(&self, _model: &ModelProto) -> CotangentLayout {
         match self.sample_shape.iter().product::<usize>() >= SPLIT_FROM {
             true => CotangentLayout::Split,
             false => CotangentLayout::Batched,
