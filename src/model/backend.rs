@@ -94,8 +94,8 @@ pub trait Backend: Send + Sync {
     /// Runs `n ≤ max_batch()` samples stored contiguously in `x`; returns the
     /// first output's shape (first dimension `n`) and its values.
     fn run_chunk(&self, x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<f32>)>;
-    /// Loads another graph (e.g. a gradient graph with concrete shapes) on the
-    /// same engine, with the same threads and device.
+    /// Loads a gradient graph (concrete shapes) on the same engine, with the
+    /// same threads and device.
     fn load_graph(&self, proto: &tract_onnx::pb::ModelProto) -> Result<Box<dyn GraphSession>>;
     /// How many calls on separate row chunks should run at once. Above 1, the model wrapper
     /// splits work into that many chunks and hands them to [`Backend::run_jobs`]; at 1, each
