@@ -145,7 +145,7 @@ pub struct ExportGradArgs {
     pub classes: usize,
     /// How the M cotangents run: `batched` (one backward pass over M·N rows, fastest on ONNX
     /// Runtime for most models) or `split` (M passes of N rows, fastest on tract for large
-    /// inputs, and on ONNX Runtime for mobile networks at 224×224).
+    /// inputs, and on ONNX Runtime for ReLU6 networks at 224×224).
     #[arg(long, default_value = "batched", value_name = "batched|split")]
     pub cotangents: String,
     /// Input layout, overriding the model and sidecar.

@@ -66,7 +66,7 @@ pub fn build_gradient_graph(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CotangentLayout {
     /// One backward pass over `M·N` rows (the local derivatives broadcast over the `M` copies):
-    /// ONNX Runtime's fastest form on most models (not on mobile networks at 224×224, where
+    /// ONNX Runtime's fastest form on most models (not on ReLU6 networks at 224×224, where
     /// the broadcast mask products leave its NCHWc layout: see `OrtBackend::cotangent_layout`).
     #[default]
     Batched,

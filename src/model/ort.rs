@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::grad::CotangentLayout;
 
 /// Input size (values per sample) from which ONNX Runtime's gradient graphs of networks with
-/// clipped activations run one backward pass per cotangent ([`OrtBackend::cotangent_layout`]).
+/// ReLU6 activations run one backward pass per cotangent ([`OrtBackend::cotangent_layout`]).
 const SPLIT_FROM: usize = 3 * 128 * 128;
 
 /// Runs an ONNX model with ONNX Runtime.
@@ -321,7 +321,7 @@ fn layout_for(
         .graph
         .iter()
         .flat_map(|g| &g.node)
-        .any(|n| matches!(n.op_type.as_str(), "Clip" | "HardSigmoid" | "HardSwish"));
+        .any(|n| n.op_type == "Clip");
     match device == Device::Cpu && sample_values >= SPLIT_FROM && clipped {
         true => CotangentLayout::Split,
         false => CotangentLayout::Batched,
@@ -381,14 +381,14 @@ impl Backend for OrtBackend {
     }
 
     /// Batched, except on the CPU for inputs of [`SPLIT_FROM`] values or more to networks with
-    /// clipped activations (ReLU6 as `Clip`, hard sigmoid and swish: MobileNetV2 and V3,
-    /// EfficientNet-Lite). There the batched layout multiplies the cotangents by masks broadcast
-    /// over the `M` copies, which ONNX Runtime cannot keep in its blocked NCHWc layout: it
-    /// reorders around every mask product. In the split layout the mask products have equal
-    /// shapes and stay in NCHWc. Measured (`M = 9`, one row, single-threaded sessions, two at
-    /// once): EfficientNet-Lite0 237 ms split against 260 batched, MobileNetV2 at 224×224 169
-    /// against 229; ResNet-18 and ShuffleNetV2 (ReLU) at 224×224 lose 5–20 % split, and every
-    /// model below 128×128 loses (docs/benchmarks.md, "ONNX Runtime and the split layout").
+    /// ReLU6 activations (`Clip`: MobileNetV2, EfficientNet-Lite). There the batched layout
+    /// multiplies the cotangents by masks broadcast over the `M` copies, which ONNX Runtime
+    /// cannot keep in its blocked NCHWc layout: it reorders around every mask product. In the
+    /// split layout the mask products have equal shapes and stay in NCHWc. Measured (`M = 9`,
+    /// one row, single-threaded sessions, two at once): EfficientNet-Lite0 237 ms split against
+    /// 260 batched, MobileNetV2 at 224×224 169 against 229; ResNet-18, ShuffleNetV2 and
+    /// MobileNetV3-Large at 224×224 lose 5–20 % split, and every model below 128×128 loses
+    /// (docs/benchmarks.md, "ONNX Runtime and the split layout").
     fn cotangent_layout(&self, model: &tract_onnx::pb::ModelProto) -> CotangentLayout {
         layout_for(self.device, self.sample_shape.iter().product(), model)
     }
@@ -416,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn split_layout_only_for_large_inputs_to_clipped_networks_on_the_cpu() {
+    fn split_layout_only_for_large_inputs_to_relu6_networks_on_the_cpu() {
         let effnet = proto("efficientnet_lite0/efficientnet_lite0.onnx");
         let digits = proto("digits/digits_cnn.onnx");
         let photo = 3 * 224 * 224;
@@ -424,7 +424,7 @@ mod tests {
             layout_for(Device::Cpu, photo, &effnet),
             CotangentLayout::Split
         );
-        // Below 3×128×128 values, on CUDA, or without clipped activations: batched.
+        // Below 3×128×128 values, on CUDA, or without ReLU6 (`Clip`): batched.
         assert_eq!(
             layout_for(Device::Cpu, 3 * 96 * 96, &effnet),
             CotangentLayout::Batched
