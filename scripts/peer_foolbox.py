@@ -255,6 +255,30 @@ def run_art(model, x01: np.ndarray, y: np.ndarray, mean_std, threads: int) -> di
 
 # --------------------------------------------------------------------------- georob
 
+def run_georob_json(tool: str, cmd: list, out_json: Path, timeout: float | None) -> tuple[dict, float]:
+    """Runs the georob command `cmd`, which writes `out_json`; returns the parsed JSON and the
+    process's wall seconds, or a `{"tool", "skipped", ...}` row (and 0.0) when it timed out,
+    could not start or failed (shared by the peer scripts)."""
+    log("  $ " + " ".join(cmd))
+    if out_json.exists():
+        out_json.unlink()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"  {tool}: skipped (over the {timeout} s timeout)")
+        return {"tool": tool, "skipped": f"timeout {timeout} s", "command": cmd}, 0.0
+    except OSError as e:  # e.g. "Text file busy" while the binary is being rebuilt
+        log(f"  {tool}: skipped ({e})")
+        return {"tool": tool, "skipped": str(e), "command": cmd}, 0.0
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not out_json.exists():
+        log(f"  {tool}: failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
+        return {"tool": tool, "skipped": f"rc {proc.returncode}", "command": cmd,
+                "stderr": proc.stderr[-2000:]}, 0.0
+    return json.loads(out_json.read_text()), wall
+
+
 def run_georob(georob: str | None, args_model_data: list, out_json: Path, threads: int, backend: str,
                limit: int | None, timeout: float | None = None, l2_scale: float = 1.0,
                label: str | None = None) -> dict | None:
@@ -269,24 +293,9 @@ def run_georob(georob: str | None, args_model_data: list, out_json: Path, thread
            "--backend", backend, "--json", str(out_json), "--quiet"]
     if limit is not None:
         cmd += ["--limit", str(limit)]
-    log("  $ " + " ".join(cmd))
-    if out_json.exists():
-        out_json.unlink()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"  {tool}: skipped (over --georob-timeout {timeout} s)")
-        return {"tool": tool, "skipped": f"timeout {timeout} s", "command": cmd}
-    except OSError as e:  # e.g. "Text file busy" while the binary is being rebuilt
-        log(f"  {tool}: skipped ({e})")
-        return {"tool": tool, "skipped": str(e), "command": cmd}
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0 or not out_json.exists():
-        log(f"  {tool}: failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
-        return {"tool": tool, "skipped": f"rc {proc.returncode}", "command": cmd,
-                "stderr": proc.stderr[-2000:]}
-    j = json.loads(out_json.read_text())
+    j, wall = run_georob_json(tool, cmd, out_json, timeout)
+    if "skipped" in j:
+        return j
     summ = get_path(j, "summary", "result.summary", default={}) or {}
     images = get_path(j, "images", "result.images", default=[]) or []
     if isinstance(images, dict):

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_foolbox import (  # noqa: E402
-    DIGITS, ROOT, compare, digits_torch, fmt, host_info, log, make_models_module, ort_logits, torch_logits,
+    DIGITS, ROOT, compare, digits_torch, fmt, host_info, log, make_models_module, ort_logits, run_georob_json,
+    torch_logits,
 )
 
 XI_FRACTION, DELTA, PASSES, DF_STEPS, OVERSHOOT, CANDIDATES, HOLDOUT = 0.2, 0.2, 10, 10, 0.02, 10, 0.2
@@ -93,20 +93,9 @@ def run_georob(georob: str, out: Path, threads: int, backend: str, seed: int, ti
            str(DIGITS.relative_to(ROOT) / "test_x.npy"), "--labels", str(DIGITS.relative_to(ROOT) / "test_y.npy"),
            "--param", "curvature_steps=0", "--param", "noise_trials=0", "--seed", str(seed),
            "--threads", str(threads), "--backend", backend, "--json", str(out_json), "--quiet"]
-    log("  $ " + " ".join(cmd))
-    if out_json.exists():
-        out_json.unlink()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log(f"  {tool}: skipped (over {timeout} s)")
+    j, wall = run_georob_json(tool, cmd, out_json, timeout)
+    if "skipped" in j:
         return None
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0 or not out_json.exists():
-        log(f"  {tool}: failed (rc {proc.returncode}): {proc.stderr.strip()[-800:]}")
-        return None
-    j = json.loads(out_json.read_text())
     s = j["result"]["summary"] if "result" in j else j["summary"]
     t = j["timings"]
     return {"tool": tool, "seconds": t["seconds"], "wall_seconds": wall,
