@@ -108,14 +108,15 @@ fn conv_stride1_vjp_takes_the_smaller_form() {
 }
 
 /// TF-style "same" padding exported as Pad → Conv: the Pad's crop is folded into the pads of
-/// the Conv VJP (no Slice left), for the stride-1 flipped Conv and for the ConvTranspose of
-/// strided (depthwise and dense) convolutions; all exact.
+/// the Conv VJP (no Slice left), for the stride-1 flipped Conv, the flipped Conv over the
+/// interleaved cotangent of strided depthwise convolutions and the ConvTranspose of strided
+/// dense ones; all exact.
 #[test]
 fn pad_then_conv_folds_the_crop_into_the_conv_vjp() {
     for (dims, group, stride, form) in [
         ([3usize, 3, 3, 3], 1i64, 1i64, "Conv"),
-        ([4, 1, 3, 3], 4, 2, "ConvTranspose"),
-        ([4, 1, 5, 5], 4, 2, "ConvTranspose"),
+        ([4, 1, 3, 3], 4, 2, "Conv"),
+        ([4, 1, 5, 5], 4, 2, "Conv"),
         ([4, 4, 3, 3], 1, 2, "ConvTranspose"),
     ] {
         let cin = dims[1] * group as usize;
@@ -161,6 +162,67 @@ fn conv_grouped_strided_dilated_asymmetric_pads() {
         &[2, 4, 6, 5],
         11,
     );
+}
+
+/// Strided depthwise convolutions go back through a 1×1 ConvTranspose that puts zeros
+/// between the cotangent's values and a stride-1 Conv with the flipped kernel (no k×k
+/// ConvTranspose), exact for unequal strides, dilations, asymmetric pads and 1-D inputs.
+#[test]
+fn conv_strided_depthwise_vjp_interleaves_then_convolves() {
+    type Case<'a> = (&'a [usize], &'a [usize], Vec<(&'a str, Attr)>);
+    let cases: [Case; 4] = [
+        (
+            &[3, 1, 3, 3],
+            &[2, 3, 9, 8],
+            vec![("strides", ints(&[2, 2]))],
+        ),
+        (
+            &[3, 1, 3, 2],
+            &[1, 3, 11, 9],
+            vec![
+                ("strides", ints(&[3, 2])),
+                ("dilations", ints(&[2, 1])),
+                ("pads", ints(&[2, 0, 1, 1])),
+            ],
+        ),
+        (
+            &[2, 1, 5, 5],
+            &[1, 2, 8, 7],
+            vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 2, 2, 1]))],
+        ),
+        (&[4, 1, 4], &[2, 4, 13], vec![("strides", ints(&[3]))]),
+    ];
+    for (dims, shape, mut attrs) in cases {
+        attrs.push(("group", Attr::Int(dims[0] as i64)));
+        let m = model(
+            vec![node("Conv", &["x", "w"], "y", attrs)],
+            vec![w("w", dims, 11)],
+            "x",
+            shape,
+            "y",
+            13,
+        );
+        let built = super::build_gradient_graph(&m, shape, 3).unwrap();
+        let kernels: Vec<(&str, Vec<i64>)> = built.model.graph.as_ref().unwrap().node[1..]
+            .iter()
+            .filter(|n| n.op_type.starts_with("Conv"))
+            .map(|n| {
+                let k = n.attribute.iter().find(|a| a.name == "kernel_shape");
+                (
+                    n.op_type.as_str(),
+                    k.map(|a| a.ints.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let ones = vec![1; dims.len() - 2];
+        let kernel: Vec<i64> = dims[2..].iter().map(|&k| k as i64).collect();
+        assert_eq!(
+            kernels,
+            [("ConvTranspose", ones), ("Conv", kernel)],
+            "weights {dims:?}"
+        );
+        assert_grad(&m, shape, 1.0);
+    }
 }
 
 #[test]

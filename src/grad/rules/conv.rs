@@ -116,6 +116,23 @@ impl Window {
         Some(pads)
     }
 
+    /// The pads of the stride-1 Conv with flipped kernel that maps the output cotangent, with
+    /// `stride − 1` zeros put between its values along each axis (length `s·(output − 1) + 1`),
+    /// onto `input`; `None` when no stride exceeds 1 or a pad would be negative.
+    pub fn interleaved_conv_pads(&self, input: &[usize], output: &[usize]) -> Option<Vec<i64>> {
+        if self.strides.iter().all(|&s| s == 1) || output.contains(&0) {
+            return None;
+        }
+        let unit = Window {
+            strides: vec![1; self.strides.len()],
+            ..self.clone()
+        };
+        let spread: Vec<usize> = (0..output.len())
+            .map(|t| self.strides[t] * (output[t] - 1) + 1)
+            .collect();
+        unit.flipped_conv_pads(input, &spread)
+    }
+
     /// ConvTranspose attributes (group, strides, dilations, pads, output_padding, kernel_shape).
     pub fn conv_transpose_attrs(
         &self,
@@ -202,23 +219,45 @@ pub fn conv(
     let conv_is_smaller = w.len() == x.len()
         && w[0] % group == 0
         && (w[1] >= w[0] / group || win.kernel.iter().all(|&k| k == 1));
+    let flipped_conv = |ctx: &mut Ctx, gy: &str, pads: Vec<i64>| {
+        let wt = flipped_kernel(ctx, &wname, &w, group);
+        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
+        let attrs = vec![
+            ("group", Attr::Int(group as i64)),
+            ("kernel_shape", ints(&win.kernel)),
+            ("strides", ints(&vec![1; win.kernel.len()])),
+            ("dilations", ints(&win.dilations)),
+            ("pads", Attr::Ints(pads)),
+        ];
+        ctx.em.op("Conv", &[gy, &wt], attrs)
+    };
     let gx = match win.flipped_conv_pads(&x[2..], &y[2..]) {
-        Some(pads) if conv_is_smaller => {
-            let wt = flipped_kernel(ctx, &wname, &w, group);
-            let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
-            let attrs = vec![
-                ("group", Attr::Int(group as i64)),
-                ("kernel_shape", ints(&win.kernel)),
-                ("strides", ints(&win.strides)),
-                ("dilations", ints(&win.dilations)),
-                ("pads", Attr::Ints(pads)),
-            ];
-            ctx.em.op("Conv", &[gy, &wt], attrs)
-        }
-        _ => {
-            let attrs = win.conv_transpose_attrs(group, &x[2..], &y[2..]);
-            ctx.em.op("ConvTranspose", &[gy, &wname], attrs)
-        }
+        Some(pads) if conv_is_smaller => flipped_conv(ctx, gy, pads),
+        _ => match win.interleaved_conv_pads(&x[2..], &y[2..]) {
+            // Strided depthwise: zeros between the cotangent's values, then the flipped
+            // Conv at stride 1. ONNX Runtime's CPU ConvTranspose runs a depthwise kernel one
+            // group at a time on one thread; the interleave (a 1×1 ConvTranspose) is cheap
+            // and the Conv runs in its threaded NCHWc kernels.
+            Some(pads) if w.len() == x.len() && w[1] == 1 && w[0] == group => {
+                let c = w[0];
+                let r = win.kernel.len();
+                let mut ones_shape = vec![c, 1];
+                ones_shape.extend(std::iter::repeat_n(1, r));
+                let ones = ctx.em.const_f32(&ones_shape, &vec![1.0; c]);
+                let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
+                let attrs = vec![
+                    ("group", Attr::Int(c as i64)),
+                    ("kernel_shape", ints(&vec![1; r])),
+                    ("strides", ints(&win.strides)),
+                ];
+                let z = ctx.em.op("ConvTranspose", &[gy, &ones], attrs);
+                flipped_conv(ctx, &z, pads)
+            }
+            _ => {
+                let attrs = win.conv_transpose_attrs(group, &x[2..], &y[2..]);
+                ctx.em.op("ConvTranspose", &[gy, &wname], attrs)
+            }
+        },
     };
     let mut out = vec![None; node.input.len()];
     out[0] = Some(gx);
