@@ -155,16 +155,19 @@ fn ordered_bounds(lo: Option<f32>, hi: Option<f32>) -> bool {
 }
 
 /// The float mask `1[lo < y < hi]` of a clipped tensor `y` (`lo ≤ y ≤ hi`, either bound
-/// optional), built from per-channel affine maps (BatchNormalization), Relu and Add only: ops
+/// optional), built from per-channel affine maps (BatchNormalization), Add and Clip only: ops
 /// that ONNX Runtime runs in its blocked NCHWc layout and fuses into one depthwise 1×1 kernel
 /// each, so the mask costs no layout conversions around the convolutions that make `y` and
 /// consume the masked cotangent (`Greater`/`Less`/`And`/`Cast` cost 62 NCHWc→NCHW reorders on
 /// EfficientNet-Lite0, and the gradient 6 % more time).
 ///
-/// Each bound gives `r = Relu(1 − K·|y − bound|)`, 1 at the bound and 0 inside ([`bound_step`]
-/// says why exactly), and the mask is `1 − Σ r`. For `Clip(0, hi)` (ReLU6) the two `r` are
-/// one kernel: `Relu(t_hi + B·r_lo)` with `B = 1 − t_hi(0)`, an Add that ONNX Runtime fuses into
-/// the kernel making `t_hi`.
+/// Each bound gives `t = 1 − K·|y − bound|`, exactly 1 at the bound and ≤ 0 inside
+/// ([`bound_step`] says why), and the mask is `Clip(1 − Σ Relu(t), 0, 1)`:
+/// - one bound (Relu): `Clip(1 − t, 0, 1)`, one kernel;
+/// - `Clip(0, hi)` (ReLU6): `Clip(1 − t_hi + n_lo, 0, 1)` with `n_lo = min(0, B·K_lo·y − B)`
+///   and `B = K_hi·hi`, two kernels (the Add fuses into the second); at `y = 0` the two
+///   terms cancel exactly (`1 − t_hi(0) = B`), inside `1 − t_hi ≥ 1` and `n_lo = 0`;
+/// - other bound pairs: `1 − Relu(t_lo) − Relu(t_hi)`, three kernels.
 fn open_interval_mask(
     em: &mut Emitter,
     y: &str,
@@ -188,36 +191,41 @@ fn open_interval_mask(
             vec![("epsilon", Attr::Float(0.0))],
         )
     };
-    let at_bounds = match (lo, hi) {
+    // `Clip(1 − x, 0, 1)`, and `Clip(1 − t, 0, 1)` of one bound straight off `y`.
+    let one_minus = |em: &mut Emitter, x: &str, alpha: f32, beta: f32| {
+        let attrs = vec![("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta))];
+        em.op("HardSigmoid", &[x], attrs)
+    };
+    match (lo, hi) {
         (Some(lo), Some(hi)) if lo == 0.0 && hi > 0.0 => {
             let (k_hi, c_hi) = bound_step(hi, 1.0);
             let (k_lo, _) = bound_step(0.0, -1.0);
-            // B·r_lo = Relu(B − B·K_lo·y): B = K_hi·hi is an integer below 2²⁵, so
-            // t_hi(0) + B = (1 − B) + B = 1 exactly.
+            // B·r_lo = Relu(B − B·K_lo·y): B = K_hi·hi = 1 − c_hi is an integer below 2²⁵,
+            // so t_hi(0) + B = (1 − B) + B = 1 exactly.
             let b = 1.0 - c_hi;
             let r_lo = affine(em, y, -b * k_lo, b);
             let r_lo = em.op("Relu", &[&r_lo], vec![]);
             let t_hi = affine(em, y, k_hi, c_hi);
             let t = em.add(&t_hi, &r_lo);
-            em.op("Relu", &[&t], vec![])
+            one_minus(em, &t, -1.0, 1.0)
         }
-        _ => {
+        (Some(b), None) | (None, Some(b)) => {
+            let sign = if hi.is_some() { 1.0 } else { -1.0 };
+            let (k, c) = bound_step(b, sign);
+            one_minus(em, y, -sign * k, 1.0 - c)
+        }
+        (Some(lo), Some(hi)) => {
             let mut r = vec![];
             for (bound, sign) in [(lo, -1.0f32), (hi, 1.0)] {
-                if let Some(bound) = bound {
-                    let (k, c) = bound_step(bound, sign);
-                    let t = affine(em, y, sign * k, c);
-                    r.push(em.op("Relu", &[&t], vec![]));
-                }
+                let (k, c) = bound_step(bound, sign);
+                let t = affine(em, y, sign * k, c);
+                r.push(em.op("Relu", &[&t], vec![]));
             }
-            match r.as_slice() {
-                [a] => a.clone(),
-                [a, b] => em.add(a, b),
-                _ => unreachable!("open_interval_mask needs a bound"),
-            }
+            let at_bounds = em.add(&r[0], &r[1]);
+            affine(em, &at_bounds, -1.0, 1.0)
         }
-    };
-    affine(em, &at_bounds, -1.0, 1.0)
+        (None, None) => unreachable!("open_interval_mask needs a bound"),
+    }
 }
 
 /// Gain `K` (a power of two) and bias `c` of `t = sign·K·y + c = 1 − K·|y − bound|` for the
@@ -327,35 +335,72 @@ mod tests {
         v
     }
 
+    /// `Clip(1 − t, 0, 1)` for one bound, `1 − t` evaluated as the graph does:
+    /// `(−sign·K)·y + (1 − c)`, as a multiply then an add or one fused multiply-add.
+    fn one_bound_mask(y: f32, bound: f32, sign: f32, fused: bool) -> f32 {
+        let (k, c) = bound_step(bound, sign);
+        let s = if fused {
+            (-sign * k).mul_add(y, 1.0 - c)
+        } else {
+            -sign * k * y + (1.0 - c)
+        };
+        s.clamp(0.0, 1.0)
+    }
+
+    /// The ReLU6 form `Clip((−K_hi)·y + B + min(0, (B·K_lo)·y − B), 0, 1)`.
+    fn relu6_mask(y: f32, hi: f32, fused: bool) -> f32 {
+        let (k_hi, c_hi) = bound_step(hi, 1.0);
+        let (k_lo, _) = bound_step(0.0, -1.0);
+        let b = 1.0 - c_hi;
+        let (s, n_lo) = if fused {
+            ((-k_hi).mul_add(y, b), (b * k_lo).mul_add(y, -b))
+        } else {
+            (-k_hi * y + b, b * k_lo * y - b)
+        };
+        (s + n_lo.min(0.0)).clamp(0.0, 1.0)
+    }
+
+    /// Values of `[lo, hi]` that test the masks: the bounds and their nearest neighbours,
+    /// a grid, and (for `lo = 0`) powers of two down to 2⁻¹⁹⁹.
+    fn samples(lo: f32, hi: f32) -> Vec<f32> {
+        let mut ys = neighbours(lo, hi, 300);
+        ys.extend(neighbours(hi, lo, 300));
+        ys.extend((0..=1000).map(|i| lo + (hi - lo) * i as f32 / 1000.0));
+        if lo == 0.0 {
+            ys.extend((0..200).map(|e| 2f32.powi(-e)));
+        }
+        ys.retain(|&y| lo <= y && y <= hi);
+        ys
+    }
+
+    /// Below 2⁻⁸⁰ a zero lower bound's mask may be a fraction (see `bound_step`).
+    fn tiny(lo: f32, y: f32) -> bool {
+        lo == 0.0 && y > 0.0 && y < 2f32.powi(-80)
+    }
+
+    const INTERVALS: [(f32, f32); 9] = [
+        (0.0, 6.0),
+        (0.0, 1.0),
+        (-1.0, 1.0),
+        (0.5, 3.0),
+        (-6.0, -0.25),
+        (-2.0, 4.0),
+        (-0.3, 0.4),
+        (0.0, 0.1),
+        (1e-20, 3e10),
+    ];
+
     #[test]
     fn the_bound_indicator_is_exactly_one_at_the_bound_and_zero_inside() {
-        let intervals = [
-            (0.0, 6.0),
-            (0.0, 1.0),
-            (-1.0, 1.0),
-            (0.5, 3.0),
-            (-6.0, -0.25),
-            (-2.0, 4.0),
-            (-0.3, 0.4),
-            (0.0, 0.1),
-            (1e-20, 3e10),
-        ];
-        for (lo, hi) in intervals {
-            let mut ys = neighbours(lo, hi, 300);
-            ys.extend(neighbours(hi, lo, 300));
-            ys.extend((0..=1000).map(|i| lo + (hi - lo) * i as f32 / 1000.0));
-            if lo == 0.0 {
-                ys.extend((0..200).map(|e| 2f32.powi(-e)));
-            }
-            for &y in ys.iter().filter(|&&y| lo <= y && y <= hi) {
+        for (lo, hi) in INTERVALS {
+            for y in samples(lo, hi) {
                 for fused in [false, true] {
                     let want = |b: f32| if y == b { 1.0 } else { 0.0 };
-                    let lower = at_bound(y, lo, -1.0, fused);
-                    let upper = at_bound(y, hi, 1.0, fused);
-                    let tiny = lo == 0.0 && y > 0.0 && y < 2f32.powi(-80);
-                    if !tiny {
+                    if !tiny(lo, y) {
+                        let lower = at_bound(y, lo, -1.0, fused);
                         assert_eq!(lower, want(lo), "lower bound {lo}, y {y:e}, fused {fused}");
                     }
+                    let upper = at_bound(y, hi, 1.0, fused);
                     assert_eq!(upper, want(hi), "upper bound {hi}, y {y:e}, fused {fused}");
                 }
             }
@@ -363,20 +408,32 @@ mod tests {
     }
 
     #[test]
-    fn relu6_form_sums_to_one_at_zero() {
-        // `Relu(t_hi(y) + B·r_lo(y))` with `B = 1 − c_hi`: 1 at y = 0 and y = hi, 0 inside.
-        for hi in [6.0f32, 1.0, 0.4, 3.0, 1e6] {
-            let (k_hi, c_hi) = bound_step(hi, 1.0);
-            let (k_lo, _) = bound_step(0.0, -1.0);
-            let b = 1.0 - c_hi;
-            let v = |y: f32| {
-                let r_lo = (-b * k_lo).mul_add(y, b).max(0.0);
-                (k_hi.mul_add(y, c_hi) + r_lo).max(0.0)
-            };
-            assert_eq!(v(0.0), 1.0, "hi {hi}");
-            assert_eq!(v(hi), 1.0, "hi {hi}");
-            for y in [hi.next_down(), hi / 2.0, 1e-10, 2f32.powi(-79)] {
-                assert_eq!(v(y), 0.0, "hi {hi}, y {y:e}");
+    fn one_bound_masks_are_exactly_zero_at_the_bound_and_one_inside() {
+        for (lo, hi) in INTERVALS {
+            for y in samples(lo, hi) {
+                for fused in [false, true] {
+                    let want = |b: f32| if y == b { 0.0 } else { 1.0 };
+                    if !tiny(lo, y) {
+                        let m = one_bound_mask(y, lo, -1.0, fused);
+                        assert_eq!(m, want(lo), "lower bound {lo}, y {y:e}, fused {fused}");
+                    }
+                    let m = one_bound_mask(y, hi, 1.0, fused);
+                    assert_eq!(m, want(hi), "upper bound {hi}, y {y:e}, fused {fused}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relu6_mask_is_exactly_zero_at_both_bounds_and_one_inside() {
+        for hi in [6.0f32, 1.0, 0.4, 3.0, 0.1, 1e6, 3e10] {
+            for y in samples(0.0, hi) {
+                for fused in [false, true] {
+                    let want = if y == 0.0 || y == hi { 0.0 } else { 1.0 };
+                    if !tiny(0.0, y) {
+                        assert_eq!(relu6_mask(y, hi, fused), want, "hi {hi}, y {y:e}");
+                    }
+                }
             }
         }
     }
