@@ -155,18 +155,19 @@ fn ordered_bounds(lo: Option<f32>, hi: Option<f32>) -> bool {
 }
 
 /// The float mask `1[lo < y < hi]` of a clipped tensor `y` (`lo ≤ y ≤ hi`, either bound
-/// optional), built from per-channel affine maps (BatchNormalization), Add and Clip only: ops
-/// that ONNX Runtime runs in its blocked NCHWc layout and fuses into one depthwise 1×1 kernel
-/// each, so the mask costs no layout conversions around the convolutions that make `y` and
-/// consume the masked cotangent (`Greater`/`Less`/`And`/`Cast` cost 62 NCHWc→NCHW reorders on
-/// EfficientNet-Lite0, and the gradient 6 % more time).
+/// optional), built from per-channel affine maps (BatchNormalization), Relu, Add and
+/// HardSigmoid only: ops that ONNX Runtime runs in its blocked NCHWc layout and fuses into one
+/// depthwise 1×1 kernel each (an Add and the activation after it fuse too), so the mask costs
+/// no layout conversions around the convolutions that make `y` and consume the masked
+/// cotangent (`Greater`/`Less`/`And`/`Cast` cost 62 NCHWc→NCHW reorders on EfficientNet-Lite0,
+/// and the gradient 6 % more time). ONNX Runtime does not fuse a Clip after a
+/// BatchNormalization; `HardSigmoid(x; α, β) = Clip(α·x + β, 0, 1)` is the clip it fuses.
 ///
 /// Each bound gives `t = 1 − K·|y − bound|`, exactly 1 at the bound and ≤ 0 inside
 /// ([`bound_step`] says why), and the mask is `Clip(1 − Σ Relu(t), 0, 1)`:
-/// - one bound (Relu): `Clip(1 − t, 0, 1)`, one kernel;
-/// - `Clip(0, hi)` (ReLU6): `Clip(1 − t_hi + n_lo, 0, 1)` with `n_lo = min(0, B·K_lo·y − B)`
-///   and `B = K_hi·hi`, two kernels (the Add fuses into the second); at `y = 0` the two
-///   terms cancel exactly (`1 − t_hi(0) = B`), inside `1 − t_hi ≥ 1` and `n_lo = 0`;
+/// - one bound (Relu): `HardSigmoid(y)` with `α·y + β = 1 − t`, one kernel;
+/// - `Clip(0, hi)` (ReLU6): `HardSigmoid(t_hi + Relu(B − B·K_lo·y); −1, 1)` with
+///   `B = K_hi·hi`, two kernels; at `y = 0` the sum is `(1 − B) + B = 1` exactly;
 /// - other bound pairs: `1 − Relu(t_lo) − Relu(t_hi)`, three kernels.
 fn open_interval_mask(
     em: &mut Emitter,
@@ -335,8 +336,8 @@ mod tests {
         v
     }
 
-    /// `Clip(1 − t, 0, 1)` for one bound, `1 − t` evaluated as the graph does:
-    /// `(−sign·K)·y + (1 − c)`, as a multiply then an add or one fused multiply-add.
+    /// `HardSigmoid(y; −sign·K, 1 − c)` = `Clip(1 − t, 0, 1)` for one bound, as a multiply
+    /// then an add or one fused multiply-add.
     fn one_bound_mask(y: f32, bound: f32, sign: f32, fused: bool) -> f32 {
         let (k, c) = bound_step(bound, sign);
         let s = if fused {
@@ -347,17 +348,23 @@ mod tests {
         s.clamp(0.0, 1.0)
     }
 
-    /// The ReLU6 form `Clip((−K_hi)·y + B + min(0, (B·K_lo)·y − B), 0, 1)`.
+    /// The ReLU6 form `HardSigmoid(t_hi(y) + Relu(B − B·K_lo·y); −1, 1)`, each affine map a
+    /// multiply then an add or one fused multiply-add.
     fn relu6_mask(y: f32, hi: f32, fused: bool) -> f32 {
         let (k_hi, c_hi) = bound_step(hi, 1.0);
         let (k_lo, _) = bound_step(0.0, -1.0);
         let b = 1.0 - c_hi;
-        let (s, n_lo) = if fused {
-            ((-k_hi).mul_add(y, b), (b * k_lo).mul_add(y, -b))
+        let (t_hi, r_lo) = if fused {
+            (k_hi.mul_add(y, c_hi), (-b * k_lo).mul_add(y, b))
         } else {
-            (-k_hi * y + b, b * k_lo * y - b)
+            (k_hi * y + c_hi, -b * k_lo * y + b)
         };
-        (s + n_lo.min(0.0)).clamp(0.0, 1.0)
+        let t = t_hi + r_lo.max(0.0);
+        if fused {
+            (-1f32).mul_add(t, 1.0).clamp(0.0, 1.0)
+        } else {
+            (1.0 - t).clamp(0.0, 1.0)
+        }
     }
 
     /// Values of `[lo, hi]` that test the masks: the bounds and their nearest neighbours,
