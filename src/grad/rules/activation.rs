@@ -397,17 +397,18 @@ mod tests {
         (1e-20, 3e10),
     ];
 
-    #[test]
-    fn the_bound_indicator_is_exactly_one_at_the_bound_and_zero_inside() {
+    /// Asserts that `f(y, bound, sign, fused)` is exactly `at` at each bound of every interval
+    /// and exactly `inside` elsewhere in it, for both evaluation orders.
+    fn assert_per_bound(f: fn(f32, f32, f32, bool) -> f32, at: f32, inside: f32) {
         for (lo, hi) in INTERVALS {
             for y in samples(lo, hi) {
                 for fused in [false, true] {
-                    let want = |b: f32| if y == b { 1.0 } else { 0.0 };
+                    let want = |b: f32| if y == b { at } else { inside };
                     if !tiny(lo, y) {
-                        let lower = at_bound(y, lo, -1.0, fused);
+                        let lower = f(y, lo, -1.0, fused);
                         assert_eq!(lower, want(lo), "lower bound {lo}, y {y:e}, fused {fused}");
                     }
-                    let upper = at_bound(y, hi, 1.0, fused);
+                    let upper = f(y, hi, 1.0, fused);
                     assert_eq!(upper, want(hi), "upper bound {hi}, y {y:e}, fused {fused}");
                 }
             }
@@ -415,20 +416,13 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_indicator_is_exactly_one_at_the_bound_and_zero_inside() {
+        assert_per_bound(at_bound, 1.0, 0.0);
+    }
+
+    #[test]
     fn one_bound_masks_are_exactly_zero_at_the_bound_and_one_inside() {
-        for (lo, hi) in INTERVALS {
-            for y in samples(lo, hi) {
-                for fused in [false, true] {
-                    let want = |b: f32| if y == b { 0.0 } else { 1.0 };
-                    if !tiny(lo, y) {
-                        let m = one_bound_mask(y, lo, -1.0, fused);
-                        assert_eq!(m, want(lo), "lower bound {lo}, y {y:e}, fused {fused}");
-                    }
-                    let m = one_bound_mask(y, hi, 1.0, fused);
-                    assert_eq!(m, want(hi), "upper bound {hi}, y {y:e}, fused {fused}");
-                }
-            }
-        }
+        assert_per_bound(one_bound_mask, 0.0, 1.0);
     }
 
     #[test]

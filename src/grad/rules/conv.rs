@@ -141,7 +141,6 @@ impl Window {
         output: &[usize],
     ) -> Vec<(&'static str, Attr)> {
         let (pads, out_pad) = self.transpose_pads(input, output);
-        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
         let mut a = vec![
             ("group", Attr::Int(group as i64)),
             ("kernel_shape", ints(&self.kernel)),
@@ -154,6 +153,11 @@ impl Window {
         }
         a
     }
+}
+
+/// An `ints` attribute from sizes.
+fn ints(v: &[usize]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x as i64).collect())
 }
 
 /// The kernel of the Conv that is the transpose of a stride-1 Conv with weights `w` `(C_out,
@@ -221,7 +225,6 @@ pub fn conv(
         && (w[1] >= w[0] / group || win.kernel.iter().all(|&k| k == 1));
     let flipped_conv = |ctx: &mut Ctx, gy: &str, pads: Vec<i64>| {
         let wt = flipped_kernel(ctx, &wname, &w, group);
-        let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
         let attrs = vec![
             ("group", Attr::Int(group as i64)),
             ("kernel_shape", ints(&win.kernel)),
@@ -244,7 +247,6 @@ pub fn conv(
                 let mut ones_shape = vec![c, 1];
                 ones_shape.extend(std::iter::repeat_n(1, r));
                 let ones = ctx.em.const_f32(&ones_shape, &vec![1.0; c]);
-                let ints = |v: &[usize]| Attr::Ints(v.iter().map(|&d| d as i64).collect());
                 let attrs = vec![
                     ("group", Attr::Int(c as i64)),
                     ("kernel_shape", ints(&vec![1; r])),
