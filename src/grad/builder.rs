@@ -258,7 +258,7 @@ pub fn build_gradient_graph_probed(
         vec![],
     ));
 
-    let model_out = assemble(
+    let mut model_out = assemble(
         model,
         g,
         nodes,
@@ -269,6 +269,7 @@ pub fn build_gradient_graph_probed(
         &out_shape,
         taken,
     )?;
+    super::fold::fold_constants(&mut model_out);
     Ok(GradientGraph {
         model: model_out,
         batch: n,

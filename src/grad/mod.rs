@@ -74,6 +74,7 @@ mod builder;
 mod emit;
 mod error;
 pub mod fd;
+mod fold;
 mod onnx;
 mod path;
 mod probe;
@@ -88,4 +89,5 @@ pub use builder::{
     ProbedShape, COTANGENT, GRAD, INPUT, LOGITS,
 };
 pub use error::{GradError, UnsupportedNode};
+pub use fold::fold_constants;
 pub use path::ops_without_rule;

@@ -592,9 +592,18 @@ fn start_backend(
                         reason,
                     }
                 })?;
+                // Folded once here rather than in each of the sessions the backend opens.
+                #[cfg(feature = "tract")]
+                let bytes = {
+                    let mut proto = onnx.proto.clone();
+                    crate::grad::fold_constants(&mut proto);
+                    prost::Message::encode_to_vec(&proto)
+                };
+                #[cfg(not(feature = "tract"))]
+                let bytes = onnx.to_bytes();
                 Ok(Box::new(ort::OrtBackend::new(
                     path,
-                    &onnx.to_bytes(),
+                    &bytes,
                     sample_shape,
                     batch,
                     threads,
