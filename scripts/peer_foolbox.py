@@ -3,7 +3,7 @@
 
     /work/venv-models/bin/pip install foolbox==3.3.4          # brings eagerpy
     /work/venv-models/bin/python scripts/peer_foolbox.py --georob target/release/georob \\
-        --threads 2 --which both --out /tmp/peer [--limit N]
+        --threads 2 --which both --out /tmp/peer [--limit N] [--repeat N]
 
 For each model (digits CNN on the 450-image digits test split; EfficientNet-Lite0 on the 5 bundled photos):
 
@@ -360,6 +360,33 @@ def run_georob(georob: str | None, args_model_data: list, out_json: Path, thread
 
 # --------------------------------------------------------------------------- per model
 
+def interleaved(repeat: int, runners: list) -> list:
+    """Calls each runner (a zero-argument function returning a row or None) in turn, `repeat` rounds, so
+    that every tool sees the same drift of the machine; per runner, returns the row of the run with the
+    median time (the lower middle one for an even count), with every run's seconds as `seconds_runs`."""
+    runs = [[] for _ in runners]
+    for i in range(repeat):
+        if repeat > 1:
+            log(f"  round {i + 1} of {repeat}")
+        for run, got in zip(runners, runs):
+            r = run()
+            if r:
+                got.append(r)
+    rows = []
+    for got in runs:
+        if not got:
+            continue
+        timed = [r for r in got if not r.get("skipped")]
+        if not timed:
+            rows.append(got[0])
+            continue
+        timed.sort(key=lambda r: r["seconds"])
+        row = dict(timed[(len(timed) - 1) // 2])
+        row["seconds_runs"] = [r["seconds"] for r in got if not r.get("skipped")]
+        rows.append(row)
+    return rows
+
+
 def do_digits(args, mm, out: Path) -> dict:
     import torch
 
@@ -372,22 +399,27 @@ def do_digits(args, mm, out: Path) -> dict:
                     ort_logits(DIGITS / "digits_cnn.onnx", x, args.threads), 1e-4)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
-    fbres = run_foolbox(model, x, y, None, args.threads)
-    log(f"  Foolbox: {fbres['n_attacked']}/{fbres['n_total']} attacked, success {fbres['success_rate']:.4f}, "
-        f"median L2 {fbres['median_l2']:.4f}, {fbres['seconds']:.2f} s, {fbres['images_per_s']:.1f} img/s")
+    def foolbox():
+        r = run_foolbox(model, x, y, None, args.threads)
+        log(f"  Foolbox: {r['n_attacked']}/{r['n_total']} attacked, success {r['success_rate']:.4f}, "
+            f"median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s, {r['images_per_s']:.1f} img/s")
+        return r
+
+    def art():
+        r = run_art(model, x, y, None, args.threads)
+        log(f"  ART: median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s")
+        return r
+
     data = [str(DIGITS.relative_to(ROOT) / "digits_cnn.onnx"), str(DIGITS.relative_to(ROOT) / "test_x.npy"),
             "--labels", str(DIGITS.relative_to(ROOT) / "test_y.npy"), "--bounds", "0,1"]
-    rows = [fbres]
-    if args.art:
-        rows.append(run_art(model, x, y, None, args.threads))
-        log(f"  ART: median L2 {rows[-1]['median_l2']:.4f}, {rows[-1]['seconds']:.2f} s")
+    runners = [foolbox] + ([art] if args.art else [])
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
-        r = run_georob(args.georob, data, out / f"georob_digits{suffix}.json", args.threads, backend, args.limit,
-                       args.georob_timeout)
-        if r:
-            rows.append(r)
+        runners.append(lambda backend=backend, suffix=suffix: run_georob(
+            args.georob, data, out / f"georob_digits{suffix}.json", args.threads, backend, args.limit,
+            args.georob_timeout))
+    rows = interleaved(args.repeat, runners)
     return {"model": "digits_cnn", "title": "digits CNN (onnx_models/digits/digits_cnn.onnx, 28×28 gray)",
             "data": "onnx_models/digits/test_x.npy + test_y.npy" + (f" (first {args.limit})" if args.limit else ""),
             "check": check, "rows": rows}
@@ -426,31 +458,35 @@ def do_effnet(args, mm, out: Path) -> dict:
                     ort_logits(EFF / "efficientnet_lite0.onnx", xm, args.threads), 1e-3)
     if args.limit is not None:
         u, y = u[:args.limit], y[:args.limit]
-    fbres = run_foolbox(model, u, y, prep, args.threads)
-    log(f"  Foolbox: {fbres['n_attacked']}/{fbres['n_total']} attacked, success {fbres['success_rate']:.4f}, "
-        f"median L2 {fbres['median_l2']:.4f}, {fbres['seconds']:.2f} s, {fbres['images_per_s']:.2f} img/s")
+    def foolbox():
+        r = run_foolbox(model, u, y, prep, args.threads)
+        log(f"  Foolbox: {r['n_attacked']}/{r['n_total']} attacked, success {r['success_rate']:.4f}, "
+            f"median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s, {r['images_per_s']:.2f} img/s")
+        return r
+
+    def art():
+        r = run_art(model, u, y, (EFF_MEAN, EFF_STD), args.threads)
+        log(f"  ART: median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s")
+        return r
+
     data = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos")]
     # Same pixels as Foolbox: photos_x.npy (model space, PIL-decoded) with the [0,1] box mapped to model
     # space; L2 mapped back to image space by x std (one std for all channels).
     lo, hi = (0.0 - EFF_MEAN) / EFF_STD, (1.0 - EFF_MEAN) / EFF_STD
     data_npy = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos_x.npy"),
                 "--labels", str(EFF.relative_to(ROOT) / "photos_y.npy"), f"--bounds={lo!r},{hi!r}"]
-    rows = [fbres]
-    if args.art:
-        rows.append(run_art(model, u, y, (EFF_MEAN, EFF_STD), args.threads))
-        log(f"  ART: median L2 {rows[-1]['median_l2']:.4f}, {rows[-1]['seconds']:.2f} s")
+    runners = [foolbox] + ([art] if args.art else [])
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
-        r = run_georob(args.georob, data, out / f"georob_effnet{suffix}.json", args.threads, backend, args.limit,
-                       args.georob_timeout)
-        if r:
-            rows.append(r)
+        runners.append(lambda backend=backend, suffix=suffix: run_georob(
+            args.georob, data, out / f"georob_effnet{suffix}.json", args.threads, backend, args.limit,
+            args.georob_timeout))
         if args.same_pixels:
-            r = run_georob(args.georob, data_npy, out / f"georob_effnet_npy{suffix}.json", args.threads, backend,
-                           args.limit, args.georob_timeout, l2_scale=EFF_STD, label="photos_x.npy, PIL pixels")
-            if r:
-                rows.append(r)
+            runners.append(lambda backend=backend, suffix=suffix: run_georob(
+                args.georob, data_npy, out / f"georob_effnet_npy{suffix}.json", args.threads, backend, args.limit,
+                args.georob_timeout, l2_scale=EFF_STD, label="photos_x.npy, PIL pixels"))
+    rows = interleaved(args.repeat, runners)
     return {"model": "efficientnet_lite0",
             "title": "EfficientNet-Lite0 (onnx_models/efficientnet_lite0/efficientnet_lite0.onnx, 224×224 RGB, "
                      "(u-0.498)/0.502)",
@@ -570,6 +606,14 @@ def report(results: list, mach: dict) -> str:
                      f"{fmt(r['median_l2'], '.4f')} | {fmt(r['seconds'], '.3f')} | {fmt(r['images_per_s'], '.2f')} | "
                      f"{fmt(r['wall_seconds'], '.3f')} | {fmt(ips_wall, '.2f')} | {ratio_l2} | {ratio_sp} |")
         L.append("")
+        runs = [r for r in rows if len(r.get("seconds_runs", [])) > 1]
+        if runs:
+            L.append(f"Each row is the run with the median time of {len(runs[0]['seconds_runs'])} interleaved "
+                     "rounds; every run's seconds:")
+            L.append("")
+            for r in runs:
+                L.append(f"- {r['tool']}: {', '.join(fmt(t, '.3f') for t in r['seconds_runs'])}")
+            L.append("")
     return "\n".join(L) + "\n"
 
 
@@ -590,7 +634,13 @@ def main() -> None:
                     help="EfficientNet: skip the extra georob runs on photos_x.npy (the PIL-decoded pixels "
                          "Foolbox attacks; georob's own JPEG decode/resize of photos/ gives slightly different "
                          "images)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every tool this many times, interleaved (Foolbox, ART, georob tract, georob ort, "
+                         "...), and report each tool's median run: this VM's speed drifts by 20–40 %% within "
+                         "minutes")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mm = make_models_module()
