@@ -362,16 +362,19 @@ def run_georob(georob: str | None, args_model_data: list, out_json: Path, thread
 
 def interleaved(repeat: int, runners: list) -> list:
     """Calls each runner (a zero-argument function returning a row or None) in turn, `repeat` rounds, so
-    that every tool sees the same drift of the machine; per runner, returns the row of the run with the
-    median time (the lower middle one for an even count), with every run's seconds as `seconds_runs`."""
+    that every tool sees the same drift of the machine; round i starts at runner i (mod their number), so
+    that no tool always runs right after the others have loaded the machine for a while. Per runner,
+    returns the row of the run with the median time (the lower middle one for an even count), with every
+    run's seconds as `seconds_runs`."""
     runs = [[] for _ in runners]
     for i in range(repeat):
         if repeat > 1:
             log(f"  round {i + 1} of {repeat}")
-        for run, got in zip(runners, runs):
-            r = run()
+        for j in range(len(runners)):
+            k = (i + j) % len(runners)
+            r = runners[k]()
             if r:
-                got.append(r)
+                runs[k].append(r)
     rows = []
     for got in runs:
         if not got:
