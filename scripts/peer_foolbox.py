@@ -18,8 +18,9 @@ For each model (digits CNN on the 450-image digits test split; EfficientNet-Lite
    a separate forward+backward each, on the whole batch, until every image is adversarial.
 2. georob side: `georob measure deepfool` on the same data with the same defaults (candidates 10, max_iter 50,
    overshoot 0.02, clip to [0,1]) and `--backend tract`; a second run with `--backend ort` when ORT_DYLIB_PATH
-   is set. georob's own `timings.seconds` includes loading the model; the wall time of the whole process is
-   measured here too. Both are reported. EfficientNet: georob decodes and resizes the JPEGs in photos/ itself, and its
+   is set. georob's own `timings.seconds` is the measure: reading the images, building the gradient graphs it runs
+   and opening their sessions included; loading the model and the probe run that picks the gradient mode are
+   outside it. The wall time of the whole process is measured here too. Both are reported. EfficientNet: georob decodes and resizes the JPEGs in photos/ itself, and its
    pixels differ slightly from PIL's (clean top-1 probability of clock.jpg: georob 0.487, PIL 0.538), so by default
    each backend also runs on photos_x.npy (PIL pixels, model space, the [0,1] box mapped to
    [(0-0.498)/0.502, (1-0.498)/0.502], L2 multiplied by 0.502 back to image space): rows "(photos_x.npy, PIL
@@ -581,7 +582,8 @@ def report(results: list, mach: dict) -> str:
              "every iterate clipped to [0,1], correctly classified images only. Foolbox: "
              "`L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)`, epsilons=None, one batch, frozen "
              "params; its time is the attack call alone. georob: `measure deepfool` defaults; its time is "
-             "`timings.seconds` from its JSON (includes loading the model), 'wall' is the whole process.")
+             "`timings.seconds` from its JSON (the measure, its gradient graphs and sessions included; loading the model "
+             "outside it), 'wall' is the whole process.")
     L.append("")
     for res in results:
         rows = res["rows"]

@@ -44,7 +44,8 @@ For each model and group (reference modes 'affine' / 'similarity' = georob group
    is undone inside the wrapper; the digits run checks this on its first image (x255 vs x1, "scale check").
 2. georob side: `georob measure manifool MODEL DATA --labels Y -p group=G -p max_iter=M -p candidates=N_c
    -p search=S` with `--backend tract`, and `--backend ort` when ORT_DYLIB_PATH is set; `--threads`. georob's
-   own `timings.seconds` (includes loading the model) and the wall time of the process are both reported.
+   own `timings.seconds` (the measure, its gradient graphs and sessions included; loading the model outside
+   it) and the wall time of the process are both reported.
    With --search per_class (the default here) georob runs the paper's multiclass form like the reference:
    one binary search per candidate class, each bounded by max_iter, the smallest score kept; with
    --search joint (georob's own default) max_iter bounds one search towards the closest of the N_c classes.
@@ -559,7 +560,8 @@ def report(results: list, mach: dict, args) -> str:
     L.append("")
     L.append("Score: geodesic score ||path t -> warp(I, exp(t log T))|| / ||I||_2, chords at parameter steps of "
              "0.05, bilinear, zero fill (same definition on both sides). Reference time: the `manifool()` calls "
-             "alone; georob: `timings.seconds` from its JSON (includes loading the model), 'wall' the whole "
+             "alone; georob: `timings.seconds` from its JSON (the measure, its gradient graphs and sessions included; "
+             "loading the model outside it), 'wall' the whole "
              f"process. Reference Jacobian: {'numerical (finite differences)' if args.numerical else 'analytic (jacobian_from_gradient)'}.")
     L.append("")
     for res in results:
