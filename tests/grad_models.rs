@@ -275,3 +275,34 @@ fn unsupported_inputs_are_model_errors() {
         }
     }
 }
+
+/// Folding EfficientNet-Lite0's constant subgraphs (its static paddings) leaves the 115 nodes
+/// that read the input, and the logits of the photos as they were, bit for bit.
+#[test]
+fn efficientnet_lite0_folds_its_paddings_without_changing_the_logits() {
+    let model = load("efficientnet_lite0/efficientnet_lite0.onnx");
+    let mut folded = model.clone();
+    let before = model.graph.as_ref().unwrap().node.len();
+    let removed = georob::grad::fold_constants(&mut folded);
+    assert_eq!((before, removed), (456, 341));
+    let (shape, x) = take(&npy("efficientnet_lite0/photos_x.npy"), 2);
+    let logits = |m: &ModelProto| -> Vec<f32> {
+        let p = tract_onnx::onnx()
+            .model_for_proto_model(m)
+            .unwrap()
+            .with_input_fact(0, f32::fact(&shape).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let out = p.run(tvec![tensor(&shape, &x)]).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    assert_eq!(logits(&folded), logits(&model));
+}
