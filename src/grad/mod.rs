@@ -22,6 +22,9 @@
 //! 4. **Reverse sweep**: in reverse graph order each rule (`rules/`, one file per family) emits
 //!    standard `ai.onnx` nodes at the model's opset; cotangents meeting at a tensor are summed;
 //!    broadcasting in the forward pass becomes `ReduceSum` + `Reshape`.
+//! 5. **Folding** ([`fold_constants`]): nodes computed from a few constants alone (the static
+//!    paddings exporters emit, small reshaped weights) become initializers, so that a backend
+//!    does not fold them again in each session it opens.
 //!
 //! # Inputs and outputs
 //!
