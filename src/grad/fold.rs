@@ -37,7 +37,7 @@ const NOT_FOLDED: &[&str] = &[
 /// than become a large initializer).
 const SMALL: usize = 4096;
 
-/// Replaces the nodes of `model` that compute from at most [`SMALL`] constant values by
+/// Replaces the nodes of `model` that compute from at most 4,096 constant values by
 /// initializers holding their results; returns how many nodes went. The model stays as it
 /// was where tract cannot evaluate them (the backend then folds them itself) and on
 /// big-endian platforms (initializer bytes are little-endian).
