@@ -38,7 +38,8 @@ const NOT_FOLDED: &[&str] = &[
 const SMALL: usize = 4096;
 
 /// Replaces the nodes of `model` that compute from at most 4,096 constant values by
-/// initializers holding their results; returns how many nodes went. The model stays as it
+/// initializers holding their results (a result of more values stays a node); returns how many
+/// nodes went. The model stays as it
 /// was where tract cannot evaluate them (the backend then folds them itself) and on
 /// big-endian platforms (initializer bytes are little-endian).
 pub fn fold_constants(model: &mut ModelProto) -> usize {
