@@ -19,8 +19,14 @@ use tract_onnx::prelude::*;
 
 use super::onnx::value_info;
 
-/// Ops never folded: their results are random, or they hold subgraphs.
+/// Ops never folded: their results are random, they hold subgraphs, or they are the
+/// quantisation markers that ONNX Runtime fuses with the ops around them into integer kernels
+/// (a folded `DequantizeLinear` of int8 weights would turn a `QLinearConv` back into a float
+/// convolution and change the results of a quantised model).
 const NOT_FOLDED: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
     "RandomNormal",
     "RandomNormalLike",
     "RandomUniform",
@@ -476,5 +482,26 @@ mod tests {
         let mut m = model(nodes, vec![], "x", &[1, 4], "y", 13);
         assert_eq!(fold_constants(&mut m), 0);
         assert_eq!(ops(&m), ["RandomUniform", "Add"]);
+    }
+
+    /// ONNX Runtime fuses `DequantizeLinear` of int8 weights with the op that reads them into
+    /// an integer kernel: the pattern must reach it intact.
+    #[test]
+    fn dequantized_weights_stay_nodes() {
+        let w_q = TensorProto {
+            name: "w_q".into(),
+            dims: vec![1, 4],
+            data_type: DataType::Int8 as i32,
+            raw_data: vec![1, 2, 0xff, 4],
+            ..Default::default()
+        };
+        let nodes = vec![
+            make_node("DequantizeLinear", "dq", &["w_q", "scale"], &["w"], vec![]),
+            make_node("Add", "a", &["x", "w"], &["y"], vec![]),
+        ];
+        let inits = vec![w_q, tensor_f32("scale", &[], &[0.5])];
+        let mut m = model(nodes, inits, "x", &[1, 4], "y", 13);
+        assert_eq!(fold_constants(&mut m), 0);
+        assert_eq!(ops(&m), ["DequantizeLinear", "Add"]);
     }
 }
