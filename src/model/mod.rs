@@ -76,7 +76,8 @@ pub enum OutputTransform {
 pub struct Model {
     /// The file as read (before any rewrite).
     pub onnx: OnnxModel,
-    /// The graph that runs: `onnx`, minus a final softmax when it was stripped.
+    /// The graph that runs: `onnx`, minus a final softmax when it was stripped, with its
+    /// constant subgraphs folded (`grad::fold_constants`, with the `tract` feature).
     pub runnable: OnnxModel,
     /// How inputs are prepared.
     pub spec: InputSpec,
@@ -152,6 +153,10 @@ impl Model {
             OutputKind::Probs if runnable.strip_final_softmax() => OutputTransform::StrippedSoftmax,
             OutputKind::Probs => OutputTransform::LogOfProbs,
         };
+        // Constant subgraphs (exporters' static paddings) are folded once here, not by the
+        // backend in each session it opens (ONNX Runtime opens one per thread).
+        #[cfg(feature = "tract")]
+        crate::grad::fold_constants(&mut runnable.proto);
         let threads = options
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -592,18 +597,9 @@ fn start_backend(
                         reason,
                     }
                 })?;
-                // Folded once here rather than in each of the sessions the backend opens.
-                #[cfg(feature = "tract")]
-                let bytes = {
-                    let mut proto = onnx.proto.clone();
-                    crate::grad::fold_constants(&mut proto);
-                    prost::Message::encode_to_vec(&proto)
-                };
-                #[cfg(not(feature = "tract"))]
-                let bytes = onnx.to_bytes();
                 Ok(Box::new(ort::OrtBackend::new(
                     path,
-                    &bytes,
+                    &onnx.to_bytes(),
                     sample_shape,
                     batch,
                     threads,
