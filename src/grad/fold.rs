@@ -45,9 +45,8 @@ const SMALL: usize = 4096;
 
 /// Replaces the nodes of `model` that compute from at most 4,096 constant values by
 /// initializers holding their results (a result of more values stays a node); returns how many
-/// nodes went. The model stays as it
-/// was where tract cannot evaluate them (the backend then folds them itself) and on
-/// big-endian platforms (initializer bytes are little-endian).
+/// nodes went. The model stays as it was where tract cannot evaluate them (the backend then
+/// folds them itself) and on big-endian platforms (initializer bytes are little-endian).
 pub fn fold_constants(model: &mut ModelProto) -> usize {
     let Some(g) = model.graph.as_ref() else {
         return 0;
@@ -90,7 +89,7 @@ pub fn fold_constants(model: &mut ModelProto) -> usize {
         if from > SMALL {
             continue;
         }
-        for o in &node.output {
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
             source_len.insert(o.as_str(), from);
         }
         fold[i] = true;
@@ -126,10 +125,10 @@ pub fn fold_constants(model: &mut ModelProto) -> usize {
                 if !fold[p] || inits.contains_key(x.as_str()) {
                     continue;
                 }
-                let t = &values[x.as_str()];
-                let written = (t.len() <= SMALL)
-                    .then(|| tensor_proto(x, t, types.get(x.as_str()).copied()))
-                    .flatten();
+                let written = values
+                    .get(x.as_str())
+                    .filter(|t| t.len() <= SMALL)
+                    .and_then(|t| tensor_proto(x, t, types.get(x.as_str()).copied()));
                 match written {
                     Some(t) => {
                         inits.insert(x, t);
