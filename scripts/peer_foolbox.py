@@ -361,6 +361,23 @@ def run_georob(georob: str | None, args_model_data: list, out_json: Path, thread
 
 # --------------------------------------------------------------------------- per model
 
+def peer_runners(args, model, x01: np.ndarray, y: np.ndarray, preprocessing, art_norm) -> list:
+    """The Python peers as runners for `interleaved`: Foolbox, and ART with --art (`preprocessing` is
+    Foolbox's normalisation, `art_norm` the same as (mean, std) for ART; None for none)."""
+    def foolbox():
+        r = run_foolbox(model, x01, y, preprocessing, args.threads)
+        log(f"  Foolbox: {r['n_attacked']}/{r['n_total']} attacked, success {r['success_rate']:.4f}, "
+            f"median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s, {r['images_per_s']:.2f} img/s")
+        return r
+
+    def art():
+        r = run_art(model, x01, y, art_norm, args.threads)
+        log(f"  ART: median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s")
+        return r
+
+    return [foolbox] + ([art] if args.art else [])
+
+
 def interleaved(repeat: int, runners: list) -> list:
     """Calls each runner (a zero-argument function returning a row or None) in turn, `repeat` rounds, so
     that every tool sees the same drift of the machine; round i starts at runner i (mod their number), so
@@ -403,20 +420,9 @@ def do_digits(args, mm, out: Path) -> dict:
                     ort_logits(DIGITS / "digits_cnn.onnx", x, args.threads), 1e-4)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
-    def foolbox():
-        r = run_foolbox(model, x, y, None, args.threads)
-        log(f"  Foolbox: {r['n_attacked']}/{r['n_total']} attacked, success {r['success_rate']:.4f}, "
-            f"median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s, {r['images_per_s']:.1f} img/s")
-        return r
-
-    def art():
-        r = run_art(model, x, y, None, args.threads)
-        log(f"  ART: median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s")
-        return r
-
     data = [str(DIGITS.relative_to(ROOT) / "digits_cnn.onnx"), str(DIGITS.relative_to(ROOT) / "test_x.npy"),
             "--labels", str(DIGITS.relative_to(ROOT) / "test_y.npy"), "--bounds", "0,1"]
-    runners = [foolbox] + ([art] if args.art else [])
+    runners = peer_runners(args, model, x, y, None, None)
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
@@ -462,24 +468,13 @@ def do_effnet(args, mm, out: Path) -> dict:
                     ort_logits(EFF / "efficientnet_lite0.onnx", xm, args.threads), 1e-3)
     if args.limit is not None:
         u, y = u[:args.limit], y[:args.limit]
-    def foolbox():
-        r = run_foolbox(model, u, y, prep, args.threads)
-        log(f"  Foolbox: {r['n_attacked']}/{r['n_total']} attacked, success {r['success_rate']:.4f}, "
-            f"median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s, {r['images_per_s']:.2f} img/s")
-        return r
-
-    def art():
-        r = run_art(model, u, y, (EFF_MEAN, EFF_STD), args.threads)
-        log(f"  ART: median L2 {r['median_l2']:.4f}, {r['seconds']:.2f} s")
-        return r
-
     data = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos")]
     # Same pixels as Foolbox: photos_x.npy (model space, PIL-decoded) with the [0,1] box mapped to model
     # space; L2 mapped back to image space by x std (one std for all channels).
     lo, hi = (0.0 - EFF_MEAN) / EFF_STD, (1.0 - EFF_MEAN) / EFF_STD
     data_npy = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos_x.npy"),
                 "--labels", str(EFF.relative_to(ROOT) / "photos_y.npy"), f"--bounds={lo!r},{hi!r}"]
-    runners = [foolbox] + ([art] if args.art else [])
+    runners = peer_runners(args, model, u, y, prep, (EFF_MEAN, EFF_STD))
     for backend, suffix in (("tract", ""), ("ort", "_ort")):
         if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
             continue
