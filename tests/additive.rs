@@ -101,7 +101,7 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
     let params = serde_json::json!({
         "xi_fraction": 0.5,
         "delta": 0.3,
-        "max_passes": 5,
+        "max_passes": 10,
         "holdout": path("onnx_models/digits/test_x.npy"),
         "holdout_labels": path("onnx_models/digits/test_y.npy"),
         "transfer": [
@@ -111,7 +111,11 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
     });
     let r = run("uap", params, &model, &data);
     let s = &r.summary;
-    assert!(s["fooling_rate"] >= 0.7, "{s:?}");
+    // The construction stops once it fools 1 − δ of its images, or after
+    // max_passes: well before the last pass (two passes here), the rate is at
+    // least 1 − δ by that rule, not by one machine's rounding.
+    assert!(s["passes"] < 10.0, "{s:?}");
+    assert!(s["fooling_rate"] >= 1.0 - 0.3, "{s:?}");
     // Transferred to a fresh copy of the same model: the held-out rate again.
     assert_eq!(
         s["transfer_fooling_rate_digits_cnn"],
@@ -267,12 +271,18 @@ fn cnn_boundary_is_flatter_along_random_than_adversarial_directions() {
     );
 }
 
+/// Logits `Wx + b` of the linear model, in f64.
+fn linear_logits(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
+    let d = x.len();
+    (0..10)
+        .map(|k| f64::from(b[k]) + (0..d).map(|t| f64::from(w[k * d + t]) * x[t]).sum::<f64>())
+        .collect()
+}
+
 /// ∇ℓ(x) = Wᵀ(softmax(Wx + b) − e_k0) of the linear model, in f64.
 fn linear_loss_grad(w: &[f32], b: &[f32], x: &[f64], k0: usize) -> Vec<f64> {
     let d = x.len();
-    let f: Vec<f64> = (0..10)
-        .map(|k| f64::from(b[k]) + (0..d).map(|t| f64::from(w[k * d + t]) * x[t]).sum::<f64>())
-        .collect();
+    let f = linear_logits(w, b, x);
     let m = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = f.iter().map(|v| (v - m).exp()).sum();
     let mut c: Vec<f64> = f.iter().map(|v| (v - m).exp() / z).collect();
@@ -310,11 +320,27 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
         npy("onnx_models/digits/digits_linear_b.npy"),
     );
     let mut checked = 0;
-    for img in r.images.iter().filter(|i| i.values.contains_key("c_h")) {
+    for img in &r.images {
         let xi: Vec<f64> = x[img.index * 784..(img.index + 1) * 784]
             .iter()
             .map(|&v| f64::from(v))
             .collect();
+        // CURE measures the images the model classifies correctly: decided here
+        // in f64 wherever the top two logits are further apart than f32 rounding.
+        let f = linear_logits(&w, &b, &xi);
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&p, &q| f[q].total_cmp(&f[p]));
+        if f[order[0]] - f[order[1]] > 1e-3 {
+            assert_eq!(
+                img.values.contains_key("c_h"),
+                img.label == Some(order[0]),
+                "image {}: measured or not against its f64 prediction",
+                img.index
+            );
+        }
+        if !img.values.contains_key("c_h") {
+            continue;
+        }
         let g0 = linear_loss_grad(&w, &b, &xi, img.pred);
         let nz = g0.iter().filter(|v| **v != 0.0).count() as f64;
         let probe: Vec<f64> = xi
@@ -338,7 +364,7 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
         );
         checked += 1;
     }
-    assert!(checked >= 25, "{checked} images checked");
+    assert!(checked > 0, "no image checked");
 }
 
 #[test]
@@ -385,8 +411,15 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
     };
     let outs = deepfool_batch(&sm, &x, data.len(), &opts, None).unwrap();
     let mut checked = 0;
-    for img in r.images.iter().filter(|i| i.values.contains_key("eig1")) {
+    for img in &r.images {
         let i = img.index;
+        // The measure takes every correctly classified image whose DeepFool
+        // point (the same search, run above) reached the boundary.
+        let reached = outs[i].success && img.label.is_none_or(|l| l == img.pred);
+        assert_eq!(img.values.contains_key("eig1"), reached, "image {i}");
+        if !reached {
+            continue;
+        }
         let z = DVector::from_iterator(
             d,
             (0..d).map(|t| f64::from(x[i * d + t]) + f64::from(outs[i].r[t])),
@@ -418,5 +451,5 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
         }
         checked += 1;
     }
-    assert!(checked >= 6, "{checked} images reached the boundary");
+    assert!(checked > 0, "no image reached the boundary");
 }

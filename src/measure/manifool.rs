@@ -652,9 +652,12 @@ mod path_tests {
     }
 
     /// Against a 0.1° scan of the same path: the point found on
-    /// `exp(t log T)`, `T` a 60° rotation, fools, is never before the first
-    /// flip, and lies within the search's resolution (60°/5⁴ ≈ 0.10°) of it
-    /// where the flip region is wider than the grid step (20 digits).
+    /// `exp(t log T)`, `T` a 60° rotation, fools and is never before the
+    /// first flip. Where the scan stays flipped from its first flip to 60°,
+    /// every bracket of the search holds the first flip, so the point found
+    /// lies within the search's resolution (60°/5⁴ = 0.096°) after it, and the
+    /// first flip is at most the scan's; 0.01° more allows for points that
+    /// sit on the boundary to rounding.
     #[test]
     fn the_shortest_point_on_the_path_matches_a_fine_scan() {
         let (model, data) = super::super::digits_on_tract(20, None);
@@ -662,13 +665,14 @@ mod path_tests {
         let sm = SpacedModel::new(&model, &data);
         let frame = Frame::of(&sm);
         let sampling = Sampling::default();
-        let (mut checked, mut close) = (0, 0);
+        let (mut checked, mut monotone) = (0, 0);
         for img in x.chunks_exact(784) {
             let k0 = argmax(&model.logits(img, 1).unwrap());
             let angles: Vec<f64> = (1..=600).map(|i| i as f64 * 0.1).collect();
             let mats: Vec<_> = angles.iter().map(|&a| rotation(a)).collect();
             let ls = logits_at(&sm, &frame, img, &mats, sampling).unwrap();
-            let Some(first) = ls.chunks_exact(10).position(|r| argmax(r) != k0) else {
+            let flipped: Vec<bool> = ls.chunks_exact(10).map(|r| argmax(r) != k0).collect();
+            let Some(first) = flipped.iter().position(|&f| f) else {
                 continue;
             };
             let scan = angles[first];
@@ -690,13 +694,15 @@ mod path_tests {
                 "{angle}° before the scan's first flip {scan}°"
             );
             checked += 1;
-            close += usize::from(angle - scan <= 0.15);
+            if flipped[first..].iter().all(|&f| f) {
+                monotone += 1;
+                assert!(
+                    angle - scan <= 60.0 / 625.0 + 0.01,
+                    "{angle}° vs the scan's first flip {scan}° on a path that stays flipped"
+                );
+            }
         }
-        eprintln!("{close} of {checked} within 0.15° of the scan");
-        assert!(checked >= 5, "only {checked} digits flip within 60°");
-        assert!(
-            close * 10 >= checked * 8,
-            "{close} of {checked} within 0.15° of the scan"
-        );
+        eprintln!("{checked} digits flip within 60°, {monotone} stay flipped after the first flip");
+        assert!(monotone > 0, "no digit to compare with the scan");
     }
 }
