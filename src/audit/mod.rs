@@ -144,7 +144,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             ));
             let t0 = std::time::Instant::now();
             let calls_before = model.call_seconds();
-            let mut result = measure::run(measure.as_ref(), &ctx)?;
+            let mut result = measure.run(&ctx)?;
             let seconds = t0.elapsed().as_secs_f64();
             let model_seconds = model.call_seconds() - calls_before;
             for a in &mut result.artifacts {

@@ -221,6 +221,9 @@ pub struct MeasureArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// With `list`: print the catalogue as Markdown (what `docs/measures.md` holds).
+    #[arg(long)]
+    pub markdown: bool,
     #[command(flatten)]
     pub model_args: ModelArgs,
 }

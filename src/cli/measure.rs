@@ -87,6 +87,10 @@ fn bounds(text: Option<&str>, images: bool) -> Result<Option<(f32, f32)>> {
 }
 
 pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
+    if args.name == "list" && args.markdown {
+        super::emit(&measure::catalog::markdown())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.name == "list" {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED)
@@ -101,7 +105,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
                     .join("\n"),
                 other => other.to_string(),
             };
-            t.add_row(vec![m.name, m.about, &defaults]);
+            t.add_row(vec![m.declaration.name, m.declaration.about, &defaults]);
         }
         super::emit(&format!("{t}\n"))?;
         return Ok(ExitCode::SUCCESS);
@@ -138,7 +142,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     };
     eprintln!(
         "georob: {} on {} ({}), backend {}, {} gradients, seed {}",
-        measure.name(),
+        measure.declaration().name,
         model_path.display(),
         super::images(data.len()),
         model.backend().describe(),
@@ -147,7 +151,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     );
     let started = std::time::Instant::now();
     let calls_before = model.call_seconds();
-    let result = measure::run(measure.as_ref(), &ctx)?;
+    let result = measure.run(&ctx)?;
     let seconds = started.elapsed().as_secs_f64();
     let model_seconds = model.call_seconds() - calls_before;
     print_result(&result, seconds, model_seconds)?;

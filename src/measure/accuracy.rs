@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Values;
-use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::error::Result;
 use crate::eval::{softmax_at, top_k};
 
@@ -16,34 +16,23 @@ use crate::eval::{softmax_at, top_k};
 #[serde(deny_unknown_fields)]
 pub struct Params {}
 
-/// Clean accuracy.
-pub struct Accuracy {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
         name: "accuracy",
         about: "clean top-1 accuracy (the reference for every other measure)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Accuracy {
-                params: super::parse_params("accuracy", p)?,
-            }))
-        },
-    }
-}
+        params: &[],
+        headline: &["accuracy"],
+        histograms: &[],
+        values: &[&[
+            (
+                "correct",
+                "1 when the prediction equals the label (or there is no label), else 0",
+            ),
+            ("confidence", "softmax probability of the predicted class"),
+        ]],
+    };
 
-impl Measure for Accuracy {
-    fn name(&self) -> &'static str {
-        "accuracy"
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+    fn run(&self, ctx: &Context) -> Result<Output> {
         let model = ctx.model;
         let k = model.classes;
         let bar = ctx.progress.bar(ctx.data.len() as u64, "accuracy");
@@ -80,7 +69,7 @@ impl Measure for Accuracy {
             bar.inc(batch.len as u64);
         }
         bar.finish_and_clear();
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let labelled = images.iter().filter(|i| i.label.is_some()).count();
         let mut summary = BTreeMap::new();
         if labelled > 0 {
@@ -90,12 +79,8 @@ impl Measure for Accuracy {
             );
         }
         summary.insert("images".into(), images.len() as f64);
-        Ok(MeasureResult {
-            measure: "accuracy".into(),
-            params: self.params(),
-            space: super::space::SpacedModel::new(model, ctx.data).space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: if class_names.is_empty() {
                 serde_json::Value::Null

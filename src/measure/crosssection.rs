@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::deepfool::{argmax, deepfool_batch_at, l2, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
 
@@ -56,28 +56,6 @@ impl Default for Params {
             fit: 2.0,
             bisections: 10,
         }
-    }
-}
-
-/// The cross-section measure.
-pub struct CrossSection {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "crosssection",
-        about: "decision regions on the planes (r*, random v) and (r*, second adversarial direction) with the boundary's curvature along each (CSV, PNG with --out)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("crosssection", p)?;
-            if params.resolution < 3 || params.extent.is_nan() || params.extent <= 0.0 {
-                return Err(Error::Config(
-                    "crosssection: resolution must be ≥ 3 and extent > 0".into(),
-                ));
-            }
-            Ok(Box::new(CrossSection { params }))
-        },
     }
 }
 
@@ -341,17 +319,38 @@ fn save_plane(
     ])
 }
 
-impl Measure for CrossSection {
-    fn name(&self) -> &'static str {
-        "crosssection"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "crosssection",
+        about: "decision regions on the planes (r*, random v) and (r*, second adversarial direction) with the boundary's curvature along each (CSV, PNG with --out)",
+        params: &[
+            ("images", "Correctly classified images to section (the first ones in the data)."),
+            ("resolution", "Grid points per axis."),
+            ("extent", "Half-width of the plane, in units of `‖r*‖`."),
+            ("fit", "Half-width of the `β` range the parabola is fitted on, units of `‖r*‖`."),
+            ("bisections", "Bisection steps refining the boundary crossing per `β`."),
+        ],
+        headline: &["success_rate", "median_kappa_random", "median_kappa_adversarial"],
+        histograms: &["norm_l2"],
+        values: &[&[
+            ("norm_l2", "‖r*‖₂ of the DeepFool point the planes pass through"),
+            ("adv_pred", "class DeepFool reached"),
+            ("kappa_{direction}", "boundary curvature in the plane (r*, direction), 1/length"),
+            ("kappa_{direction}_rel", "the same per unit ‖r*‖"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        if self.resolution < 3 || self.extent.is_nan() || self.extent <= 0.0 {
+            return Err(Error::Config(
+                "crosssection: resolution must be ≥ 3 and extent > 0".into(),
+            ));
+        }
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let k = sm.classes();
@@ -456,7 +455,6 @@ impl Measure for CrossSection {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::new();
         if let Some(m) = super::median(&kr) {
             summary.insert("median_kappa_random".into(), m);
@@ -464,12 +462,8 @@ impl Measure for CrossSection {
         if let Some(m) = super::median(&ka) {
             summary.insert("median_kappa_adversarial".into(), m);
         }
-        Ok(MeasureResult {
-            measure: "crosssection".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "units": "alpha, beta in units of |r*|; kappa in 1/length of the measured space (kappa_*_rel per unit |r*|)",

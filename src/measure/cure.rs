@@ -22,7 +22,7 @@ use super::curvature::lanczos_batch;
 use super::deepfool::{argmax, l2};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -44,26 +44,6 @@ impl Default for Params {
             profile: 5,
             steps: 15,
         }
-    }
-}
-
-/// The CURE measure.
-pub struct Cure {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "cure",
-        about: "CURE curvature proxy |grad l(x+hz) - grad l(x)|/h of the cross-entropy (z = normalised sign of the gradient) and the loss-Hessian eigenvalue profile",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("cure", p)?;
-            if !(params.h.is_finite() && params.h > 0.0) {
-                return Err(Error::Config("cure: h must be > 0".into()));
-            }
-            Ok(Box::new(Cure { params }))
-        },
     }
 }
 
@@ -96,17 +76,34 @@ fn loss_grad(sm: &SpacedModel, u: &[f32], k0: &[usize]) -> Result<(Vec<f32>, Vec
     Ok((g, preds))
 }
 
-impl Measure for Cure {
-    fn name(&self) -> &'static str {
-        "cure"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "cure",
+        about: "CURE curvature proxy |grad l(x+hz) - grad l(x)|/h of the cross-entropy (z = normalised sign of the gradient) and the loss-Hessian eigenvalue profile",
+        params: &[
+            ("h", "Probe length `h` (L2, measured space)."),
+            ("profile", "Eigenvalues of the loss Hessian per image (0: no profile)."),
+            ("steps", "Lanczos steps for the profile."),
+        ],
+        headline: &["success_rate", "median_c_h", "median_top_eig"],
+        histograms: &["c_h", "eig1"],
+        values: &[&[
+            ("c_h", "‖∇ℓ(x + h z) − ∇ℓ(x)‖/h"),
+            ("c_h_rel", "c_h/‖∇ℓ(x)‖"),
+            ("grad_norm", "‖∇ℓ(x)‖ of the cross-entropy loss at the clean prediction"),
+            ("eig{j}", "j-th eigenvalue of the loss-Hessian profile (with profile > 0)"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        if !(self.h.is_finite() && self.h > 0.0) {
+            return Err(Error::Config("cure: h must be > 0".into()));
+        }
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let k = sm.classes();
@@ -244,7 +241,6 @@ impl Measure for Cure {
         if profiled > 0 {
             profile.iter_mut().for_each(|v| *v /= profiled as f64);
         }
-        let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::new();
         for (name, v) in [
             ("median_c_h", super::median(&ch)),
@@ -256,12 +252,8 @@ impl Measure for Cure {
                 summary.insert(name.to_string(), v);
             }
         }
-        Ok(MeasureResult {
-            measure: "cure".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "profile": if profiled > 0 { profile } else { vec![] },

@@ -23,7 +23,7 @@ use transforms::nalgebra::DMatrix;
 
 use super::deepfool::{l2, DeepFoolOptions, DeepFoolOutcome, Keep, Norm};
 use super::space::SpacedModel;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::Result;
 
 /// Parameters.
@@ -170,24 +170,6 @@ pub fn lanczos_batch(
         .collect())
 }
 
-/// The curvature measure.
-pub struct Curvature {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "curvature",
-        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 in the boundary's tangent space over |grad| (Lanczos on finite-difference HVPs), per image and shared",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Curvature {
-                params: super::parse_params("curvature", p)?,
-            }))
-        },
-    }
-}
-
 /// Boundary points of a set of images: `z`, `(k0, adv)`, the unit normal `∇G(z)/‖∇G(z)‖`,
 /// `‖∇G(z)‖`, `h`.
 pub(super) struct Points {
@@ -323,17 +305,32 @@ fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-impl Measure for Curvature {
-    fn name(&self) -> &'static str {
-        "curvature"
-    }
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "curvature",
+        about: "boundary curvature at x + r*: top-q eigenvalues of the Hessian of f_adv - f_k0 in the boundary's tangent space over |grad| (Lanczos on finite-difference HVPs), per image and shared",
+        params: &[
+            ("q", "Eigenvalues reported per image."),
+            ("steps", "Lanczos steps (about 2q–3q or more)."),
+            ("h_fraction", "Finite-difference step as a fraction of `‖r*‖`."),
+            ("shared", "Compute the shared (averaged) Hessian's top eigenvalues."),
+            ("overshoot", "DeepFool overshoot."),
+            ("max_iter", "DeepFool iteration budget."),
+        ],
+        headline: &["success_rate", "median_top_eig"],
+        histograms: &["eig1"],
+        values: &[super::deepfool::VALUES, &[
+            ("eig{j}", "j-th largest eigenvalue of P H P/‖∇G‖ at the boundary point (1/length)"),
+            ("eig_min", "smallest eigenvalue Lanczos found"),
+            ("grad_norm", "‖∇G‖ at the boundary point, G = f_adv − f_k0"),
+            ("h", "finite-difference step of the Hessian-vector products"),
+            ("adv_pred", "class on the other side of the boundary"),
+            ("kappa_random", "curvature along a random unit tangent direction (1/length)"),
+        ]],
+    };
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let opts = DeepFoolOptions {
@@ -422,7 +419,7 @@ impl Measure for Curvature {
             let (vals, _) = shared_eigen(&sm, &pts, p.steps, rng.random())?;
             shared_vals = vals.into_iter().take(p.q).collect();
         }
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let mut summary = BTreeMap::new();
         summary.insert("n".into(), images.len() as f64);
         summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
@@ -438,12 +435,8 @@ impl Measure for Curvature {
         if let Some(v) = shared_vals.first() {
             summary.insert("shared_top_eig".into(), *v);
         }
-        Ok(MeasureResult {
-            measure: "curvature".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "profile": profile,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::space::SpacedModel;
 use super::Values;
 use super::{
-    picture, Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome,
+    picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
 };
 use crate::error::{Error, Result};
 use crate::eval::top_k;
@@ -413,24 +413,6 @@ pub fn chunk_len(d: usize, m: usize, batch: usize) -> usize {
         .max(batch.min(64))
 }
 
-/// The DeepFool measure.
-pub struct DeepFool {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "deepfool",
-        about: "minimal additive perturbation (DeepFool, l2 or linf): norm_l2, norm_linf, rho = |r|/|x|",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(DeepFool {
-                params: super::parse_params("deepfool", p)?,
-            }))
-        },
-    }
-}
-
 /// Which DeepFool perturbations [`run_all`] keeps besides the per-image
 /// values. Each is a whole input's worth of floats (600 KB for a 224×224
 /// RGB image), so a measure keeps only what it reads.
@@ -603,24 +585,40 @@ pub fn fooled_values(images: &[ImageResult], key: &str) -> Vec<f64> {
         .collect()
 }
 
-impl Measure for DeepFool {
-    fn name(&self) -> &'static str {
-        "deepfool"
-    }
+/// The per-image values DeepFool writes (also those of the measures that run it first).
+pub const VALUES: &[(&str, &str)] = &[
+    ("norm_l2", "‖r‖₂ of the perturbation found"),
+    ("norm_linf", "‖r‖∞ of the perturbation found"),
+    ("rho", "‖r‖/‖x‖ in the chosen norm"),
+    ("adv_pred", "class predicted at x + r"),
+    ("iterations", "DeepFool steps taken"),
+];
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "deepfool",
+        about: "minimal additive perturbation (DeepFool, l2 or linf): norm_l2, norm_linf, rho = |r|/|x|",
+        params: &[
+            ("norm", "`l2` or `linf`."),
+            ("overshoot", "Overshoot η."),
+            ("max_iter", "Iteration budget."),
+            ("candidates", "Candidate classes (top N of the clean prediction, incl. it)."),
+            ("clip", "Clip every iterate to `--bounds` (when there are bounds)."),
+        ],
+        headline: &["median_rho", "median_norm_l2", "success_rate"],
+        histograms: &["rho", "norm_l2"],
+        values: &[VALUES],
+    };
 
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let opts = self.params.options(ctx.bounds);
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let opts = self.options(ctx.bounds);
         const PICTURES: usize = 3;
         let (images, outcomes) = run_all(ctx, &opts, "deepfool", Keep::Smallest(PICTURES))?;
         let artifacts = match ctx.out_dir {
             Some(dir) => save_worst(ctx, dir, &images, &outcomes, PICTURES)?,
             None => vec![],
         };
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let mut summary = BTreeMap::new();
         summary.insert("n".into(), images.len() as f64);
         let attacked = counts.fooled + counts.failed;
@@ -661,12 +659,8 @@ impl Measure for DeepFool {
             "mean_iterations",
             super::mean(&fooled_values(&images, "iterations")),
         );
-        Ok(MeasureResult {
-            measure: "deepfool".into(),
-            params: self.params(),
-            space: SpacedModel::new(ctx.model, ctx.data).space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({ "clipped_to": opts.clip }),
             artifacts,

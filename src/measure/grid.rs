@@ -28,7 +28,7 @@ use transforms::{MatrixWarp, Sampling, Warp};
 use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -139,27 +139,6 @@ impl Params {
     }
 }
 
-/// The grid measure.
-pub struct Grid {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "grid",
-        about: "accuracy under the worst rotation × translation on a grid and of k random ones (Engstrom et al.)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("grid", p)?;
-            if params.angles == 0 || params.shifts == 0 {
-                return Err(Error::Config("grid: angles and shifts must be at least 1".into()));
-            }
-            params.sampling()?;
-            Ok(Box::new(Grid { params }))
-        },
-    }
-}
-
 /// Predictions of image `image` (values `u`) under each transform, evaluated
 /// in model calls of at most `cap` warped images.
 pub(super) fn predictions(
@@ -185,17 +164,43 @@ pub(super) fn predictions(
     Ok(preds)
 }
 
-impl Measure for Grid {
-    fn name(&self) -> &'static str {
-        "grid"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "grid",
+        about: "accuracy under the worst rotation × translation on a grid and of k random ones (Engstrom et al.)",
+        params: &[
+            ("max_angle", "Largest rotation, degrees (both directions)."),
+            ("angles", "Rotations on the grid."),
+            ("max_shift", "Largest translation per axis, pixels; default 3 px for images of 28–32 px, else 10% of the side (per axis)."),
+            ("shifts", "Translations per axis on the grid."),
+            ("k", "Random draws for worst-of-k (0: skip)."),
+            ("border", "Fill outside the image: `zero`, `replicate` or `reflect`."),
+        ],
+        headline: &["accuracy", "fooling_rate", "success_rate", "worst_of_k_accuracy"],
+        histograms: &["angle_deg"],
+        values: &[&[
+            ("angle_deg", "rotation of the smallest flipping transform, degrees"),
+            ("tx", "horizontal shift of that transform, pixels"),
+            ("ty", "vertical shift of that transform, pixels"),
+            ("shift_px", "length of that shift, pixels"),
+            ("adv_pred", "class predicted under that transform"),
+            ("grid_flips", "grid transforms that flipped the prediction"),
+            ("worst_of_k_correct", "1 when all k random transforms keep the prediction, else 0"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        if self.angles == 0 || self.shifts == 0 {
+            return Err(Error::Config(
+                "grid: angles and shifts must be at least 1".into(),
+            ));
+        }
+        self.sampling()?;
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let (h, w) = (frame.shape.h, frame.shape.w);
@@ -262,7 +267,7 @@ impl Measure for Grid {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let n = images.len().max(1) as f64;
         let mut summary = BTreeMap::from([
             ("images".to_string(), images.len() as f64),
@@ -288,12 +293,8 @@ impl Measure for Grid {
         }
         describe(&mut summary, "flip_angle_deg", &angles);
         describe(&mut summary, "flip_shift_px", &shifts);
-        Ok(MeasureResult {
-            measure: "grid".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",

@@ -31,7 +31,7 @@ use super::geometric::{argmax, describe, misclassified, result, warp_error, Clea
 use super::manifool::{manifool_one, Params as ManiFoolParams};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Declaration, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -72,30 +72,6 @@ impl Params {
 
     fn sampling(&self) -> Result<Sampling> {
         super::geometric::parse_sampling("invariance", &self.border)
-    }
-}
-
-/// The invariance measure.
-pub struct Invariance {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "invariance",
-        about: "probability that a random transform of a given geodesic size flips the prediction, beside ManiFool's score",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("invariance", p)?;
-            params.group()?;
-            params.sampling()?;
-            if params.radii.is_empty() || params.trials == 0 || params.radii.iter().any(|r| r.is_nan() || *r <= 0.0) {
-                return Err(Error::Config(
-                    "invariance: radii must be positive and non-empty, trials ≥ 1".into(),
-                ));
-            }
-            Ok(Box::new(Invariance { params }))
-        },
     }
 }
 
@@ -160,17 +136,42 @@ fn scales(
     Ok(out)
 }
 
-impl Measure for Invariance {
-    fn name(&self) -> &'static str {
-        "invariance"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "invariance",
+        about: "probability that a random transform of a given geodesic size flips the prediction, beside ManiFool's score",
+        params: &[
+            ("group", "Transform group."),
+            ("radii", "Geodesic radii (score units: path length / ‖x‖₂)."),
+            ("trials", "Random directions per image."),
+            ("max_param", "Largest parameter-space distance walked."),
+            ("manifool", "Also run ManiFool on the same images."),
+            ("border", "Fill outside the image: zero, replicate or reflect."),
+        ],
+        headline: &["success_rate"],
+        histograms: &[],
+        values: &[&[
+            ("manifool_score", "ManiFool's geodesic score for the image"),
+            ("flips@{radius}", "random transforms of that geodesic size that flipped the prediction"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        self.group()?;
+        self.sampling()?;
+        if self.radii.is_empty()
+            || self.trials == 0
+            || self.radii.iter().any(|r| r.is_nan() || *r <= 0.0)
+        {
+            return Err(Error::Config(
+                "invariance: radii must be positive and non-empty, trials ≥ 1".into(),
+            ));
+        }
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let group = p.group()?;
         let sampling = p.sampling()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
@@ -257,7 +258,6 @@ impl Measure for Invariance {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let counts = MeasureResult::count(&images);
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let mut curve = Vec::new();
         for (r, radius) in p.radii.iter().enumerate() {
@@ -272,12 +272,8 @@ impl Measure for Invariance {
             describe(&mut summary, "manifool_score", &mf_scores);
             summary.insert("manifool_failed".into(), mf_failed as f64);
         }
-        Ok(MeasureResult {
-            measure: "invariance".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "group": group.name(),

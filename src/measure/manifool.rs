@@ -53,7 +53,7 @@ use super::geometric::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 use crate::eval::top_k;
 
@@ -115,31 +115,6 @@ impl Params {
                 "manifool: search must be joint or per_class, not {other:?}"
             ))),
         }
-    }
-}
-
-/// The ManiFool measure.
-pub struct ManiFool {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "manifool",
-        about: "smallest transform in a group (rotation … projective) that flips the prediction; geodesic score (ManiFool)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("manifool", p)?;
-            params.group()?;
-            params.sampling()?;
-            params.per_class()?;
-            if params.max_iter == 0 || params.candidates == 0 || params.line_search == 0 {
-                return Err(Error::Config(
-                    "manifool: max_iter, candidates and line_search must be at least 1".into(),
-                ));
-            }
-            Ok(Box::new(ManiFool { params }))
-        },
     }
 }
 
@@ -481,17 +456,46 @@ fn search(
     })
 }
 
-impl Measure for ManiFool {
-    fn name(&self) -> &'static str {
-        "manifool"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "manifool",
+        about: "smallest transform in a group (rotation … projective) that flips the prediction; geodesic score (ManiFool)",
+        params: &[
+            ("group", "Transform group: translation, rotation, rigid, similarity, affine, projective."),
+            ("max_iter", "Iteration limit."),
+            ("candidates", "Other classes considered (top by clean logit)."),
+            ("overshoot", "Overshoot of each step."),
+            ("line_search", "Line-search factors per step."),
+            ("border", "Fill outside the image: zero, replicate or reflect."),
+            ("stall_window", "Iterations over which progress is judged for the early stop of a stalled run (0: never stop early)."),
+            ("search", "`joint`: one search, each step towards the closest linearised boundary among the candidate classes; `per_class`: the paper's multiclass ManiFool, one binary search towards each candidate class (each with the whole `max_iter` budget), the smallest score kept."),
+        ],
+        headline: &["median_score", "success_rate"],
+        histograms: &["score", "angle_deg"],
+        values: &[&[
+            ("score", "geodesic score of the transform found (its distance from the identity on the transform manifold)"),
+            ("angle_deg", "rotation part of the transform, degrees"),
+            ("param_{name}", "the transform's Lie parameters"),
+            ("adv_pred", "class predicted under the transform"),
+            ("iterations", "ManiFool steps taken"),
+            ("stalled", "1 when a failed search stopped early for lack of progress"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        self.group()?;
+        self.sampling()?;
+        self.per_class()?;
+        if self.max_iter == 0 || self.candidates == 0 || self.line_search == 0 {
+            return Err(Error::Config(
+                "manifool: max_iter, candidates and line_search must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let group = p.group()?;
         let sampling = p.sampling()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
@@ -576,7 +580,7 @@ impl Measure for ManiFool {
             }
             artifacts = save_panels(dir, "manifool", &frame, &clean, &shown)?;
         }
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let attacked = counts.fooled + counts.failed;
         if attacked > 0 {
@@ -595,12 +599,8 @@ impl Measure for ManiFool {
         }
         describe(&mut summary, "score", &scores);
         describe(&mut summary, "iterations", &iters);
-        Ok(MeasureResult {
-            measure: "manifool".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "group": group.name(),

@@ -1,9 +1,10 @@
 //! Robustness measures behind one small trait.
 //!
-//! A measure is one file: a `Params` struct (serde, with defaults), a type
-//! implementing [`Measure`], and one line in [`registry`]. The CLI
-//! (`georob measure NAME ... --param key=value`) and the reports find it
-//! there, so nothing else changes when a measure is added.
+//! A measure is one file: a `Params` struct (serde, with defaults) that
+//! implements [`Measure`] with its [`Declaration`], and one line in
+//! [`registry`]. The CLI (`georob measure NAME ... --param key=value`), the
+//! reports and `docs/measures.md` find it there, so nothing else changes when
+//! a measure is added.
 //!
 //! Conventions every measure follows:
 //! - robustness is measured with respect to the model's *prediction* on the
@@ -17,6 +18,7 @@
 //!   `[0,1]` for images, model space for `.npy` data.
 
 mod accuracy;
+pub mod catalog;
 pub mod crosssection;
 pub mod cure;
 pub mod curvature;
@@ -226,9 +228,9 @@ fn nan_map<'de, D: serde::Deserializer<'de>>(
         .collect())
 }
 
-impl MeasureResult {
+impl Counts {
     /// Counts the outcomes of `images`.
-    pub fn count(images: &[ImageResult]) -> Counts {
+    pub fn of(images: &[ImageResult]) -> Counts {
         let mut c = Counts::default();
         for i in images {
             match i.outcome {
@@ -242,81 +244,208 @@ impl MeasureResult {
     }
 }
 
-/// A robustness measure.
-pub trait Measure: Send + Sync {
-    /// Registry name (`deepfool`, `grid`, ...).
-    fn name(&self) -> &'static str;
-    /// Parameters in force, as JSON.
-    fn params(&self) -> serde_json::Value;
-    /// Runs over the whole data set in `ctx`.
-    fn run(&self, ctx: &Context) -> Result<MeasureResult>;
-}
-
-/// A registry entry.
-pub struct MeasureInfo {
+/// What a measure declares about itself: the CLI (`georob measure list`), the reports
+/// (headline tables, HTML histograms) and `docs/measures.md` are all made from it.
+///
+/// A key written with a `{placeholder}` (`ratio_m{m}`, `eig{j}`) stands for every key
+/// with that prefix and suffix.
+#[derive(Debug)]
+pub struct Declaration {
     /// Name used on the command line and in suites.
     pub name: &'static str,
     /// One line on what it measures.
     pub about: &'static str,
-    /// Default parameters, as JSON (what `--list` prints).
+    /// Each parameter with one line on what it sets (the defaults come from `Default`).
+    pub params: &'static [(&'static str, &'static str)],
+    /// Summary keys shown in headline tables, in order, where present (at most four).
+    pub headline: &'static [&'static str],
+    /// Per-image values worth a histogram in the HTML report, in order of preference.
+    pub histograms: &'static [&'static str],
+    /// Each per-image value with one line on what it holds, in groups (a measure that
+    /// runs DeepFool first names [`deepfool::VALUES`] as one of its groups).
+    pub values: &'static [&'static [(&'static str, &'static str)]],
+}
+
+impl Declaration {
+    /// Whether `key` is one of the declared per-image values.
+    pub fn declares_value(&self, key: &str) -> bool {
+        self.values
+            .iter()
+            .flat_map(|group| group.iter())
+            .any(|&(pattern, _)| key_matches(pattern, key))
+    }
+}
+
+/// Whether `key` is `pattern`, where a `{...}` in `pattern` stands for any text.
+fn key_matches(pattern: &str, key: &str) -> bool {
+    match (pattern.find('{'), pattern.find('}')) {
+        (Some(a), Some(b)) if a < b => {
+            let (prefix, suffix) = (&pattern[..a], &pattern[b + 1..]);
+            key.len() > prefix.len() + suffix.len()
+                && key.starts_with(prefix)
+                && key.ends_with(suffix)
+        }
+        _ => pattern == key,
+    }
+}
+
+/// What a measure's run produces; the harness adds the name, parameters, space, outcome
+/// counts and the summary keys every measure reports.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Per-image results, in data-set order.
+    pub images: Vec<ImageResult>,
+    /// Headline numbers (see [`MeasureResult::summary`]).
+    pub summary: BTreeMap<String, f64>,
+    /// Measure-specific structured results (curves, spectra, matrices).
+    pub extra: serde_json::Value,
+    /// Files written.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// A robustness measure: its parameters (a serde struct with defaults) are the measure.
+///
+/// Adding one is one file that implements this trait and one line in [`registry`]
+/// (`docs/adding-a-measure.md`).
+pub trait Measure:
+    Serialize + serde::de::DeserializeOwned + Default + Send + Sync + 'static
+{
+    /// Name, description, parameters, headline keys, histograms and per-image values.
+    const DECLARATION: &'static Declaration;
+    /// Checks parameters that serde cannot (ranges, combinations).
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Runs over the whole data set in `ctx`.
+    fn run(&self, ctx: &Context) -> Result<Output>;
+}
+
+/// A measure with its parameters set, as the audit and the CLI hold it.
+pub trait Configured: Send + Sync {
+    /// The measure's declaration.
+    fn declaration(&self) -> &'static Declaration;
+    /// Parameters in force, as JSON.
+    fn params(&self) -> serde_json::Value;
+    /// Runs the measure and assembles its result: outcome counts, and the summary keys
+    /// every measure reports, `n` (images), `n_attacked` (images not misclassified) and
+    /// `success_rate` (fooled / attacked), where the measure did not set them.
+    fn run(&self, ctx: &Context) -> Result<MeasureResult>;
+}
+
+impl<M: Measure> Configured for M {
+    fn declaration(&self) -> &'static Declaration {
+        M::DECLARATION
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        let Output {
+            images,
+            mut summary,
+            extra,
+            artifacts,
+        } = Measure::run(self, ctx)?;
+        if cfg!(debug_assertions) {
+            let undeclared: std::collections::BTreeSet<&str> = images
+                .iter()
+                .flat_map(|i| i.values.keys())
+                .filter(|k| !M::DECLARATION.declares_value(k))
+                .collect();
+            assert!(
+                undeclared.is_empty(),
+                "{}: per-image values not declared: {undeclared:?}",
+                M::DECLARATION.name
+            );
+        }
+        let counts = Counts::of(&images);
+        let n = images.len();
+        let attacked = n - counts.misclassified;
+        summary.entry("n".into()).or_insert(n as f64);
+        summary
+            .entry("n_attacked".into())
+            .or_insert(attacked as f64);
+        if attacked > 0 {
+            summary
+                .entry("success_rate".into())
+                .or_insert(counts.fooled as f64 / attacked as f64);
+        }
+        Ok(MeasureResult {
+            measure: M::DECLARATION.name.into(),
+            params: Configured::params(self),
+            space: space::SpacedModel::new(ctx.model, ctx.data).space,
+            summary,
+            counts,
+            images,
+            extra,
+            artifacts,
+        })
+    }
+}
+
+/// A registry entry: a measure's declaration, its defaults and how to build it.
+pub struct Entry {
+    /// What the measure declares.
+    pub declaration: &'static Declaration,
+    /// Default parameters, as JSON.
     pub defaults: fn() -> serde_json::Value,
     /// Builds the measure from parameters (a JSON object; missing keys take defaults).
-    pub build: fn(&serde_json::Value) -> Result<Box<dyn Measure>>,
+    pub build: fn(&serde_json::Value) -> Result<Box<dyn Configured>>,
 }
 
-/// A measure's default parameters as JSON.
-pub fn defaults<P: Default + Serialize>() -> serde_json::Value {
-    serde_json::to_value(P::default()).unwrap_or_default()
-}
-
-/// Runs `measure` and fills in the summary keys every measure reports:
-/// `n` (images), `n_attacked` (images not misclassified) and
-/// `success_rate` (fooled / attacked), where the measure did not set them.
-pub fn run(measure: &dyn Measure, ctx: &Context) -> Result<MeasureResult> {
-    let mut r = measure.run(ctx)?;
-    let c = &r.counts;
-    let n = r.images.len();
-    let attacked = n - c.misclassified;
-    let fooled = c.fooled as f64;
-    r.summary.entry("n".into()).or_insert(n as f64);
-    r.summary
-        .entry("n_attacked".into())
-        .or_insert(attacked as f64);
-    if attacked > 0 {
-        r.summary
-            .entry("success_rate".into())
-            .or_insert(fooled / attacked as f64);
+/// The registry entry of measure `M`.
+fn entry<M: Measure>() -> Entry {
+    Entry {
+        declaration: M::DECLARATION,
+        defaults: || serde_json::to_value(M::default()).unwrap_or_default(),
+        build: |p| {
+            let m: M = parse_params(M::DECLARATION.name, p)?;
+            m.validate()?;
+            Ok(Box::new(m))
+        },
     }
-    Ok(r)
 }
 
 /// Every measure georob knows.
-pub fn registry() -> Vec<MeasureInfo> {
+pub fn registry() -> Vec<Entry> {
     vec![
-        accuracy::info(),
-        deepfool::info(),
-        noise::info(),
-        subspace::info(),
-        structured::info(),
-        uap::info(),
-        curvature::info(),
-        crosssection::info(),
-        cure::info(),
-        grid::info(),
-        manifool::info(),
-        stadv::info(),
-        invariance::info(),
+        entry::<accuracy::Params>(),
+        entry::<deepfool::Params>(),
+        entry::<noise::Params>(),
+        entry::<subspace::Params>(),
+        entry::<structured::Params>(),
+        entry::<uap::Params>(),
+        entry::<curvature::Params>(),
+        entry::<crosssection::Params>(),
+        entry::<cure::Params>(),
+        entry::<grid::Params>(),
+        entry::<manifool::Params>(),
+        entry::<stadv::Params>(),
+        entry::<invariance::Params>(),
     ]
 }
 
+/// The declaration of measure `name`, if georob knows it.
+pub fn declaration(name: &str) -> Option<&'static Declaration> {
+    registry()
+        .into_iter()
+        .map(|e| e.declaration)
+        .find(|d| d.name == name)
+}
+
 /// Builds measure `name` with `params`.
-pub fn build(name: &str, params: &serde_json::Value) -> Result<Box<dyn Measure>> {
+pub fn build(name: &str, params: &serde_json::Value) -> Result<Box<dyn Configured>> {
     let all = registry();
-    match all.iter().find(|m| m.name == name) {
+    match all.iter().find(|m| m.declaration.name == name) {
         Some(m) => (m.build)(params),
         None => Err(Error::Config(format!(
             "unknown measure {name:?}; known: {}",
-            all.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+            all.iter()
+                .map(|m| m.declaration.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }

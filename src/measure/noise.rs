@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{argmax, l2, DeepFoolOptions, Keep, Norm};
 use super::space::SpacedModel;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::Result;
 
 /// Parameters.
@@ -45,24 +45,6 @@ impl Default for Params {
             overshoot: 0.02,
             max_iter: 50,
         }
-    }
-}
-
-/// The random-noise measure.
-pub struct Noise {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "noise",
-        about: "random-noise robustness: median over random directions of the smallest flipping |t|, ratio to the DeepFool norm beside sqrt(d)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Noise {
-                params: super::parse_params("noise", p)?,
-            }))
-        },
     }
 }
 
@@ -160,17 +142,29 @@ fn random_direction(rng: &mut ChaCha8Rng, d: usize) -> Vec<f32> {
     v
 }
 
-impl Measure for Noise {
-    fn name(&self) -> &'static str {
-        "noise"
-    }
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "noise",
+        about: "random-noise robustness: median over random directions of the smallest flipping |t|, ratio to the DeepFool norm beside sqrt(d)",
+        params: &[
+            ("directions", "Random directions per image."),
+            ("doublings", "Doublings of `t` (from `‖r*‖·√d/4`) before a ray counts as unflipped."),
+            ("bisections", "Bisection steps."),
+            ("overshoot", "DeepFool overshoot (for `‖r*‖`)."),
+            ("max_iter", "DeepFool iteration budget."),
+        ],
+        headline: &["median_ratio", "success_rate"],
+        histograms: &["ratio"],
+        values: &[super::deepfool::VALUES, &[
+            ("ratio", "smallest flipping norm along random directions over DeepFool's ‖r*‖₂"),
+            ("noise_l2", "smallest flipping L2 norm over the random directions"),
+            ("l2_deepfool", "DeepFool's ‖r*‖₂ for the same image"),
+            ("flipped_directions", "random directions that flipped the prediction within the search"),
+        ]],
+    };
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let opts = DeepFoolOptions {
@@ -251,7 +245,7 @@ impl Measure for Noise {
             bar.inc(part.len() as u64);
         }
         bar.finish_and_clear();
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let mut summary = BTreeMap::new();
         summary.insert("n".into(), images.len() as f64);
         summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
@@ -266,12 +260,8 @@ impl Measure for Noise {
         if let Some(m) = super::median(&super::deepfool::fooled_values(&images, "norm_l2")) {
             summary.insert("median_deepfool_l2".into(), m);
         }
-        Ok(MeasureResult {
-            measure: "noise".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({"clipped": false, "directions": "uniform on the sphere, both signs"}),
             artifacts: vec![],

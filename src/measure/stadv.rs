@@ -50,7 +50,7 @@ use super::geometric::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Artifact, Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -88,28 +88,6 @@ impl Default for Params {
             start_steps: 20,
             budget_grid: 16,
         }
-    }
-}
-
-/// The stAdv measure.
-pub struct StAdv {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "stadv",
-        about: "smooth per-pixel flow field that flips the prediction (stAdv, L-BFGS)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            let params: Params = super::parse_params("stadv", p)?;
-            if params.tau.is_nan() || params.tau < 0.0 || params.memory == 0 {
-                return Err(Error::Config(
-                    "stadv: tau must be ≥ 0 and memory ≥ 1".into(),
-                ));
-            }
-            Ok(Box::new(StAdv { params }))
-        },
     }
 }
 
@@ -387,17 +365,46 @@ fn shrink(
     })
 }
 
-impl Measure for StAdv {
-    fn name(&self) -> &'static str {
-        "stadv"
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "stadv",
+        about: "smooth per-pixel flow field that flips the prediction (stAdv, L-BFGS)",
+        params: &[
+            ("tau", "Weight of the smoothness loss."),
+            ("kappa", "Margin floor `κ` of the adversarial loss."),
+            ("max_iter", "L-BFGS iterations."),
+            ("memory", "L-BFGS memory."),
+            ("init", "Half-width of the uniform random start, pixels."),
+            ("start_steps", "Linearised (DeepFool) steps on the margin before L-BFGS; 0 starts L-BFGS from the random flow as the reference code does."),
+            ("budget_grid", "Flow-budget search: the smoothest fooling flow is scaled by `s ∈ (0, 1]` on a grid of this many points, then refined once with as many between the last non-fooling and the first fooling `s` (two model calls per image); 0 turns it off."),
+        ],
+        headline: &["success_rate", "median_flow_loss"],
+        histograms: &["flow_loss"],
+        values: &[&[
+            ("flow_loss", "smoothness loss of the fooling flow"),
+            ("mean_disp_px", "mean displacement, pixels"),
+            ("max_disp_px", "largest displacement, pixels"),
+            ("max_disp_frac", "largest displacement over the image side"),
+            ("adv_pred", "class predicted under the flow"),
+            ("iterations", "L-BFGS iterations"),
+            ("min_scale", "smallest multiple s of the flow that still fools (budget search)"),
+            ("min_flow_loss", "smoothness loss of the flow scaled by min_scale"),
+            ("min_max_disp_px", "largest displacement of the scaled flow, pixels"),
+            ("min_adv_pred", "class predicted under the scaled flow"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        if self.tau.is_nan() || self.tau < 0.0 || self.memory == 0 {
+            return Err(Error::Config(
+                "stadv: tau must be ≥ 0 and memory ≥ 1".into(),
+            ));
+        }
+        Ok(())
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let (h, w) = (frame.shape.h, frame.shape.w);
@@ -492,7 +499,7 @@ impl Measure for StAdv {
         if let Some(dir) = ctx.out_dir {
             artifacts.extend(save_panels(dir, "stadv", &frame, &clean, &shown)?);
         }
-        let counts = MeasureResult::count(&images);
+        let counts = Counts::of(&images);
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let attacked = counts.fooled + counts.failed;
         if attacked > 0 {
@@ -506,12 +513,8 @@ impl Measure for StAdv {
         describe(&mut summary, "max_disp_px", &maxes);
         describe(&mut summary, "min_scale", &scales);
         describe(&mut summary, "min_flow_loss", &min_losses);
-        Ok(MeasureResult {
-            measure: "stadv".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "smoothness": "sum over pixels and axial neighbours of sqrt(du^2 + dv^2 + 1e-8)",

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{DeepFoolOptions, Norm};
 use super::subspace::{run_family, ProjectionMaker};
-use super::{Context, Measure, MeasureInfo, MeasureResult};
+use super::{Context, Declaration, Measure, Output};
 use crate::error::Result;
 
 /// Parameters.
@@ -105,37 +105,29 @@ impl LowFrequency {
     }
 }
 
-/// The structured-subspace measure.
-pub struct Structured {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
         name: "structured",
         about: "DeepFool restricted to low-frequency DCT and spatial patch subspaces: |r_S|/|r*| beside sqrt(d/m)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Structured {
-                params: super::parse_params("structured", p)?,
-            }))
-        },
-    }
-}
+        params: &[
+            ("dct_bands", "Low-frequency bands `B` (keep DCT coefficients with `i + j < B`); empty: `H/8, H/4`."),
+            ("patches", "Patch sides in pixels; empty: `H/2, H/4`."),
+            ("overshoot", "Overshoot η."),
+            ("max_iter", "Iteration budget."),
+            ("candidates", "Candidate classes."),
+        ],
+        headline: &["success_rate"],
+        histograms: &[],
+        values: &[super::deepfool::VALUES, &[
+            ("ratio_{subspace}", "‖r_S‖₂/‖r*‖₂: DeepFool restricted to the subspace over unrestricted DeepFool"),
+            ("l2_{subspace}", "‖r_S‖₂ of DeepFool restricted to the subspace"),
+        ]],
+    };
 
-impl Measure for Structured {
-    fn name(&self) -> &'static str {
-        "structured"
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+    fn run(&self, ctx: &Context) -> Result<Output> {
         let spec = &ctx.model.spec;
         let (c, h, w) = (spec.channels.count(), spec.height, spec.width);
-        let p = &self.params;
+        let p = self;
         let bands = if p.dct_bands.is_empty() {
             vec![(h / 8).max(1), (h / 4).max(1)]
         } else {
@@ -184,7 +176,6 @@ impl Measure for Structured {
             clip: None,
         };
         let mut res = run_family(ctx, "structured", &opts, &family)?;
-        res.params = self.params();
         res.extra = serde_json::json!({
             "dct": "orthonormal 2-D DCT-II per channel, keep i + j < B",
             "patch": "square window, all channels, seeded random position per image",

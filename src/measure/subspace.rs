@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Keep, Norm};
 use super::space::SpacedModel;
-use super::{Context, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Context, Counts, Declaration, Measure, Outcome, Output};
 use crate::error::Result;
 
 /// A random `m`-dimensional subspace of `R^d` (signs + DCT + index set).
@@ -96,24 +96,6 @@ impl Default for Params {
     }
 }
 
-/// The random-subspace measure.
-pub struct Subspace {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "subspace",
-        about: "DeepFool restricted to random m-dim subspaces: |r_S|/|r*| beside sqrt(d/m)",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Subspace {
-                params: super::parse_params("subspace", p)?,
-            }))
-        },
-    }
-}
-
 /// Runs restricted DeepFool for a family of projections on every correctly
 /// classified image, beside the full-space DeepFool: shared by `subspace`
 /// and `structured`. `family` lists `(key, m, projection maker)`; the maker
@@ -123,7 +105,7 @@ pub fn run_family(
     measure: &str,
     opts: &DeepFoolOptions,
     family: &[(String, usize, ProjectionMaker)],
-) -> Result<MeasureResult> {
+) -> Result<Output> {
     let sm = SpacedModel::new(ctx.model, ctx.data);
     let d = sm.dim();
     let (mut images, _) = super::deepfool::run_all(ctx, opts, measure, Keep::Nothing)?;
@@ -170,7 +152,7 @@ pub fn run_family(
         }
     }
     bar.finish_and_clear();
-    let counts = MeasureResult::count(&images);
+    let counts = Counts::of(&images);
     summary.insert("n".into(), images.len() as f64);
     summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
     summary.insert("d".into(), d as f64);
@@ -178,39 +160,56 @@ pub fn run_family(
     if let Some(v) = super::median(&stars) {
         summary.insert("median_deepfool_l2".into(), v);
     }
-    Ok(MeasureResult {
-        measure: measure.into(),
-        params: serde_json::Value::Null,
-        space: sm.space,
+    Ok(Output {
         summary,
-        counts,
         images,
         extra: serde_json::Value::Null,
         artifacts: vec![],
     })
 }
 
-impl Measure for Subspace {
-    fn name(&self) -> &'static str {
-        "subspace"
-    }
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "subspace",
+        about: "DeepFool restricted to random m-dim subspaces: |r_S|/|r*| beside sqrt(d/m)",
+        params: &[
+            (
+                "dims",
+                "Subspace dimensions; empty means `[d/4, d/16, d/64]`.",
+            ),
+            ("overshoot", "Overshoot η."),
+            ("max_iter", "Iteration budget of each DeepFool run."),
+            ("candidates", "Candidate classes."),
+        ],
+        headline: &["success_rate"],
+        histograms: &[],
+        values: &[
+            super::deepfool::VALUES,
+            &[
+                (
+                    "ratio_{subspace}",
+                    "‖r_S‖₂/‖r*‖₂: DeepFool restricted to the subspace over unrestricted DeepFool",
+                ),
+                (
+                    "l2_{subspace}",
+                    "‖r_S‖₂ of DeepFool restricted to the subspace",
+                ),
+            ],
+        ],
+    };
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+    fn run(&self, ctx: &Context) -> Result<Output> {
         let d = ctx.model.spec.sample_len();
-        let dims = if self.params.dims.is_empty() {
+        let dims = if self.dims.is_empty() {
             vec![(d / 4).max(1), (d / 16).max(1), (d / 64).max(1)]
         } else {
-            self.params.dims.clone()
+            self.dims.clone()
         };
         let opts = DeepFoolOptions {
             norm: Norm::L2,
-            overshoot: self.params.overshoot,
-            max_iter: self.params.max_iter,
-            candidates: self.params.candidates,
+            overshoot: self.overshoot,
+            max_iter: self.max_iter,
+            candidates: self.candidates,
             clip: None,
         };
         let plan = dct_plan(d);
@@ -233,12 +232,10 @@ impl Measure for Subspace {
             })
             .collect();
         let mut res = run_family(ctx, "subspace", &opts, &family)?;
-        res.params = self.params();
         res.extra = serde_json::json!({
             "construction": "random signs + DCT-II + random index set (implicit orthogonal transform)",
             "dims": dims,
-            "clipped": false,
-        });
+            "clipped": false,});
         Ok(res)
     }
 }

@@ -34,7 +34,7 @@ use super::curvature::{shared_eigen, Points};
 use super::deepfool::{argmax, deepfool_batch, deepfool_batch_at, l2, linf, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, ImageResult, Measure, MeasureInfo, MeasureResult, Outcome};
+use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
@@ -87,24 +87,6 @@ impl Default for Params {
             transfer: vec![],
             curvature_steps: 10,
         }
-    }
-}
-
-/// The UAP measure.
-pub struct Uap {
-    params: Params,
-}
-
-pub(super) fn info() -> MeasureInfo {
-    MeasureInfo {
-        name: "uap",
-        about: "universal adversarial perturbation: fooling rate on the construction and held-out images, and of same-norm random noise and of the top shared curvature direction",
-        defaults: || super::defaults::<Params>(),
-        build: |p| {
-            Ok(Box::new(Uap {
-                params: super::parse_params("uap", p)?,
-            }))
-        },
     }
 }
 
@@ -200,17 +182,34 @@ fn project(v: &mut [f32], norm: Norm, xi: f64) {
     }
 }
 
-impl Measure for Uap {
-    fn name(&self) -> &'static str {
-        "uap"
-    }
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "uap",
+        about: "universal adversarial perturbation: fooling rate on the construction and held-out images, and of same-norm random noise and of the top shared curvature direction",
+        params: &[
+            ("norm", "`l2` or `linf`."),
+            ("xi_fraction", "ξ as a fraction of the mean image norm (same p)."),
+            ("delta", "Target: fooling rate `1 − δ` on the construction images."),
+            ("max_passes", "Pass limit."),
+            ("max_iter", "Inner DeepFool iteration budget."),
+            ("overshoot", "Inner DeepFool overshoot."),
+            ("candidates", "Inner DeepFool candidates."),
+            ("holdout_fraction", "Fraction of the data held out (the last items) when `holdout` is unset."),
+            ("holdout", "Separate held-out data set (folder, CSV or `.npy`)."),
+            ("holdout_labels", "Labels for a `.npy` held-out set."),
+            ("noise_trials", "Random vectors of the same norm drawn for the noise baseline."),
+            ("transfer", "Other models the perturbation is transferred to (held-out fooling rates)."),
+            ("curvature_steps", "Lanczos steps for the curved-direction baseline (0: no curved baseline)."),
+        ],
+        headline: &["fooling_rate", "holdout_fooling_rate", "noise_fooling_rate", "success_rate"],
+        histograms: &[],
+        values: &[&[
+            ("holdout", "1 for a held-out image, 0 for a construction image"),
+        ]],
+    };
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
-        let p = &self.params;
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let total = ctx.data.len();
@@ -327,7 +326,6 @@ impl Measure for Uap {
         if holdout_data.is_none() {
             images.extend(hold_images);
         }
-        let counts = MeasureResult::count(&images);
         let noise = super::mean(&noise_rates).unwrap_or(0.0);
         let mut summary = BTreeMap::new();
         summary.insert("xi".into(), xi);
@@ -357,12 +355,8 @@ impl Measure for Uap {
         if let Some(dir) = ctx.out_dir {
             artifacts.extend(save(dir, &v, ctx)?);
         }
-        Ok(MeasureResult {
-            measure: "uap".into(),
-            params: self.params(),
-            space: sm.space,
+        Ok(Output {
             summary,
-            counts,
             images,
             extra: serde_json::json!({
                 "fooling_rate_per_pass": history,

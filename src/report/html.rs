@@ -26,19 +26,6 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Per-image values worth a histogram, in order of preference.
-const HISTOGRAMS: &[&str] = &[
-    "rho",
-    "norm_l2",
-    "score",
-    "ratio",
-    "c_h",
-    "flow_loss",
-    "eig1",
-    "angle_deg",
-    "l2_ratio",
-];
-
 /// The page; PNG artifacts are read from `dir`.
 pub fn page(report: &Report, dir: &Path) -> Result<String> {
     let mut h = String::new();
@@ -151,7 +138,8 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
     );
     h.push_str("<div class=\"charts\">");
     let mut charts = 0;
-    for key in HISTOGRAMS {
+    let histograms = crate::measure::declaration(&r.measure).map_or(&[][..], |d| d.histograms);
+    for key in histograms {
         if charts == 2 {
             break;
         }

@@ -289,29 +289,13 @@ impl Report {
         Ok(path)
     }
 
-    /// The headline keys shown for each measure in tables (at most four).
+    /// The headline keys shown for each measure in tables: those its declaration names,
+    /// where present, at most four.
     pub fn headline(result: &MeasureResult) -> Vec<(&str, f64)> {
-        const PREFERRED: &[&str] = &[
-            "accuracy",
-            "median_rho",
-            "median_norm_l2",
-            "median_ratio",
-            "fooling_rate",
-            "holdout_fooling_rate",
-            "noise_fooling_rate",
-            "median_score",
-            "success_rate",
-            "worst_of_k_accuracy",
-            "median_c_h",
-            "median_top_eig",
-            "median_kappa_random",
-            "median_kappa_adversarial",
-            "median_flow_loss",
-        ];
-        // A success rate means something only where images were attacked
-        // (not for `accuracy`).
+        let declared = crate::measure::declaration(&result.measure).map_or(&[][..], |d| d.headline);
+        // A success rate means something only where images were attacked.
         let attacked = result.counts.fooled + result.counts.failed > 0;
-        let mut out: Vec<(&str, f64)> = PREFERRED
+        let mut out: Vec<(&str, f64)> = declared
             .iter()
             .filter(|k| attacked || **k != "success_rate")
             .filter_map(|k| result.summary.get_key_value(*k))
