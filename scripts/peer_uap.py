@@ -7,7 +7,7 @@
 
 The digits CNN on its 450-image test split, as georob's `uap` measure splits it: the first 80 % (360 images)
 build the perturbation, the last 20 % (90) are held out; only correctly classified images count on either side.
-Matched settings (georob's defaults, METHODS.md §6):
+Matched settings (georob's defaults, docs/methods.md, uap):
 
 - ℓ2, ξ = 0.2 × the mean ℓ2 norm of the construction images (computed here and checked against georob's `xi`);
 - at most 10 passes, stop at a construction fooling rate ≥ 1 − δ with δ = 0.2;

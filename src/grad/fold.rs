@@ -5,11 +5,9 @@
 //! ONNX Runtime folds them itself, but it does so in every session it opens, and georob opens
 //! several per graph (one per thread). Exported models carry many such subgraphs:
 //! EfficientNet-Lite0's static paddings (`Constant` → `ConstantOfShape` → `Concat` → `Slice`
-//! → `Transpose` → `Cast` → `Pad`) are 341 of its 456 nodes. Folded here, a single-threaded
-//! session of its `M = 9` gradient graph opened in about 245 ms instead of 350
-//! (docs/benchmarks.md). Nodes that read large constants (the backward pass's reordered
-//! weights) are left to the backend: folding those gained nothing measurable, cost tract
-//! 50–70 ms, and made that graph 13 MB larger.
+//! → `Transpose` → `Cast` → `Pad`) are 341 of its 456 nodes: folded once here, no session
+//! folds them again. Nodes that read large constants (the backward pass's reordered weights)
+//! are left to the backend: folding those made the graph larger and gained nothing.
 
 use std::collections::{HashMap, HashSet};
 

@@ -202,7 +202,7 @@ pub fn check(m: &ModelProto, shape: &[usize], classes: usize, scale: f32, seed: 
 
     // Finite differences at four step sizes; per input coordinate keep the step that agrees
     // best with the graph (a kink of a piecewise-linear model crossed at one step is rarely
-    // crossed at all four; METHODS.md §11).
+    // crossed at all four; docs/methods.md, finite differences).
     let h0 = fd::default_step(&x);
     let steps = [h0 * 10.0, h0, h0 * 0.1, h0 * 0.01];
     let per_h: Vec<Vec<f64>> = steps

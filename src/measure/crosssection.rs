@@ -1,5 +1,5 @@
 //! `crosssection`: the decision function on 2-D planes through an image
-//! (NIPS 2016, ICLR 2018; METHODS.md §5).
+//! (NIPS 2016, ICLR 2018; docs/methods.md, crosssection).
 //!
 //! For an image `x` with DeepFool perturbation `r*` (L2, no box), the planes
 //! `x + α·n + β·v` with `n = r*/‖r*‖` and a unit `v ⟂ n`: a random `v`, and

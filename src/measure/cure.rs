@@ -1,5 +1,5 @@
 //! `cure`: the CURE curvature proxy of the loss (Moosavi-Dezfooli, Fawzi,
-//! Uesato, Frossard, CVPR 2019; METHODS.md §7).
+//! Uesato, Frossard, CVPR 2019; docs/methods.md, cure).
 //!
 //! Per correctly classified image, with `ℓ` the cross-entropy at the
 //! predicted class `k0` and `z = sign(∇ℓ(x)) / ‖sign(∇ℓ(x))‖`:

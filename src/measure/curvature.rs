@@ -1,5 +1,5 @@
 //! `curvature`: curvature of the decision boundary at the DeepFool boundary
-//! point (ICLR 2018; METHODS.md §5).
+//! point (ICLR 2018; docs/methods.md, curvature).
 //!
 //! For each correctly classified image, `z = x + r*` (unclipped L2 DeepFool)
 //! and `G = f_adv − f_k0`. Hessian–vector products by central differences of
@@ -7,7 +7,7 @@
 //! `h = h_fraction·‖r*‖` (ReLU nets are piecewise linear: curvature exists
 //! only at a finite scale, so `h` is recorded). The boundary's curvature lives in
 //! its tangent space, so every product is projected there: with `n = ∇G/‖∇G‖`
-//! and `P = I − n nᵀ`, the operator is `P H P/‖∇G(z)‖` (METHODS.md §5: `κ_v`
+//! and `P = I − n nᵀ`, the operator is `P H P/‖∇G(z)‖` (docs/methods.md, curvature: `κ_v`
 //! for unit `v ⊥ ∇G`). Lanczos with full re-orthogonalisation, batched over
 //! images (one VJP call of `2n` rows per step), gives its top `q` eigenvalues
 //! per image, and those of the average `H̄ = mean_i P_i H_i P_i/‖∇G_i‖` (shared

@@ -1,5 +1,5 @@
 //! `deepfool`: distance to the nearest decision boundary by iterated
-//! linearisation (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016; METHODS.md §2).
+//! linearisation (Moosavi-Dezfooli, Fawzi, Frossard, CVPR 2016; docs/methods.md, deepfool).
 //!
 //! Batched: a set of active images is advanced together; each iteration is
 //! one VJP call with the `N−1` candidate margins `e_k − e_k0` as cotangent
@@ -118,7 +118,7 @@ pub fn l1(v: &[f32]) -> f64 {
 /// each image through its own steps, images concurrently (the same perturbations).
 ///
 /// `project`, when given, is applied to every candidate gradient before the
-/// step is chosen, so all steps lie in its range (METHODS.md §3).
+/// step is chosen, so all steps lie in its range (docs/methods.md, subspace).
 pub fn deepfool_batch(
     model: &SpacedModel,
     u: &[f32],

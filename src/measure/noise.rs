@@ -1,4 +1,4 @@
-//! `noise`: random-noise robustness (Fawzi et al., NIPS 2016; METHODS.md §3).
+//! `noise`: random-noise robustness (Fawzi et al., NIPS 2016; docs/methods.md, noise).
 //!
 //! Per image, `directions` unit vectors `v` uniform on the sphere; along
 //! each, the smallest `|t|` (either sign) with `k̂(x + t·v) ≠ k0`, found by
@@ -194,7 +194,7 @@ impl Measure for Params {
                 x.extend(sm.load(ctx.data, i, 1)?);
                 k0.push(images[i].pred);
                 let star = images[i].values["norm_l2"];
-                // Random directions need about √d times ‖r*‖ (METHODS.md §3):
+                // Random directions need about √d times ‖r*‖ (docs/methods.md, noise):
                 // starting at a quarter of that saves most of the doublings.
                 let start = star * (0.25 * (d as f64).sqrt()).max(1.0);
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));

@@ -1,4 +1,4 @@
-//! `structured`: DeepFool restricted to structured subspaces (METHODS.md §4):
+//! `structured`: DeepFool restricted to structured subspaces (docs/methods.md, structured):
 //! low-frequency 2-D DCT per channel (keep `i + j < B`) and square spatial
 //! patches (all channels, at a seeded random position per image). Reported
 //! like `subspace`: `‖r_S‖/‖r*‖` beside `√(d/m)`; a ratio far below `√(d/m)`

@@ -1,5 +1,5 @@
 //! `subspace`: DeepFool restricted to random `m`-dimensional subspaces
-//! (Fawzi, Moosavi-Dezfooli, Frossard, NIPS 2016; METHODS.md §3).
+//! (Fawzi, Moosavi-Dezfooli, Frossard, NIPS 2016; docs/methods.md, subspace).
 //!
 //! The subspace is implicit, never a `d×d` matrix: `Q = D·C⁻¹` with `D`
 //! random signs and `C` the DCT-II of length `d`, and `S = Q·span(e_j, j∈M)`

@@ -1,5 +1,5 @@
 //! `uap`: universal adversarial perturbation (Moosavi-Dezfooli*, Fawzi*,
-//! Fawzi, Frossard, CVPR 2017; METHODS.md §6).
+//! Fawzi, Frossard, CVPR 2017; docs/methods.md, uap).
 //!
 //! One `v` with `‖v‖_p ≤ ξ` built by passes over the construction images:
 //! for each image still unfooled by `v`, a DeepFool increment at `x + v`
@@ -14,7 +14,7 @@
 //! `transfer` adds `v` to the held-out images of other models (opened with
 //! the same options; same input size) and reports their fooling rates.
 //! Second baseline, the curved-direction perturbation (Moosavi-Dezfooli et al.,
-//! CVPR 2018; METHODS.md §6): the top eigenvector of the Hessian of
+//! CVPR 2018; docs/methods.md, uap): the top eigenvector of the Hessian of
 //! `f_adv − f_k0` shared over the construction images' DeepFool boundary
 //! points (`curvature_steps` Lanczos steps, as the `curvature` measure), scaled
 //! to `ξ` (ℓ2) or `ξ·sign` (ℓ∞), its sign chosen by the construction fooling

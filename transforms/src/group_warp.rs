@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn right_tangent_is_the_gradient_field_of_the_warped_image() {
-        // At the identity, the rotation column is −y ∂ₓI + x ∂ᵧI (METHODS §8), checked here
+        // At the identity, the rotation column is −y ∂ₓI + x ∂ᵧI (docs/methods.md, manifool), checked here
         // against the translation columns ∂ₓI, ∂ᵧI of the same chart.
         let shape = ImageShape::new(1, 1, 9, 11);
         let data = gaussian_images(shape, ImageLayout::Nchw, 41);
