@@ -16,8 +16,8 @@
 //! each sample times a forward, an M = 1 and an M = 10 call back to back (each averaged over
 //! 20 ms of calls), at least 3 samples and more while under 10 s. All cells are measured
 //! `GEOROB_BENCH_ROUNDS` times (default 3), round after round; a cell reports the median of
-//! its samples' times and, as its ratios, the median of its samples' ratios: this VM's speed
-//! drifts by up to 30 % from minute to minute, and calls timed within the same second share
+//! its samples' times and, as its ratios, the median of its samples' ratios: a shared
+//! machine's speed drifts from minute to minute, and calls timed within the same second share
 //! the drift. With `GEOROB_BENCH_TORCH`
 //! set to a Python that has torch and the EfficientNet-Lite0 packages,
 //! `scripts/bench_torch_grad.py` runs in the same process tree with the same threads and its

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use georob::data::{read_image_space, to_model_space};
-use georob::eval::{softmax_at, top_k};
+use georob::logits::{softmax_at, top_k};
 use georob::model::{Model, ModelOptions};
 
 fn main() -> Result<(), georob::Error> {

@@ -18,12 +18,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attack;
 pub mod audit;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod grad;
+pub mod logits;
 pub mod measure;
 pub mod model;
 pub mod progress;

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use georob::attack::deepfool::{deepfool_batch, DeepFoolOptions};
 use georob::data::Dataset;
-use georob::measure::deepfool::{deepfool_batch, DeepFoolOptions};
 use georob::measure::space::SpacedModel;
 use georob::measure::{self, Context, MeasureResult};
 use georob::model::{Model, ModelOptions};

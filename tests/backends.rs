@@ -70,7 +70,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn argmax(row: &[f32]) -> usize {
-    georob::eval::top_k(row, 1)[0]
+    georob::logits::top_k(row, 1)[0]
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn tract_and_ort_agree_on_the_int8_model_within_quantisation() {
     for (a, b) in lt.chunks(k).zip(lo.chunks(k)) {
         assert_eq!(argmax(a), argmax(b), "{model}: top-1 differs");
         for c in 0..k {
-            let d = (georob::eval::softmax_at(a, c) - georob::eval::softmax_at(b, c)).abs();
+            let d = (georob::logits::softmax_at(a, c) - georob::logits::softmax_at(b, c)).abs();
             worst = worst.max(d);
         }
     }

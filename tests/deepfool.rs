@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
+use georob::attack::deepfool::{deepfool_batch, DeepFoolOptions, Norm};
+use georob::attack::vector::{l2, linf};
 use georob::data::Dataset;
-use georob::measure::deepfool::{deepfool_batch, l2, linf, run_all, DeepFoolOptions, Keep, Norm};
+use georob::measure::deepfool::{run_all, Keep};
 use georob::measure::space::{Space, SpacedModel};
 use georob::measure::{Context, Outcome};
 use georob::model::{Model, ModelOptions};

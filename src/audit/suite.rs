@@ -103,8 +103,8 @@ pub struct Suite {
 /// universal perturbation at ξ = 0.2 of the mean image norm (2 passes),
 /// ManiFool on the rigid and affine groups (3 candidate classes, 15
 /// iterations), and a rotation/translation grid (11 × 3 × 3 over ±30° and
-/// ±3 px or ±10%). Budgets are set so that the five bundled photos take
-/// about a minute and a quarter with tract on two cores.
+/// ±3 px or ±10%). Budgets are set so that an audit of a few photos stays
+/// within minutes on a laptop-class CPU.
 pub fn default_measures() -> Vec<MeasureEntry> {
     use serde_json::json;
     vec![

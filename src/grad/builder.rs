@@ -72,16 +72,15 @@ pub enum CotangentLayout {
     Batched,
     /// `M` backward passes of `N` rows side by side in one graph, sharing the local
     /// derivatives (computed once). tract lowers a batched 1×1 convolution to a matrix
-    /// product with its channel axis moved last and back (a fifth of an `M = 9` call on
-    /// EfficientNet-Lite0); at `N = 1` rows it needs no such copies. On ONNX Runtime every
+    /// product with its channel axis moved last and back (copies that grow with the
+    /// activations); at `N = 1` rows it needs no such copies. On ONNX Runtime every
     /// mask product then has operands of equal shape, which it keeps in its NCHWc layout.
     Split,
 }
 
 /// The probe run of `model` at `input_shape` that [`build_gradient_graph_probed`] needs, after
 /// the cheap checks (operators without a rule are reported before any tract run). The probe is
-/// most of a build's time (0.2 s of 0.25 s on EfficientNet-Lite0), and one probe serves every
-/// `M` at that shape.
+/// most of a build's time, and one probe serves every `M` at that shape.
 pub fn probe_model(model: &ModelProto, input_shape: &[usize]) -> Result<ProbedShape, GradError> {
     if input_shape.is_empty() || input_shape[0] == 0 {
         return Err(GradError::Model(format!("bad input shape {input_shape:?}")));

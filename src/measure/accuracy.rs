@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Values;
 use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::error::Result;
-use crate::eval::{softmax_at, top_k};
+use crate::logits::{softmax_at, top_k};
 
 /// Parameters (none).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -24,12 +24,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{argmax, deepfool_batch_at, l2, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
+use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, Norm};
+use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
-use crate::eval::top_k;
+use crate::logits::top_k;
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]

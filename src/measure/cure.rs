@@ -19,10 +19,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::curvature::lanczos_batch;
-use super::deepfool::{argmax, l2};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Context, Declaration, ImageResult, Measure, Outcome, Output};
+use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
 
 /// Parameters.

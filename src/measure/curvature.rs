@@ -21,9 +21,11 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::DMatrix;
 
-use super::deepfool::{l2, DeepFoolOptions, DeepFoolOutcome, Keep, Norm};
+use super::deepfool::Keep;
 use super::space::SpacedModel;
 use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use crate::attack::deepfool::{DeepFoolOptions, DeepFoolOutcome, Norm};
+use crate::attack::vector::l2;
 use crate::error::Result;
 
 /// Parameters.

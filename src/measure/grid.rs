@@ -25,10 +25,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use transforms::{MatrixWarp, Sampling, Warp};
 
-use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -135,7 +136,7 @@ impl Params {
 
     /// Sampling (bilinear) with the border in force.
     pub fn sampling(&self) -> Result<Sampling> {
-        super::geometric::parse_sampling("grid", &self.border)
+        super::frame::parse_sampling("grid", &self.border)
     }
 }
 

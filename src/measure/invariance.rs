@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use transforms::nalgebra::Matrix3;
 use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 
-use super::geometric::{argmax, describe, misclassified, result, warp_error, Clean, Frame};
+use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Context, Declaration, Measure, Outcome, Output};
+use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
 /// Parameters.
@@ -67,11 +68,11 @@ impl Default for Params {
 
 impl Params {
     fn group(&self) -> Result<TransformGroup> {
-        super::geometric::parse_group("invariance", &self.group)
+        super::frame::parse_group("invariance", &self.group)
     }
 
     fn sampling(&self) -> Result<Sampling> {
-        super::geometric::parse_sampling("invariance", &self.border)
+        super::frame::parse_sampling("invariance", &self.border)
     }
 }
 

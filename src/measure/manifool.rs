@@ -48,14 +48,13 @@ use transforms::{
     TransformGroup, Warp,
 };
 
-use super::geometric::{
-    argmax, describe, misclassified, result, save_panels, warp_error, Clean, Frame,
-};
+use super::frame::{describe, misclassified, result, save_panels, warp_error, Clean, Frame};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
-use crate::eval::top_k;
+use crate::logits::top_k;
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,11 +99,11 @@ impl Default for Params {
 
 impl Params {
     fn group(&self) -> Result<TransformGroup> {
-        super::geometric::parse_group("manifool", &self.group)
+        super::frame::parse_group("manifool", &self.group)
     }
 
     fn sampling(&self) -> Result<Sampling> {
-        super::geometric::parse_sampling("manifool", &self.border)
+        super::frame::parse_sampling("manifool", &self.border)
     }
 
     fn per_class(&self) -> Result<bool> {

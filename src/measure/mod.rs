@@ -23,7 +23,7 @@ pub mod crosssection;
 pub mod cure;
 pub mod curvature;
 pub mod deepfool;
-mod geometric;
+mod frame;
 mod grid;
 mod invariance;
 mod manifool;

@@ -15,9 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{argmax, l2, DeepFoolOptions, Keep, Norm};
+use super::deepfool::Keep;
 use super::space::SpacedModel;
 use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use crate::attack::deepfool::{DeepFoolOptions, Norm};
+use crate::attack::vector::{argmax, l2};
 use crate::error::Result;
 
 /// Parameters.

@@ -11,9 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use rustdct::{DctPlanner, TransformType2And3};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{DeepFoolOptions, Norm};
 use super::subspace::{run_family, ProjectionMaker};
 use super::{Context, Declaration, Measure, Output};
+use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::error::Result;
 
 /// Parameters.

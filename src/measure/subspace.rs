@@ -17,9 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use rustdct::{DctPlanner, TransformType2And3};
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{deepfool_batch, l2, DeepFoolOptions, Keep, Norm};
+use super::deepfool::Keep;
 use super::space::SpacedModel;
 use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use crate::attack::deepfool::{deepfool_batch, DeepFoolOptions, Norm};
+use crate::attack::vector::l2;
 use crate::error::Result;
 
 /// A random `m`-dimensional subspace of `R^d` (signs + DCT + index set).

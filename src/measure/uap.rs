@@ -31,10 +31,11 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::curvature::{shared_eigen, Points};
-use super::deepfool::{argmax, deepfool_batch, deepfool_batch_at, l2, linf, DeepFoolOptions, Norm};
 use super::space::SpacedModel;
 use super::Values;
 use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
+use crate::attack::deepfool::{deepfool_batch, deepfool_batch_at, DeepFoolOptions, Norm};
+use crate::attack::vector::{argmax, l2, linf};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 

@@ -107,8 +107,8 @@ impl Model {
             choice => {
                 // Emitting the graph at one row and one class checks every rule and shape; where
                 // one row is ambiguous (a batch axis of size 1 among others), two rows decide.
-                // The backend compiles only the graphs that calls need (tract: 0.5 s for
-                // EfficientNet-Lite0's M = 1 graph, which DeepFool never runs).
+                // The backend compiles only the graphs that calls need: compiling is costly,
+                // and some are never run (DeepFool never runs the M = 1 graph).
                 let first = self.emit_graph(1, 1);
                 let built = match first {
                     Err(GraphFailure::Grad(_)) if self.fixed_batch.is_none() => self
@@ -148,8 +148,8 @@ impl Model {
 
     /// Rows per backend call of a gradient call with `m` cotangents (fewer when the model
     /// fixes its batch): the backward pass runs `m·rows` rows, kept within a batch.
-    /// Activations of `m·batch` rows left the caches (EfficientNet-Lite0 at M = 9 on ONNX
-    /// Runtime: DeepFool on 5 photos took 8.1 s in one call of 5 rows, 5.0 s in calls of 1).
+    /// Activations of `m·batch` rows leave the caches, so one wide call runs slower than
+    /// several narrow ones (as EfficientNet-Lite0 at M = 9 on ONNX Runtime does).
     pub fn vjp_rows_per_call(&self, m: usize) -> usize {
         (self.batch() / m.max(1)).max(1)
     }

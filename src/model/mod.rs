@@ -101,8 +101,8 @@ pub struct Model {
 }
 
 /// Forward calls estimated to take less than this run whole where a call threads itself
-/// ([`Backend::threads_each_call`]): on the digits CNN, a split of 8 rows into two concurrent
-/// single-threaded runs cost 0.1–0.2 ms more than it saved (half of raw onnxruntime's speed).
+/// ([`Backend::threads_each_call`]): on a call that short, the overhead of splitting it into
+/// concurrent single-threaded runs outweighs what the split saves.
 const SPLIT_MIN_NS: u64 = 2_000_000;
 
 /// What a report records about the model and how it ran.
@@ -541,8 +541,8 @@ fn backend_kind(options: &ModelOptions) -> BackendKind {
 }
 
 /// Samples per model call when `--batch` is not given. tract runs one sample per call
-/// fastest (on EfficientNet-Lite0 a batch of 8 costs 1.5× eight single calls, on the
-/// digits CNN's gradients 1.6×) and spreads concurrent calls over its threads;
+/// fastest (its batched plans cost more per sample than single calls, for forward and
+/// gradient calls alike) and spreads concurrent calls over its threads;
 /// ONNX Runtime gains from batches.
 pub fn default_batch(kind: BackendKind) -> usize {
     match kind {

@@ -3,8 +3,8 @@
 //!
 //! On the CPU with several threads, calls on separate row chunks run at once, one per thread,
 //! each on its own single-threaded session of the graph (made on first use): ONNX Runtime's
-//! intra-op threads gained nothing on the digits CNN (DeepFool 0.96 s on 1 thread, 1.00 s on
-//! 2) and 1.2× on EfficientNet-Lite0. A lone call runs on a session with every thread.
+//! intra-op threads gain little or nothing within one call on these models, while separate
+//! calls keep every thread busy. A lone call runs on a session with every thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,8 +40,8 @@ pub struct OrtBackend {
 /// One graph: a session with every thread, and one single-threaded session per thread of
 /// the pool, made when that thread first runs the graph. The model's own graph makes its
 /// wide session at once (opening the model proves ONNX Runtime runs it); a gradient graph
-/// makes it on first use when there is a pool (work spread over the pool never needs it,
-/// and each session costs 0.15–0.25 s on EfficientNet-Lite0's gradient graph), at once
+/// makes it on first use when there is a pool (work spread over the pool never needs it, and
+/// making a session of a large gradient graph such as EfficientNet-Lite0's is slow), at once
 /// without one (every call is then wide).
 struct OrtGraph {
     path: PathBuf,
@@ -63,8 +63,7 @@ enum GraphKind {
     /// A gradient graph: its wide session is made on first use where a pool spreads the work
     /// (else at once), and its sessions plan no memory pattern. The pattern is a block per
     /// session sized for the whole run; without it the arena alone serves the tensors, which on
-    /// EfficientNet-Lite0's `M = 9` graph kept peak RSS 110 MB lower (DeepFool on 5 photos, 2
-    /// threads: 784 → 675 MB) at the same speed.
+    /// EfficientNet-Lite0's `M = 9` graph kept peak memory lower at no cost in speed.
     Gradient,
 }
 
@@ -76,8 +75,8 @@ static ENVIRONMENT: OnceLock<std::result::Result<(Environment, PathBuf, usize), 
 /// The environment, made on first use with a global intra-op pool of `threads` threads
 /// (when more than one). Every multi-threaded session of that size runs on the one pool: each
 /// session with its own pool left that pool's threads spinning after a run, and calls that
-/// alternate between graphs (a forward call, then a gradient call) ran up to 3× slower
-/// (EfficientNet-Lite0, batch 1: forward 24 ms instead of 8). Returns the pool's size.
+/// alternate between graphs (a forward call, then a gradient call) competed with those
+/// spinning threads and ran much slower. Returns the pool's size.
 fn environment(lib: &OrtLibrary, threads: usize) -> Result<(&'static Environment, usize)> {
     let unavailable = |reason: String| Error::BackendUnavailable {
         backend: "ort",
@@ -384,10 +383,9 @@ impl Backend for OrtBackend {
     /// ReLU6 activations (`Clip`: MobileNetV2, EfficientNet-Lite). There the batched layout
     /// multiplies the cotangents by masks broadcast over the `M` copies, which ONNX Runtime
     /// cannot keep in its blocked NCHWc layout: it reorders around every mask product. In the
-    /// split layout the mask products have equal shapes and stay in NCHWc. Measured (`M = 9`,
-    /// one row, single-threaded sessions, two at once): EfficientNet-Lite0 237 ms split against
-    /// 260 batched, MobileNetV2 at 224×224 169 against 229; ResNet-18, ShuffleNetV2 and
-    /// MobileNetV3-Large at 224×224 lose 5–20 % split, and every model below 128×128 loses
+    /// split layout the mask products have equal shapes and stay in NCHWc. Split wins on
+    /// EfficientNet-Lite0 and MobileNetV2 at 224×224; ResNet-18, ShuffleNetV2 and
+    /// MobileNetV3-Large at 224×224 lose with it, and so does every model below 128×128
     /// (docs/benchmarks.md, "ONNX Runtime and the split layout").
     fn cotangent_layout(&self, model: &tract_onnx::pb::ModelProto) -> CotangentLayout {
         layout_for(self.device, self.sample_shape.iter().product(), model)

@@ -6,8 +6,8 @@
 //!
 //! With several threads, calls on separate row chunks run at once, one thread each: tract
 //! threads its matrix products only, so im2col, col2im and elementwise work would otherwise
-//! run on one core (on the digits CNN's gradients, 1 thread was faster than 2 that way). A
-//! lone call still threads its matrix products over the same pool.
+//! run on one core while the other threads wait for the next matrix product. A lone call
+//! still threads its matrix products over the same pool.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -153,9 +153,8 @@ impl TractBackend {
 }
 
 /// Input size (values per sample) from which tract's gradient graphs run one backward pass per
-/// cotangent. Measured with `M = 9`, one thread, one sample, median of 30 calls: EfficientNet-Lite0
-/// (3×224×224) 355 ms split against 673 ms batched; at 3×32×32 a wash (MobileNetV2 7.5 against
-/// 8.3 ms, ResNet 5.8 against 5.2 ms); the digits CNN (28×28) 6.2 against 5.7 ms.
+/// cotangent: split wins clearly on photos (EfficientNet-Lite0 at 3×224×224), while at 3×32×32
+/// and on the digits CNN (28×28) it gains nothing or loses (see `cotangent_layout` below).
 const SPLIT_FROM: usize = 3 * 64 * 64;
 
 impl Backend for TractBackend {

@@ -160,7 +160,7 @@ fn ordered_bounds(lo: Option<f32>, hi: Option<f32>) -> bool {
 /// depthwise 1×1 kernel each (an Add and the activation after it fuse too), so the mask costs
 /// no layout conversions around the convolutions that make `y` and consume the masked
 /// cotangent (`Greater`/`Less`/`And`/`Cast` cost 62 NCHWc→NCHW reorders on EfficientNet-Lite0,
-/// and the gradient 6 % more time). ONNX Runtime does not fuse a Clip after a
+/// which slowed the gradient). ONNX Runtime does not fuse a Clip after a
 /// BatchNormalization; `HardSigmoid(x; α, β) = Clip(α·x + β, 0, 1)` is the clip it fuses.
 ///
 /// Each bound gives `t = 1 − K·|y − bound|`, exactly 1 at the bound and ≤ 0 inside

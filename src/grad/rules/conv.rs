@@ -219,7 +219,7 @@ pub fn conv(
     let wname = input(node, 1).expect("Conv has weights").to_string();
     // A Conv lays out `C_out·k` cotangent values per input pixel (im2col), a ConvTranspose
     // `C_in·k` products to sum back (col2im): pick the smaller. Where they tie (depthwise and
-    // 1×1 convolutions), Conv, as ONNX Runtime's CPU ConvTranspose is several times slower.
+    // 1×1 convolutions), Conv, as ONNX Runtime's CPU ConvTranspose is the slower of the two.
     let conv_is_smaller = w.len() == x.len()
         && w[0] % group == 0
         && (w[1] >= w[0] / group || win.kernel.iter().all(|&k| k == 1));

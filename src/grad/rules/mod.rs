@@ -258,7 +258,7 @@ impl Ctx<'_> {
     /// axis without the factor `M`) and a forward tensor `d` of shape `shape` (batch axis `b`,
     /// laid out `[outer][rest]`) that broadcast against each other. Where the batch axis leads,
     /// `g` is viewed as `(M, g_shape…)` and `d` broadcast over `M`: no `M`-fold copy of `d` (on
-    /// EfficientNet-Lite0 those Tiles took 14 % of the backward pass in ONNX Runtime).
+    /// EfficientNet-Lite0 those Tiles were a large share of ONNX Runtime's backward pass).
     /// Otherwise `d` is tiled.
     pub fn mul_tiled_shaped(
         &mut self,

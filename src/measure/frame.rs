@@ -12,8 +12,8 @@ use transforms::{Batch, ImageLayout, ImageShape};
 use super::space::{Space, SpacedModel};
 use super::Values;
 use super::{Context, ImageResult, Outcome};
+use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
-use crate::eval::top_k;
 use crate::spec::Layout;
 
 /// Shape (one image) and layout of the measured space.
@@ -69,15 +69,10 @@ pub(super) fn warp_error(e: transforms::Error) -> Error {
     Error::Config(format!("warp: {e}"))
 }
 
-/// Top-1 class of a logit row (ties: lowest index).
-pub(super) fn argmax(row: &[f32]) -> usize {
-    top_k(row, 1)[0]
-}
-
 /// Clean predictions of the data set in the measured space: the logits of every image,
 /// computed a pass of rows at a time. Images are read again, one at a time, when a measure
 /// works on them, so that memory does not grow with the data set (only the `n × K` logits
-/// do; the whole set in memory took 5 MB per 1,000 digits).
+/// do).
 pub(super) struct Clean<'a> {
     sm: SpacedModel<'a>,
     data: &'a crate::data::Dataset,
