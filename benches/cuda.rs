@@ -20,6 +20,7 @@ use georob::data::Dataset;
 use georob::measure::{build, Context};
 use georob::model::{BackendChoice, BackendKind, Device, GradientChoice, Model, ModelOptions};
 use georob::progress::Progress;
+use georob::resources::Files;
 
 const BATCH: usize = 64;
 
@@ -108,6 +109,9 @@ fn main() {
     }
     let data = Dataset::open(&npy, None).unwrap();
     let progress = Progress::hidden();
+    let files = Files {
+        options: model.options().clone(),
+    };
     let ctx = Context {
         model: &model,
         data: &data,
@@ -115,6 +119,7 @@ fn main() {
         bounds: None,
         progress: &progress,
         out_dir: None,
+        resources: &files,
     };
     let t0 = Instant::now();
     let deepfool = build("deepfool", &serde_json::json!({}))

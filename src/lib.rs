@@ -30,6 +30,10 @@ pub mod measure;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod resources;
 pub mod spec;
+pub mod suite;
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use georob::measure::space::SpacedModel;
 use georob::measure::{self, Context, MeasureResult};
 use georob::model::{Model, ModelOptions};
 use georob::progress::Progress;
+use georob::resources::Files;
 use transforms::nalgebra::{DMatrix, DVector};
 
 fn path(p: &str) -> PathBuf {
@@ -32,6 +33,9 @@ fn try_run(
     data: &Dataset,
 ) -> georob::Result<MeasureResult> {
     let progress = Progress::hidden();
+    let files = Files {
+        options: model.options().clone(),
+    };
     let ctx = Context {
         model,
         data,
@@ -39,6 +43,7 @@ fn try_run(
         bounds: None,
         progress: &progress,
         out_dir: None,
+        resources: &files,
     };
     measure::build(name, &params)?.run(&ctx)
 }

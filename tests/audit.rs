@@ -311,7 +311,7 @@ fn an_audit_stopped_with_sigterm_writes_a_partial_report() {
 
 #[test]
 fn the_example_suite_is_valid() {
-    let s = georob::audit::suite::Suite::load(&repo("examples/suite.toml")).unwrap();
+    let s = georob::suite::Suite::load(&repo("examples/suite.toml")).unwrap();
     assert_eq!(s.model_names(), ["cnn", "linear"]);
     assert!(s.data.is_file() && s.models.iter().all(|m| m.path.is_file()));
     assert_eq!(s.thresholds().unwrap().len(), 3);

@@ -11,6 +11,7 @@ use georob::measure::space::{Space, SpacedModel};
 use georob::measure::{Context, Outcome};
 use georob::model::{Model, ModelOptions};
 use georob::progress::Progress;
+use georob::resources::Files;
 
 fn npy_f32(path: &str) -> (Vec<u64>, Vec<f32>) {
     let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
@@ -126,6 +127,9 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
     let mut data = Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
     data.items.truncate(60);
     let progress = Progress::hidden();
+    let files = Files {
+        options: model.options().clone(),
+    };
     let ctx = Context {
         model: &model,
         data: &data,
@@ -133,6 +137,7 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
         bounds: None,
         progress: &progress,
         out_dir: None,
+        resources: &files,
     };
     let opts = DeepFoolOptions::default();
     let (images, all) = run_all(&ctx, &opts, "test", Keep::All).unwrap();

@@ -7,6 +7,7 @@ use georob::data::Dataset;
 use georob::measure::{build, Context, Counts, MeasureResult, Outcome};
 use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
 use georob::progress::Progress;
+use georob::resources::Files;
 use transforms::nalgebra::Matrix3;
 use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
 
@@ -35,6 +36,9 @@ fn digits(n: usize) -> Dataset {
 
 fn run(model: &Model, data: &Dataset, name: &str, params: serde_json::Value) -> MeasureResult {
     let progress = Progress::hidden();
+    let files = Files {
+        options: model.options().clone(),
+    };
     let ctx = Context {
         model,
         data,
@@ -42,6 +46,7 @@ fn run(model: &Model, data: &Dataset, name: &str, params: serde_json::Value) -> 
         bounds: None,
         progress: &progress,
         out_dir: None,
+        resources: &files,
     };
     build(name, &params).unwrap().run(&ctx).unwrap()
 }

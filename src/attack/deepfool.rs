@@ -332,7 +332,7 @@ fn deepfool_from(
 mod tests {
     use super::*;
     use crate::measure::deepfool::Params;
-    use crate::measure::digits_on_tract;
+    use crate::testutil::digits_on_tract;
 
     /// Image by image (concurrently) and in lockstep give the same perturbations, with a
     /// projection that differs per image too (it must see each image's own index). The

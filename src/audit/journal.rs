@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::suite::Suite;
 use crate::error::{Error, Result};
 use crate::measure::MeasureResult;
 use crate::model::{GradientMode, ModelInfo};
+use crate::suite::Suite;
 
 /// File name of the journal inside the output directory.
 pub const JOURNAL: &str = "journal.jsonl";

@@ -7,7 +7,6 @@
 //! its `run` section: timings and threads).
 
 pub mod journal;
-pub mod suite;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,9 +17,12 @@ use crate::error::{Error, Result};
 use crate::measure::{self, Context};
 use crate::model::{Model, ModelOptions};
 use crate::progress::Progress;
-use crate::report::{Report, RunInfo};
+use crate::report::{
+    MeasureEntry, ModelRecord, ModelReport, Report, RunInfo, Verdict, REPORT_SCHEMA,
+};
+use crate::resources::Files;
+use crate::suite::Suite;
 use journal::{Journal, UnitRecord};
-use suite::Suite;
 
 /// This process's share of the units: those whose number `u` has
 /// `u % count == index`.
@@ -127,6 +129,9 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             let rel = format!("artifacts/{}/{}", names[mi], m.id());
             let dir = opts.out.join(&rel);
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let files = Files {
+                options: model.options().clone(),
+            };
             let ctx = Context {
                 model: &model,
                 data: &data,
@@ -134,6 +139,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 bounds,
                 progress: opts.progress,
                 out_dir: Some(&dir),
+                resources: &files,
             };
             position += 1;
             (opts.log)(&format!(
@@ -171,7 +177,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    Report::assemble(suite, done, run)
+    assemble(suite, done, run)
 }
 
 /// Merges the journals of several output directories (the shards of one
@@ -206,7 +212,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    Report::assemble(&suite, all, run)
+    assemble(&suite, all, run)
 }
 
 /// Copies the files under `from` (if it exists) into `to`.
@@ -225,6 +231,57 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The report of `suite` from its finished units (taken, not
+/// copied: on a large data set the per-image rows are most of the memory).
+fn assemble(
+    suite: &Suite,
+    mut done: BTreeMap<usize, UnitRecord>,
+    mut run: RunInfo,
+) -> Result<Report> {
+    let units_done = done.len();
+    let names = suite.model_names();
+    let per_model = suite.measures.len();
+    let mut models = Vec::with_capacity(names.len());
+    for (mi, name) in names.iter().enumerate() {
+        let records: Vec<UnitRecord> = (0..per_model)
+            .filter_map(|si| done.remove(&(mi * per_model + si)))
+            .collect();
+        for r in &records {
+            let unit = format!("{}/{}", r.model, r.measure);
+            run.units.insert(unit.clone(), r.seconds);
+            run.model_seconds.insert(unit, r.model_seconds);
+        }
+        models.push(ModelReport {
+            name: name.clone(),
+            model: records.first().map(|r| ModelRecord::from(&r.info)),
+            gradient: records.first().map(|r| r.gradient),
+            measures: records
+                .into_iter()
+                .map(|r| MeasureEntry {
+                    id: r.measure,
+                    result: r.result,
+                })
+                .collect(),
+        });
+    }
+    let units_total = names.len() * per_model;
+    let mut report = Report {
+        schema: REPORT_SCHEMA.into(),
+        georob_version: env!("CARGO_PKG_VERSION").into(),
+        seed: suite.seed,
+        suite: suite.clone(),
+        units_done,
+        units_total,
+        models,
+        gates: vec![],
+        verdict: Verdict::Pass,
+        run,
+    };
+    let thresholds = suite.thresholds()?;
+    report.apply_gates(&thresholds);
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
-use georob::audit::{self, suite::Suite, AuditOptions, Shard};
+use georob::audit::{self, AuditOptions, Shard};
 use georob::gate::{self, Threshold};
 use georob::progress::Progress;
 use georob::report::{Report, Verdict};
+use georob::suite::Suite;
 
 use super::args::{AuditArgs, GateArgs, MergeArgs};
 use super::{EXIT_ERROR, EXIT_GATE};

@@ -8,6 +8,7 @@ use georob::data::Dataset;
 use georob::measure::{self, Context, MeasureResult};
 use georob::model::{BackendKind, GradientMode, Model, ModelInfo};
 use georob::progress::Progress;
+use georob::resources::Files;
 use serde::Serialize;
 
 use super::args::MeasureArgs;
@@ -132,6 +133,9 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let progress = Progress::new(args.quiet);
+    let files = Files {
+        options: model.options().clone(),
+    };
     let ctx = Context {
         model: &model,
         data: &data,
@@ -139,6 +143,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         bounds: bounds(args.bounds.as_deref(), data.is_image_space())?,
         progress: &progress,
         out_dir: args.out.as_deref(),
+        resources: &files,
     };
     eprintln!(
         "georob: {} on {} ({}), backend {}, {} gradients, seed {}",

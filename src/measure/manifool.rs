@@ -659,7 +659,7 @@ mod path_tests {
     /// sit on the boundary to rounding.
     #[test]
     fn the_shortest_point_on_the_path_matches_a_fine_scan() {
-        let (model, data) = super::super::digits_on_tract(20, None);
+        let (model, data) = crate::testutil::digits_on_tract(20, None);
         let x = data.load(&model.spec, 0, 20).unwrap().x;
         let sm = SpacedModel::new(&model, &data);
         let frame = Frame::of(&sm);

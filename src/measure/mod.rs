@@ -63,6 +63,17 @@ pub struct Context<'a> {
     pub progress: &'a Progress,
     /// Where to save artifacts (images, flows, plots) when asked to.
     pub out_dir: Option<&'a Path>,
+    /// Opens the other data sets and models a measure names in its parameters.
+    pub resources: &'a dyn Resources,
+}
+
+/// Opens the data sets and models a measure needs besides the one it measures (held-out
+/// images, models to transfer to): the caller decides how, so no measure opens files.
+pub trait Resources: Sync {
+    /// The data set at `path`, with integer labels from `labels` for `.npy` data.
+    fn dataset(&self, path: &Path, labels: Option<&Path>) -> Result<Dataset>;
+    /// The model at `path`, opened like the model being measured.
+    fn model(&self, path: &Path) -> Result<Model>;
 }
 
 impl Context<'_> {
@@ -483,22 +494,6 @@ pub fn median(values: &[f64]) -> Option<f64> {
 pub fn mean(values: &[f64]) -> Option<f64> {
     let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-/// The digits CNN on tract (`threads`, default all) and its first `images` test images.
-#[cfg(test)]
-pub(crate) fn digits_on_tract(images: usize, threads: Option<usize>) -> (Model, Dataset) {
-    use crate::model::{BackendChoice, BackendKind, ModelOptions};
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
-    let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
-        threads,
-        ..Default::default()
-    };
-    let model = Model::open(&root.join("digits_cnn.onnx"), &options).unwrap();
-    let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
-    data.items.truncate(images);
-    (model, data)
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ mod tests {
     /// of its two rays' answers, each found by a plain ray-by-ray doubling and bisection.
     #[test]
     fn a_group_gives_the_smallest_flip_of_its_rays() {
-        let (model, data) = super::super::digits_on_tract(3, None);
+        let (model, data) = crate::testutil::digits_on_tract(3, None);
         let sm = SpacedModel::new(&model, &data);
         let d = sm.dim();
         let x = sm.load(&data, 0, 3).unwrap();

@@ -216,7 +216,7 @@ impl Measure for Params {
         let total = ctx.data.len();
         let holdout_data = match &p.holdout {
             Some(path) => {
-                let h = Dataset::open(path, p.holdout_labels.as_deref())?;
+                let h = ctx.resources.dataset(path, p.holdout_labels.as_deref())?;
                 h.check_labels(sm.classes())?;
                 Some(h)
             }
@@ -432,7 +432,7 @@ fn transfer_rate(
     n_train: usize,
     v: &[f32],
 ) -> Result<(String, f64, usize)> {
-    let model = crate::model::Model::open(path, ctx.model.options())?;
+    let model = ctx.resources.model(path)?;
     let (data, range) = match holdout {
         Some(h) => (h, 0..h.len()),
         None => (ctx.data, n_train..ctx.data.len()),

@@ -17,13 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::journal::UnitRecord;
-use crate::audit::suite::Suite;
 use crate::error::{Error, Result};
 use crate::gate::{self, GateResult, Threshold};
 use crate::measure::MeasureResult;
 use crate::model::{BackendKind, GradientMode, ModelInfo, OutputTransform};
 use crate::spec::InputSpec;
+use crate::suite::Suite;
 
 /// The report files that carry gate results.
 const GATE_FILES: [&str; 3] = ["junit.xml", "report.sarif", "summary.md"];
@@ -152,57 +151,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// Builds the report of `suite` from its finished units (taken, not
-    /// copied: on a large data set the per-image rows are most of the memory).
-    pub fn assemble(
-        suite: &Suite,
-        mut done: BTreeMap<usize, UnitRecord>,
-        mut run: RunInfo,
-    ) -> Result<Report> {
-        let units_done = done.len();
-        let names = suite.model_names();
-        let per_model = suite.measures.len();
-        let mut models = Vec::with_capacity(names.len());
-        for (mi, name) in names.iter().enumerate() {
-            let records: Vec<UnitRecord> = (0..per_model)
-                .filter_map(|si| done.remove(&(mi * per_model + si)))
-                .collect();
-            for r in &records {
-                let unit = format!("{}/{}", r.model, r.measure);
-                run.units.insert(unit.clone(), r.seconds);
-                run.model_seconds.insert(unit, r.model_seconds);
-            }
-            models.push(ModelReport {
-                name: name.clone(),
-                model: records.first().map(|r| ModelRecord::from(&r.info)),
-                gradient: records.first().map(|r| r.gradient),
-                measures: records
-                    .into_iter()
-                    .map(|r| MeasureEntry {
-                        id: r.measure,
-                        result: r.result,
-                    })
-                    .collect(),
-            });
-        }
-        let units_total = names.len() * per_model;
-        let mut report = Report {
-            schema: REPORT_SCHEMA.into(),
-            georob_version: env!("CARGO_PKG_VERSION").into(),
-            seed: suite.seed,
-            suite: suite.clone(),
-            units_done,
-            units_total,
-            models,
-            gates: vec![],
-            verdict: Verdict::Pass,
-            run,
-        };
-        let thresholds = suite.thresholds()?;
-        report.apply_gates(&thresholds);
-        Ok(report)
-    }
-
     /// Checks `thresholds` on every model and sets the verdict.
     pub fn apply_gates(&mut self, thresholds: &[Threshold]) {
         let mut gates = Vec::new();
