@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ORT_DYLIB_PATH=/path/to/onnxruntime-gpu/capi/libonnxruntime.so.1.x \
-//!   GEOROB_BENCH_TORCH=python3 cargo bench --features ort --bench cuda
+//!   GEOROB_BENCH_TORCH=python3 cargo bench --bench cuda
 //! ```
 //!
 //! Without ONNX Runtime, a CUDA-enabled ONNX Runtime or a GPU it prints `SKIPPED cuda: <why>`

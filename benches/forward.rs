@@ -3,7 +3,7 @@
 //! files, batches and threads. Not a test: prints a markdown table for `docs/benchmarks.md`.
 //!
 //! ```text
-//! ORT_DYLIB_PATH=... GEOROB_BENCH_TORCH=/work/venv-models/bin/python cargo bench --features ort --bench forward
+//! ORT_DYLIB_PATH=... GEOROB_BENCH_TORCH=python3 cargo bench --bench forward
 //! ```
 //!
 //! A cell times one `Model::logits` call on `n` inputs (the model's bundled data repeated to

@@ -3,8 +3,8 @@
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench --features ort --bench grad
-//! GEOROB_BENCH_TORCH=/work/venv-models/bin/python cargo bench --features ort --bench grad
+//! cargo bench --bench grad
+//! GEOROB_BENCH_TORCH=python3 cargo bench --bench grad
 //! ```
 //!
 //! "images" is the number of images in one `Model::logits` / `Model::vjp` call, run as georob

@@ -35,5 +35,6 @@ pub mod spec;
 pub mod suite;
 #[cfg(test)]
 mod testutil;
+pub mod threads;
 
 pub use error::{Error, Result};

@@ -42,6 +42,17 @@ pub struct DeepFoolOptions {
 }
 
 impl DeepFoolOptions {
+    /// L2 DeepFool without a box, as the measures that start from `r*` run it.
+    pub fn l2_unclipped(overshoot: f32, max_iter: usize, candidates: usize) -> Self {
+        DeepFoolOptions {
+            norm: Norm::L2,
+            overshoot,
+            max_iter,
+            candidates,
+            clip: None,
+        }
+    }
+
     /// Competitor classes per image (the cotangents `M` of each gradient call) for a model
     /// with `k` classes: `candidates − 1`, at least 1 and at most `k − 1`.
     fn competitors(&self, k: usize) -> usize {

@@ -37,6 +37,22 @@ pub enum Command {
     Merge(MergeArgs),
 }
 
+impl Command {
+    /// `--threads`, for the commands that run a model.
+    pub fn threads(&self) -> Option<usize> {
+        let model_args = match self {
+            Command::Inspect(a) => &a.model_args,
+            Command::Eval(a) => &a.model_args,
+            Command::Measure(a) => &a.model_args,
+            Command::Grad(a) => &a.model_args,
+            Command::CheckGrad(a) => &a.model_args,
+            Command::Audit(a) => &a.model_args,
+            Command::ExportGrad(_) | Command::Gate(_) | Command::Merge(_) => return None,
+        };
+        model_args.threads
+    }
+}
+
 /// `georob audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {

@@ -24,6 +24,9 @@ pub const EXIT_GATE: u8 = 1;
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(n) = cli.command.threads() {
+        georob::threads::limit(n)?;
+    }
     match cli.command {
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Eval(a) => eval::run(&a),

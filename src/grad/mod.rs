@@ -71,7 +71,6 @@
 //! `x > 0` / `min < x < max`; MaxPool sends it to the element its `Indices` output names;
 //! ReduceMax/GlobalMaxPool/Max/Min split it evenly between tied maxima (ReduceMax, like
 //! `torch.amax`) or give it to each tie (Max/Min).
-#![cfg(feature = "tract")]
 
 mod builder;
 mod emit;

@@ -23,8 +23,8 @@ use transforms::nalgebra::DMatrix;
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Outcome, Output};
-use crate::attack::deepfool::{DeepFoolOptions, DeepFoolOutcome, Norm};
+use super::{Context, Counts, Declaration, Measure, Output};
+use crate::attack::deepfool::{DeepFoolOptions, DeepFoolOutcome};
 use crate::attack::vector::l2;
 use crate::error::Result;
 
@@ -335,17 +335,9 @@ impl Measure for Params {
         let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let opts = DeepFoolOptions {
-            norm: Norm::L2,
-            overshoot: p.overshoot,
-            max_iter: p.max_iter,
-            candidates: 10,
-            clip: None,
-        };
+        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, 10);
         let (mut images, outcomes) = super::deepfool::run_all(ctx, &opts, "curvature", Keep::All)?;
-        let attacked: Vec<usize> = (0..images.len())
-            .filter(|&i| images[i].outcome == Outcome::Fooled)
-            .collect();
+        let attacked = super::deepfool::fooled_indices(&images);
         // Boundary points z = x + r* of all attacked images and the
         // gradient of G there.
         let mut pts = Points::new();

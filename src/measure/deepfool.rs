@@ -227,6 +227,13 @@ fn save_worst(
     Ok(out)
 }
 
+/// Positions of the fooled images.
+pub fn fooled_indices(images: &[ImageResult]) -> Vec<usize> {
+    (0..images.len())
+        .filter(|&i| images[i].outcome == Outcome::Fooled)
+        .collect()
+}
+
 /// Values of `key` over the fooled images.
 pub fn fooled_values(images: &[ImageResult], key: &str) -> Vec<f64> {
     images
@@ -280,36 +287,19 @@ impl Measure for Params {
                 counts.fooled as f64 / attacked as f64,
             );
         }
-        let put = |s: &mut BTreeMap<String, f64>, name: &str, v: Option<f64>| {
-            if let Some(v) = v {
-                s.insert(name.into(), v);
+        type Statistic = fn(&[f64]) -> Option<f64>;
+        let statistics: [(&str, Statistic, &str); 5] = [
+            ("median_norm_l2", super::median, "norm_l2"),
+            ("median_norm_linf", super::median, "norm_linf"),
+            ("mean_rho", super::mean, "rho"),
+            ("median_rho", super::median, "rho"),
+            ("mean_iterations", super::mean, "iterations"),
+        ];
+        for (name, statistic, key) in statistics {
+            if let Some(v) = statistic(&fooled_values(&images, key)) {
+                summary.insert(name.into(), v);
             }
-        };
-        put(
-            &mut summary,
-            "median_norm_l2",
-            super::median(&fooled_values(&images, "norm_l2")),
-        );
-        put(
-            &mut summary,
-            "median_norm_linf",
-            super::median(&fooled_values(&images, "norm_linf")),
-        );
-        put(
-            &mut summary,
-            "mean_rho",
-            super::mean(&fooled_values(&images, "rho")),
-        );
-        put(
-            &mut summary,
-            "median_rho",
-            super::median(&fooled_values(&images, "rho")),
-        );
-        put(
-            &mut summary,
-            "mean_iterations",
-            super::mean(&fooled_values(&images, "iterations")),
-        );
+        }
         Ok(Output {
             summary,
             images,

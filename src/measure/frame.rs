@@ -11,7 +11,7 @@ use transforms::{Batch, ImageLayout, ImageShape};
 
 use super::space::{Space, SpacedModel};
 use super::Values;
-use super::{Context, ImageResult, Outcome};
+use super::{Context, Counts, ImageResult, Outcome};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 use crate::spec::Layout;
@@ -142,6 +142,22 @@ pub(super) fn percentile(values: &[f64], q: f64) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() - 1) as f64 * q).round() as usize;
     Some(v[i])
+}
+
+/// Outcome counts of `images`, and the summary a search over transforms starts from:
+/// `images` (how many) and, where any image was searched, `success_rate`, fooled over
+/// fooled and failed.
+pub(super) fn search_summary(images: &[ImageResult]) -> (Counts, BTreeMap<String, f64>) {
+    let counts = Counts::of(images);
+    let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
+    let searched = counts.fooled + counts.failed;
+    if searched > 0 {
+        summary.insert(
+            "success_rate".into(),
+            counts.fooled as f64 / searched as f64,
+        );
+    }
+    (counts, summary)
 }
 
 /// Adds `prefix_{mean,median,p10,p90}` of `values` to `summary` (when any).

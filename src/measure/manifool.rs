@@ -39,7 +39,6 @@
 //! (image-space chords), divided by `‖x‖₂` (`transforms::geodesic_score`).
 //! The network's invariance score is the mean over fooled images.
 
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use transforms::nalgebra::{DVector, Matrix3};
@@ -48,10 +47,12 @@ use transforms::{
     TransformGroup, Warp,
 };
 
-use super::frame::{describe, misclassified, result, save_panels, warp_error, Clean, Frame};
+use super::frame::{
+    describe, misclassified, result, save_panels, search_summary, warp_error, Clean, Frame,
+};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use super::{Context, Declaration, Measure, Outcome, Output};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 use crate::logits::top_k;
@@ -201,7 +202,7 @@ fn score_of(
 
 /// Runs ManiFool on one image `x` with clean prediction `k0` and clean logits:
 /// one joint search, or one search per candidate class (`p.search`).
-pub fn manifool_one(
+pub(super) fn manifool_one(
     sm: &SpacedModel,
     frame: &Frame,
     x: &[f32],
@@ -579,14 +580,9 @@ impl Measure for Params {
             }
             artifacts = save_panels(dir, "manifool", &frame, &clean, &shown)?;
         }
-        let counts = Counts::of(&images);
-        let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
+        let (counts, mut summary) = search_summary(&images);
         let attacked = counts.fooled + counts.failed;
         if attacked > 0 {
-            summary.insert(
-                "success_rate".into(),
-                counts.fooled as f64 / attacked as f64,
-            );
             summary.insert(
                 "failure_rate".into(),
                 counts.failed as f64 / attacked as f64,

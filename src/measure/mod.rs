@@ -17,23 +17,10 @@
 //! - perturbations live in the space of [`space::SpacedModel`]: image space
 //!   `[0,1]` for images, model space for `.npy` data.
 
-mod accuracy;
 pub mod catalog;
-pub mod crosssection;
-pub mod cure;
-pub mod curvature;
-pub mod deepfool;
 mod frame;
-mod grid;
-mod invariance;
-mod manifool;
-pub mod noise;
 pub mod picture;
 pub mod space;
-mod stadv;
-pub mod structured;
-pub mod subspace;
-pub mod uap;
 mod values;
 
 pub use values::{Name, Values};
@@ -419,23 +406,33 @@ fn entry<M: Measure>() -> Entry {
     }
 }
 
-/// Every measure georob knows.
-pub fn registry() -> Vec<Entry> {
-    vec![
-        entry::<accuracy::Params>(),
-        entry::<deepfool::Params>(),
-        entry::<noise::Params>(),
-        entry::<subspace::Params>(),
-        entry::<structured::Params>(),
-        entry::<uap::Params>(),
-        entry::<curvature::Params>(),
-        entry::<crosssection::Params>(),
-        entry::<cure::Params>(),
-        entry::<grid::Params>(),
-        entry::<manifool::Params>(),
-        entry::<stadv::Params>(),
-        entry::<invariance::Params>(),
-    ]
+/// Declares each measure's module and lists it in [`registry`]: adding a measure is its
+/// file plus its name here.
+macro_rules! measures {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+
+        /// Every measure georob knows, in the order `georob measure list` shows them.
+        pub fn registry() -> Vec<Entry> {
+            vec![$(entry::<$name::Params>()),*]
+        }
+    };
+}
+
+measures! {
+    accuracy,
+    deepfool,
+    noise,
+    subspace,
+    structured,
+    uap,
+    curvature,
+    crosssection,
+    cure,
+    grid,
+    manifool,
+    stadv,
+    invariance,
 }
 
 /// The declaration of measure `name`, if georob knows it.

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Outcome, Output};
-use crate::attack::deepfool::{DeepFoolOptions, Norm};
+use super::{Context, Counts, Declaration, Measure, Output};
+use crate::attack::deepfool::DeepFoolOptions;
 use crate::attack::vector::{argmax, l2};
 use crate::error::Result;
 
@@ -169,17 +169,9 @@ impl Measure for Params {
         let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let opts = DeepFoolOptions {
-            norm: Norm::L2,
-            overshoot: p.overshoot,
-            max_iter: p.max_iter,
-            candidates: 10,
-            clip: None,
-        };
+        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, 10);
         let (mut images, _) = super::deepfool::run_all(ctx, &opts, "noise", Keep::Nothing)?;
-        let attacked: Vec<usize> = (0..images.len())
-            .filter(|&i| images[i].outcome == Outcome::Fooled)
-            .collect();
+        let attacked = super::deepfool::fooled_indices(&images);
         let per = (16_000_000 / (d * p.directions * 2).max(1)).max(1);
         let bar = ctx.progress.bar(attacked.len() as u64, "noise");
         let mut ratios = vec![];

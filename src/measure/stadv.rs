@@ -35,7 +35,6 @@
 //! boundary and evaluates no smoother fooling flow (tried on the digits).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -45,10 +44,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use transforms::{Border, Flow, FlowSmoothness, Sampling, Warp};
 
-use super::frame::{describe, misclassified, result, save_panels, warp_error, Clean, Frame};
+use super::frame::{
+    describe, misclassified, result, save_panels, search_summary, warp_error, Clean, Frame,
+};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Counts, Declaration, Measure, Outcome, Output};
+use super::{Artifact, Context, Declaration, Measure, Outcome, Output};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -498,15 +499,7 @@ impl Measure for Params {
         if let Some(dir) = ctx.out_dir {
             artifacts.extend(save_panels(dir, "stadv", &frame, &clean, &shown)?);
         }
-        let counts = Counts::of(&images);
-        let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
-        let attacked = counts.fooled + counts.failed;
-        if attacked > 0 {
-            summary.insert(
-                "success_rate".into(),
-                counts.fooled as f64 / attacked as f64,
-            );
-        }
+        let (_, mut summary) = search_summary(&images);
         describe(&mut summary, "flow_loss", &losses);
         describe(&mut summary, "mean_disp_px", &means);
         describe(&mut summary, "max_disp_px", &maxes);

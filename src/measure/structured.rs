@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::subspace::{run_family, ProjectionMaker};
 use super::{Context, Declaration, Measure, Output};
-use crate::attack::deepfool::{DeepFoolOptions, Norm};
+use crate::attack::deepfool::DeepFoolOptions;
 use crate::error::Result;
 
 /// Parameters.
@@ -168,13 +168,7 @@ impl Measure for Params {
             });
             family.push((format!("patch{s}"), c * s * s, maker));
         }
-        let opts = DeepFoolOptions {
-            norm: Norm::L2,
-            overshoot: p.overshoot,
-            max_iter: p.max_iter,
-            candidates: p.candidates,
-            clip: None,
-        };
+        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, p.candidates);
         let mut res = run_family(ctx, "structured", &opts, &family)?;
         res.extra = serde_json::json!({
             "dct": "orthonormal 2-D DCT-II per channel, keep i + j < B",

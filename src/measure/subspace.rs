@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Outcome, Output};
-use crate::attack::deepfool::{deepfool_batch, DeepFoolOptions, Norm};
+use super::{Context, Counts, Declaration, Measure, Output};
+use crate::attack::deepfool::{deepfool_batch, DeepFoolOptions};
 use crate::attack::vector::l2;
 use crate::error::Result;
 
@@ -111,9 +111,7 @@ pub fn run_family(
     let sm = SpacedModel::new(ctx.model, ctx.data);
     let d = sm.dim();
     let (mut images, _) = super::deepfool::run_all(ctx, opts, measure, Keep::Nothing)?;
-    let attacked: Vec<usize> = (0..images.len())
-        .filter(|&i| images[i].outcome == Outcome::Fooled)
-        .collect();
+    let attacked = super::deepfool::fooled_indices(&images);
     let chunk = super::deepfool::chunk_len(d, opts.candidates, ctx.model.pass_rows());
     let bar = ctx
         .progress
@@ -207,13 +205,7 @@ impl Measure for Params {
         } else {
             self.dims.clone()
         };
-        let opts = DeepFoolOptions {
-            norm: Norm::L2,
-            overshoot: self.overshoot,
-            max_iter: self.max_iter,
-            candidates: self.candidates,
-            clip: None,
-        };
+        let opts = DeepFoolOptions::l2_unclipped(self.overshoot, self.max_iter, self.candidates);
         let plan = dct_plan(d);
         let seed = ctx.seed;
         let family: Vec<(String, usize, ProjectionMaker)> = dims

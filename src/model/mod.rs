@@ -6,7 +6,6 @@ pub mod onnx;
 #[cfg(feature = "ort")]
 mod ort;
 pub mod ort_lib;
-#[cfg(feature = "tract")]
 mod tract;
 
 use std::path::{Path, PathBuf};
@@ -155,7 +154,6 @@ impl Model {
         };
         // Constant subgraphs (exporters' static paddings) are folded once here, not by the
         // backend in each session it opens (ONNX Runtime opens one per thread).
-        #[cfg(feature = "tract")]
         crate::grad::fold_constants(&mut runnable.proto);
         let threads = options
             .threads
@@ -568,26 +566,13 @@ fn start_backend(
         });
     }
     match kind {
-        BackendKind::Tract => {
-            #[cfg(feature = "tract")]
-            {
-                Ok(Box::new(tract::TractBackend::new(
-                    path.to_path_buf(),
-                    onnx.proto.clone(),
-                    sample_shape,
-                    batch,
-                    threads,
-                )?))
-            }
-            #[cfg(not(feature = "tract"))]
-            {
-                let _ = (path, onnx, sample_shape, batch, threads);
-                Err(Error::BackendUnavailable {
-                    backend: "tract",
-                    reason: "this georob was built without the `tract` feature".into(),
-                })
-            }
-        }
+        BackendKind::Tract => Ok(Box::new(tract::TractBackend::new(
+            path.to_path_buf(),
+            onnx.proto.clone(),
+            sample_shape,
+            batch,
+            threads,
+        )?)),
         BackendKind::Ort => {
             #[cfg(feature = "ort")]
             {
