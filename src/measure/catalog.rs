@@ -145,6 +145,20 @@ mod tests {
         );
     }
 
+    /// `docs/methods.md` explains every registered measure in a section of its own.
+    #[test]
+    fn every_measure_has_a_methods_section() {
+        let methods = include_str!("../../docs/methods.md");
+        for entry in super::registry() {
+            let heading = format!("\n## {}\n", entry.declaration.name);
+            assert!(
+                methods.contains(&heading),
+                "docs/methods.md has no `## {}` section",
+                entry.declaration.name
+            );
+        }
+    }
+
     /// Every parameter a measure has is declared with a doc line, and nothing else is.
     #[test]
     fn every_parameter_is_declared() {
