@@ -433,6 +433,7 @@ measures! {
     manifool,
     stadv,
     invariance,
+    margin,
 }
 
 /// The declaration of measure `name`, if georob knows it.
