@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub use self::image::{decode, read_image_space, to_model_space};
+pub use self::npy::{read_f32, write_f32};
 use crate::error::{Error, Result};
 use crate::spec::InputSpec;
 

@@ -150,6 +150,49 @@ impl NpyTensor {
     }
 }
 
+/// Reads a whole float32 or float64 `.npy` file (C order): its shape and its values as float32.
+pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let f = open(path)?;
+    if f.order() != Order::C {
+        return Err(Error::data(path, "Fortran-order arrays are not supported"));
+    }
+    let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
+    let dtype = f.dtype();
+    let wide = matches!(&dtype, DType::Plain(t) if t.size_field() == 8);
+    let values = match wide {
+        true => f
+            .into_vec::<f64>()
+            .map(|v| v.into_iter().map(|x| x as f32).collect()),
+        false => f.into_vec::<f32>(),
+    }
+    .map_err(|e| {
+        Error::data(
+            path,
+            format!(
+                "expected float32 or float64 values, found {}: {e}",
+                type_str(&dtype)
+            ),
+        )
+    })?;
+    Ok((shape, values))
+}
+
+/// Writes `values` as a float32 `.npy` file of `shape` (C order).
+pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    use npyz::WriterBuilder;
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| Error::io(path, e))?;
+    w.extend(values.iter().copied())
+        .map_err(|e| Error::io(path, e))?;
+    w.finish().map_err(|e| Error::io(path, e))
+}
+
 /// Reads a 1-D integer label vector of length `rows`.
 pub(crate) fn read_labels(path: &Path, rows: usize) -> Result<Vec<usize>> {
     let npy = open(path)?;

@@ -73,6 +73,7 @@
 //! `torch.amax`) or give it to each tie (Max/Min).
 
 mod builder;
+pub mod check;
 mod emit;
 mod error;
 pub mod fd;

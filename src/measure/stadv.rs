@@ -93,17 +93,8 @@ impl Default for Params {
 
 /// Writes a flow (`2 × h × w`, du then dv) as float32 `.npy`.
 fn save_flow(path: &std::path::Path, flow: &[f64], h: usize, w: usize) -> Result<()> {
-    use npyz::WriterBuilder;
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut out = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[2, h as u64, w as u64])
-        .writer(file)
-        .begin_nd()
-        .map_err(|e| Error::io(path, e))?;
-    out.extend(flow.iter().map(|&v| v as f32))
-        .map_err(|e| Error::io(path, e))?;
-    out.finish().map_err(|e| Error::io(path, e))
+    let values: Vec<f32> = flow.iter().map(|&v| v as f32).collect();
+    crate::data::write_f32(path, &[2, h, w], &values)
 }
 
 /// A fooling flow kept for its score: (score, flow, class).

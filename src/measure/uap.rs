@@ -458,24 +458,10 @@ fn transfer_rate(
 /// Writes `uap.npy` (the perturbation, sample shape) and `uap.png` (scaled
 /// to the full grey range, planar image space only).
 fn save(dir: &std::path::Path, v: &[f32], ctx: &Context) -> Result<Vec<Artifact>> {
-    use npyz::WriterBuilder;
     let spec = &ctx.model.spec;
     let path = dir.join("uap.npy");
-    let shape = [
-        spec.channels.count() as u64,
-        spec.height as u64,
-        spec.width as u64,
-    ];
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(file)
-        .begin_nd()
-        .map_err(|e| Error::io(&path, e))?;
-    w.extend(v.iter().copied())
-        .map_err(|e| Error::io(&path, e))?;
-    w.finish().map_err(|e| Error::io(&path, e))?;
+    let shape = [spec.channels.count(), spec.height, spec.width];
+    crate::data::write_f32(&path, &shape, v)?;
     let mut out = vec![Artifact {
         description: "universal perturbation (measured space, C×H×W)".into(),
         path: "uap.npy".into(),
