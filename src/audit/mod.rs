@@ -118,7 +118,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         }
         let bounds = match suite.bounds {
             Some([lo, hi]) => Some((lo, hi)),
-            None => data.is_image_space().then_some((0.0, 1.0)),
+            None => data.default_bounds(),
         };
         for u in pending {
             if opts.stop.load(Ordering::SeqCst) {

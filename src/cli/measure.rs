@@ -70,17 +70,18 @@ fn short(v: &serde_json::Value) -> String {
     }
 }
 
-fn bounds(text: Option<&str>, images: bool) -> Result<Option<(f32, f32)>> {
+/// `--bounds LO,HI|none`, or `default` (the data's) when not given.
+fn bounds(text: Option<&str>, default: Option<(f32, f32)>) -> Result<Option<(f32, f32)>> {
     match text {
-        None if images => Ok(Some((0.0, 1.0))),
-        None | Some("none") => Ok(None),
+        None => Ok(default),
+        Some("none") => Ok(None),
         Some(t) => {
             let (lo, hi) = t
                 .split_once(',')
                 .with_context(|| format!("--bounds {t:?}: expected LO,HI or none"))?;
             let (lo, hi): (f32, f32) = (lo.trim().parse()?, hi.trim().parse()?);
-            if lo >= hi {
-                bail!("--bounds {t:?}: LO must be below HI");
+            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
+                bail!("--bounds {t:?}: LO must be a number below HI");
             }
             Ok(Some((lo, hi)))
         }
@@ -140,7 +141,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         model: &model,
         data: &data,
         seed: args.seed,
-        bounds: bounds(args.bounds.as_deref(), data.is_image_space())?,
+        bounds: bounds(args.bounds.as_deref(), data.default_bounds())?,
         progress: &progress,
         out_dir: args.out.as_deref(),
         resources: &files,
@@ -220,10 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn bounds_default_to_the_unit_box_for_images() {
-        assert_eq!(bounds(None, true).unwrap(), Some((0.0, 1.0)));
-        assert_eq!(bounds(None, false).unwrap(), None);
-        assert_eq!(bounds(Some("-1,1"), true).unwrap(), Some((-1.0, 1.0)));
-        assert!(bounds(Some("1,0"), true).is_err());
+    fn bounds_take_the_data_default_unless_given() {
+        let unit = Some((0.0, 1.0));
+        assert_eq!(bounds(None, unit).unwrap(), unit);
+        assert_eq!(bounds(None, None).unwrap(), None);
+        assert_eq!(bounds(Some("none"), unit).unwrap(), None);
+        assert_eq!(bounds(Some("-1,1"), unit).unwrap(), Some((-1.0, 1.0)));
+        assert!(bounds(Some("1,0"), unit).is_err());
+        assert!(bounds(Some("nan,1"), unit).is_err());
     }
 }

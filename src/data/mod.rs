@@ -167,6 +167,12 @@ impl Dataset {
         self.npy.is_none()
     }
 
+    /// The box perturbations are clipped to when none is given: `[0, 1]` for images read
+    /// from files, none for `.npy` tensors (model space, whose range georob cannot know).
+    pub fn default_bounds(&self) -> Option<(f32, f32)> {
+        self.is_image_space().then_some((0.0, 1.0))
+    }
+
     /// Loads items `start..start+len` in model space for `spec`, decoding
     /// images in parallel.
     pub fn load(&self, spec: &InputSpec, start: usize, len: usize) -> Result<Batch> {
