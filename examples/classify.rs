@@ -7,9 +7,10 @@
 
 use std::path::PathBuf;
 
-use georob::data::{read_image_space, to_model_space};
+use georob::data::read_image_space;
 use georob::logits::{softmax_at, top_k};
 use georob::model::{Model, ModelOptions};
+use georob::preprocess::to_model_space;
 
 fn main() -> Result<(), georob::Error> {
     let mut args = std::env::args().skip(1);

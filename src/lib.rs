@@ -28,6 +28,7 @@ pub mod grad;
 pub mod logits;
 pub mod measure;
 pub mod model;
+pub mod preprocess;
 pub mod progress;
 pub mod report;
 pub mod resources;

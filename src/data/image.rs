@@ -67,33 +67,6 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
     Ok(img)
 }
 
-/// Converts planar `(C, H, W)` image-space values into model space, in the
-/// model's layout, applying `(u * scale - mean[c]) / std[c]`.
-pub fn to_model_space(spec: &InputSpec, image: &[f32], out: &mut [f32]) {
-    let c = spec.channels.count();
-    let plane = spec.height * spec.width;
-    match spec.layout {
-        crate::spec::Layout::Nchw => {
-            for ch in 0..c {
-                let (s, m, d) = (spec.scale, spec.mean[ch], spec.std[ch]);
-                for (o, &u) in out[ch * plane..(ch + 1) * plane]
-                    .iter_mut()
-                    .zip(&image[ch * plane..(ch + 1) * plane])
-                {
-                    *o = (u * s - m) / d;
-                }
-            }
-        }
-        crate::spec::Layout::Nhwc => {
-            for p in 0..plane {
-                for ch in 0..c {
-                    out[p * c + ch] = spec.normalise(ch, image[ch * plane + p]);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,21 +137,5 @@ mod tests {
         std::fs::write(&q, b"hello, not an image").unwrap();
         let e = read_image_space(&q, &s, &mut out).unwrap_err().to_string();
         assert!(e.contains("text.png"), "{e}");
-    }
-
-    #[test]
-    fn model_space_layouts_agree() {
-        let image: Vec<f32> = (0..12).map(|v| v as f32 / 12.0).collect();
-        let a = spec(Layout::Nchw, Channels::Rgb, 2, 2);
-        let b = spec(Layout::Nhwc, Channels::Rgb, 2, 2);
-        let (mut xa, mut xb) = (vec![0.0; 12], vec![0.0; 12]);
-        to_model_space(&a, &image, &mut xa);
-        to_model_space(&b, &image, &mut xb);
-        for c in 0..3 {
-            for p in 0..4 {
-                assert_eq!(xa[c * 4 + p], xb[p * 3 + c]);
-                assert_eq!(xa[c * 4 + p], (image[c * 4 + p] - 0.5) / 0.25);
-            }
-        }
     }
 }

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use self::image::{decode, read_image_space, to_model_space};
+pub use self::image::{decode, read_image_space};
 pub use self::npy::{read_f32, write_f32};
 use crate::error::{Error, Result};
+use crate::preprocess::to_model_space;
 use crate::spec::InputSpec;
 
 /// File extensions read as images.
