@@ -133,6 +133,86 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// Resolves the input spec of the model at `path` from what its graph fixes (its input
+    /// `layout` where known, channels/height/width per layout from `chw`, whether it ends in
+    /// a `Softmax`) and the overrides `s` (flags over sidecar); whatever the graph leaves open
+    /// must be given, and what is given must agree with the graph.
+    pub fn resolve(
+        path: &Path,
+        layout: Option<Layout>,
+        chw: impl Fn(Layout) -> [Option<usize>; 3],
+        ends_in_softmax: bool,
+        s: &SpecOverrides,
+    ) -> Result<InputSpec> {
+        let not = |reason: String| Error::NotAClassifier {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let layout = match (s.layout, layout) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l,
+        (None, None) => return Err(not(
+            "cannot tell whether its input is NCHW or NHWC; pass --layout or set it in the sidecar"
+                .into(),
+        )),
+    };
+        let [c0, h0, w0] = chw(layout);
+        let (height, width) = match (s.size, h0, w0) {
+            (Some((h, w)), Some(mh), Some(mw)) if (h, w) != (mh, mw) => {
+                return Err(Error::Config(format!(
+                    "size {h}x{w} was asked for but {} takes {mh}x{mw}",
+                    path.display()
+                )))
+            }
+            (Some(hw), _, _) => hw,
+            (None, Some(h), Some(w)) => (h, w),
+            _ => return Err(not(
+                "its input height/width are dynamic; pass --size HxW or set size in the sidecar"
+                    .into(),
+            )),
+        };
+        let channels = match (s.channels, c0) {
+            (Some(ch), Some(mc)) if ch.count() != mc => {
+                return Err(Error::Config(format!(
+                    "channels {ch:?} ({} channel(s)) asked for but {} takes {mc}",
+                    ch.count(),
+                    path.display()
+                )))
+            }
+            (Some(ch), _) => ch,
+            (None, Some(1)) => Channels::Gray,
+            (None, Some(3)) => Channels::Rgb,
+            (None, other) => {
+                return Err(not(format!(
+                    "its input has {} channels; georob reads gray (1) or colour (3) images",
+                    other.map_or("a dynamic number of".to_string(), |c| c.to_string())
+                )))
+            }
+        };
+        let n = channels.count();
+        let mean = per_channel(s.mean.as_ref(), n, 0.0, "mean")?;
+        let std = per_channel(s.std.as_ref(), n, 1.0, "std")?;
+        if std.iter().any(|&v| v == 0.0 || !v.is_finite()) {
+            return Err(Error::Config(format!(
+                "std must be finite and non-zero, got {std:?}"
+            )));
+        }
+        let output = s.output.unwrap_or(match ends_in_softmax {
+            true => OutputKind::Probs,
+            false => OutputKind::Logits,
+        });
+        Ok(InputSpec {
+            layout,
+            height,
+            width,
+            channels,
+            scale: s.scale.unwrap_or(1.0),
+            mean,
+            std,
+            output,
+        })
+    }
+
     /// Shape of one sample as the model takes it: `[C, H, W]` or `[H, W, C]`.
     pub fn sample_shape(&self) -> [usize; 3] {
         let c = self.channels.count();

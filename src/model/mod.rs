@@ -21,7 +21,7 @@ pub use gradients::{GradientChoice, GradientMode};
 pub use onnx::{ModelSummary, OnnxModel};
 
 use crate::error::{Error, Result};
-use crate::spec::{self, Channels, InputSpec, OutputKind, SpecOverrides};
+use crate::spec::{self, InputSpec, OutputKind, SpecOverrides};
 
 /// How to load a model.
 #[derive(Debug, Clone)]
@@ -139,7 +139,15 @@ impl Model {
             SpecOverrides::default()
         };
         let settings = sidecar.overridden_by(&options.spec);
-        let spec = resolve_spec(&onnx, &input, &settings)?;
+        let ends_in_softmax = matches!(onnx.final_softmax(),
+            Some(i) if onnx.graph().node[i].op_type == "Softmax");
+        let spec = InputSpec::resolve(
+            &onnx.path,
+            input.layout,
+            |layout| input.chw(layout),
+            ends_in_softmax,
+            &settings,
+        )?;
         let class_names = settings
             .classes
             .as_deref()
@@ -438,82 +446,6 @@ impl Model {
         }
         Ok((shape, out))
     }
-}
-
-fn resolve_spec(
-    onnx: &OnnxModel,
-    input: &onnx::ImageInput,
-    s: &SpecOverrides,
-) -> Result<InputSpec> {
-    let path = &onnx.path;
-    let not = |reason: String| Error::NotAClassifier {
-        path: path.clone(),
-        reason,
-    };
-    let layout = match (s.layout, input.layout) {
-        (Some(l), _) => l,
-        (None, Some(l)) => l,
-        (None, None) => return Err(not(
-            "cannot tell whether its input is NCHW or NHWC; pass --layout or set it in the sidecar"
-                .into(),
-        )),
-    };
-    let [c0, h0, w0] = input.chw(layout);
-    let (height, width) =
-        match (s.size, h0, w0) {
-            (Some((h, w)), Some(mh), Some(mw)) if (h, w) != (mh, mw) => {
-                return Err(Error::Config(format!(
-                    "size {h}x{w} was asked for but {} takes {mh}x{mw}",
-                    path.display()
-                )))
-            }
-            (Some(hw), _, _) => hw,
-            (None, Some(h), Some(w)) => (h, w),
-            _ => return Err(not(
-                "its input height/width are dynamic; pass --size HxW or set size in the sidecar"
-                    .into(),
-            )),
-        };
-    let channels = match (s.channels, c0) {
-        (Some(ch), Some(mc)) if ch.count() != mc => {
-            return Err(Error::Config(format!(
-                "channels {ch:?} ({} channel(s)) asked for but {} takes {mc}",
-                ch.count(),
-                path.display()
-            )))
-        }
-        (Some(ch), _) => ch,
-        (None, Some(1)) => Channels::Gray,
-        (None, Some(3)) => Channels::Rgb,
-        (None, other) => {
-            return Err(not(format!(
-                "its input has {} channels; georob reads gray (1) or colour (3) images",
-                other.map_or("a dynamic number of".to_string(), |c| c.to_string())
-            )))
-        }
-    };
-    let n = channels.count();
-    let mean = spec::per_channel(s.mean.as_ref(), n, 0.0, "mean")?;
-    let std = spec::per_channel(s.std.as_ref(), n, 1.0, "std")?;
-    if std.iter().any(|&v| v == 0.0 || !v.is_finite()) {
-        return Err(Error::Config(format!(
-            "std must be finite and non-zero, got {std:?}"
-        )));
-    }
-    let output = s.output.unwrap_or(match onnx.final_softmax() {
-        Some(i) if onnx.graph().node[i].op_type == "Softmax" => OutputKind::Probs,
-        _ => OutputKind::Logits,
-    });
-    Ok(InputSpec {
-        layout,
-        height,
-        width,
-        channels,
-        scale: s.scale.unwrap_or(1.0),
-        mean,
-        std,
-        output,
-    })
 }
 
 fn read_class_names(path: &Path) -> Result<Vec<String>> {
