@@ -535,3 +535,136 @@ fn assemble(
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use crate::grad::onnx::Attr;
+    use crate::grad::testutil::{assert_grad, ints, model, node, w};
+    use crate::grad::{
+        build_gradient_graph, build_gradient_graph_probed, probe_model, CotangentLayout,
+        GradientGraph,
+    };
+
+    /// One probe run serves the graphs of every M at its shape: each is byte for byte the graph a
+    /// fresh build makes, also for a MaxPool (whose rule adds the `Indices` output to the shapes
+    /// it reads, which must not leak from one build into the next) followed by a Conv.
+    #[test]
+    fn one_probe_builds_every_m() {
+        let attrs = vec![
+            ("kernel_shape", ints(&[3, 3])),
+            ("strides", ints(&[2, 2])),
+            ("pads", ints(&[1, 1, 1, 1])),
+        ];
+        let shape = [2, 2, 7, 6];
+        let m = model(
+            vec![
+                node("MaxPool", &["x"], "p", attrs),
+                node("Conv", &["p", "w"], "y", vec![]),
+            ],
+            vec![w("w", &[3, 2, 2, 2], 4)],
+            "x",
+            &shape,
+            "y",
+            13,
+        );
+        let probed = probe_model(&m, &shape).unwrap();
+        for classes in [3, 1, 3, 2] {
+            let shared =
+                build_gradient_graph_probed(&m, &probed, classes, CotangentLayout::Batched)
+                    .unwrap();
+            let fresh = build_gradient_graph(&m, &shape, classes).unwrap();
+            assert_eq!(shared.classes, classes);
+            assert_eq!(
+                shared.model.encode_to_vec(),
+                fresh.model.encode_to_vec(),
+                "M = {classes}"
+            );
+        }
+    }
+
+    /// The split layout (one backward pass per cotangent, tract's) computes what the batched one
+    /// does, and emits each local derivative once: the ReLU6 masks (BatchNormalization steps) and
+    /// the MaxPool indices' scatter are not repeated per cotangent.
+    #[test]
+    fn split_cotangents_match_the_batched_layout_and_share_local_derivatives() {
+        use crate::grad::testutil::{plan, run, Rng};
+        use crate::grad::CotangentLayout::{Batched, Split};
+        let shape = [2usize, 3, 8, 7];
+        let clip = vec![("min", Attr::Float(0.0)), ("max", Attr::Float(6.0))];
+        let pool = vec![("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
+        let m = model(
+            vec![
+                node(
+                    "Conv",
+                    &["x", "w1"],
+                    "c1",
+                    vec![("pads", ints(&[1, 1, 1, 1]))],
+                ),
+                node("Clip", &["c1"], "a1", clip),
+                node("MaxPool", &["a1"], "p", pool),
+                node("Conv", &["p", "w2"], "y", vec![]),
+            ],
+            vec![w("w1", &[4, 3, 3, 3], 5), w("w2", &[5, 4, 2, 2], 6)],
+            "x",
+            &shape,
+            "y",
+            10,
+        );
+        let probed = probe_model(&m, &shape).unwrap();
+        let classes = 3;
+        let batched = build_gradient_graph_probed(&m, &probed, classes, Batched).unwrap();
+        let split = build_gradient_graph_probed(&m, &probed, classes, Split).unwrap();
+        let count = |g: &GradientGraph, op: &str| {
+            let nodes = &g.model.graph.as_ref().unwrap().node;
+            nodes.iter().filter(|n| n.op_type == op).count()
+        };
+        for op in ["BatchNormalization", "Relu"] {
+            assert!(count(&batched, op) > 0, "{op}");
+            assert_eq!(count(&split, op), count(&batched, op), "{op}");
+        }
+        // The two forward convolutions once, each pass's own convolution VJPs per cotangent.
+        let convs = |g| count(g, "ConvTranspose") + count(g, "Conv");
+        assert_eq!(convs(&split) - 2, classes * (convs(&batched) - 2));
+        let k = batched.num_logits;
+        let mut rng = Rng(11);
+        let x = rng.vec(shape.iter().product(), 4.0);
+        let cot = rng.vec(shape[0] * classes * k, 1.0);
+        let cs = [shape[0], classes, k];
+        let outs: Vec<_> = [&batched, &split]
+            .iter()
+            .map(|g| {
+                run(
+                    &plan(&g.model, &[&shape, &cs]),
+                    &[(&shape, &x), (&cs, &cot)],
+                )
+            })
+            .collect();
+        assert_eq!(outs[0][0], outs[1][0], "logits");
+        assert_eq!(outs[0][1].0, outs[1][1].0, "grad shape");
+        let scale = outs[0][1].1.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(scale > 0.0);
+        for (a, b) in outs[0][1].1.iter().zip(&outs[1][1].1) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_renamed() {
+        // The model input is called `logits` and an inner tensor `input`.
+        let nodes = vec![
+            node("Relu", &["logits"], "input", vec![]),
+            node("Gemm", &["input", "b"], "grad", vec![]),
+        ];
+        let m = model(
+            nodes,
+            vec![w("b", &[4, 3], 70)],
+            "logits",
+            &[2, 4],
+            "grad",
+            13,
+        );
+        assert_grad(&m, &[2, 4], 1.0);
+    }
+}

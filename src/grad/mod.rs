@@ -61,9 +61,10 @@
 //!
 //! # Testing
 //!
-//! Unit tests (`tests.rs`) check every rule family on tiny graphs against central differences
-//! of the original graph on tract ([`fd`]); `tests/grad_reference.rs` checks the 104 PyTorch
-//! autograd references of `onnx_models/grad/`; `tests/grad_models.rs` the bundled classifiers.
+//! Unit tests beside each rule (`rules/*.rs`) check its family on tiny graphs against central
+//! differences of the original graph on tract ([`fd`]), and `tests.rs` small networks of many
+//! families; `tests/it/grad_reference.rs` checks the 104 PyTorch autograd references of
+//! `onnx_models/grad/`; `tests/it/grad_models.rs` the bundled classifiers.
 //! With `GRAD_DUMP=dir` the tests write each emitted graph and its tract results, which
 //! `tests/data/grad/ort_check.py` replays on ONNX Runtime.
 //!

@@ -234,8 +234,9 @@ pub fn missing(g: &GraphProto, info: &PathInfo) -> Vec<UnsupportedNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grad::build_gradient_graph;
     use crate::grad::onnx::*;
-    use crate::grad::testutil::model;
+    use crate::grad::testutil::{assert_grad, chain, model, node, w};
 
     #[test]
     fn finds_pre_softmax_logits_and_skips_shape_paths() {
@@ -266,5 +267,99 @@ mod tests {
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].op_type, "Foo");
         assert_eq!(missing[0].node_name, "foo");
+    }
+
+    #[test]
+    fn final_softmax_is_skipped() {
+        let nodes = vec![
+            node("Gemm", &["x", "b"], "z", vec![]),
+            node("Softmax", &["z"], "p", vec![("axis", Attr::Int(1))]),
+            node("Identity", &["p"], "y", vec![]),
+        ];
+        let m = chain(nodes, vec![w("b", &[4, 3], 21)], &[2, 4], 13);
+        let g = build_gradient_graph(&m, &[2, 4], 2).unwrap();
+        assert!(g.pre_softmax);
+        assert_eq!((g.batch, g.classes, g.num_logits), (2, 2, 3));
+        assert_grad(&m, &[2, 4], 1.0);
+    }
+
+    #[test]
+    fn missing_rules_are_listed_by_name() {
+        let mut custom = node("Foo", &["x"], "f", vec![]);
+        custom.domain = "com.example".into();
+        let nodes = vec![
+            custom,
+            node("Relu", &["f"], "r", vec![]),
+            node("Hardmax", &["r"], "y", vec![]),
+        ];
+        let m = chain(nodes, vec![], &[2, 3], 13);
+        let miss = ops_without_rule(&m);
+        let names: Vec<_> = miss
+            .iter()
+            .map(|u| (u.op_type.as_str(), u.node_name.as_str()))
+            .collect();
+        assert_eq!(names, vec![("com.example.Foo", "f"), ("Hardmax", "y")]);
+        let err = build_gradient_graph(&m, &[2, 3], 1).unwrap_err();
+        assert!(
+            matches!(err, GradError::MissingRules(ref v) if v.len() == 2),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Hardmax (node `y`)") && msg.contains("com.example.Foo (node `f`)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn constant_nodes_and_initializer_inputs() {
+        let mut m = chain(
+            vec![
+                make_node(
+                    "Constant",
+                    "k",
+                    &[],
+                    &["k"],
+                    vec![(
+                        "value",
+                        Attr::Tensor(Box::new(tensor_f32("", &[3], &[1.0, 2.0, 3.0]))),
+                    )],
+                ),
+                node("Mul", &["x", "k"], "m", vec![]),
+                node("Gemm", &["m", "b"], "y", vec![]),
+            ],
+            vec![w("b", &[3, 2], 71)],
+            &[2, 3],
+            13,
+        );
+        // List the initializer as a graph input too (old exporters did).
+        let g = m.graph.as_mut().unwrap();
+        g.input.push(value_info_f32("b", &[3, 2]));
+        assert_grad(&m, &[2, 3], 1.0);
+    }
+
+    #[test]
+    fn a_path_cut_by_integer_steps_is_an_error_not_a_zero_gradient() {
+        let nodes = vec![
+            node("Cast", &["x"], "i", vec![("to", Attr::Int(7))]),
+            node("Cast", &["i"], "y", vec![("to", Attr::Int(1))]),
+        ];
+        let m = chain(nodes, vec![], &[2, 3], 13);
+        let err = build_gradient_graph(&m, &[2, 3], 1).unwrap_err();
+        assert!(
+            err.to_string().contains("does not depend on the input"),
+            "{err}"
+        );
+        // Fake quantisation stays on the path: its operators are named instead.
+        let nodes = vec![
+            node("QuantizeLinear", &["x", "s"], "q", vec![]),
+            node("DequantizeLinear", &["q", "s"], "y", vec![]),
+        ];
+        let m = chain(nodes, vec![w("s", &[], 1)], &[2, 3], 13);
+        let miss: Vec<String> = ops_without_rule(&m)
+            .iter()
+            .map(|u| u.op_type.clone())
+            .collect();
+        assert_eq!(miss, ["QuantizeLinear", "DequantizeLinear"]);
     }
 }

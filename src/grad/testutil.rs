@@ -5,7 +5,7 @@ use tract_onnx::prelude::*;
 
 use super::builder::build_gradient_graph;
 use super::fd;
-use super::onnx::value_info_f32;
+use super::onnx::{make_node, tensor_f32, value_info_f32, Attr};
 use super::path::find_logits;
 
 /// A one-input, one-output model at `opset`.
@@ -41,6 +41,53 @@ pub fn model(
         }),
         ..Default::default()
     }
+}
+
+/// A model of the chain `nodes` from input `x` of `shape` to the last node's output.
+pub fn chain(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    shape: &[usize],
+    opset: i64,
+) -> ModelProto {
+    let out = nodes.last().unwrap().output[0].clone();
+    model(nodes, inits, "x", shape, &out, opset)
+}
+
+/// A node `op` named after its one output `out`.
+pub fn node(op: &str, inputs: &[&str], out: &str, attrs: Vec<(&str, Attr)>) -> NodeProto {
+    make_node(op, out, inputs, &[out], attrs)
+}
+
+/// An ints attribute.
+pub fn ints(v: &[i64]) -> Attr {
+    Attr::Ints(v.to_vec())
+}
+
+/// A float weight of `dims`, uniform in [-0.5, 0.5) from `seed`.
+pub fn w(name: &str, dims: &[usize], seed: u64) -> TensorProto {
+    let n: usize = dims.iter().product();
+    tensor_f32(name, dims, &Rng(seed).vec(n, 0.5))
+}
+
+/// `x → op → y`, checked for M = 1 and 10.
+pub fn one(
+    op: &str,
+    inputs: &[&str],
+    attrs: Vec<(&str, Attr)>,
+    inits: Vec<TensorProto>,
+    shape: &[usize],
+    opset: i64,
+) {
+    let m = model(
+        vec![node(op, inputs, "y", attrs)],
+        inits,
+        "x",
+        shape,
+        "y",
+        opset,
+    );
+    assert_grad(&m, shape, 1.0);
 }
 
 /// Deterministic pseudo-random numbers.
@@ -212,7 +259,7 @@ pub fn check(m: &ModelProto, shape: &[usize], classes: usize, scale: f32, seed: 
             for s in 0..n {
                 let xs = &x[s * d..(s + 1) * d];
                 let cs = &cot[s * classes * k..(s + 1) * classes * k];
-                fdg.extend(fd::vjp(|r: &[f32]| f_at(s, r), xs, cs, h).unwrap());
+                fdg.extend(fd::vjp(|r: &[f32]| f_at(s, r), xs, cs, h, xs.len()).unwrap());
             }
             fdg
         })

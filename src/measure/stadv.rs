@@ -15,7 +15,7 @@
 //! trades margin against smoothness from there. The random starts of the
 //! reference code (±1 px, or ±0.1 px) leave rough flows that L-BFGS pulls
 //! back to zero before they fool the model; the linearised start reaches a fooling flow
-//! first (tests/geometric.rs checks the success rate).
+//! first (tests/it/geometric.rs checks the success rate).
 //!
 //! Every flow the optimiser evaluates is checked: the image is fooled when
 //! one of them changes the prediction, and the one reported is the fooling
@@ -30,7 +30,7 @@
 //! (`min_scale`, `min_flow_loss`, `min_max_disp_px`, `min_adv_pred`).
 //! `L_flow` is nearly proportional to `s`. On the digits CNN every reported
 //! flow already sits on the boundary (`min_scale` 1 at grid resolution
-//! 1/256; tests/geometric.rs). A search over larger τ finds nothing
+//! 1/256; tests/it/geometric.rs). A search over larger τ finds nothing
 //! smoother: from a fooling start, L-BFGS at larger τ slides back over the
 //! boundary and evaluates no smoother fooling flow (tried on the digits).
 

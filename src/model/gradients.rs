@@ -266,39 +266,19 @@ impl Model {
         Ok((logits, grads))
     }
 
-    /// Central differences along all `d` basis directions, many per model call.
+    /// Central differences along all `d` basis directions ([`grad::fd::vjp`]), many per
+    /// model call.
     fn fd_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let d = self.spec.sample_len();
-        let k = self.classes;
+        let (d, k) = (self.spec.sample_len(), self.classes);
         let logits = self.logits(x, n)?;
-        let mut grads = vec![0.0f32; n * m * d];
         let per_call = (self.batch().max(64) / 2).max(1);
+        let f = |rows: &[f32]| self.logits(rows, rows.len() / d);
+        let mut grads = Vec::with_capacity(n * m * d);
         for i in 0..n {
             let xi = &x[i * d..(i + 1) * d];
             let h = grad::fd::default_step(xi);
-            for first in (0..d).step_by(per_call) {
-                let dirs = per_call.min(d - first);
-                let mut rows = Vec::with_capacity(2 * dirs * d);
-                for j in first..first + dirs {
-                    for s in [h, -h] {
-                        let start = rows.len();
-                        rows.extend_from_slice(xi);
-                        rows[start + j] += s;
-                    }
-                }
-                let out = self.logits(&rows, 2 * dirs)?;
-                for (jj, j) in (first..first + dirs).enumerate() {
-                    let plus = &out[2 * jj * k..(2 * jj + 1) * k];
-                    let minus = &out[(2 * jj + 1) * k..(2 * jj + 2) * k];
-                    for mi in 0..m {
-                        let c = &cot[(i * m + mi) * k..(i * m + mi + 1) * k];
-                        let v: f64 = (0..k)
-                            .map(|kk| c[kk] as f64 * (plus[kk] as f64 - minus[kk] as f64))
-                            .sum();
-                        grads[(i * m + mi) * d + j] = (v / (2.0 * h as f64)) as f32;
-                    }
-                }
-            }
+            let g = grad::fd::vjp(f, xi, &cot[i * m * k..(i + 1) * m * k], h, per_call)?;
+            grads.extend(g.into_iter().map(|v| v as f32));
         }
         Ok((logits, grads))
     }

@@ -312,6 +312,8 @@ pub fn softmax(
 #[cfg(test)]
 mod tests {
     use super::bound_step;
+    use crate::grad::onnx::{tensor_f32, Attr};
+    use crate::grad::testutil::{assert_grad, chain, model, node, one};
 
     /// `Relu(sign·K·y + c)` in f32, as a backend computes it: a multiply then an add, or one
     /// fused multiply-add.
@@ -437,5 +439,100 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn piecewise_activations() {
+        one("Relu", &["x"], vec![], vec![], &[2, 9], 13);
+        one(
+            "LeakyRelu",
+            &["x"],
+            vec![("alpha", Attr::Float(0.1))],
+            vec![],
+            &[2, 9],
+            13,
+        );
+        one(
+            "HardSigmoid",
+            &["x"],
+            vec![("alpha", Attr::Float(0.3))],
+            vec![],
+            &[2, 9],
+            13,
+        );
+        let m = model(
+            vec![node("HardSwish", &["x"], "y", vec![])],
+            vec![],
+            "x",
+            &[2, 9],
+            "y",
+            14,
+        );
+        assert_grad(&m, &[2, 9], 5.0);
+        let slope = tensor_f32("s", &[3, 1], &[0.1, 0.2, -0.3]);
+        one("PRelu", &["x", "s"], vec![], vec![slope], &[2, 3, 3], 13);
+    }
+
+    #[test]
+    fn clip_attribute_and_input_forms() {
+        let lo = tensor_f32("lo", &[], &[-0.3]);
+        let hi = tensor_f32("hi", &[], &[0.4]);
+        one(
+            "Clip",
+            &["x", "lo", "hi"],
+            vec![],
+            vec![lo.clone(), hi],
+            &[2, 9],
+            13,
+        );
+        one("Clip", &["x", "lo"], vec![], vec![lo.clone()], &[2, 9], 12);
+        // Relu6 at opset 6–10: min/max attributes.
+        let attrs = vec![("min", Attr::Float(0.0)), ("max", Attr::Float(0.5))];
+        one("Clip", &["x"], attrs.clone(), vec![], &[2, 9], 10);
+        // 4-D: constant bounds take the BatchNormalization/Relu mask (one lower bound, both,
+        // and the fused `Clip(0, hi)` form), as does Relu.
+        let zero = tensor_f32("zero", &[], &[0.0]);
+        let hi = tensor_f32("hi", &[], &[0.4]);
+        let image = [2, 3, 4, 4];
+        one("Clip", &["x", "lo"], vec![], vec![lo.clone()], &image, 13);
+        one(
+            "Clip",
+            &["x", "lo", "hi"],
+            vec![],
+            vec![lo, hi.clone()],
+            &image,
+            13,
+        );
+        one(
+            "Clip",
+            &["x", "zero", "hi"],
+            vec![],
+            vec![zero, hi],
+            &image,
+            13,
+        );
+        one("Clip", &["x"], attrs, vec![], &image, 10);
+        one("Relu", &["x"], vec![], vec![], &image, 13);
+    }
+
+    /// `op` followed by a scale, so that the softmax is not the final node (which would be
+    /// skipped as pre-softmax logits).
+    fn not_last(op: &str, attrs: Vec<(&str, Attr)>, shape: &[usize], opset: i64) {
+        let nodes = vec![
+            node(op, &["x"], "s", attrs),
+            node("Mul", &["s", "k"], "y", vec![]),
+        ];
+        let k = tensor_f32("k", &[], &[3.0]);
+        assert_grad(&chain(nodes, vec![k], shape, opset), shape, 1.0);
+    }
+
+    #[test]
+    fn softmax_axes_across_opsets() {
+        // opset 11: axis 1 on a 3-D tensor coerces to 2-D: normalise over axes 1 and 2.
+        not_last("Softmax", vec![("axis", Attr::Int(1))], &[2, 3, 4], 11);
+        not_last("LogSoftmax", vec![("axis", Attr::Int(1))], &[2, 3, 4], 11);
+        // opset 13: a single axis.
+        not_last("Softmax", vec![("axis", Attr::Int(1))], &[2, 3, 4], 13);
+        not_last("LogSoftmax", vec![], &[2, 3, 4], 13);
     }
 }

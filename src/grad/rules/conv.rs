@@ -269,7 +269,9 @@ pub fn conv(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grad::onnx::make_node;
+    use crate::grad::build_gradient_graph;
+    use crate::grad::onnx::{make_node, tensor_i64};
+    use crate::grad::testutil::{assert_grad, ints, model, node, one, w};
 
     #[test]
     fn same_upper_pads_and_transpose_geometry() {
@@ -300,5 +302,190 @@ mod tests {
         let w = Window::of(&n, vec![3], &[8], &[3]).unwrap();
         let (pads, op) = w.transpose_pads(&[8], &[3]);
         assert_eq!((pads, op), (vec![0, 0], vec![1]));
+    }
+
+    /// Stride-1 convolutions go back through a flipped-kernel Conv when it lays out fewer values
+    /// than a ConvTranspose (C_in ≥ C_out per group, or a 1×1 kernel), else through ConvTranspose;
+    /// both forms must be exact.
+    #[test]
+    fn conv_stride1_vjp_takes_the_smaller_form() {
+        for (dims, form) in [
+            ([2usize, 4, 3, 3], "Conv"),
+            ([4, 2, 3, 3], "ConvTranspose"),
+            ([4, 2, 1, 1], "Conv"),
+        ] {
+            let pads = if dims[2] == 3 { [1, 0, 1, 2] } else { [0; 4] };
+            let attrs = vec![("pads", ints(&pads))];
+            let m = model(
+                vec![node("Conv", &["x", "w"], "y", attrs)],
+                vec![w("w", &dims, 9)],
+                "x",
+                &[2, dims[1], 5, 6],
+                "y",
+                13,
+            );
+            let built = build_gradient_graph(&m, &[2, dims[1], 5, 6], 3).unwrap();
+            let backward: Vec<&str> = built.model.graph.as_ref().unwrap().node[1..]
+                .iter()
+                .map(|n| n.op_type.as_str())
+                .filter(|op| op.starts_with("Conv"))
+                .collect();
+            assert_eq!(backward, [form], "weights {dims:?}");
+            assert_grad(&m, &[2, dims[1], 5, 6], 1.0);
+        }
+    }
+
+    /// TF-style "same" padding exported as Pad → Conv: the Pad's crop is folded into the pads of
+    /// the Conv VJP (no Slice left), for the stride-1 flipped Conv, the flipped Conv over the
+    /// interleaved cotangent of strided depthwise convolutions and the ConvTranspose of strided
+    /// dense ones; all exact.
+    #[test]
+    fn pad_then_conv_folds_the_crop_into_the_conv_vjp() {
+        for (dims, group, stride, form) in [
+            ([3usize, 3, 3, 3], 1i64, 1i64, "Conv"),
+            ([4, 1, 3, 3], 4, 2, "Conv"),
+            ([4, 1, 5, 5], 4, 2, "Conv"),
+            ([4, 4, 3, 3], 1, 2, "ConvTranspose"),
+        ] {
+            let cin = dims[1] * group as usize;
+            let shape = [2, cin, 7, 8];
+            let pads = tensor_i64("p", &[8], &[0, 0, 1, 0, 0, 0, 1, 2]);
+            let nodes = vec![
+                node("Pad", &["x", "p"], "xp", vec![]),
+                node(
+                    "Conv",
+                    &["xp", "w"],
+                    "y",
+                    vec![
+                        ("group", Attr::Int(group)),
+                        ("strides", ints(&[stride, stride])),
+                    ],
+                ),
+            ];
+            let m = model(nodes, vec![pads, w("w", &dims, 10)], "x", &shape, "y", 13);
+            let built = build_gradient_graph(&m, &shape, 3).unwrap();
+            let ops: Vec<&str> = built.model.graph.as_ref().unwrap().node[2..]
+                .iter()
+                .map(|n| n.op_type.as_str())
+                .collect();
+            assert!(!ops.contains(&"Slice"), "{dims:?}: {ops:?}");
+            assert!(ops.contains(&form), "{dims:?}: {ops:?}");
+            assert_grad(&m, &shape, 1.0);
+        }
+    }
+
+    #[test]
+    fn conv_grouped_strided_dilated_asymmetric_pads() {
+        let attrs = vec![
+            ("group", Attr::Int(2)),
+            ("strides", ints(&[2, 1])),
+            ("dilations", ints(&[1, 2])),
+            ("pads", ints(&[1, 0, 0, 2])),
+        ];
+        one(
+            "Conv",
+            &["x", "w"],
+            attrs,
+            vec![w("w", &[4, 2, 3, 2], 5)],
+            &[2, 4, 6, 5],
+            11,
+        );
+    }
+
+    /// Strided depthwise convolutions go back through a 1×1 ConvTranspose that puts zeros
+    /// between the cotangent's values and a stride-1 Conv with the flipped kernel (no k×k
+    /// ConvTranspose), exact for unequal strides, dilations, asymmetric pads and 1-D inputs.
+    #[test]
+    fn conv_strided_depthwise_vjp_interleaves_then_convolves() {
+        type Case<'a> = (&'a [usize], &'a [usize], Vec<(&'a str, Attr)>);
+        let cases: [Case; 4] = [
+            (
+                &[3, 1, 3, 3],
+                &[2, 3, 9, 8],
+                vec![("strides", ints(&[2, 2]))],
+            ),
+            (
+                &[3, 1, 3, 2],
+                &[1, 3, 11, 9],
+                vec![
+                    ("strides", ints(&[3, 2])),
+                    ("dilations", ints(&[2, 1])),
+                    ("pads", ints(&[2, 0, 1, 1])),
+                ],
+            ),
+            (
+                &[2, 1, 5, 5],
+                &[1, 2, 8, 7],
+                vec![("strides", ints(&[2, 2])), ("pads", ints(&[1, 2, 2, 1]))],
+            ),
+            (&[4, 1, 4], &[2, 4, 13], vec![("strides", ints(&[3]))]),
+        ];
+        for (dims, shape, mut attrs) in cases {
+            attrs.push(("group", Attr::Int(dims[0] as i64)));
+            let m = model(
+                vec![node("Conv", &["x", "w"], "y", attrs)],
+                vec![w("w", dims, 11)],
+                "x",
+                shape,
+                "y",
+                13,
+            );
+            let built = build_gradient_graph(&m, shape, 3).unwrap();
+            let kernels: Vec<(&str, Vec<i64>)> = built.model.graph.as_ref().unwrap().node[1..]
+                .iter()
+                .filter(|n| n.op_type.starts_with("Conv"))
+                .map(|n| {
+                    let k = n.attribute.iter().find(|a| a.name == "kernel_shape");
+                    (
+                        n.op_type.as_str(),
+                        k.map(|a| a.ints.clone()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let ones = vec![1; dims.len() - 2];
+            let kernel: Vec<i64> = dims[2..].iter().map(|&k| k as i64).collect();
+            assert_eq!(
+                kernels,
+                [("ConvTranspose", ones), ("Conv", kernel)],
+                "weights {dims:?}"
+            );
+            assert_grad(&m, shape, 1.0);
+        }
+    }
+
+    #[test]
+    fn conv_depthwise_same_upper_and_lower() {
+        for mode in ["SAME_UPPER", "SAME_LOWER"] {
+            let attrs = vec![
+                ("group", Attr::Int(3)),
+                ("strides", ints(&[2, 2])),
+                ("auto_pad", Attr::Str(mode.into())),
+                ("kernel_shape", ints(&[3, 3])),
+            ];
+            one(
+                "Conv",
+                &["x", "w"],
+                attrs,
+                vec![w("w", &[3, 1, 3, 3], 6)],
+                &[1, 3, 6, 7],
+                13,
+            );
+        }
+    }
+
+    #[test]
+    fn conv_1d_valid() {
+        let attrs = vec![
+            ("auto_pad", Attr::Str("VALID".into())),
+            ("strides", ints(&[3])),
+        ];
+        one(
+            "Conv",
+            &["x", "w", "b"],
+            attrs,
+            vec![w("w", &[3, 2, 2], 7), w("b", &[3], 8)],
+            &[2, 2, 9],
+            17,
+        );
     }
 }

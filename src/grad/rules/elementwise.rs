@@ -147,3 +147,101 @@ pub fn unary(
     };
     Ok(vec![Some(ctx.mul_tiled(gy, &d, &y))])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::{tensor_f32, Attr};
+    use crate::grad::testutil::{assert_grad, chain, ints, node, one};
+
+    #[test]
+    fn binary_ops_with_broadcasting() {
+        for op in ["Add", "Sub", "Mul", "Div"] {
+            // x (N,3,4) op c (3,1); and c op x
+            let c = tensor_f32("c", &[3, 1], &[1.5, -2.0, 0.75]);
+            one(op, &["x", "c"], vec![], vec![c.clone()], &[2, 3, 4], 13);
+            one(op, &["c", "x"], vec![], vec![c], &[2, 3, 4], 13);
+            // both active, one reduced (broadcast): x op mean(x)
+            let nodes = vec![
+                node(
+                    "ReduceMean",
+                    &["x"],
+                    "m",
+                    vec![("axes", ints(&[2])), ("keepdims", Attr::Int(1))],
+                ),
+                node("Sigmoid", &["m"], "s", vec![]),
+                node(op, &["x", "s"], "y", vec![]),
+            ];
+            assert_grad(&chain(nodes, vec![], &[2, 3, 4], 11), &[2, 3, 4], 1.0);
+        }
+    }
+
+    #[test]
+    fn pow_sum_where_max_min() {
+        // Pow with constant exponent on a positive base.
+        let nodes = vec![
+            node("Sigmoid", &["x"], "s", vec![]),
+            node("Pow", &["s", "e"], "y", vec![]),
+        ];
+        let e = tensor_f32("e", &[], &[2.5]);
+        assert_grad(&chain(nodes, vec![e], &[2, 5], 13), &[2, 5], 1.0);
+        // Pow with an active exponent.
+        let nodes = vec![node("Pow", &["b", "x"], "y", vec![])];
+        let b = tensor_f32("b", &[5], &[1.5, 2.0, 0.5, 3.0, 1.1]);
+        assert_grad(&chain(nodes, vec![b], &[2, 5], 13), &[2, 5], 1.0);
+        // Sum (variadic), Max, Min.
+        for op in ["Sum", "Max", "Min"] {
+            let nodes = vec![
+                node("Tanh", &["x"], "t", vec![]),
+                node("Neg", &["x"], "n", vec![]),
+                node(op, &["x", "t", "c", "n"], "y", vec![]),
+            ];
+            let c = tensor_f32("c", &[5], &[0.1, -0.2, 0.3, -0.4, 0.05]);
+            assert_grad(&chain(nodes, vec![c], &[2, 5], 13), &[2, 5], 1.0);
+        }
+        // Where with a data-dependent condition.
+        let nodes = vec![
+            node("Greater", &["x", "z"], "cond", vec![]),
+            node("Exp", &["x"], "e", vec![]),
+            node("Where", &["cond", "e", "x"], "y", vec![]),
+        ];
+        let z = tensor_f32("z", &[], &[0.0]);
+        assert_grad(&chain(nodes, vec![z], &[2, 6], 13), &[2, 6], 1.0);
+    }
+
+    #[test]
+    fn unary_functions() {
+        for op in [
+            "Neg", "Exp", "Tanh", "Erf", "Sigmoid", "Sin", "Cos", "Softplus", "Elu", "Abs",
+        ] {
+            one(op, &["x"], vec![], vec![], &[2, 7], 13);
+        }
+        // Functions needing a positive argument: through x² + 0.5.
+        for op in ["Sqrt", "Log", "Reciprocal"] {
+            let nodes = vec![
+                node("Mul", &["x", "x"], "sq", vec![]),
+                node("Add", &["sq", "h"], "p", vec![]),
+                node(op, &["p"], "y", vec![]),
+            ];
+            let h = tensor_f32("h", &[], &[0.5]);
+            assert_grad(&chain(nodes, vec![h], &[2, 7], 13), &[2, 7], 1.0);
+        }
+    }
+
+    #[test]
+    fn gelu_pattern() {
+        // x · ½ (1 + erf(x / √2)), as exported by PyTorch.
+        let nodes = vec![
+            node("Div", &["x", "r2"], "d", vec![]),
+            node("Erf", &["d"], "e", vec![]),
+            node("Add", &["e", "one"], "a", vec![]),
+            node("Mul", &["x", "a"], "m", vec![]),
+            node("Mul", &["m", "half"], "y", vec![]),
+        ];
+        let inits = vec![
+            tensor_f32("r2", &[], &[std::f32::consts::SQRT_2]),
+            tensor_f32("one", &[], &[1.0]),
+            tensor_f32("half", &[], &[0.5]),
+        ];
+        assert_grad(&chain(nodes, inits, &[2, 8], 13), &[2, 8], 2.0);
+    }
+}

@@ -250,3 +250,102 @@ pub fn matmul(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::Attr;
+    use crate::grad::testutil::{assert_grad, chain, ints, node, one, w};
+
+    #[test]
+    fn gemm_transposes_alpha_beta() {
+        let attrs = vec![
+            ("transA", Attr::Int(0)),
+            ("transB", Attr::Int(0)),
+            ("alpha", Attr::Float(0.7)),
+            ("beta", Attr::Float(1.3)),
+        ];
+        one(
+            "Gemm",
+            &["x", "b", "c"],
+            attrs,
+            vec![w("b", &[6, 3], 9), w("c", &[1, 3], 10)],
+            &[2, 6],
+            11,
+        );
+        // transA: the batch sits on axis 1 of A.
+        let nodes = vec![
+            node("Transpose", &["x"], "xt", vec![("perm", ints(&[1, 0]))]),
+            node(
+                "Gemm",
+                &["xt", "b"],
+                "y",
+                vec![("transA", Attr::Int(1)), ("transB", Attr::Int(1))],
+            ),
+        ];
+        assert_grad(
+            &chain(nodes, vec![w("b", &[3, 6], 11)], &[2, 6], 13),
+            &[2, 6],
+            1.0,
+        );
+    }
+
+    #[test]
+    fn gemm_with_active_c() {
+        let nodes = vec![
+            node("Relu", &["x"], "r", vec![]),
+            node(
+                "Gemm",
+                &["x", "b", "r"],
+                "y",
+                vec![("beta", Attr::Float(0.5))],
+            ),
+        ];
+        assert_grad(
+            &chain(nodes, vec![w("b", &[4, 4], 12)], &[3, 4], 13),
+            &[3, 4],
+            1.0,
+        );
+    }
+
+    #[test]
+    fn matmul_batched_broadcast_and_vector() {
+        one(
+            "MatMul",
+            &["x", "b"],
+            vec![],
+            vec![w("b", &[4, 3], 13)],
+            &[2, 5, 4],
+            13,
+        );
+        one(
+            "MatMul",
+            &["x", "b"],
+            vec![],
+            vec![w("b", &[4], 14)],
+            &[2, 3, 4],
+            13,
+        );
+        // constant on the left, broadcast over the batch: (3, 5) @ (N, 5, 2)
+        one(
+            "MatMul",
+            &["a", "x"],
+            vec![],
+            vec![w("a", &[3, 5], 15)],
+            &[2, 5, 2],
+            13,
+        );
+    }
+
+    #[test]
+    fn matmul_both_active_attention_scores() {
+        // s = x xᵀ per sample, then softmax, then s x.
+        let nodes = vec![
+            node("Transpose", &["x"], "xt", vec![("perm", ints(&[0, 2, 1]))]),
+            node("MatMul", &["x", "xt"], "s", vec![]),
+            node("Softmax", &["s"], "p", vec![("axis", Attr::Int(-1))]),
+            node("MatMul", &["p", "x"], "o", vec![]),
+            node("Flatten", &["o"], "y", vec![]),
+        ];
+        assert_grad(&chain(nodes, vec![], &[2, 4, 3], 13), &[2, 4, 3], 1.0);
+    }
+}

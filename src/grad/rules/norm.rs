@@ -142,3 +142,55 @@ pub fn layer_norm(
     out[0] = Some(normalize_vjp(ctx, &x, &axes, eps, &a));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::{tensor_f32, Attr};
+    use crate::grad::testutil::{one, w};
+
+    #[test]
+    fn batch_norm_instance_norm_layer_norm() {
+        let c = 3;
+        let bn = vec![
+            w("s", &[c], 30),
+            w("b", &[c], 31),
+            w("mu", &[c], 32),
+            tensor_f32("var", &[c], &[0.5, 1.0, 2.0]),
+        ];
+        one(
+            "BatchNormalization",
+            &["x", "s", "b", "mu", "var"],
+            vec![("epsilon", Attr::Float(1e-3))],
+            bn,
+            &[2, 3, 4, 2],
+            15,
+        );
+        let inn = vec![w("s", &[c], 33), w("b", &[c], 34)];
+        one(
+            "InstanceNormalization",
+            &["x", "s", "b"],
+            vec![],
+            inn,
+            &[2, 3, 5, 2],
+            13,
+        );
+        let ln = vec![w("s", &[4], 35), w("b", &[4], 36)];
+        one(
+            "LayerNormalization",
+            &["x", "s", "b"],
+            vec![],
+            ln,
+            &[2, 3, 4],
+            17,
+        );
+        let ln = vec![w("s", &[3, 4], 37)];
+        one(
+            "LayerNormalization",
+            &["x", "s"],
+            vec![("axis", Attr::Int(1))],
+            ln,
+            &[2, 3, 4],
+            17,
+        );
+    }
+}

@@ -210,3 +210,65 @@ pub fn global_pool(
     };
     Ok(vec![Some(gx)])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::Attr;
+    use crate::grad::testutil::{ints, one};
+
+    #[test]
+    fn max_pool_overlapping_ceil_dilated() {
+        // ResNet stem: 3×3, stride 2, pad 1 (overlapping windows).
+        let attrs = vec![
+            ("kernel_shape", ints(&[3, 3])),
+            ("strides", ints(&[2, 2])),
+            ("pads", ints(&[1, 1, 1, 1])),
+        ];
+        one("MaxPool", &["x"], attrs, vec![], &[2, 2, 7, 6], 13);
+        // ceil_mode with asymmetric pads and dilation.
+        let attrs = vec![
+            ("kernel_shape", ints(&[2, 3])),
+            ("strides", ints(&[2, 2])),
+            ("pads", ints(&[0, 1, 1, 0])),
+            ("dilations", ints(&[2, 1])),
+            ("ceil_mode", Attr::Int(1)),
+        ];
+        one("MaxPool", &["x"], attrs, vec![], &[1, 2, 8, 7], 12);
+        // auto_pad SAME_UPPER, 1-D.
+        let attrs = vec![
+            ("kernel_shape", ints(&[3])),
+            ("strides", ints(&[2])),
+            ("auto_pad", Attr::Str("SAME_UPPER".into())),
+        ];
+        one("MaxPool", &["x"], attrs, vec![], &[2, 3, 9], 11);
+    }
+
+    #[test]
+    fn average_pool_count_include_pad_both_ways() {
+        for cip in [0, 1] {
+            for ceil in [0, 1] {
+                let attrs = vec![
+                    ("kernel_shape", ints(&[3, 3])),
+                    ("strides", ints(&[2, 2])),
+                    ("pads", ints(&[1, 1, 1, 1])),
+                    ("count_include_pad", Attr::Int(cip)),
+                    ("ceil_mode", Attr::Int(ceil)),
+                ];
+                one("AveragePool", &["x"], attrs, vec![], &[2, 2, 6, 7], 11);
+            }
+        }
+    }
+
+    #[test]
+    fn global_pools() {
+        one(
+            "GlobalAveragePool",
+            &["x"],
+            vec![],
+            vec![],
+            &[2, 3, 4, 5],
+            13,
+        );
+        one("GlobalMaxPool", &["x"], vec![], vec![], &[2, 3, 4, 5], 13);
+    }
+}

@@ -106,3 +106,36 @@ pub fn reduce(
     out[0] = Some(gx);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::{tensor_i64, Attr};
+    use crate::grad::testutil::{ints, one};
+
+    #[test]
+    fn reductions_attr_and_input_axes() {
+        for op in [
+            "ReduceMean",
+            "ReduceSum",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceL2",
+            "ReduceSumSquare",
+        ] {
+            for keep in [0, 1] {
+                let attrs = vec![("axes", ints(&[1, -1])), ("keepdims", Attr::Int(keep))];
+                one(op, &["x"], attrs, vec![], &[2, 3, 2, 4], 11);
+                let axes = tensor_i64("axes", &[2], &[1, -1]);
+                let opset = if op == "ReduceSum" { 13 } else { 18 };
+                one(
+                    op,
+                    &["x", "axes"],
+                    vec![("keepdims", Attr::Int(keep))],
+                    vec![axes],
+                    &[2, 3, 2, 4],
+                    opset,
+                );
+            }
+        }
+    }
+}

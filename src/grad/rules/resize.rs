@@ -171,3 +171,48 @@ pub fn resize(
     out[0] = Some(g);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::grad::onnx::{tensor_f32, tensor_i64, Attr};
+    use crate::grad::testutil::one;
+
+    #[test]
+    fn resize_nearest_and_linear() {
+        let scales = tensor_f32("sc", &[4], &[1.0, 1.0, 2.0, 1.5]);
+        let roi = tensor_f32("roi", &[0], &[]);
+        for (mode, ctm, nearest) in [
+            ("nearest", "asymmetric", "floor"),
+            ("nearest", "half_pixel", "round_prefer_floor"),
+            ("linear", "half_pixel", "round_prefer_floor"),
+            ("linear", "align_corners", "round_prefer_floor"),
+            ("linear", "pytorch_half_pixel", "round_prefer_floor"),
+            ("linear", "asymmetric", "round_prefer_floor"),
+        ] {
+            let attrs = vec![
+                ("mode", Attr::Str(mode.into())),
+                ("coordinate_transformation_mode", Attr::Str(ctm.into())),
+                ("nearest_mode", Attr::Str(nearest.into())),
+            ];
+            one(
+                "Resize",
+                &["x", "roi", "sc"],
+                attrs,
+                vec![scales.clone(), roi.clone()],
+                &[2, 2, 3, 4],
+                13,
+            );
+        }
+        // sizes instead of scales.
+        let sizes = tensor_i64("sz", &[4], &[2, 2, 5, 3]);
+        let attrs = vec![("mode", Attr::Str("linear".into()))];
+        one(
+            "Resize",
+            &["x", "", "", "sz"],
+            attrs,
+            vec![sizes],
+            &[2, 2, 3, 4],
+            13,
+        );
+    }
+}

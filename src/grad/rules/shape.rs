@@ -601,7 +601,11 @@ pub fn expand(
 
 #[cfg(test)]
 mod tests {
+    use tract_onnx::pb::TensorProto;
+
     use super::*;
+    use crate::grad::onnx::{make_node, tensor_i64, Attr};
+    use crate::grad::testutil::{assert_grad, chain, ints, node, one, w};
 
     #[test]
     fn reshape_layout_tracks_the_batch_offset() {
@@ -625,5 +629,267 @@ mod tests {
         assert_eq!(normalise_slice(0, i64::MAX, 1, 4), (0, 4));
         assert_eq!(normalise_slice(5, 0, -2, 4), (3, 2));
         assert_eq!(normalise_slice(2, 2, 1, 4), (2, 0));
+    }
+
+    #[test]
+    fn reshape_family_across_opsets() {
+        let shape = tensor_i64("shape", &[3], &[0, 4, -1]);
+        one(
+            "Reshape",
+            &["x", "shape"],
+            vec![],
+            vec![shape],
+            &[2, 2, 6],
+            13,
+        );
+        let nodes = vec![
+            node("Flatten", &["x"], "f", vec![("axis", Attr::Int(2))]),
+            node("Reshape", &["f", "back"], "y", vec![]),
+        ];
+        let back = tensor_i64("back", &[2], &[2, -1]);
+        assert_grad(
+            &chain(nodes, vec![back], &[2, 3, 2, 2], 13),
+            &[2, 3, 2, 2],
+            1.0,
+        );
+        one(
+            "Transpose",
+            &["x"],
+            vec![("perm", ints(&[0, 2, 3, 1]))],
+            vec![],
+            &[2, 3, 2, 2],
+            13,
+        );
+        one(
+            "Unsqueeze",
+            &["x"],
+            vec![("axes", ints(&[1, -1]))],
+            vec![],
+            &[2, 3],
+            11,
+        );
+        one(
+            "Unsqueeze",
+            &["x", "a"],
+            vec![],
+            vec![tensor_i64("a", &[1], &[2])],
+            &[2, 3],
+            13,
+        );
+        one(
+            "Squeeze",
+            &["x"],
+            vec![("axes", ints(&[2]))],
+            vec![],
+            &[2, 3, 1],
+            11,
+        );
+        one(
+            "Squeeze",
+            &["x", "a"],
+            vec![],
+            vec![tensor_i64("a", &[1], &[-1])],
+            &[2, 3, 1],
+            13,
+        );
+        one("Identity", &["x"], vec![], vec![], &[2, 3], 13);
+        one("Dropout", &["x"], vec![], vec![], &[2, 3], 13);
+        one(
+            "Cast",
+            &["x"],
+            vec![("to", Attr::Int(1))],
+            vec![],
+            &[2, 3],
+            13,
+        );
+    }
+
+    #[test]
+    fn reshape_computed_by_shape_subgraph() {
+        // y = Reshape(x, concat(shape(x)[0:1], [-1])) — the PyTorch flatten export.
+        let nodes = vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Gather", &["s", "zero"], "n", vec![("axis", Attr::Int(0))]),
+            node("Unsqueeze", &["n", "ax0"], "n1", vec![]),
+            node(
+                "Concat",
+                &["n1", "m1"],
+                "shape",
+                vec![("axis", Attr::Int(0))],
+            ),
+            node("Relu", &["x"], "r", vec![]),
+            node("Reshape", &["r", "shape"], "y", vec![]),
+        ];
+        let inits = vec![
+            tensor_i64("zero", &[], &[0]),
+            tensor_i64("ax0", &[1], &[0]),
+            tensor_i64("m1", &[1], &[-1]),
+        ];
+        assert_grad(&chain(nodes, inits, &[2, 3, 2, 2], 13), &[2, 3, 2, 2], 1.0);
+    }
+
+    #[test]
+    fn concat_and_split_forms() {
+        let c = w("c", &[2, 2, 3], 40);
+        let nodes = vec![
+            node("Tanh", &["x"], "t", vec![]),
+            node(
+                "Concat",
+                &["x", "c", "t"],
+                "y",
+                vec![("axis", Attr::Int(1))],
+            ),
+        ];
+        assert_grad(&chain(nodes, vec![c], &[2, 2, 3], 13), &[2, 2, 3], 1.0);
+        // Split with sizes as attribute (11), as input (13), num_outputs (18); one output unused.
+        for opset in [11, 13, 18] {
+            let (inputs, attrs, inits): (Vec<&str>, Vec<(&str, Attr)>, Vec<TensorProto>) =
+                match opset {
+                    11 => (
+                        vec!["x"],
+                        vec![("axis", Attr::Int(1)), ("split", ints(&[2, 1, 3]))],
+                        vec![],
+                    ),
+                    13 => (
+                        vec!["x", "sp"],
+                        vec![("axis", Attr::Int(1))],
+                        vec![tensor_i64("sp", &[3], &[2, 1, 3])],
+                    ),
+                    _ => (
+                        vec!["x"],
+                        vec![("axis", Attr::Int(1)), ("num_outputs", Attr::Int(3))],
+                        vec![],
+                    ),
+                };
+            let nodes = vec![
+                make_node("Split", "split", &inputs, &["a", "b", "c"], attrs),
+                node("Sigmoid", &["c"], "sc", vec![]),
+                node("Concat", &["sc", "a"], "y", vec![("axis", Attr::Int(1))]),
+            ];
+            assert_grad(&chain(nodes, inits, &[2, 6, 2], opset), &[2, 6, 2], 1.0);
+        }
+    }
+
+    #[test]
+    fn slice_steps_negative_and_axes() {
+        let t = |n: &str, v: &[i64]| tensor_i64(n, &[v.len()], v);
+        // steps 2 on axis 2, negative step on axis 1, default axes omitted elsewhere.
+        let inits = vec![
+            t("st", &[3, 0]),
+            t("en", &[i64::MIN, 7]),
+            t("ax", &[1, 2]),
+            t("sp", &[-2, 2]),
+        ];
+        one(
+            "Slice",
+            &["x", "st", "en", "ax", "sp"],
+            vec![],
+            inits,
+            &[2, 5, 7],
+            13,
+        );
+        let inits = vec![t("st", &[0, 1]), t("en", &[i64::MAX, -1])];
+        one("Slice", &["x", "st", "en"], vec![], inits, &[2, 5], 11);
+        // step 3 that overshoots the end; negative start.
+        let inits = vec![
+            t("st", &[-6]),
+            t("en", &[100]),
+            t("ax", &[-1]),
+            t("sp", &[3]),
+        ];
+        one(
+            "Slice",
+            &["x", "st", "en", "ax", "sp"],
+            vec![],
+            inits,
+            &[2, 3, 7],
+            13,
+        );
+    }
+
+    #[test]
+    fn gather_constant_indices_with_repeats() {
+        let idx = tensor_i64("i", &[2, 2], &[0, 2, -1, 0]);
+        one(
+            "Gather",
+            &["x", "i"],
+            vec![("axis", Attr::Int(1))],
+            vec![idx],
+            &[2, 4, 3],
+            13,
+        );
+        let idx = tensor_i64("i", &[], &[1]);
+        one(
+            "Gather",
+            &["x", "i"],
+            vec![("axis", Attr::Int(2))],
+            vec![idx],
+            &[2, 4, 3],
+            13,
+        );
+    }
+
+    #[test]
+    fn pad_modes_and_forms() {
+        for mode in ["constant", "reflect", "edge"] {
+            let attrs = vec![("mode", Attr::Str(mode.into()))];
+            let p = tensor_i64("p", &[6], &[0, 2, 1, 0, 1, 2]);
+            one("Pad", &["x", "p"], attrs.clone(), vec![p], &[2, 4, 5], 13);
+            let mut a = attrs.clone();
+            a.push(("pads", ints(&[0, 1, 2, 0, 2, 1])));
+            one("Pad", &["x"], a, vec![], &[2, 4, 5], 10);
+            // opset 18 axes input.
+            let p = tensor_i64("p", &[2], &[2, 1]);
+            let ax = tensor_i64("ax", &[1], &[-1]);
+            one(
+                "Pad",
+                &["x", "p", "", "ax"],
+                attrs,
+                vec![p, ax],
+                &[2, 4, 5],
+                18,
+            );
+        }
+        // `wrap` (opset 19) and negative pads (crop) have rules, but tract cannot run them, so
+        // they are not tested here.
+    }
+
+    #[test]
+    fn expand_broadcast() {
+        let s = tensor_i64("s", &[4], &[2, 3, 2, 4]);
+        one("Expand", &["x", "s"], vec![], vec![s], &[2, 1, 2, 1], 13);
+    }
+
+    #[test]
+    fn attention_with_moving_batch_axis() {
+        // PyTorch MHA export pattern: (N, L, E) -> (L, N, E) -> (L, N·h, d) -> (N·h, L, d).
+        let (n, l, e, h) = (2usize, 3usize, 4usize, 2usize);
+        let d = e / h;
+        let s = |name: &str, v: &[i64]| tensor_i64(name, &[v.len()], v);
+        let nodes = vec![
+            node("MatMul", &["x", "wq"], "q0", vec![]),
+            node("Transpose", &["q0"], "q1", vec![("perm", ints(&[1, 0, 2]))]),
+            node("Reshape", &["q1", "s1"], "q2", vec![]),
+            node("Transpose", &["q2"], "q", vec![("perm", ints(&[1, 0, 2]))]),
+            node("Transpose", &["q"], "kt", vec![("perm", ints(&[0, 2, 1]))]),
+            node("MatMul", &["q", "kt"], "sc", vec![]),
+            node("Softmax", &["sc"], "p", vec![("axis", Attr::Int(-1))]),
+            node("MatMul", &["p", "q"], "o", vec![]),
+            node("Transpose", &["o"], "o1", vec![("perm", ints(&[1, 0, 2]))]),
+            node("Reshape", &["o1", "s2"], "o2", vec![]),
+            node("Transpose", &["o2"], "o3", vec![("perm", ints(&[1, 0, 2]))]),
+            node(
+                "ReduceMean",
+                &["o3"],
+                "y",
+                vec![("axes", ints(&[1])), ("keepdims", Attr::Int(0))],
+            ),
+        ];
+        let inits = vec![
+            w("wq", &[e, e], 50),
+            s("s1", &[l as i64, (n * h) as i64, d as i64]),
+            s("s2", &[l as i64, n as i64, e as i64]),
+        ];
+        assert_grad(&chain(nodes, inits, &[n, l, e], 13), &[n, l, e], 1.0);
     }
 }

@@ -6,10 +6,7 @@
 //! `⟨grad[n, m], v⟩` must match `cotangent[n, m] · (J v)` from central differences of the
 //! forward logits (best of three steps per direction). Bar: cosine ≥ 0.9999 and relative L2
 //! error ≤ 1e-3 over all compared values.
-#![cfg(feature = "tract")]
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use georob::grad::{build_gradient_graph, fd, GradError, GradientGraph};
@@ -17,18 +14,14 @@ use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models")
-}
+use crate::common::{self, compare, npy_f32, onnx_models, repo, run_plan};
 
 fn load(rel: &str) -> ModelProto {
-    ModelProto::decode(&*std::fs::read(root().join(rel)).unwrap()).unwrap()
+    ModelProto::decode(&*std::fs::read(onnx_models(rel)).unwrap()).unwrap()
 }
 
 fn npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
-    let f = npyz::NpyFile::new(File::open(root().join(rel)).unwrap()).unwrap();
-    let shape = f.shape().iter().map(|&d| d as usize).collect();
-    (shape, f.into_vec::<f32>().unwrap())
+    npy_f32(&onnx_models(rel))
 }
 
 /// The first `n` samples of an `(B, …)` array.
@@ -57,37 +50,15 @@ impl Rng {
 type Plan = Arc<TypedRunnableModel>;
 
 fn plan(m: &ModelProto) -> Plan {
-    tract_onnx::onnx()
-        .model_for_proto_model(m)
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap()
-}
-
-fn tensor(s: &[usize], d: &[f32]) -> TValue {
-    tract_ndarray::ArrayD::from_shape_vec(s.to_vec(), d.to_vec())
-        .unwrap()
-        .into_tensor()
-        .into()
+    common::plan(m).unwrap()
 }
 
 /// Runs a gradient graph: (logits, grad), flattened.
 fn run(p: &Plan, g: &GradientGraph, x: &[f32], cot: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let cs = [g.batch, g.classes, g.num_logits];
-    let out = p
-        .run(tvec![tensor(&g.input_shape, x), tensor(&cs, cot)])
-        .unwrap();
-    let v = |i: usize| {
-        out[i]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
-    };
-    (v(0), v(1))
+    let mut out = run_plan(p, &[(&g.input_shape, x), (&cs, cot)]).unwrap();
+    let grad = out.remove(1);
+    (out.remove(0), grad)
 }
 
 /// Checks the gradient graph of `model` for input `x` and `M = m` against directional FD.
@@ -165,14 +136,9 @@ fn check(model: &ModelProto, x: &(Vec<usize>, Vec<f32>), m: usize, dirs: usize) 
 
 /// Compares with the float64 PyTorch autograd references of `tests/data/grad/make_refs.py`.
 fn torch_reference(model: &str, input: &str, name: &str) {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/grad");
-    let read = |p: PathBuf| {
-        let f = npyz::NpyFile::new(File::open(p).unwrap()).unwrap();
-        let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-        (shape, f.into_vec::<f32>().unwrap())
-    };
-    let (cs, cot) = read(data.join(format!("{name}.cot.npy")));
-    let (_, want) = read(data.join(format!("{name}.grad.npy")));
+    let data = repo("tests/data/grad");
+    let (cs, cot) = npy_f32(&data.join(format!("{name}.cot.npy")));
+    let (_, want) = npy_f32(&data.join(format!("{name}.grad.npy")));
     let x = take(&npy(input), cs[0]);
     let t0 = Instant::now();
     let g = build_gradient_graph(&load(model), &x.0, cs[1]).unwrap();
@@ -190,9 +156,7 @@ fn torch_reference(model: &str, input: &str, name: &str) {
         });
         std::fs::write(format!("{dir}/{name}.json"), j.to_string()).unwrap();
     }
-    let a: Vec<f64> = grad.iter().map(|&v| v as f64).collect();
-    let b: Vec<f64> = want.iter().map(|&v| v as f64).collect();
-    let (cos, rel) = fd::compare(&a, &b);
+    let (cos, rel) = compare(&grad, &want);
     eprintln!("{name} vs torch: cos {cos:.7} rel {rel:.2e} (build {built:.1?}, run {ran:.1?})");
     assert!(cos >= 0.9999 && rel <= 1e-3, "{name}: cos {cos} rel {rel}");
 }
@@ -224,9 +188,7 @@ fn tiny_mobilenet_fixed_batch_agrees_with_dynamic() {
         let g = build_gradient_graph(&load(f), &x.0, 10).unwrap();
         grads.push(run(&plan(&g.model), &g, &x.1, &cot).1);
     }
-    let a: Vec<f64> = grads[0].iter().map(|&v| v as f64).collect();
-    let b: Vec<f64> = grads[1].iter().map(|&v| v as f64).collect();
-    let (cos, rel) = fd::compare(&a, &b);
+    let (cos, rel) = compare(&grads[0], &grads[1]);
     assert!(cos > 0.999999 && rel < 1e-5, "cos {cos} rel {rel}");
 }
 
@@ -296,13 +258,7 @@ fn efficientnet_lite0_folds_its_paddings_without_changing_the_logits() {
             .unwrap()
             .into_runnable()
             .unwrap();
-        let out = p.run(tvec![tensor(&shape, &x)]).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
+        run_plan(&p, &[(&shape, &x)]).unwrap().remove(0)
     };
     assert_eq!(logits(&folded), logits(&model));
 }

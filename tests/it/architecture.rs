@@ -3,11 +3,13 @@
 //! sets, and no measure opens a data set or a model file (the caller opens what a measure
 //! names, through `Context::resources`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::common::repo;
 
 /// The `.rs` files under `src/<dir>`, with their text.
 fn sources(dir: &str) -> Vec<(PathBuf, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let root = repo("src").join(dir);
     let mut out = vec![];
     let mut stack = vec![root];
     while let Some(d) = stack.pop() {

@@ -7,42 +7,17 @@
 //! tract, and require cosine ≥ 0.9999 and
 //! relative L2 error ≤ 1e-3 against the reference gradients. Skips (passes) when the folder is
 //! absent. Set `GEOROB_GRAD_ONLY=name1,name2` to run a subset.
-#![cfg(feature = "tract")]
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use georob::grad::{build_gradient_graph_probed, probe_model, CotangentLayout, GradError};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::*;
+
+use crate::common::{compare, grad_references, plan, read_npy_f32, repo, run_plan};
 
 fn npy(path: &Path) -> Option<(Vec<usize>, Vec<f32>)> {
-    let f = npyz::NpyFile::new(File::open(path).ok()?).ok()?;
-    let shape = f.shape().iter().map(|&d| d as usize).collect();
-    Some((shape, f.into_vec::<f32>().ok()?))
-}
-
-fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let cos = if na == 0.0 && nb == 0.0 {
-        1.0
-    } else {
-        dot / (na * nb).max(f64::MIN_POSITIVE)
-    };
-    (cos, if nb == 0.0 { na } else { diff / nb })
-}
-
-fn dir_cot(root: &Path, name: &str, m: usize) -> PathBuf {
-    root.join("grad").join(format!("{name}.cot{m}.npy"))
+    read_npy_f32(path).ok()
 }
 
 fn model_path(root: &Path, name: &str) -> Option<PathBuf> {
@@ -57,54 +32,10 @@ fn model_path(root: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn names(root: &Path) -> Vec<String> {
-    let mut out: Vec<String> = vec![];
-    if let Ok(text) = std::fs::read_to_string(root.join("grad/manifest.json")) {
-        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&text) {
-            out.extend(m.keys().cloned());
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir(root.join("grad")) {
-        for e in rd.flatten() {
-            let f = e.file_name().to_string_lossy().to_string();
-            if let Some(n) = f.strip_suffix(".input.npy") {
-                if !out.iter().any(|o| o == n) {
-                    out.push(n.to_string());
-                }
-            }
-        }
-    }
-    out.sort();
-    if let Ok(only) = std::env::var("GEOROB_GRAD_ONLY") {
-        let keep: Vec<&str> = only.split(',').collect();
-        out.retain(|n| keep.contains(&n.as_str()));
-    }
-    out
-}
-
-fn run(model: &ModelProto, inputs: Vec<(Vec<usize>, Vec<f32>)>) -> TractResult<Vec<Vec<f32>>> {
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(model)?
-        .into_optimized()?
-        .into_runnable()?;
-    let tv: TVec<TValue> = inputs
-        .into_iter()
-        .map(|(s, d)| {
-            Ok(tract_ndarray::ArrayD::from_shape_vec(s, d)?
-                .into_tensor()
-                .into())
-        })
-        .collect::<TractResult<_>>()?;
-    plan.run(tv)?
-        .iter()
-        .map(|t| Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect()))
-        .collect()
-}
-
 #[test]
 fn gradients_match_pytorch_references() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models");
-    let names = names(&root);
+    let root = repo("onnx_models");
+    let names = grad_references();
     if names.is_empty() {
         eprintln!(
             "no references under {}: skipped",
@@ -152,7 +83,8 @@ fn gradients_match_pytorch_references() {
                     continue;
                 }
             };
-            let outs = match run(&gg.model, vec![(xs.clone(), x.clone()), (cs.clone(), cot)]) {
+            let run = plan(&gg.model).and_then(|p| run_plan(&p, &[(&xs, &x), (&cs, &cot)]));
+            let outs = match run {
                 Ok(o) => o,
                 Err(e) => {
                     failures.push(format!("{name} M={m} {layout:?}: tract failed: {e:?}"));
@@ -164,7 +96,7 @@ fn gradients_match_pytorch_references() {
                 let stem = format!("{dir}/{name}_m{m}_{layout:?}");
                 std::fs::write(format!("{stem}.onnx"), gg.model.encode_to_vec()).unwrap();
                 let j = serde_json::json!({
-                    "input": x, "input_shape": xs, "cotangent": npy(&dir_cot(&root, name, m)).unwrap().1,
+                    "input": x, "input_shape": xs, "cotangent": cot,
                     "cotangent_shape": cs, "logits": outs[0], "grad": outs[1],
                 });
                 std::fs::write(format!("{stem}.json"), j.to_string()).unwrap();

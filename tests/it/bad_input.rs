@@ -3,13 +3,12 @@
 //! problem; and a fuzzer's worth of truncated and bit-flipped models, images
 //! and .npy files gives a clean error or a valid result.
 
-mod common;
-
 use std::path::Path;
 
-use common::{georob, repo, text, write_npy_f32};
 use georob::data::Dataset;
-use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+use georob::model::{Model, ModelOptions};
+
+use crate::common::{georob, ort_library, repo, text, tract, write_npy_f32, write_unary_model};
 
 /// Runs `georob eval` and checks exit status 2 and that stderr names `needle`s.
 fn fails_with(args: &[&str], needles: &[&str]) {
@@ -117,13 +116,13 @@ fn nan_logits_are_reported_not_averaged() {
     // log(x) of a negative pixel is NaN: the model itself produces it.
     let d = tempfile::tempdir().unwrap();
     let model = d.path().join("log.onnx");
-    common::write_unary_model(&model, "Log");
+    write_unary_model(&model, "Log");
     let x = d.path().join("x.npy");
     let mut data = vec![0.5f32; 3 * 4];
     data[4 + 2] = -1.0;
     write_npy_f32(&x, &[3, 1, 2, 2], &data);
     for backend in ["tract", "ort"] {
-        if backend == "ort" && common::ort_library("nan_logits (ort)").is_none() {
+        if backend == "ort" && ort_library("nan_logits (ort)").is_none() {
             continue;
         }
         fails_with(
@@ -174,10 +173,9 @@ fn mutants(bytes: &[u8], flip_span: usize, seed: u64) -> Vec<Vec<u8>> {
 /// Opening and running a mutant must give Ok or Err, never a panic.
 fn survives(path: &Path) -> Result<(), String> {
     let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
         batch: Some(2),
         threads: Some(1),
-        ..Default::default()
+        ..tract()
     };
     std::panic::catch_unwind(|| {
         if let Ok(m) = Model::open(path, &options) {
@@ -230,15 +228,7 @@ fn truncated_and_bit_flipped_models_never_panic() {
 #[test]
 fn truncated_and_bit_flipped_images_and_npy_never_panic() {
     let d = tempfile::tempdir().unwrap();
-    let spec = Model::open(
-        &repo(CNN),
-        &ModelOptions {
-            backend: BackendChoice::Exactly(BackendKind::Tract),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .spec;
+    let spec = Model::open(&repo(CNN), &tract()).unwrap().spec;
     let cases = [
         ("onnx_models/digits/test/3/0030.png", "png"),
         (

@@ -1,22 +1,16 @@
 //! The finite-difference fallback: a classifier with an operator that has no VJP rule (`Selu`)
 //! gets finite-difference gradients with a one-line warning under `--gradient auto`, an error
 //! naming the node under `--gradient exact`, and its gradients match the closed form.
-#![cfg(feature = "tract")]
 
 use std::path::Path;
 
 use georob::grad::ops_without_rule;
-use georob::model::{
-    BackendChoice, BackendKind, GradientChoice, GradientMode, Model, ModelOptions,
-};
+use georob::model::{GradientChoice, GradientMode, Model, ModelOptions};
 use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
-use tract_onnx::pb::type_proto::{Tensor, Value};
-use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use tract_onnx::pb::{AttributeProto, ModelProto, TensorProto};
+
+use crate::common::{classifier, command, node, npy_f32, tract, write_npy_f32};
 
 const ALPHA: f32 = 1.673_263_2;
 const GAMMA: f32 = 1.050_701;
@@ -24,46 +18,12 @@ const GAMMA: f32 = 1.050_701;
 const D: usize = 16;
 const K: usize = 3;
 
-fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Some(v) => dimension::Value::DimValue(*v as i64),
-                None => dimension::Value::DimParam("N".into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(Value::TensorType(Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: DataType::Float as i32,
         raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
         ..Default::default()
     }
 }
@@ -77,47 +37,33 @@ fn weights() -> Vec<f32> {
 
 /// input `(N, 1, 4, 4)` → Flatten → Selu → Gemm (transB) → logits `(N, 3)`.
 fn selu_classifier() -> ModelProto {
+    let one = |name: &str| AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
     let mut flatten = node("Flatten", "flatten", &["input"], "flat");
-    flatten.attribute.push(AttributeProto {
-        name: "axis".into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    });
+    flatten.attribute.push(one("axis"));
     let mut gemm = node("Gemm", "head", &["act", "W", "b"], "logits");
-    gemm.attribute.push(AttributeProto {
-        name: "transB".into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    });
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            name: "selu_classifier".into(),
-            node: vec![flatten, node("Selu", "the_selu", &["flat"], "act"), gemm],
-            initializer: vec![
-                tensor("W", &[K, D], &weights()),
-                tensor("b", &[K], &[0.1, -0.2, 0.3]),
-            ],
-            input: vec![value_info("input", &[None, Some(1), Some(4), Some(4)])],
-            output: vec![value_info("logits", &[None, Some(K)])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    gemm.attribute.push(one("transB"));
+    classifier(
+        "selu_classifier",
+        vec![flatten, node("Selu", "the_selu", &["flat"], "act"), gemm],
+        vec![
+            tensor("W", &[K, D], &weights()),
+            tensor("b", &[K], &[0.1, -0.2, 0.3]),
+        ],
+        &[None, Some(1), Some(4), Some(4)],
+        &[None, Some(K as i64)],
+    )
 }
 
 fn open(path: &Path, gradient: GradientChoice) -> georob::Result<Model> {
     let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
         gradient,
         use_sidecar: false,
-        ..Default::default()
+        ..tract()
     };
     Model::open(path, &options)
 }
@@ -197,7 +143,7 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("selu.onnx");
     std::fs::write(&model, selu_classifier().encode_to_vec()).unwrap();
-    let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_georob"))
+    let inspect = command()
         .args(["inspect", "--backend", "tract", "--json"])
         .arg(&model)
         .output()
@@ -209,7 +155,7 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
         serde_json::json!([{"op_type": "Selu", "node": "the_selu"}])
     );
     // check-grad needs the exact graph: exit 2 naming the node.
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_georob"))
+    let check = command()
         .args(["check-grad", "--backend", "tract"])
         .arg(&model)
         .output()
@@ -222,9 +168,9 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
         dir.path().join("c.npy"),
         dir.path().join("g.npy"),
     );
-    write_npy(&x, &[2, 1, 4, 4], &[0.25; 2 * D]);
-    write_npy(&c, &[2, K as u64], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
-    let grad = std::process::Command::new(env!("CARGO_BIN_EXE_georob"))
+    write_npy_f32(&x, &[2, 1, 4, 4], &[0.25; 2 * D]);
+    write_npy_f32(&c, &[2, K], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+    let grad = command()
         .args(["grad", "--backend", "tract", "--input"])
         .arg(&x)
         .arg("--cotangent")
@@ -240,9 +186,8 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains("Selu"), "{stderr}");
     assert!(stderr.contains("finite-difference"), "{stderr}");
-    let f = npyz::NpyFile::new(std::fs::File::open(&g).unwrap()).unwrap();
-    assert_eq!(f.shape(), &[2, 1, 4, 4]);
-    let v = f.into_vec::<f32>().unwrap();
+    let (shape, v) = npy_f32(&g);
+    assert_eq!(shape, [2, 1, 4, 4]);
     // d logit_0 / d x_j = W[0, j] · selu'(0.25) = W[0, j] · γ.
     let w = weights();
     for j in 0..D {
@@ -253,16 +198,4 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
             w[j] * GAMMA
         );
     }
-}
-
-fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
-    use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::fs::File::create(path).unwrap())
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
 }

@@ -1,32 +1,13 @@
 //! DeepFool against the closed form on the bundled linear digits model,
 //! success on the digits CNN, and which perturbations `run_all` keeps.
 
-use std::path::Path;
-
 use georob::attack::deepfool::{deepfool_batch, DeepFoolOptions, Norm};
 use georob::attack::vector::{l2, linf};
-use georob::data::Dataset;
 use georob::measure::deepfool::{run_all, Keep};
 use georob::measure::space::{Space, SpacedModel};
-use georob::measure::{Context, Outcome};
-use georob::model::{Model, ModelOptions};
-use georob::progress::Progress;
-use georob::resources::Files;
+use georob::measure::Outcome;
 
-fn npy_f32(path: &str) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
-    let f = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = f.shape().to_vec();
-    (shape, f.into_vec::<f32>().unwrap())
-}
-
-fn open(path: &str) -> Model {
-    Model::open(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
-        &ModelOptions::default(),
-    )
-    .unwrap()
-}
+use crate::common::{digits, npy_f32, open, repo, Harness};
 
 /// Closed-form distance `min_k |f_k − f_k0| / ‖w_k − w_k0‖_q` (q = 2, or 1
 /// for L∞) and the clean class `k0`, in f64, from `W` (10, 784) and the
@@ -57,8 +38,8 @@ fn deepfool_matches_the_closed_form_on_the_linear_model() {
         model: &model,
         space: Space::Model,
     };
-    let (_, x) = npy_f32("onnx_models/digits/test_x.npy");
-    let (_, w) = npy_f32("onnx_models/digits/digits_linear_W.npy");
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
     let d = 784;
     let n = x.len() / d;
     let logits = model.logits(&x, n).unwrap();
@@ -100,7 +81,7 @@ fn deepfool_fools_every_correct_image_of_the_cnn() {
         model: &model,
         space: Space::Model,
     };
-    let (_, x) = npy_f32("onnx_models/digits/test_x.npy");
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let n = 200;
     let x = &x[..n * 784];
     let opts = DeepFoolOptions {
@@ -123,22 +104,9 @@ fn deepfool_fools_every_correct_image_of_the_cnn() {
 #[test]
 fn run_all_keeps_only_the_perturbations_asked_for() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
-    let mut data = Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
-    data.items.truncate(60);
-    let progress = Progress::hidden();
-    let files = Files {
-        options: model.options().clone(),
-    };
-    let ctx = Context {
-        model: &model,
-        data: &data,
-        seed: 0,
-        bounds: None,
-        progress: &progress,
-        out_dir: None,
-        resources: &files,
-    };
+    let data = digits(60);
+    let harness = Harness::new(&model);
+    let ctx = harness.context(&model, &data, 0);
     let opts = DeepFoolOptions::default();
     let (images, all) = run_all(&ctx, &opts, "test", Keep::All).unwrap();
     let attacked: Vec<usize> = images
@@ -148,9 +116,9 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
         .collect();
     // Attacked are the images the model classifies correctly: checked against the
     // f64 logits Wx + b wherever the top two are further apart than f32 rounding.
-    let (_, x) = npy_f32("onnx_models/digits/test_x.npy");
-    let (_, w) = npy_f32("onnx_models/digits/digits_linear_W.npy");
-    let (_, b) = npy_f32("onnx_models/digits/digits_linear_b.npy");
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
+    let (_, b) = npy_f32(&repo("onnx_models/digits/digits_linear_b.npy"));
     let mut clear = 0;
     for img in &images {
         let xi = &x[img.index * 784..(img.index + 1) * 784];

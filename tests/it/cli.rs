@@ -1,9 +1,10 @@
 //! The command line end to end: the README's command, eval on the bundled
 //! models, JSON output, and `inspect`.
 
-mod common;
+use std::path::Path;
+use std::process::Output;
 
-use common::{georob, repo, text, write_npy_i64};
+use crate::common::{georob, repo, text, write_npy_i64};
 
 #[test]
 fn readme_command_prints_the_expected_photo_predictions() {
@@ -152,15 +153,19 @@ fn inspect_describes_the_model_and_names_the_backend() {
 #[test]
 fn label_count_and_range_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
+    // `georob eval` on the digits with the labels at `path`.
+    let eval_labelled = |path: &Path| -> Output {
+        georob(&[
+            "eval",
+            "onnx_models/digits/digits_cnn.onnx",
+            "onnx_models/digits/test_x.npy",
+            "--labels",
+            path.to_str().unwrap(),
+        ])
+    };
     let few = dir.path().join("few.npy");
     write_npy_i64(&few, &[1, 2, 3]);
-    let o = georob(&[
-        "eval",
-        "onnx_models/digits/digits_cnn.onnx",
-        "onnx_models/digits/test_x.npy",
-        "--labels",
-        few.to_str().unwrap(),
-    ]);
+    let o = eval_labelled(&few);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -170,13 +175,7 @@ fn label_count_and_range_errors_name_the_file() {
 
     let big = dir.path().join("big.npy");
     write_npy_i64(&big, &vec![12; 450]);
-    let o = georob(&[
-        "eval",
-        "onnx_models/digits/digits_cnn.onnx",
-        "onnx_models/digits/test_x.npy",
-        "--labels",
-        big.to_str().unwrap(),
-    ]);
+    let o = eval_labelled(&big);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(

@@ -1,30 +1,14 @@
-//! Random subspaces, random noise, universal perturbations and curvature on
+//! Random subspaces, random noise, universal perturbations, curvature and margins on
 //! the bundled digits models.
-
-use std::path::{Path, PathBuf};
 
 use georob::attack::deepfool::{deepfool_batch, DeepFoolOptions};
 use georob::data::Dataset;
 use georob::measure::space::SpacedModel;
-use georob::measure::{self, Context, MeasureResult};
-use georob::model::{Model, ModelOptions};
-use georob::progress::Progress;
-use georob::resources::Files;
+use georob::measure::{self, MeasureResult};
+use georob::model::Model;
 use transforms::nalgebra::{DMatrix, DVector};
 
-fn path(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-fn open(p: &str) -> Model {
-    Model::open(&path(p), &ModelOptions::default()).unwrap()
-}
-
-fn data(x: &str, y: &str, limit: usize) -> Dataset {
-    let mut d = Dataset::open(&path(x), Some(&path(y))).unwrap();
-    d.items.truncate(limit);
-    d
-}
+use crate::common::{dataset, digits, npy_f32, open, repo, try_run_measure};
 
 fn try_run(
     name: &str,
@@ -32,20 +16,7 @@ fn try_run(
     model: &Model,
     data: &Dataset,
 ) -> georob::Result<MeasureResult> {
-    let progress = Progress::hidden();
-    let files = Files {
-        options: model.options().clone(),
-    };
-    let ctx = Context {
-        model,
-        data,
-        seed: 1,
-        bounds: None,
-        progress: &progress,
-        out_dir: None,
-        resources: &files,
-    };
-    measure::build(name, &params)?.run(&ctx)
+    try_run_measure(name, &params, model, data, 1)
 }
 
 fn run(name: &str, params: serde_json::Value, model: &Model, data: &Dataset) -> MeasureResult {
@@ -57,11 +28,7 @@ fn run(name: &str, params: serde_json::Value, model: &Model, data: &Dataset) -> 
 #[test]
 fn random_subspace_ratio_follows_sqrt_d_over_m_on_the_linear_model() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        200,
-    );
+    let data = digits(200);
     let r = run("subspace", serde_json::json!({}), &model, &data);
     for m in [196, 49, 12] {
         let want = (784.0f64 / m as f64).sqrt();
@@ -77,11 +44,7 @@ fn random_subspace_ratio_follows_sqrt_d_over_m_on_the_linear_model() {
 #[test]
 fn random_noise_needs_about_sqrt_d_times_deepfool_on_the_cnn() {
     let model = open("onnx_models/digits/digits_cnn.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        40,
-    );
+    let data = digits(40);
     let r = run(
         "noise",
         serde_json::json!({"directions": 20}),
@@ -98,7 +61,7 @@ fn random_noise_needs_about_sqrt_d_times_deepfool_on_the_cnn() {
 #[test]
 fn universal_perturbation_fools_more_than_same_norm_noise() {
     let model = open("onnx_models/digits/digits_cnn.onnx");
-    let data = data(
+    let data = dataset(
         "onnx_models/digits/train_x.npy",
         "onnx_models/digits/train_y.npy",
         300,
@@ -107,11 +70,11 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
         "xi_fraction": 0.5,
         "delta": 0.3,
         "max_passes": 10,
-        "holdout": path("onnx_models/digits/test_x.npy"),
-        "holdout_labels": path("onnx_models/digits/test_y.npy"),
+        "holdout": repo("onnx_models/digits/test_x.npy"),
+        "holdout_labels": repo("onnx_models/digits/test_y.npy"),
         "transfer": [
-            path("onnx_models/digits/digits_cnn.onnx"),
-            path("onnx_models/digits/digits_linear.onnx"),
+            repo("onnx_models/digits/digits_cnn.onnx"),
+            repo("onnx_models/digits/digits_linear.onnx"),
         ],
     });
     let r = run("uap", params, &model, &data);
@@ -152,11 +115,7 @@ fn universal_perturbation_fools_more_than_same_norm_noise() {
 #[test]
 fn uap_curved_baseline_is_flat_on_the_linear_model() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        60,
-    );
+    let data = digits(60);
     let params = serde_json::json!({"max_passes": 1, "curvature_steps": 8});
     let r = run("uap", params, &model, &data);
     let eig = r.summary["curved_top_eig"];
@@ -167,14 +126,10 @@ fn uap_curved_baseline_is_flat_on_the_linear_model() {
 #[test]
 fn uap_transfer_to_a_model_of_another_input_size_is_an_error() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        10,
-    );
+    let data = digits(10);
     let params = serde_json::json!({
         "max_passes": 1,
-        "transfer": [path("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx")],
+        "transfer": [repo("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx")],
     });
     let err = try_run("uap", params, &model, &data).unwrap_err();
     let msg = err.to_string();
@@ -187,11 +142,7 @@ fn uap_transfer_to_a_model_of_another_input_size_is_an_error() {
 #[test]
 fn linear_model_has_a_flat_boundary() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        20,
-    );
+    let data = digits(20);
     let r = run(
         "curvature",
         serde_json::json!({"q": 3, "steps": 8}),
@@ -214,11 +165,7 @@ fn linear_model_has_a_flat_boundary() {
 #[test]
 fn cross_sections_of_the_linear_model_are_flat_at_the_deepfool_distance() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        10,
-    );
+    let data = digits(10);
     let r = run(
         "crosssection",
         serde_json::json!({"images": 3}),
@@ -250,11 +197,7 @@ fn cross_sections_of_the_linear_model_are_flat_at_the_deepfool_distance() {
 #[test]
 fn cnn_boundary_is_flatter_along_random_than_adversarial_directions() {
     let model = open("onnx_models/digits/digits_cnn.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        20,
-    );
+    let data = digits(20);
     let r = run(
         "crosssection",
         serde_json::json!({"images": 8}),
@@ -300,11 +243,7 @@ fn linear_loss_grad(w: &[f32], b: &[f32], x: &[f64], k0: usize) -> Vec<f64> {
 #[test]
 fn cure_matches_the_closed_form_on_the_linear_model() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = data(
-        "onnx_models/digits/test_x.npy",
-        "onnx_models/digits/test_y.npy",
-        30,
-    );
+    let data = digits(30);
     let h = 0.5;
     let r = run(
         "cure",
@@ -312,13 +251,7 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
         &model,
         &data,
     );
-    let npy = |p: &str| {
-        let bytes = std::fs::read(path(p)).unwrap();
-        npyz::NpyFile::new(&bytes[..])
-            .unwrap()
-            .into_vec::<f32>()
-            .unwrap()
-    };
+    let npy = |p: &str| npy_f32(&repo(p)).1;
     let (x, w, b) = (
         npy("onnx_models/digits/test_x.npy"),
         npy("onnx_models/digits/digits_linear_W.npy"),
@@ -380,7 +313,7 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
     // n = ∇F(z)/‖∇F(z)‖ = (Az + b)/‖Az + b‖: eigenvalues strictly inside A's (interlacing) unless
     // n is orthogonal to A's top eigenvectors.
     let model = open("onnx_models/quadratic/quadratic.onnx");
-    let data = data(
+    let data = dataset(
         "onnx_models/quadratic/x.npy",
         "onnx_models/quadratic/y.npy",
         8,
@@ -391,16 +324,7 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
         &model,
         &data,
     );
-    let npy = |p: &str| -> Vec<f64> {
-        let bytes = std::fs::read(path(p)).unwrap();
-        npyz::NpyFile::new(&bytes[..])
-            .unwrap()
-            .into_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect()
-    };
+    let npy = |p: &str| -> Vec<f64> { npy_f32(&repo(p)).1.into_iter().map(f64::from).collect() };
     let (a, b) = (
         npy("onnx_models/quadratic/A.npy"),
         npy("onnx_models/quadratic/b.npy"),
@@ -457,4 +381,64 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
         checked += 1;
     }
     assert!(checked > 0, "no image reached the boundary");
+}
+
+/// `margin` on the linear model against its closed form: the margin `(w_k0 − w_k1)·x +
+/// b_k0 − b_k1`, the gradient norm `‖w_k0 − w_k1‖₂` and their ratio, in f64.
+#[test]
+fn margin_matches_the_closed_form_on_the_linear_model() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = digits(60);
+    let r = run("margin", serde_json::json!({}), &model, &data);
+    let npy = |p: &str| -> Vec<f64> { npy_f32(&repo(p)).1.into_iter().map(f64::from).collect() };
+    let (x, w, b) = (
+        npy("onnx_models/digits/test_x.npy"),
+        npy("onnx_models/digits/digits_linear_W.npy"),
+        npy("onnx_models/digits/digits_linear_b.npy"),
+    );
+    let d = 784;
+    let mut checked = 0;
+    for img in &r.images {
+        let xi = &x[img.index * d..(img.index + 1) * d];
+        let f: Vec<f64> = (0..10)
+            .map(|k| b[k] + (0..d).map(|t| w[k * d + t] * xi[t]).sum::<f64>())
+            .collect();
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&p, &q| f[q].total_cmp(&f[p]));
+        let (k0, k1) = (order[0], order[1]);
+        // Where the top three logits are clear of f32 rounding, k0 and k1 are the model's too.
+        if f[k0] - f[k1] < 1e-3 || f[k1] - f[order[2]] < 1e-3 {
+            continue;
+        }
+        assert_eq!(img.pred, k0, "image {}", img.index);
+        if img.label != Some(k0) {
+            assert!(!img.values.contains_key("logit_margin"));
+            continue;
+        }
+        let margin = f[k0] - f[k1];
+        let norm = (0..d)
+            .map(|t| (w[k0 * d + t] - w[k1 * d + t]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let v = &img.values;
+        let close = |got: f64, want: f64| (got - want).abs() <= 1e-4 * want.abs().max(1.0);
+        assert!(
+            close(v["logit_margin"], margin),
+            "image {}: {v:?} vs {margin}",
+            img.index
+        );
+        assert!(
+            close(v["gradient_norm"], norm),
+            "image {}: {v:?} vs {norm}",
+            img.index
+        );
+        assert!(
+            close(v["linear_distance"], margin / norm),
+            "image {}: {v:?} vs {}",
+            img.index,
+            margin / norm
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no image checked");
 }

@@ -1,37 +1,20 @@
 //! `Model::vjp` on the bundled models against PyTorch autograd references,
 //! exact and finite-difference, and against the backends' own forward pass.
 
-use std::path::Path;
-
 use georob::model::{GradientChoice, GradientMode, Model, ModelOptions};
 
-fn npy(path: &str) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
-    let f = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = f.shape().to_vec();
-    (shape, f.into_vec::<f32>().unwrap())
+use crate::common::{compare, npy_f32, repo, tract};
+
+fn npy(path: &str) -> (Vec<usize>, Vec<f32>) {
+    npy_f32(&repo(path))
 }
 
 fn open(path: &str, gradient: GradientChoice) -> Model {
     let options = ModelOptions {
-        backend: georob::model::BackendChoice::Exactly(georob::model::BackendKind::Tract),
         gradient,
-        ..Default::default()
+        ..tract()
     };
-    Model::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join(path), &options).unwrap()
-}
-
-fn cosine_and_rel(a: &[f32], b: &[f32]) -> (f64, f64) {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    (dot / (na * nb), diff / nb)
+    Model::open(&repo(path), &options).unwrap()
 }
 
 #[test]
@@ -44,9 +27,9 @@ fn exact_vjp_matches_autograd_on_an_architecture_for_m1_and_m10() {
         let (_, cot) = npy(&format!("onnx_models/grad/arch_resnet.cot{m}.npy"));
         let (_, g_ref) = npy(&format!("onnx_models/grad/arch_resnet.grad{m}.npy"));
         let (logits, g) = model.vjp(&x, 2, &cot, m).unwrap();
-        let (cos, rel) = cosine_and_rel(&g, &g_ref);
+        let (cos, rel) = compare(&g, &g_ref);
         assert!(cos >= 0.9999 && rel <= 1e-3, "M={m}: cos {cos} rel {rel}");
-        let (_, rel) = cosine_and_rel(&logits, &logits_ref);
+        let (_, rel) = compare(&logits, &logits_ref);
         assert!(rel < 1e-4, "logits rel {rel}");
     }
 }
@@ -79,9 +62,9 @@ fn finite_differences_agree_with_exact_on_the_linear_digits_model() {
             }
         }
     }
-    let (cos, rel) = cosine_and_rel(&ge, &closed);
+    let (cos, rel) = compare(&ge, &closed);
     assert!(cos > 0.99999 && rel < 1e-5, "exact: cos {cos} rel {rel}");
-    let (cos, rel) = cosine_and_rel(&gf, &closed);
+    let (cos, rel) = compare(&gf, &closed);
     assert!(cos > 0.999 && rel < 1e-2, "fd: cos {cos} rel {rel}");
 }
 
@@ -93,7 +76,7 @@ fn gradients_of_a_softmax_model_are_those_of_its_logits() {
     let k = model.classes;
     let cot = vec![1.0f32; 4 * k];
     let (logits, g) = model.vjp(&x, 4, &cot, 1).unwrap();
-    let (_, rel) = cosine_and_rel(&logits, &pre);
+    let (_, rel) = compare(&logits, &pre);
     assert!(rel < 1e-5, "{rel}");
     // Σ_k logits_k along a random direction, checked by differences of the forward pass.
     let d = model.spec.sample_len();

@@ -1,64 +1,17 @@
 //! The geometric measures (`grid`, `manifool`, `stadv`, `invariance`) on the
 //! bundled digits CNN, against independent recomputations.
 
-use std::path::{Path, PathBuf};
-
+use georob::attack::vector::argmax;
 use georob::data::Dataset;
-use georob::measure::{build, Context, Counts, MeasureResult, Outcome};
-use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
-use georob::progress::Progress;
-use georob::resources::Files;
+use georob::measure::{Counts, MeasureResult, Outcome};
+use georob::model::Model;
 use transforms::nalgebra::Matrix3;
 use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
 
-fn root(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-fn digits_model() -> Model {
-    let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
-        ..Default::default()
-    };
-    Model::open(&root("onnx_models/digits/digits_cnn.onnx"), &options).unwrap()
-}
-
-/// The first `n` digits test images (.npy, model space = [0,1]) with labels.
-fn digits(n: usize) -> Dataset {
-    let mut data = Dataset::open(
-        &root("onnx_models/digits/test_x.npy"),
-        Some(&root("onnx_models/digits/test_y.npy")),
-    )
-    .unwrap();
-    data.items.truncate(n);
-    data
-}
+use crate::common::{digits, digits_cnn, try_run_measure};
 
 fn run(model: &Model, data: &Dataset, name: &str, params: serde_json::Value) -> MeasureResult {
-    let progress = Progress::hidden();
-    let files = Files {
-        options: model.options().clone(),
-    };
-    let ctx = Context {
-        model,
-        data,
-        seed: 7,
-        bounds: None,
-        progress: &progress,
-        out_dir: None,
-        resources: &files,
-    };
-    build(name, &params).unwrap().run(&ctx).unwrap()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
+    try_run_measure(name, &params, model, data, 7).unwrap()
 }
 
 /// Plain loop: warps each image by each grid transform (`angles` in degrees,
@@ -111,7 +64,7 @@ fn check_grid_against_loop(
     angles: &[f64],
     shifts: &[f64],
 ) -> Counts {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(n);
     let r = run(&model, &data, "grid", params);
     assert_eq!(
@@ -178,7 +131,7 @@ fn small_grid_accuracy_equals_a_plain_loop() {
 
 #[test]
 fn worst_of_k_lies_between_grid_and_clean_accuracy() {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(40);
     let r = run(
         &model,
@@ -227,7 +180,7 @@ fn scan_rotation(model: &Model, x: &[f32], k0: usize) -> Option<f64> {
 /// (done once per image) on the first `n` digits: per search, (median ratio,
 /// fraction of scan-flipped images ManiFool flips).
 fn manifool_vs_scan(n: usize, searches: &[&str]) -> Vec<(f64, f64)> {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(n);
     let x = data.load(&model.spec, 0, n).unwrap().x;
     let mut scans: Vec<Option<Option<f64>>> = vec![None; n];
@@ -273,36 +226,36 @@ fn manifool_vs_scan(n: usize, searches: &[&str]) -> Vec<(f64, f64)> {
     out
 }
 
+/// Both searches on the first `n` digits against the scan: a median ratio of at most 1.10
+/// and at least `found` of the scan's flips found.
+fn assert_manifool_close_to_scan(n: usize, least_found: f64) {
+    for (search, (median, found)) in ["joint", "per_class"]
+        .into_iter()
+        .zip(manifool_vs_scan(n, &["joint", "per_class"]))
+    {
+        assert!(median <= 1.10, "{search}: median ratio {median}");
+        assert!(found >= least_found, "{search}: found {found}");
+    }
+}
+
 /// Tolerances against the scan: a median within 10 % of the smallest flipping
 /// angle, and at least 90 % of the scan's flips found (on 30 digits that leaves
 /// room for two or three images whose search ends near its budget, which is
 /// where rounding differences between machines show).
 #[test]
 fn manifool_rotation_is_close_to_the_smallest_flipping_angle() {
-    for (search, (median, found)) in ["joint", "per_class"]
-        .into_iter()
-        .zip(manifool_vs_scan(30, &["joint", "per_class"]))
-    {
-        assert!(median <= 1.10, "{search}: median ratio {median}");
-        assert!(found >= 0.9, "{search}: found {found}");
-    }
+    assert_manifool_close_to_scan(30, 0.9);
 }
 
 #[test]
-#[ignore = "slow in the dev profile; run with cargo test --release --test geometric -- --ignored"]
+#[ignore = "slow in the dev profile; run with cargo test --release --test it -- --ignored geometric::"]
 fn manifool_rotation_matches_the_scan_on_all_digits() {
-    for (search, (median, found)) in ["joint", "per_class"]
-        .into_iter()
-        .zip(manifool_vs_scan(450, &["joint", "per_class"]))
-    {
-        assert!(median <= 1.10, "{search}: median ratio {median}");
-        assert!(found >= 0.95, "{search}: found {found}");
-    }
+    assert_manifool_close_to_scan(450, 0.95);
 }
 
 #[test]
 fn stadv_fools_nearly_every_correct_digit_with_a_smooth_flow() {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(24);
     let r = run(&model, &data, "stadv", serde_json::json!({}));
     let s = &r.summary;
@@ -324,7 +277,7 @@ fn stadv_fools_nearly_every_correct_digit_with_a_smooth_flow() {
 
 #[test]
 fn invariance_curve_is_reported_beside_manifool() {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(10);
     let r = run(
         &model,
@@ -345,7 +298,7 @@ fn invariance_curve_is_reported_beside_manifool() {
 
 #[test]
 fn manifool_runs_on_every_group() {
-    let model = digits_model();
+    let model = digits_cnn();
     let data = digits(6);
     for group in [
         "translation",

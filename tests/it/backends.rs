@@ -4,10 +4,10 @@
 //! within 0.02. Both reproduce the references saved by the script that made
 //! the models.
 
-mod common;
+use georob::attack::vector::argmax;
+use georob::model::{BackendKind, Model, ModelOptions};
 
-use common::{npy_f32, ort_library, repo};
-use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+use crate::common::{npy_f32, options_for, ort_library, rel, repo, tract, value_info};
 
 /// (model, inputs .npy, reference logits .npy if any)
 const CASES: &[(&str, &str, Option<&str>)] = &[
@@ -50,27 +50,12 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
 
 fn logits(model: &str, x: &[f32], n: usize, backend: BackendKind) -> (Model, Vec<f32>) {
     let options = ModelOptions {
-        backend: BackendChoice::Exactly(backend),
         batch: Some(4),
-        ..Default::default()
+        ..options_for(backend)
     };
     let m = Model::open(&repo(model), &options).unwrap_or_else(|e| panic!("{model}: {e}"));
     let l = m.logits(x, n).unwrap();
     (m, l)
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    georob::logits::top_k(row, 1)[0]
 }
 
 #[test]
@@ -79,7 +64,7 @@ fn tract_reproduces_the_reference_logits() {
         let Some(reference) = reference else { continue };
         let (shape, x) = npy_f32(&repo(x));
         let (_, want) = npy_f32(&repo(reference));
-        let (_, got) = logits(model, &x, shape[0] as usize, BackendKind::Tract);
+        let (_, got) = logits(model, &x, shape[0], BackendKind::Tract);
         let r = rel(&got, &want);
         assert!(r < 1e-4, "{model}: tract vs reference rel {r}");
     }
@@ -92,8 +77,8 @@ fn tract_and_ort_agree_on_every_bundled_model() {
     };
     for (model, x, _) in CASES {
         let (shape, x) = npy_f32(&repo(x));
-        let n = (shape[0] as usize).min(64);
-        let d = x.len() / shape[0] as usize;
+        let n = shape[0].min(64);
+        let d = x.len() / shape[0];
         let x = &x[..n * d];
         let (mt, lt) = logits(model, x, n, BackendKind::Tract);
         let (mo, lo) = logits(model, x, n, BackendKind::Ort);
@@ -114,7 +99,7 @@ fn tract_and_ort_agree_on_the_int8_model_within_quantisation() {
     };
     let model = "onnx_models/efficientnet_lite0/efficientnet_lite0_int8.onnx";
     let (shape, x) = npy_f32(&repo("onnx_models/efficientnet_lite0/photos_x.npy"));
-    let n = shape[0] as usize;
+    let n = shape[0];
     let (mt, lt) = logits(model, &x, n, BackendKind::Tract);
     let (_, lo) = logits(model, &x, n, BackendKind::Ort);
     let k = mt.classes;
@@ -138,43 +123,16 @@ fn shape_annotations_naming_the_batch_do_not_stop_tract() {
     // Exporters and `onnx.shape_inference` annotate intermediates with a
     // symbolic batch `N`; tract must still run the model at a fixed batch.
     use prost::Message;
-    use tract_onnx::pb::{
-        tensor_shape_proto::{dimension::Value, Dimension},
-        type_proto, TensorShapeProto, TypeProto, ValueInfoProto,
-    };
     let bytes = std::fs::read(repo("onnx_models/digits/digits_cnn.onnx")).unwrap();
     let mut proto = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
     let graph = proto.graph.as_mut().unwrap();
     let conv = graph.node.iter().find(|n| n.op_type == "Conv").unwrap();
-    let dim = |v: Value| Dimension {
-        value: Some(v),
-        ..Default::default()
-    };
-    graph.value_info.push(ValueInfoProto {
-        name: conv.output[0].clone(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto {
-                    dim: vec![
-                        dim(Value::DimParam("N".into())),
-                        dim(Value::DimValue(16)),
-                        dim(Value::DimValue(28)),
-                        dim(Value::DimValue(28)),
-                    ],
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let annotation = value_info(&conv.output[0], &[None, Some(16), Some(28), Some(28)]);
+    graph.value_info.push(annotation);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("annotated.onnx");
     std::fs::write(&path, proto.encode_to_vec()).unwrap();
-    let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
-        ..Default::default()
-    };
+    let options = tract();
     let annotated = Model::open(&path, &options).unwrap();
     let plain = Model::open(&repo("onnx_models/digits/digits_cnn.onnx"), &options).unwrap();
     let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
@@ -201,10 +159,9 @@ fn concurrent_calls_keep_row_order() {
     for kind in kinds {
         let open = |threads: usize, batch: usize| {
             let options = ModelOptions {
-                backend: BackendChoice::Exactly(kind),
                 threads: Some(threads),
                 batch: Some(batch),
-                ..Default::default()
+                ..options_for(kind)
             };
             Model::open(&model, &options).unwrap()
         };

@@ -1,22 +1,17 @@
 //! `georob grad`, `export-grad`, `check-grad` and the gradient line of `inspect`, run as the
 //! binary on digits_cnn (tract, so no ONNX Runtime is needed).
-#![cfg(feature = "tract")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
+use crate::common::{self, command, npy_f32, onnx_models, run_plan, write_npy_f32};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models")
-}
-
-fn digits_cnn() -> PathBuf {
-    root().join("digits/digits_cnn.onnx")
+fn cnn_path() -> PathBuf {
+    onnx_models("digits/digits_cnn.onnx")
 }
 
 fn georob(args: &[&str], paths: &[&Path]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_georob"));
+    let mut cmd = command();
     cmd.args(args).args(paths);
     if args[0] != "export-grad" {
         // export-grad always builds on tract.
@@ -25,43 +20,34 @@ fn georob(args: &[&str], paths: &[&Path]) -> Output {
     cmd.output().expect("runs georob")
 }
 
-fn npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let f = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
-    let shape = f.shape().to_vec();
-    (shape, f.into_vec::<f32>().unwrap())
-}
-
-fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
-    use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::fs::File::create(path).unwrap())
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
+/// `georob grad` on digits_cnn with the input `x`, cotangent `cot` and gradient `out`, then
+/// `extra` arguments.
+fn grad(x: &Path, cot: &Path, out: &Path, extra: &[&Path]) -> Output {
+    let cnn = cnn_path();
+    let mut paths = vec![
+        cnn.as_path(),
+        Path::new("--input"),
+        x,
+        Path::new("--cotangent"),
+        cot,
+        Path::new("--out"),
+        out,
+    ];
+    paths.extend_from_slice(extra);
+    georob(&["grad"], &paths)
 }
 
 /// Three digits `(3, 1, 28, 28)` and cotangents `(3, 2, 10)`.
 fn inputs(dir: &Path) -> (PathBuf, PathBuf, Vec<f32>, Vec<f32>) {
-    let (_, x) = npy(&root().join("digits/test_x.npy"));
+    let (_, x) = npy_f32(&onnx_models("digits/test_x.npy"));
     let x = x[..3 * 784].to_vec();
     let cot: Vec<f32> = (0..3 * 2 * 10)
         .map(|i| ((i * 3) % 7) as f32 - 3.0)
         .collect();
     let (xp, cp) = (dir.join("x.npy"), dir.join("c.npy"));
-    write_npy(&xp, &[3, 1, 28, 28], &x);
-    write_npy(&cp, &[3, 2, 10], &cot);
+    write_npy_f32(&xp, &[3, 1, 28, 28], &x);
+    write_npy_f32(&cp, &[3, 2, 10], &cot);
     (xp, cp, x, cot)
-}
-
-fn library_model() -> Model {
-    let options = ModelOptions {
-        backend: BackendChoice::Exactly(BackendKind::Tract),
-        ..Default::default()
-    };
-    Model::open(&digits_cnn(), &options).unwrap()
 }
 
 #[test]
@@ -69,63 +55,28 @@ fn grad_writes_what_the_library_computes() {
     let dir = tempfile::tempdir().unwrap();
     let (xp, cp, x, cot) = inputs(dir.path());
     let (gp, lp) = (dir.path().join("g.npy"), dir.path().join("l.npy"));
-    let out = georob(
-        &["grad"],
-        &[
-            &digits_cnn(),
-            Path::new("--input"),
-            &xp,
-            Path::new("--cotangent"),
-            &cp,
-            Path::new("--out"),
-            &gp,
-            Path::new("--logits"),
-            &lp,
-        ],
-    );
+    let out = grad(&xp, &cp, &gp, &[Path::new("--logits"), &lp]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("gradient: exact"), "{stderr}");
-    let (gs, g) = npy(&gp);
+    let (gs, g) = npy_f32(&gp);
     assert_eq!(gs, [3, 2, 1, 28, 28]);
-    let (ls, l) = npy(&lp);
+    let (ls, l) = npy_f32(&lp);
     assert_eq!(ls, [3, 10]);
-    let (lref, gref) = library_model().vjp(&x, 3, &cot, 2).unwrap();
+    let (lref, gref) = common::digits_cnn().vjp(&x, 3, &cot, 2).unwrap();
     assert_eq!(g, gref);
     assert_eq!(l, lref);
 
     // (N, K) cotangents give (N, C, H, W) gradients.
     let c1 = dir.path().join("c1.npy");
-    write_npy(&c1, &[3, 10], &cot[..30]);
-    let out = georob(
-        &["grad"],
-        &[
-            &digits_cnn(),
-            Path::new("--input"),
-            &xp,
-            Path::new("--cotangent"),
-            &c1,
-            Path::new("--out"),
-            &gp,
-        ],
-    );
+    write_npy_f32(&c1, &[3, 10], &cot[..30]);
+    let out = grad(&xp, &c1, &gp, &[]);
     assert!(out.status.success());
-    assert_eq!(npy(&gp).0, [3, 1, 28, 28]);
+    assert_eq!(npy_f32(&gp).0, [3, 1, 28, 28]);
 
     // A cotangent of the wrong width is an error naming the expected shape.
-    write_npy(&c1, &[3, 9], &cot[..27]);
-    let out = georob(
-        &["grad"],
-        &[
-            &digits_cnn(),
-            Path::new("--input"),
-            &xp,
-            Path::new("--cotangent"),
-            &c1,
-            Path::new("--out"),
-            &gp,
-        ],
-    );
+    write_npy_f32(&c1, &[3, 9], &cot[..27]);
+    let out = grad(&xp, &c1, &gp, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("(3, 10)"));
 }
@@ -133,11 +84,10 @@ fn grad_writes_what_the_library_computes() {
 #[test]
 fn export_grad_writes_a_graph_that_reproduces_grad() {
     use prost::Message;
-    use tract_onnx::prelude::*;
 
     let dir = tempfile::tempdir().unwrap();
     let (_, _, x, cot) = inputs(dir.path());
-    let (_, gref) = library_model().vjp(&x, 3, &cot, 2).unwrap();
+    let (_, gref) = common::digits_cnn().vjp(&x, 3, &cot, 2).unwrap();
     let mut concats = vec![];
     for cotangents in ["batched", "split"] {
         let path = dir
@@ -153,7 +103,7 @@ fn export_grad_writes_a_graph_that_reproduces_grad() {
                 "--cotangents",
                 cotangents,
             ],
-            &[&digits_cnn(), Path::new("--out"), &path],
+            &[&cnn_path(), Path::new("--out"), &path],
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -178,28 +128,9 @@ fn export_grad_writes_a_graph_that_reproduces_grad() {
         assert_eq!(names(&g.output), ["logits", "grad"]);
         // The split graph gathers its passes with a Concat along the cotangent axis.
         concats.push(g.node.iter().filter(|n| n.op_type == "Concat").count());
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let t = |s: &[usize], d: &[f32]| -> TValue {
-            tract_ndarray::ArrayD::from_shape_vec(s.to_vec(), d.to_vec())
-                .unwrap()
-                .into_tensor()
-                .into()
-        };
-        let res = plan
-            .run(tvec![t(&[3, 1, 28, 28], &x), t(&[3, 2, 10], &cot)])
-            .unwrap();
-        let grad: Vec<f32> = res[1]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
+        let plan = common::plan(&proto).unwrap();
+        let res = run_plan(&plan, &[(&[3, 1, 28, 28], &x), (&[3, 2, 10], &cot)]).unwrap();
+        let grad = &res[1];
         let err: f32 = grad.iter().zip(&gref).map(|(a, b)| (a - b).abs()).sum();
         let norm: f32 = gref.iter().map(|b| b.abs()).sum();
         assert!(
@@ -210,11 +141,7 @@ fn export_grad_writes_a_graph_that_reproduces_grad() {
     assert!(concats[1] > concats[0], "Concat nodes {concats:?}");
     let out = georob(
         &["export-grad", "--cotangents", "sideways"],
-        &[
-            &digits_cnn(),
-            Path::new("--out"),
-            &dir.path().join("x.onnx"),
-        ],
+        &[&cnn_path(), Path::new("--out"), &dir.path().join("x.onnx")],
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("use batched or split"));
@@ -222,10 +149,10 @@ fn export_grad_writes_a_graph_that_reproduces_grad() {
 
 #[test]
 fn check_grad_passes_on_data_and_on_random_inputs() {
-    let data = root().join("digits/test_x.npy");
+    let data = onnx_models("digits/test_x.npy");
     let out = georob(
         &["check-grad", "--directions", "4", "--samples", "2"],
-        &[&digits_cnn(), &data],
+        &[&cnn_path(), &data],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -237,7 +164,7 @@ fn check_grad_passes_on_data_and_on_random_inputs() {
         stdout.contains("min cosine") && stdout.contains("PASS"),
         "{stdout}"
     );
-    let out = georob(&["check-grad", "--directions", "4"], &[&digits_cnn()]);
+    let out = georob(&["check-grad", "--directions", "4"], &[&cnn_path()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("random #1"), "{stdout}");
@@ -245,11 +172,11 @@ fn check_grad_passes_on_data_and_on_random_inputs() {
 
 #[test]
 fn inspect_says_every_operator_has_a_rule() {
-    let out = georob(&["inspect"], &[&digits_cnn()]);
+    let out = georob(&["inspect"], &[&cnn_path()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("all operators have a rule"), "{stdout}");
-    let out = georob(&["inspect", "--json"], &[&digits_cnn()]);
+    let out = georob(&["inspect", "--json"], &[&cnn_path()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["ops_without_gradient_rule"], serde_json::json!([]));
 }

@@ -2,13 +2,11 @@
 //! codes, gate reporting in every format, shards merged into the whole
 //! report, and resuming after SIGKILL.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{georob, repo, text};
+use crate::common::{command, georob, repo, text};
 
 /// A small suite over the digits CNN (5 units), with `thresholds`.
 fn suite(dir: &Path, thresholds: &[&str]) -> PathBuf {
@@ -57,18 +55,22 @@ params = {{ angles = 5, shifts = 3, k = 3 }}
     path
 }
 
+/// `georob audit SUITE --out OUT` on tract, quiet.
+fn audit_command(suite: &Path, out: &Path) -> Command {
+    let mut c = command();
+    c.arg("audit")
+        .arg(suite)
+        .arg("--out")
+        .arg(out)
+        .args(["--quiet", "--backend", "tract"]);
+    c
+}
+
 fn audit(suite: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "audit",
-        suite.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-        "--backend",
-        "tract",
-    ];
-    args.extend_from_slice(extra);
-    georob(&args)
+    audit_command(suite, out)
+        .args(extra)
+        .output()
+        .expect("run georob")
 }
 
 /// report.json without its `run` section (timings, threads, shard).
@@ -222,16 +224,7 @@ fn shards_merge_into_the_whole_report_whatever_the_threads() {
 /// Starts `georob audit SUITE --out OUT` (tract, quiet) and returns it once its journal has
 /// `lines` lines, failing if it finishes first.
 fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_georob"))
-        .args([
-            "audit",
-            suite.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-            "--backend",
-            "tract",
-        ])
+    let mut child = audit_command(suite, out)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

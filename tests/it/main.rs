@@ -1,0 +1,21 @@
+//! The integration tests, one test binary: each module was a test file of its own (a binary
+//! to link per file), and all share the helpers of `common`. Run one module with
+//! `cargo test --test it <module>::`.
+
+mod common;
+
+mod additive;
+mod architecture;
+mod audit;
+mod backends;
+mod bad_input;
+mod cli;
+mod cli_grad;
+mod deepfool;
+mod geometric;
+mod grad_fallback;
+mod grad_models;
+mod grad_ort;
+mod grad_reference;
+mod model_gradients;
+mod threads;
