@@ -76,20 +76,8 @@ pub fn model_grad_to_image_in_place(spec: &InputSpec, g: &mut [f32], tmp: &mut V
 mod tests {
     use super::*;
     use crate::spec::{Channels, OutputKind};
+    use crate::testutil::spec;
     use rand::{Rng, SeedableRng};
-
-    fn spec(layout: Layout, channels: Channels, h: usize, w: usize) -> InputSpec {
-        InputSpec {
-            layout,
-            height: h,
-            width: w,
-            channels,
-            scale: 1.0,
-            mean: vec![0.5; channels.count()],
-            std: vec![0.25; channels.count()],
-            output: OutputKind::Logits,
-        }
-    }
 
     #[test]
     fn model_space_layouts_agree() {

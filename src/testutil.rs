@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::data::Dataset;
 use crate::model::{BackendChoice, BackendKind, Model, ModelOptions};
+use crate::spec::{Channels, InputSpec, Layout, OutputKind};
 
 /// The digits CNN on tract (`threads`, default all) and its first `images` test images.
 pub(crate) fn digits_on_tract(images: usize, threads: Option<usize>) -> (Model, Dataset) {
@@ -17,4 +18,18 @@ pub(crate) fn digits_on_tract(images: usize, threads: Option<usize>) -> (Model, 
     let mut data = Dataset::open(&root.join("test_x.npy"), None).unwrap();
     data.items.truncate(images);
     (model, data)
+}
+
+/// An input spec of `h × w` pixels with mean 0.5 and std 0.25 on every channel.
+pub(crate) fn spec(layout: Layout, channels: Channels, h: usize, w: usize) -> InputSpec {
+    InputSpec {
+        layout,
+        height: h,
+        width: w,
+        channels,
+        scale: 1.0,
+        mean: vec![0.5; channels.count()],
+        std: vec![0.25; channels.count()],
+        output: OutputKind::Logits,
+    }
 }

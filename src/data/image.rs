@@ -70,20 +70,8 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Layout, OutputKind};
-
-    fn spec(layout: Layout, channels: Channels, h: usize, w: usize) -> InputSpec {
-        InputSpec {
-            layout,
-            height: h,
-            width: w,
-            channels,
-            scale: 1.0,
-            mean: vec![0.5; channels.count()],
-            std: vec![0.25; channels.count()],
-            output: OutputKind::Logits,
-        }
-    }
+    use crate::spec::Layout;
+    use crate::testutil::spec;
 
     #[test]
     fn rgb_png_reads_exactly_and_bgr_swaps() {

@@ -376,13 +376,13 @@ impl Measure for Params {
             let k0 = tops[0];
             let mut values = Values::new();
             if item.label.is_some_and(|l| l != k0) {
-                images.push(result(index, item, k0, Outcome::Misclassified, values));
+                images.push(ImageResult::new(index, item, k0, Outcome::Misclassified, values));
                 continue;
             }
             let df = deepfool_batch_at(&sm, &x, &logits, 1, &opts, None)?.remove(0);
             let norm = l2(&df.r);
             if !df.success || norm <= 0.0 {
-                images.push(result(index, item, k0, Outcome::Failed, values));
+                images.push(ImageResult::new(index, item, k0, Outcome::Failed, values));
                 continue;
             }
             let n: Vec<f32> = df.r.iter().map(|&a| (f64::from(a) / norm) as f32).collect();
@@ -445,7 +445,7 @@ impl Measure for Params {
                     artifacts.extend(save_plane(dir, &stem, plane, k0, p)?);
                 }
             }
-            images.push(result(index, item, k0, Outcome::Fooled, values));
+            images.push(ImageResult::new(index, item, k0, Outcome::Fooled, values));
             sections.push(serde_json::json!({
                 "index": index,
                 "clean_class": k0,
@@ -475,22 +475,6 @@ impl Measure for Params {
     }
 }
 
-fn result(
-    index: usize,
-    item: &crate::data::Item,
-    pred: usize,
-    outcome: Outcome,
-    values: Values,
-) -> ImageResult {
-    ImageResult {
-        index,
-        name: item.name.clone(),
-        label: item.label,
-        pred,
-        outcome,
-        values,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -225,14 +225,7 @@ impl Measure for Params {
                     }
                     _ => (Outcome::Misclassified, Values::new()),
                 };
-                images.push(ImageResult {
-                    index: start + i,
-                    name: item.name.clone(),
-                    label: item.label,
-                    pred,
-                    outcome,
-                    values,
-                });
+                images.push(ImageResult::new(start + i, item, pred, outcome, values));
             }
             bar.inc(len as u64);
             start += len;

@@ -161,14 +161,7 @@ pub fn run_all(
                     outs.remove(&largest.expect("more than n kept"));
                 }
             }
-            images.push(ImageResult {
-                index,
-                name: item.name.clone(),
-                label: item.label,
-                pred: preds[i],
-                outcome,
-                values,
-            });
+            images.push(ImageResult::new(index, item, preds[i], outcome, values));
         }
         bar.inc(len as u64);
         start += len;

@@ -117,15 +117,7 @@ pub(super) fn result(
     outcome: Outcome,
     values: Values,
 ) -> ImageResult {
-    let item = &ctx.data.items[index];
-    ImageResult {
-        index,
-        name: item.name.clone(),
-        label: item.label,
-        pred,
-        outcome,
-        values,
-    }
+    ImageResult::new(index, &ctx.data.items[index], pred, outcome, values)
 }
 
 /// Whether the clean prediction disagrees with a given label.

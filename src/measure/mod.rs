@@ -111,6 +111,24 @@ pub struct ImageResult {
 }
 
 impl ImageResult {
+    /// The result of data-set item `item` at position `index`.
+    pub fn new(
+        index: usize,
+        item: &crate::data::Item,
+        pred: usize,
+        outcome: Outcome,
+        values: Values,
+    ) -> Self {
+        ImageResult {
+            index,
+            name: item.name.clone(),
+            label: item.label,
+            pred,
+            outcome,
+            values,
+        }
+    }
+
     /// Whether a perturbation changed the prediction.
     pub fn success(&self) -> bool {
         self.outcome == Outcome::Fooled

@@ -171,21 +171,8 @@ pub fn write_npy_i64(path: &Path, data: &[i64]) {
 /// are zero; the relative error is `‖a‖` when `b` is zero).
 pub fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let cos = if na == 0.0 && nb == 0.0 {
-        1.0
-    } else {
-        dot / (na * nb).max(f64::MIN_POSITIVE)
-    };
-    (cos, if nb == 0.0 { na } else { diff / nb })
+    let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
+    georob::grad::fd::compare(&wide(a), &wide(b))
 }
 
 /// Relative L2 error of `a` against `b`.
