@@ -1,12 +1,12 @@
 //! georob: audit how robust an exported ONNX image classifier is to small
 //! changes of its input.
 //!
-//! Data flows one way: [`data`] loads and preprocesses inputs, [`model`] runs
-//! them on a backend (tract or ONNX Runtime) and takes input gradients
-//! ([`grad`]), [`measure`] turns model calls into robustness results,
-//! [`audit`] runs suites of measures over models, [`gate`] checks them
-//! against thresholds and baselines, and [`report`] writes the files people
-//! and CI systems read.
+//! Data flows one way: [`data`] loads inputs, [`preprocess`] takes them to
+//! model space (and gradients back), [`model`] runs them on a backend (tract or
+//! ONNX Runtime) and takes input gradients ([`grad`]), [`measure`] turns model
+//! calls into robustness results with the kernels of [`attack`], [`audit`] runs
+//! suites of measures over models, [`gate`] checks them against thresholds and
+//! baselines, and [`report`] renders the files people and CI systems read.
 //!
 //! ```no_run
 //! use georob::{data::Dataset, model::{Model, ModelOptions}};
