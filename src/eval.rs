@@ -103,7 +103,7 @@ pub fn evaluate(model: &Model, data: &Dataset, progress: &Progress) -> Result<Ev
     let mut model_seconds = 0.0;
     let mut predictions = Vec::with_capacity(data.len());
     let bar = progress.bar(data.len() as u64, "eval");
-    for batch in data.batches(&model.spec, model.pass_rows()) {
+    for batch in data.batches(&model.spec, model.executor().pass_rows()) {
         let batch = batch?;
         let t = Instant::now();
         let logits = model.logits(&batch.x, batch.len).map_err(|e| match e {

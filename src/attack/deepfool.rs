@@ -135,9 +135,11 @@ pub fn deepfool_batch_at(
     let m = opts.competitors(k);
     let net = model.model;
     let slow_rows = net
+        .executor()
         .forward_seconds_per_row()
         .is_some_and(|s| s >= PER_IMAGE_FROM_S);
-    if n > 1 && slow_rows && net.concurrent_calls() > 1 && net.vjp_rows_per_call(m) == 1 {
+    if n > 1 && slow_rows && net.executor().concurrent_calls() > 1 && net.vjp_rows_per_call(m) == 1
+    {
         // Gradient calls take one image each anyway: run each image's iterations on its own
         // rather than in lockstep, so that no thread waits at the end of an iteration for the
         // others, whose images may need fewer steps.
@@ -168,7 +170,7 @@ fn deepfool_each(
     project: Option<Projection>,
 ) -> Result<Vec<DeepFoolOutcome>> {
     let (d, k) = (model.dim(), model.classes());
-    model.model.map_concurrent(n, |i| {
+    model.model.executor().map_concurrent(n, |i| {
         let ui = &u[i * d..(i + 1) * d];
         let li = &logits0[i * k..(i + 1) * k];
         let one = match project {
@@ -355,7 +357,7 @@ mod tests {
     fn images_on_their_own_match_the_lockstep_run() {
         let (model, data) = digits_on_tract(8, Some(2));
         assert!(
-            model.concurrent_calls() > 1,
+            model.executor().concurrent_calls() > 1,
             "needs concurrent calls to test"
         );
         let sm = SpacedModel::new(&model, &data);

@@ -149,10 +149,10 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 m.id()
             ));
             let t0 = std::time::Instant::now();
-            let calls_before = model.call_seconds();
+            let calls_before = model.executor().call_seconds();
             let mut result = measure.run(&ctx)?;
             let seconds = t0.elapsed().as_secs_f64();
-            let model_seconds = model.call_seconds() - calls_before;
+            let model_seconds = model.executor().call_seconds() - calls_before;
             for a in &mut result.artifacts {
                 a.path = format!("{rel}/{}", a.path);
             }

@@ -156,10 +156,10 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         args.seed
     );
     let started = std::time::Instant::now();
-    let calls_before = model.call_seconds();
+    let calls_before = model.executor().call_seconds();
     let result = measure.run(&ctx)?;
     let seconds = started.elapsed().as_secs_f64();
-    let model_seconds = model.call_seconds() - calls_before;
+    let model_seconds = model.executor().call_seconds() - calls_before;
     print_result(&result, seconds, model_seconds)?;
     if let Some(path) = &args.json {
         let json = MeasureJson {

@@ -39,7 +39,7 @@ impl Measure for Params {
         let mut images = Vec::with_capacity(ctx.data.len());
         // Names of the predicted classes only (the class list can be long).
         let mut class_names = BTreeMap::new();
-        for batch in ctx.data.batches(&model.spec, model.pass_rows()) {
+        for batch in ctx.data.batches(&model.spec, model.executor().pass_rows()) {
             let batch = batch?;
             let logits = model.logits(&batch.x, batch.len)?;
             for (i, row) in logits.chunks_exact(k).enumerate() {

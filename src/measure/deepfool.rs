@@ -90,7 +90,7 @@ pub fn run_all(
     let d = sm.dim();
     let k = sm.classes();
     let total = ctx.data.len();
-    let chunk = chunk_len(d, opts.candidates.min(k), ctx.model.pass_rows());
+    let chunk = chunk_len(d, opts.candidates.min(k), ctx.model.executor().pass_rows());
     let bar = ctx.progress.bar(total as u64, what);
     let mut images = Vec::with_capacity(total);
     let mut outs = BTreeMap::new();

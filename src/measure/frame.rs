@@ -83,7 +83,7 @@ pub(super) struct Clean<'a> {
 impl<'a> Clean<'a> {
     pub fn load(ctx: &Context<'a>, sm: &SpacedModel<'a>) -> Result<Self> {
         let n = ctx.data.len();
-        let rows = sm.model.pass_rows();
+        let rows = sm.model.executor().pass_rows();
         let mut logits = Vec::with_capacity(n * sm.classes());
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);

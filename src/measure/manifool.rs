@@ -511,7 +511,7 @@ impl Measure for Params {
         let mut found_all: Vec<(f64, usize, Matrix3<f64>, usize)> = Vec::new();
         let mut stalls = 0usize;
         // Images are independent: several at once where the backend runs concurrent calls.
-        let searches = ctx.model.map_concurrent(clean.n, |i| {
+        let searches = ctx.model.executor().map_concurrent(clean.n, |i| {
             let row = &clean.logits[i * k..(i + 1) * k];
             if misclassified(ctx, i, argmax(row)) {
                 bar.inc(1);

@@ -410,7 +410,7 @@ impl Measure for Params {
         let mut shown = Vec::new();
         let mut artifacts = Vec::new();
         // Images are independent: several at once where the backend runs concurrent calls.
-        let attempts = ctx.model.map_concurrent(clean.n, |i| {
+        let attempts = ctx.model.executor().map_concurrent(clean.n, |i| {
             let pred = clean.pred(i, k);
             if misclassified(ctx, i, pred) {
                 bar.inc(1);

@@ -112,7 +112,7 @@ pub fn run_family(
     let d = sm.dim();
     let (mut images, _) = super::deepfool::run_all(ctx, opts, measure, Keep::Nothing)?;
     let attacked = super::deepfool::fooled_indices(&images);
-    let chunk = super::deepfool::chunk_len(d, opts.candidates, ctx.model.pass_rows());
+    let chunk = super::deepfool::chunk_len(d, opts.candidates, ctx.model.executor().pass_rows());
     let bar = ctx
         .progress
         .bar((attacked.len() * family.len()) as u64, measure);

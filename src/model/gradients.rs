@@ -151,14 +151,14 @@ impl Model {
     /// Activations of `m·batch` rows leave the caches, so one wide call runs slower than
     /// several narrow ones (as EfficientNet-Lite0 at M = 9 on ONNX Runtime does).
     pub fn vjp_rows_per_call(&self, m: usize) -> usize {
-        (self.batch() / m.max(1)).max(1)
+        (self.exec.batch() / m.max(1)).max(1)
     }
 
     /// Logits `(n, K)` and gradients `(n, M, d)` of `Σ_k cot[i, m, k] · logit_k(x_i)`
     /// with respect to the model-space input `x_i` (model layout), for `n`
     /// samples `x` and cotangents `cot` `(n, M, K)`.
     pub fn vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.timed(|| self.vjp_untimed(x, n, cot, m))
+        self.exec.timed(|| self.vjp_untimed(x, n, cot, m))
     }
 
     fn vjp_untimed(
@@ -203,6 +203,7 @@ impl Model {
             None => bucket(rows, cap).max(min_rows),
         };
         let mut sizes: Vec<usize> = self
+            .exec
             .row_chunks(n, cap, true)
             .iter()
             .map(|&(_, rows)| run_rows(rows))
@@ -211,7 +212,7 @@ impl Model {
         for &rows in &sizes {
             self.graph(rows, m)?;
         }
-        let parts = self.map_chunks(n, cap, true, |start, rows| {
+        let parts = self.exec.map_chunks(n, cap, true, |start, rows| {
             let run = run_rows(rows);
             let mut xs = x[start * d..(start + rows) * d].to_vec();
             xs.resize(run * d, 0.0);
@@ -271,7 +272,7 @@ impl Model {
     fn fd_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let (d, k) = (self.spec.sample_len(), self.classes);
         let logits = self.logits(x, n)?;
-        let per_call = (self.batch().max(64) / 2).max(1);
+        let per_call = (self.exec.batch().max(64) / 2).max(1);
         let f = |rows: &[f32]| self.logits(rows, rows.len() / d);
         let mut grads = Vec::with_capacity(n * m * d);
         for i in 0..n {
@@ -328,7 +329,7 @@ impl Model {
                 probes.entry(rows).or_insert(p).clone()
             }
         };
-        let layout = self.backend.cotangent_layout(&self.runnable.proto);
+        let layout = self.backend().cotangent_layout(&self.runnable.proto);
         grad::build_gradient_graph_probed(&self.runnable.proto, &probed, m, layout)
             .map_err(GraphFailure::Grad)
     }
@@ -336,7 +337,7 @@ impl Model {
     fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
         let built = self.emit_graph(rows, m)?;
         let session = self
-            .backend
+            .backend()
             .load_graph(&built.model)
             .map_err(GraphFailure::Other)?;
         Ok(Arc::from(session))
