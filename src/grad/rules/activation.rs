@@ -7,17 +7,13 @@
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
 
-use super::{active_input_unsupported, norm_axis, Ctx, Facts};
+use super::{active_input_unsupported, norm_axis, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::emit::Emitter;
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr, attr_f, attr_i, input, Attr};
 
 /// VJP of the piecewise activations: `x̄ = ȳ · f'(x)`.
-pub fn activation(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn activation(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     for i in 1..node.input.len() {
         if ctx.f.in_active(node, i) {
             return Err(active_input_unsupported(node, i));
@@ -282,11 +278,7 @@ pub fn softmax_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, 
 }
 
 /// Softmax: `x̄ = y ⊙ (ȳ − Σ ȳ ⊙ y)`; LogSoftmax: `x̄ = ȳ − exp(y) Σ ȳ`.
-pub fn softmax(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn softmax(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };

@@ -3,7 +3,7 @@
 
 use tract_onnx::pb::NodeProto;
 
-use super::{active_input_unsupported, batch_first, Ctx, Facts};
+use super::{active_input_unsupported, batch_first, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_i, attr_ints, attr_s, input, Attr};
 
@@ -189,11 +189,7 @@ fn flipped_kernel(ctx: &mut Ctx, w: &str, shape: &[usize], group: usize) -> Stri
 /// Conv: `x̄ = ConvTranspose(ȳ, W)` with the same group, strides, dilations and pads; for
 /// stride 1 where it does less work, the equivalent `Conv(ȳ, flipped W)` (see
 /// [`Window::flipped_conv_pads`]).
-pub fn conv(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn conv(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     for i in 1..node.input.len() {
         if ctx.f.in_active(node, i) {
             return Err(active_input_unsupported(node, i));

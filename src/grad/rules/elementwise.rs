@@ -3,6 +3,7 @@
 //! batch and broadcast over the `M` cotangents; cotangents of broadcast operands are summed
 //! back.
 
+use super::{Cotangents, InputCotangents};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
 
@@ -11,11 +12,7 @@ use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_f, input};
 
 /// VJP of the broadcasting binary and variadic ops.
-pub fn binary(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn binary(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let y = node.output[0].clone();
@@ -87,11 +84,7 @@ pub fn binary(
 }
 
 /// VJP of smooth unary functions: `x̄ = ȳ · f'(x)`.
-pub fn unary(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn unary(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };

@@ -2,7 +2,7 @@
 
 use tract_onnx::pb::NodeProto;
 
-use super::{active_input_unsupported, align, Ctx, Facts};
+use super::{active_input_unsupported, align, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_f, attr_i, input, Attr};
 
@@ -46,11 +46,7 @@ pub fn gemm_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Gra
 }
 
 /// Gemm `Y = α A'B' + β C`: `Ā' = α Ȳ B'ᵀ`, `B̄' = α A'ᵀ Ȳ`, `C̄ = β Ȳ` reduced.
-pub fn gemm(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn gemm(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None; node.input.len()]);
     };
@@ -170,11 +166,7 @@ fn swap_last(rank: usize) -> Vec<usize> {
 
 /// MatMul `Y = A B`: `Ā = Ȳ Bᵀ`, `B̄ = Aᵀ Ȳ`, each summed over broadcast axes. 1-D operands are
 /// promoted to matrices as in numpy.
-pub fn matmul(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn matmul(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None, None]);
     };

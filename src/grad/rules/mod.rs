@@ -35,9 +35,12 @@ use super::probe::{as_f32, as_i64, Probe};
 
 /// Batch-axis propagation of a rule: batch axis of each output.
 pub type BatchFn = fn(&Facts, &NodeProto) -> Result<Vec<Option<usize>>, GradError>;
+/// The cotangents of a node's outputs (`None`: no gradient flows through that output).
+pub type Cotangents = [Option<String>];
+/// The cotangents of a node's inputs, or why they cannot be built.
+pub type InputCotangents = Result<Vec<Option<String>>, GradError>;
 /// VJP of a rule: cotangent of each input from the cotangents of the outputs.
-pub type VjpFn =
-    fn(&mut Ctx, &NodeProto, &[Option<String>]) -> Result<Vec<Option<String>>, GradError>;
+pub type VjpFn = fn(&mut Ctx, &NodeProto, &Cotangents) -> InputCotangents;
 
 /// One VJP rule.
 #[derive(Clone, Copy)]

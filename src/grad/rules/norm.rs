@@ -2,7 +2,7 @@
 
 use tract_onnx::pb::NodeProto;
 
-use super::{active_input_unsupported, norm_axis, Ctx, Facts};
+use super::{active_input_unsupported, norm_axis, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_f, attr_i, input};
 
@@ -16,11 +16,7 @@ fn check_params_inactive(ctx: &Ctx, node: &NodeProto) -> Result<(), GradError> {
 }
 
 /// BatchNormalization in inference mode: `x̄ = ȳ · γ / √(σ² + ε)` per channel (axis 1).
-pub fn batch_norm(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn batch_norm(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     check_params_inactive(ctx, node)?;
     if attr_i(node, "training_mode", 0) != 0 {
         return Err(GradError::unsupported(node, "training_mode = 1"));
@@ -77,11 +73,7 @@ fn normalize_vjp(ctx: &mut Ctx, x: &str, axes: &[usize], eps: f32, a: &str) -> S
 }
 
 /// InstanceNormalization: per-(n, c) normalisation over the spatial axes.
-pub fn instance_norm(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn instance_norm(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     check_params_inactive(ctx, node)?;
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
@@ -119,11 +111,7 @@ pub fn layer_norm_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>
 }
 
 /// LayerNormalization (opset 17): normalisation over `[axis, rank)`, scale broadcast.
-pub fn layer_norm(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn layer_norm(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     check_params_inactive(ctx, node)?;
     let mut out = vec![None; node.input.len()];
     if gys.iter().skip(1).any(|g| g.is_some()) {

@@ -1,6 +1,7 @@
 //! Pooling: MaxPool (through its `Indices` output), AveragePool (both `count_include_pad`
 //! forms), GlobalAveragePool and GlobalMaxPool.
 
+use super::{Cotangents, InputCotangents};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
 
@@ -20,11 +21,7 @@ fn kernel(node: &NodeProto) -> Result<Vec<usize>, GradError> {
 /// arg-max is one-hot encoded over the `K = Πk` kernel positions and spread back by a
 /// depthwise ConvTranspose whose kernel is the matching unit vector, which sums overlapping
 /// windows exactly and needs no scatter op.
-pub fn max_pool(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn max_pool(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };
@@ -113,11 +110,7 @@ pub fn max_pool(
 /// AveragePool: `x̄ = ConvTranspose(ȳ ⊙ s, ones)`, depthwise, where `s = 1/divisor` per output
 /// position. `s` is computed in the graph as `AveragePool(ones) / (#valid ones in the window)`,
 /// so it follows the runtime's own divisor rule (`count_include_pad`, `ceil_mode`).
-pub fn average_pool(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn average_pool(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };
@@ -180,11 +173,7 @@ pub fn average_pool(
 
 /// GlobalAveragePool: broadcast `ȳ / |spatial|`. GlobalMaxPool: `ȳ` to the maximal elements,
 /// split evenly between ties.
-pub fn global_pool(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn global_pool(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };

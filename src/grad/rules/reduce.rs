@@ -4,7 +4,7 @@
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
 
-use super::{norm_axis, Ctx, Facts};
+use super::{norm_axis, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_i, attr_ints, input};
 
@@ -54,11 +54,7 @@ pub fn batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, GradErro
 
 /// VJP: the cotangent is broadcast back over the reduced axes, times the local derivative
 /// (1, 1/n, 2x, x/y, or the arg-max mask split evenly between ties).
-pub fn reduce(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn reduce(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let Some(ax) = axes(ctx.f, node)? else {

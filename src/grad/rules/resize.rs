@@ -4,7 +4,7 @@
 
 use tract_onnx::pb::NodeProto;
 
-use super::{Ctx, Facts};
+use super::{Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_f, attr_i, attr_ints, attr_s, input};
 
@@ -128,11 +128,7 @@ fn matrix(
 }
 
 /// Resize: for each resized axis, `x̄ = ȳ ×_axis Rᵀ`.
-pub fn resize(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn resize(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     if attr_i(node, "antialias", 0) != 0 {

@@ -6,17 +6,13 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::DatumType;
 
-use super::{norm_axis, Ctx, Facts};
+use super::{norm_axis, Cotangents, Ctx, Facts, InputCotangents};
 use crate::grad::error::GradError;
 use crate::grad::onnx::{attr_i, attr_ints, attr_s, input};
 
 /// Identity, Dropout (inference) and float Cast: the cotangent passes through (cast back to
 /// the input's float type when it differs).
-pub fn identity(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn identity(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
@@ -80,11 +76,7 @@ pub fn reshape_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, 
 }
 
 /// Reshape family: reshape the cotangent back.
-pub fn reshape(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn reshape(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
@@ -114,11 +106,7 @@ pub fn transpose_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>
 }
 
 /// Transpose: inverse permutation.
-pub fn transpose(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn transpose(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let Some(gy) = &gys[0] else {
         return Ok(vec![None]);
     };
@@ -161,11 +149,7 @@ pub fn concat_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, G
 }
 
 /// Concat: slice each active input's part out of the cotangent.
-pub fn concat(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn concat(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let rank = ctx.f.out_shape(node, 0)?.len();
@@ -190,11 +174,7 @@ pub fn split_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Gr
 }
 
 /// Split: concatenate the output cotangents (zeros for outputs without one).
-pub fn split(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn split(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let rank = ctx.f.in_shape(node, 0)?.len();
     let axis = norm_axis(node, attr_i(node, "axis", 0), rank)?;
@@ -335,11 +315,7 @@ fn place(ctx: &mut Ctx, g: &str, cur: &mut [usize], axis: usize, begin: i64, dim
 
 /// Slice: scatter the cotangent back into zeros, axis by axis (reversal for negative steps,
 /// zero interleaving for |step| > 1, then padding to place).
-pub fn slice(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn slice(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
@@ -393,11 +369,7 @@ pub fn gather_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, G
 
 /// Gather with constant indices: scatter-add through a one-hot matrix (repeated indices
 /// accumulate): `x̄ = ȳ · onehot(indices)` contracted over the index positions.
-pub fn gather(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn gather(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
@@ -478,11 +450,7 @@ pub fn pad_batch(f: &Facts, node: &NodeProto) -> Result<Vec<Option<usize>>, Grad
 
 /// Pad: crop for `constant`; for `reflect`, `edge` and `wrap` the padded borders are folded
 /// back onto the input positions they copy, axis by axis.
-pub fn pad(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn pad(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
@@ -585,11 +553,7 @@ pub fn pad(
 }
 
 /// Expand: sum the cotangent over the broadcast axes.
-pub fn expand(
-    ctx: &mut Ctx,
-    node: &NodeProto,
-    gys: &[Option<String>],
-) -> Result<Vec<Option<String>>, GradError> {
+pub fn expand(ctx: &mut Ctx, node: &NodeProto, gys: &Cotangents) -> InputCotangents {
     let mut out = vec![None; node.input.len()];
     let Some(gy) = &gys[0] else { return Ok(out) };
     let x = input(node, 0).expect("input").to_string();
