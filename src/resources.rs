@@ -14,6 +14,15 @@ pub struct Files {
     pub options: ModelOptions,
 }
 
+impl Files {
+    /// Opens models as `model` was opened.
+    pub fn like(model: &Model) -> Files {
+        Files {
+            options: model.options().clone(),
+        }
+    }
+}
+
 impl Resources for Files {
     fn dataset(&self, path: &Path, labels: Option<&Path>) -> Result<Dataset> {
         Dataset::open(path, labels)

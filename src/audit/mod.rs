@@ -129,9 +129,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             let rel = format!("artifacts/{}/{}", names[mi], m.id());
             let dir = opts.out.join(&rel);
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let files = Files {
-                options: model.options().clone(),
-            };
+            let files = Files::like(&model);
             let ctx = Context {
                 model: &model,
                 data: &data,

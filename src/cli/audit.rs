@@ -201,17 +201,7 @@ fn print_report(report: &Report) -> Result<()> {
     let mut header = vec![Cell::new("value")];
     header.extend(report.models.iter().map(|m| Cell::new(&m.name)));
     t.set_header(header);
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for m in &report.models {
-        for e in &m.measures {
-            for (k, _) in Report::headline(&e.result) {
-                let row = (e.id.clone(), k.to_string());
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
-            }
-        }
-    }
+    let rows = report.headline_rows();
     for (id, key) in &rows {
         let mut row = vec![Cell::new(format!("{id}.{key}"))];
         row.extend(report.models.iter().map(|m| {

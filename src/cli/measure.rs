@@ -134,9 +134,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let progress = Progress::new(args.quiet);
-    let files = Files {
-        options: model.options().clone(),
-    };
+    let files = Files::like(&model);
     let ctx = Context {
         model: &model,
         data: &data,

@@ -130,32 +130,34 @@ pub fn make_node(
 
 /// A float32 tensor of shape `dims` (row-major data).
 pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    assert_eq!(
-        dims.iter().product::<usize>(),
-        data.len(),
-        "tensor {name}: data/dims mismatch"
-    );
-    TensorProto {
-        name: name.to_string(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    tensor(name, dims, data.len(), DataType::Float, bytes)
 }
 
 /// An int64 tensor of shape `dims`.
 pub fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
+    let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    tensor(name, dims, data.len(), DataType::Int64, bytes)
+}
+
+/// A tensor of `len` elements of `data_type` in `raw_data` (little-endian), shape `dims`.
+fn tensor(
+    name: &str,
+    dims: &[usize],
+    len: usize,
+    data_type: DataType,
+    raw: Vec<u8>,
+) -> TensorProto {
     assert_eq!(
         dims.iter().product::<usize>(),
-        data.len(),
+        len,
         "tensor {name}: data/dims mismatch"
     );
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Int64 as i32,
-        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        data_type: data_type as i32,
+        raw_data: raw,
         ..Default::default()
     }
 }

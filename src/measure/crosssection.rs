@@ -351,7 +351,6 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let k = sm.classes();
@@ -363,9 +362,9 @@ impl Measure for Params {
         let mut sections = Vec::new();
         let mut artifacts = Vec::new();
         let (mut kr, mut ka) = (Vec::new(), Vec::new());
-        let bar = ctx.progress.bar(p.images as u64, "crosssection");
+        let bar = ctx.progress.bar(self.images as u64, "crosssection");
         for index in 0..ctx.data.len() {
-            if sections.len() >= p.images {
+            if sections.len() >= self.images {
                 break;
             }
             let item = &ctx.data.items[index];
@@ -425,8 +424,8 @@ impl Measure for Params {
                 scale: norm,
             };
             let planes = [
-                section(&sm, &origin, &random, p, "random")?,
-                section(&sm, &origin, &adversarial, p, "adversarial")?,
+                section(&sm, &origin, &random, self, "random")?,
+                section(&sm, &origin, &adversarial, self, "adversarial")?,
             ];
             values.insert("norm_l2", norm);
             values.insert("adv_pred", df.adv_class as f64);
@@ -442,7 +441,7 @@ impl Measure for Params {
                 }
                 if let Some(dir) = ctx.out_dir {
                     let stem = format!("crosssection_{index}_{}", plane.kind);
-                    artifacts.extend(save_plane(dir, &stem, plane, k0, p)?);
+                    artifacts.extend(save_plane(dir, &stem, plane, k0, self)?);
                 }
             }
             images.push(ImageResult::new(index, item, k0, Outcome::Fooled, values));
@@ -450,7 +449,7 @@ impl Measure for Params {
                 "index": index,
                 "clean_class": k0,
                 "norm_l2": norm,
-                "axis": axis(p),
+                "axis": axis(self),
                 "planes": planes,
             }));
             bar.inc(1);

@@ -103,17 +103,16 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let k = sm.classes();
         let total = ctx.data.len();
         let chunk = (16_000_000 / d.max(1)).clamp(1, 1024);
-        let h = p.h as f32;
+        let h = self.h as f32;
         let bar = ctx.progress.bar(total as u64, "cure");
         let mut images = Vec::with_capacity(total);
         let (mut ch, mut ch_rel, mut tops) = (vec![], vec![], vec![]);
-        let mut profile = vec![0.0f64; p.profile];
+        let mut profile = vec![0.0f64; self.profile];
         let mut profiled = 0usize;
         let mut start = 0;
         while start < total {
@@ -157,7 +156,7 @@ impl Measure for Params {
                         .sum::<f64>()
                         .sqrt();
                     let gn = l2(ga);
-                    let c = diff / p.h;
+                    let c = diff / self.h;
                     per_image[a].insert("c_h", c);
                     per_image[a].insert("grad_norm", gn);
                     ch.push(c);
@@ -167,7 +166,7 @@ impl Measure for Params {
                     }
                     flipped[a] = pred1[a] != k0[a];
                 }
-                if p.profile > 0 {
+                if self.profile > 0 {
                     let mut v0 = vec![0.0f32; keep.len() * d];
                     for (a, &i) in keep.iter().enumerate() {
                         let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(start + i));
@@ -176,7 +175,7 @@ impl Measure for Params {
                         }
                     }
                     let k0_pairs: Vec<usize> = k0.iter().flat_map(|&c| [c, c]).collect();
-                    let ritz = lanczos_batch(keep.len(), d, p.steps, &v0, |v| {
+                    let ritz = lanczos_batch(keep.len(), d, self.steps, &v0, |v| {
                         let mut x = Vec::with_capacity(2 * keep.len() * d);
                         for a in 0..keep.len() {
                             for sign in [1.0f32, -1.0] {
@@ -199,7 +198,7 @@ impl Measure for Params {
                         Ok(out)
                     })?;
                     for (a, (vals, _)) in ritz.iter().enumerate() {
-                        for (j, v) in vals.iter().take(p.profile).enumerate() {
+                        for (j, v) in vals.iter().take(self.profile).enumerate() {
                             per_image[a].insert(format!("eig{}", j + 1), *v);
                             profile[j] += v;
                         }

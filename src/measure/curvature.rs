@@ -332,10 +332,9 @@ impl Measure for Params {
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, 10);
+        let opts = DeepFoolOptions::l2_unclipped(self.overshoot, self.max_iter, 10);
         let (mut images, outcomes) = super::deepfool::run_all(ctx, &opts, "curvature", Keep::All)?;
         let attacked = super::deepfool::fooled_indices(&images);
         // Boundary points z = x + r* of all attacked images and the
@@ -349,7 +348,7 @@ impl Measure for Params {
                 x.extend(sm.load(ctx.data, i, 1)?);
                 outs.push(&outcomes[&i]);
             }
-            pts.add(&sm, &x, &outs, p.h_fraction)?;
+            pts.add(&sm, &x, &outs, self.h_fraction)?;
         }
         let n = pts.len();
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
@@ -361,21 +360,21 @@ impl Measure for Params {
             }
         }
         pts.to_tangent(&mut start);
-        let bar = ctx.progress.bar(p.steps as u64, "lanczos");
-        let per_image = lanczos_batch(n, d, p.steps, &start, |v| {
+        let bar = ctx.progress.bar(self.steps as u64, "lanczos");
+        let per_image = lanczos_batch(n, d, self.steps, &start, |v| {
             bar.inc(1);
             hvp(&sm, &pts, v)
         })?;
         bar.finish_and_clear();
         let mut top = vec![];
-        let mut profile = vec![0.0f64; p.q];
+        let mut profile = vec![0.0f64; self.q];
         let mut random_kappa = vec![];
         for (i, (vals, _)) in per_image.iter().enumerate() {
             let img = &mut images[attacked[i]];
             img.values.insert("grad_norm", pts.grad_norm[i]);
             img.values.insert("h", pts.h[i]);
             img.values.insert("adv_pred", pts.classes[i].1 as f64);
-            for (j, v) in vals.iter().take(p.q).enumerate() {
+            for (j, v) in vals.iter().take(self.q).enumerate() {
                 img.values.insert(format!("eig{}", j + 1), *v);
                 profile[j] += v / n as f64;
             }
@@ -408,10 +407,10 @@ impl Measure for Params {
             }
         }
         let mut shared_vals = vec![];
-        if p.shared && n > 0 {
+        if self.shared && n > 0 {
             // H̄ v = mean_i H_i v / |∇G_i|: the same v for every image.
-            let (vals, _) = shared_eigen(&sm, &pts, p.steps, rng.random())?;
-            shared_vals = vals.into_iter().take(p.q).collect();
+            let (vals, _) = shared_eigen(&sm, &pts, self.steps, rng.random())?;
+            shared_vals = vals.into_iter().take(self.q).collect();
         }
         let counts = Counts::of(&images);
         let mut summary = BTreeMap::new();

@@ -201,14 +201,13 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let (h, w) = (frame.shape.h, frame.shape.w);
-        let sampling = p.sampling()?;
-        let grid = p.grid(h, w);
-        let (sx, sy) = p.shift_range(h, w);
-        let max_angle = p.max_angle.to_radians();
+        let sampling = self.sampling()?;
+        let grid = self.grid(h, w);
+        let (sx, sy) = self.shift_range(h, w);
+        let max_angle = self.max_angle.to_radians();
         let k = sm.classes();
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "grid");
@@ -225,7 +224,7 @@ impl Measure for Params {
                 continue;
             }
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
-            let random: Vec<RigidTransform> = (0..p.k)
+            let random: Vec<RigidTransform> = (0..self.k)
                 .map(|_| RigidTransform {
                     theta: rng.random_range(-1.0..=1.0) * max_angle,
                     tx: rng.random_range(-1.0..=1.0) * sx,
@@ -281,7 +280,7 @@ impl Measure for Params {
             ("max_shift_x_px".to_string(), sx),
             ("max_shift_y_px".to_string(), sy),
         ]);
-        if p.k > 0 {
+        if self.k > 0 {
             summary.insert("worst_of_k_accuracy".into(), wok_correct as f64 / n);
             summary.insert("random_accuracy".into(), random_correct as f64 / n);
         }
@@ -299,7 +298,7 @@ impl Measure for Params {
             images,
             extra: serde_json::json!({
                 "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
-                "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
+                "warp": "out(self) = in(R(theta) self + t), centred pixel coordinates, bilinear",
             }),
             artifacts: vec![],
         })

@@ -172,17 +172,16 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
-        let group = p.group()?;
-        let sampling = p.sampling()?;
+        let group = self.group()?;
+        let sampling = self.sampling()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let (k, d, dim) = (sm.classes(), frame.d(), group.dim());
-        let nr = p.radii.len();
+        let nr = self.radii.len();
         let clean = Clean::load(ctx, &sm)?;
         let mf = ManiFoolParams {
-            group: p.group.clone(),
-            border: p.border.clone(),
+            group: self.group.clone(),
+            border: self.border.clone(),
             ..Default::default()
         };
         let bar = ctx.progress.bar(clean.n as u64, "invariance");
@@ -204,11 +203,11 @@ impl Measure for Params {
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
             let mut mats = Vec::new();
             let mut slots = Vec::new();
-            for _ in 0..p.trials {
+            for _ in 0..self.trials {
                 let mut v: Vec<f64> = (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect();
                 let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-300);
                 v.iter_mut().for_each(|a| *a /= n);
-                let cs = scales(&frame, x, norm, group, &v, &p.radii, p.max_param, sampling)?;
+                let cs = scales(&frame, x, norm, group, &v, &self.radii, self.max_param, sampling)?;
                 for (r, c) in cs.iter().enumerate() {
                     if let Some(c) = c {
                         let t: Vec<f64> = v.iter().map(|a| a * c).collect();
@@ -236,11 +235,11 @@ impl Measure for Params {
                         any_flip = true;
                     }
                 }
-                for (r, radius) in p.radii.iter().enumerate() {
+                for (r, radius) in self.radii.iter().enumerate() {
                     values.insert(format!("flips@{radius}"), img_flips[r] as f64);
                 }
             }
-            if p.manifool {
+            if self.manifool {
                 let found = manifool_one(&sm, &frame, x, row, group, &mf, sampling)?;
                 match found.fooled {
                     Some((_, s)) => {
@@ -261,7 +260,7 @@ impl Measure for Params {
         bar.finish_and_clear();
         let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
         let mut curve = Vec::new();
-        for (r, radius) in p.radii.iter().enumerate() {
+        for (r, radius) in self.radii.iter().enumerate() {
             let prob = (valid[r] > 0).then(|| flips[r] as f64 / valid[r] as f64);
             if let Some(prob) = prob {
                 summary.insert(format!("flip_prob@{radius}"), prob);
@@ -269,7 +268,7 @@ impl Measure for Params {
             summary.insert(format!("valid@{radius}"), valid[r] as f64);
             curve.push(serde_json::json!({"radius": radius, "flip_prob": prob, "valid": valid[r], "flips": flips[r]}));
         }
-        if p.manifool {
+        if self.manifool {
             describe(&mut summary, "manifool_score", &mf_scores);
             summary.insert("manifool_failed".into(), mf_failed as f64);
         }

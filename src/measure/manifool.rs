@@ -495,9 +495,8 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
-        let group = p.group()?;
-        let sampling = p.sampling()?;
+        let group = self.group()?;
+        let sampling = self.sampling()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let k = sm.classes();
@@ -517,7 +516,7 @@ impl Measure for Params {
                 bar.inc(1);
                 return Ok(None);
             }
-            let found = manifool_one(&sm, &frame, &clean.image(i)?, row, group, p, sampling);
+            let found = manifool_one(&sm, &frame, &clean.image(i)?, row, group, self, sampling);
             bar.inc(1);
             found.map(Some)
         })?;

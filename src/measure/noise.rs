@@ -166,13 +166,12 @@ impl Measure for Params {
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, 10);
+        let opts = DeepFoolOptions::l2_unclipped(self.overshoot, self.max_iter, 10);
         let (mut images, _) = super::deepfool::run_all(ctx, &opts, "noise", Keep::Nothing)?;
         let attacked = super::deepfool::fooled_indices(&images);
-        let per = (16_000_000 / (d * p.directions * 2).max(1)).max(1);
+        let per = (16_000_000 / (d * self.directions * 2).max(1)).max(1);
         let bar = ctx.progress.bar(attacked.len() as u64, "noise");
         let mut ratios = vec![];
         let mut norms = vec![];
@@ -180,7 +179,7 @@ impl Measure for Params {
         for part in attacked.chunks(per) {
             let mut x = Vec::with_capacity(part.len() * d);
             let mut k0 = vec![];
-            let mut dirs = Vec::with_capacity(part.len() * p.directions * 2 * d);
+            let mut dirs = Vec::with_capacity(part.len() * self.directions * 2 * d);
             let mut owner = vec![];
             let mut group = vec![];
             let mut t0 = vec![];
@@ -192,7 +191,7 @@ impl Measure for Params {
                 // starting at a quarter of that saves most of the doublings.
                 let start = star * (0.25 * (d as f64).sqrt()).max(1.0);
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.image_seed(i));
-                for _ in 0..p.directions {
+                for _ in 0..self.directions {
                     let v = random_direction(&mut rng, d);
                     dirs.extend(v.iter().map(|e| -e));
                     dirs.extend(v);
@@ -210,12 +209,12 @@ impl Measure for Params {
                 &owner,
                 &group,
                 &t0,
-                p.doublings,
-                p.bisections,
+                self.doublings,
+                self.bisections,
             )?;
             for (a, &i) in part.iter().enumerate() {
                 let star = images[i].values["norm_l2"];
-                let per_dir: Vec<f64> = hits[a * p.directions..(a + 1) * p.directions]
+                let per_dir: Vec<f64> = hits[a * self.directions..(a + 1) * self.directions]
                     .iter()
                     .map(|h| h.unwrap_or(f64::INFINITY))
                     .collect();

@@ -395,7 +395,6 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let frame = Frame::of(&sm);
         let (h, w) = (frame.shape.h, frame.shape.w);
@@ -417,10 +416,10 @@ impl Measure for Params {
                 return Ok(None);
             }
             let x = &clean.image(i)?;
-            let attempt = attack(&sm, frame, x, pred, p.tau, ctx.image_seed(i), p)?;
-            let shrunk = match (p.budget_grid > 0, &attempt.smoothest) {
+            let attempt = attack(&sm, frame, x, pred, self.tau, ctx.image_seed(i), self)?;
+            let shrunk = match (self.budget_grid > 0, &attempt.smoothest) {
                 (true, Some((_, flow, _))) => {
-                    Some(shrink(&sm, frame, x, pred, flow, p.budget_grid)?)
+                    Some(shrink(&sm, frame, x, pred, flow, self.budget_grid)?)
                 }
                 _ => None,
             };

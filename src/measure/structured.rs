@@ -127,16 +127,15 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let spec = &ctx.model.spec;
         let (c, h, w) = (spec.channels.count(), spec.height, spec.width);
-        let p = self;
-        let bands = if p.dct_bands.is_empty() {
+        let bands = if self.dct_bands.is_empty() {
             vec![(h / 8).max(1), (h / 4).max(1)]
         } else {
-            p.dct_bands.clone()
+            self.dct_bands.clone()
         };
-        let patches = if p.patches.is_empty() {
+        let patches = if self.patches.is_empty() {
             vec![(h / 2).max(1), (h / 4).max(1)]
         } else {
-            p.patches.clone()
+            self.patches.clone()
         };
         let mut family: Vec<(String, usize, ProjectionMaker)> = vec![];
         for &b in &bands {
@@ -168,7 +167,7 @@ impl Measure for Params {
             });
             family.push((format!("patch{s}"), c * s * s, maker));
         }
-        let opts = DeepFoolOptions::l2_unclipped(p.overshoot, p.max_iter, p.candidates);
+        let opts = DeepFoolOptions::l2_unclipped(self.overshoot, self.max_iter, self.candidates);
         let mut res = run_family(ctx, "structured", &opts, &family)?;
         res.extra = serde_json::json!({
             "dct": "orthonormal 2-D DCT-II per channel, keep i + j < B",

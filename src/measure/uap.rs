@@ -210,13 +210,12 @@ impl Measure for Params {
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let p = self;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
         let total = ctx.data.len();
-        let holdout_data = match &p.holdout {
+        let holdout_data = match &self.holdout {
             Some(path) => {
-                let h = ctx.resources.dataset(path, p.holdout_labels.as_deref())?;
+                let h = ctx.resources.dataset(path, self.holdout_labels.as_deref())?;
                 h.check_labels(sm.classes())?;
                 Some(h)
             }
@@ -225,7 +224,7 @@ impl Measure for Params {
         let n_train = if holdout_data.is_some() {
             total
         } else {
-            ((total as f64) * (1.0 - p.holdout_fraction)).round() as usize
+            ((total as f64) * (1.0 - self.holdout_fraction)).round() as usize
         };
         if n_train == 0 {
             return Err(Error::Config("uap: no construction images".into()));
@@ -239,19 +238,19 @@ impl Measure for Params {
         let mean_norm = (0..nk)
             .map(|i| {
                 let x = &train.u[i * d..(i + 1) * d];
-                match p.norm {
+                match self.norm {
                     Norm::L2 => l2(x),
                     Norm::Linf => linf(x),
                 }
             })
             .sum::<f64>()
             / nk.max(1) as f64;
-        let xi = p.xi_fraction * mean_norm;
+        let xi = self.xi_fraction * mean_norm;
         let opts = DeepFoolOptions {
-            norm: p.norm,
-            overshoot: p.overshoot,
-            max_iter: p.max_iter,
-            candidates: p.candidates,
+            norm: self.norm,
+            overshoot: self.overshoot,
+            max_iter: self.max_iter,
+            candidates: self.candidates,
             clip: None,
         };
         let mut v = vec![0.0f32; d];
@@ -259,9 +258,9 @@ impl Measure for Params {
         let mut order: Vec<usize> = (0..nk).collect();
         let mut passes = 0;
         let mut history = vec![];
-        let bar = ctx.progress.bar(p.max_passes as u64, "uap");
+        let bar = ctx.progress.bar(self.max_passes as u64, "uap");
         let mut train_rate = rate(&fooled(&sm, &train, &v)?);
-        while train_rate < 1.0 - p.delta && passes < p.max_passes {
+        while train_rate < 1.0 - self.delta && passes < self.max_passes {
             order.shuffle(&mut rng);
             for &i in &order {
                 let mut x: Vec<f32> = train.u[i * d..(i + 1) * d].to_vec();
@@ -271,9 +270,9 @@ impl Measure for Params {
                     continue;
                 }
                 let o = deepfool_batch_at(&sm, &x, &logits, 1, &opts, None)?.remove(0);
-                if o.success && o.iterations < p.max_iter.saturating_sub(1).max(1) {
+                if o.success && o.iterations < self.max_iter.saturating_sub(1).max(1) {
                     v.iter_mut().zip(&o.r).for_each(|(a, b)| *a += b);
-                    project(&mut v, p.norm, xi);
+                    project(&mut v, self.norm, xi);
                 }
             }
             passes += 1;
@@ -286,14 +285,14 @@ impl Measure for Params {
         let hold_f = fooled(&sm, &hold, &v)?;
         // Same-norm random noise on the held-out images.
         let mut noise_rates = vec![];
-        for _ in 0..p.noise_trials {
-            let mut z: Vec<f32> = match p.norm {
+        for _ in 0..self.noise_trials {
+            let mut z: Vec<f32> = match self.norm {
                 Norm::L2 => (0..d).map(|_| StandardNormal.sample(&mut rng)).collect(),
                 Norm::Linf => (0..d)
                     .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
                     .collect(),
             };
-            let (nz, nv) = match p.norm {
+            let (nz, nv) = match self.norm {
                 Norm::L2 => (l2(&z), l2(&v)),
                 Norm::Linf => (linf(&z), linf(&v)),
             };
@@ -302,35 +301,30 @@ impl Measure for Params {
             let target = if hold.k0.is_empty() { &train } else { &hold };
             noise_rates.push(rate(&fooled(&sm, target, &z)?));
         }
-        let curved_baseline = match p.curvature_steps {
+        let curved_baseline = match self.curvature_steps {
             0 => None,
-            _ => curved(&sm, &train, &hold, &opts, xi, p, rng.random())?,
+            _ => curved(&sm, &train, &hold, &opts, xi, self, rng.random())?,
         };
-        let mut images = train.results;
-        for (j, &r) in train.index.iter().enumerate() {
-            images[r].outcome = if train_f[j] {
-                Outcome::Fooled
-            } else {
-                Outcome::Robust
-            };
-            images[r].values.insert("holdout", 0.0);
-        }
-        let mut hold_images = hold.results;
-        for (j, &r) in hold.index.iter().enumerate() {
-            hold_images[r].outcome = if hold_f[j] {
-                Outcome::Fooled
-            } else {
-                Outcome::Robust
-            };
-            hold_images[r].values.insert("holdout", 1.0);
-        }
+        // Each attacked image: fooled or not by `v`, and whether it was held out.
+        let mark = |mut results: Vec<ImageResult>, index: &[usize], f: &[bool], held: f64| {
+            for (j, &r) in index.iter().enumerate() {
+                results[r].outcome = match f[j] {
+                    true => Outcome::Fooled,
+                    false => Outcome::Robust,
+                };
+                results[r].values.insert("holdout", held);
+            }
+            results
+        };
+        let mut images = mark(train.results, &train.index, &train_f, 0.0);
+        let hold_images = mark(hold.results, &hold.index, &hold_f, 1.0);
         if holdout_data.is_none() {
             images.extend(hold_images);
         }
         let noise = super::mean(&noise_rates).unwrap_or(0.0);
         let mut summary = BTreeMap::new();
         summary.insert("xi".into(), xi);
-        summary.insert("xi_fraction".into(), p.xi_fraction);
+        summary.insert("xi_fraction".into(), self.xi_fraction);
         summary.insert("mean_image_norm".into(), mean_norm);
         summary.insert("norm_l2".into(), l2(&v));
         summary.insert("norm_linf".into(), linf(&v));
@@ -345,7 +339,7 @@ impl Measure for Params {
             summary.insert("curved_top_eig".into(), eig);
         }
         let mut transfers = vec![];
-        for path in &p.transfer {
+        for path in &self.transfer {
             let (name, r, n) = transfer_rate(ctx, path, holdout_data.as_ref(), n_train, &v)?;
             summary.insert(format!("transfer_fooling_rate_{name}"), r);
             transfers.push(serde_json::json!({

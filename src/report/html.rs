@@ -95,17 +95,7 @@ fn comparison(h: &mut String, report: &Report) {
         let _ = write!(h, "<th>{}</th>", esc(&m.name));
     }
     h.push_str("</tr>");
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for m in &report.models {
-        for e in &m.measures {
-            for (k, _) in Report::headline(&e.result) {
-                let row = (e.id.clone(), k.to_string());
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
-            }
-        }
-    }
+    let rows = report.headline_rows();
     for (id, key) in rows {
         let _ = write!(h, "<tr><td>{}.{}</td>", esc(&id), esc(&key));
         for m in &report.models {

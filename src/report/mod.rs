@@ -237,6 +237,23 @@ impl Report {
         Ok(path)
     }
 
+    /// The `(measure id, summary key)` rows of a comparison table: every headline key of
+    /// every model's measures, in order of first appearance.
+    pub fn headline_rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for m in &self.models {
+            for e in &m.measures {
+                for (k, _) in Report::headline(&e.result) {
+                    let row = (e.id.clone(), k.to_string());
+                    if !rows.contains(&row) {
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+        rows
+    }
+
     /// The headline keys shown for each measure in tables: those its declaration names,
     /// where present, at most four.
     pub fn headline(result: &MeasureResult) -> Vec<(&str, f64)> {
