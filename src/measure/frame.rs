@@ -26,6 +26,14 @@ pub(super) struct Frame {
 }
 
 impl Frame {
+    /// The model of `ctx` in its measured space, and the frame of that space.
+    pub fn of_context<'a>(ctx: &Context<'a>) -> (SpacedModel<'a>, Frame) {
+        let sm = SpacedModel::new(ctx.model, ctx.data);
+        let frame = Frame::of(&sm);
+        (sm, frame)
+    }
+
+    /// The frame of `sm`'s measured space.
     pub fn of(sm: &SpacedModel) -> Self {
         let spec = &sm.model.spec;
         let layout = match (sm.space, spec.layout) {

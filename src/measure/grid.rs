@@ -201,8 +201,7 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let sm = SpacedModel::new(ctx.model, ctx.data);
-        let frame = Frame::of(&sm);
+        let (sm, frame) = Frame::of_context(ctx);
         let (h, w) = (frame.shape.h, frame.shape.w);
         let sampling = self.sampling()?;
         let grid = self.grid(h, w);

@@ -29,7 +29,6 @@ use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 
 use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
-use super::space::SpacedModel;
 use super::Values;
 use super::{Context, Declaration, Measure, Outcome, Output};
 use crate::attack::vector::argmax;
@@ -174,8 +173,7 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let group = self.group()?;
         let sampling = self.sampling()?;
-        let sm = SpacedModel::new(ctx.model, ctx.data);
-        let frame = Frame::of(&sm);
+        let (sm, frame) = Frame::of_context(ctx);
         let (k, d, dim) = (sm.classes(), frame.d(), group.dim());
         let nr = self.radii.len();
         let clean = Clean::load(ctx, &sm)?;

@@ -497,8 +497,7 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let group = self.group()?;
         let sampling = self.sampling()?;
-        let sm = SpacedModel::new(ctx.model, ctx.data);
-        let frame = Frame::of(&sm);
+        let (sm, frame) = Frame::of_context(ctx);
         let k = sm.classes();
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "manifool");

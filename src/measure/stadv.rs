@@ -395,8 +395,7 @@ impl Measure for Params {
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
-        let sm = SpacedModel::new(ctx.model, ctx.data);
-        let frame = Frame::of(&sm);
+        let (sm, frame) = Frame::of_context(ctx);
         let (h, w) = (frame.shape.h, frame.shape.w);
         let k = sm.classes();
         let sampling = flow_sampling();

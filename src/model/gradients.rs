@@ -92,6 +92,9 @@ pub(crate) fn bucket(n: usize, max: usize) -> usize {
     n.next_power_of_two().min(max).max(n)
 }
 
+/// Logits `(n, K)` and input gradients `(n, M, d)` of one VJP call.
+type LogitsAndGrads = (Vec<f32>, Vec<f32>);
+
 impl Model {
     /// The gradient mode in force, and why finite differences are used when
     /// they are (the one-line warning `--gradient auto` prints).
@@ -161,13 +164,7 @@ impl Model {
         self.exec.timed(|| self.vjp_untimed(x, n, cot, m))
     }
 
-    fn vjp_untimed(
-        &self,
-        x: &[f32],
-        n: usize,
-        cot: &[f32],
-        m: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn vjp_untimed(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<LogitsAndGrads> {
         let d = self.spec.sample_len();
         let k = self.classes;
         if x.len() != n * d || cot.len() != n * m * k {
@@ -184,13 +181,7 @@ impl Model {
         }
     }
 
-    fn exact_vjp(
-        &self,
-        x: &[f32],
-        n: usize,
-        cot: &[f32],
-        m: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn exact_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<LogitsAndGrads> {
         let d = self.spec.sample_len();
         let k = self.classes;
         let min_rows = self
@@ -269,7 +260,7 @@ impl Model {
 
     /// Central differences along all `d` basis directions ([`grad::fd::vjp`]), many per
     /// model call.
-    fn fd_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn fd_vjp(&self, x: &[f32], n: usize, cot: &[f32], m: usize) -> Result<LogitsAndGrads> {
         let (d, k) = (self.spec.sample_len(), self.classes);
         let logits = self.logits(x, n)?;
         let per_call = (self.exec.batch().max(64) / 2).max(1);
