@@ -19,7 +19,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::curvature::lanczos_batch;
-use super::space::SpacedModel;
+use super::space::{CleanPass, SpacedModel};
 use super::Values;
 use super::{Context, Declaration, ImageResult, Measure, Outcome, Output};
 use crate::attack::vector::{argmax, l2};
@@ -105,7 +105,6 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();
-        let k = sm.classes();
         let total = ctx.data.len();
         let chunk = (16_000_000 / d.max(1)).clamp(1, 1024);
         let h = self.h as f32;
@@ -117,16 +116,10 @@ impl Measure for Params {
         let mut start = 0;
         while start < total {
             let len = chunk.min(total - start);
-            let u = sm.load(ctx.data, start, len)?;
-            let logits = sm.logits(&u, len)?;
-            let preds: Vec<usize> = logits.chunks_exact(k).map(argmax).collect();
-            let keep: Vec<usize> = (0..len)
-                .filter(|&i| {
-                    ctx.data.items[start + i]
-                        .label
-                        .is_none_or(|l| l == preds[i])
-                })
-                .collect();
+            let CleanPass {
+                u, preds, correct, ..
+            } = sm.clean_pass(ctx.data, start, len)?;
+            let keep: Vec<usize> = (0..len).filter(|&i| correct[i]).collect();
             let k0: Vec<usize> = keep.iter().map(|&i| preds[i]).collect();
             let mut ua = Vec::with_capacity(keep.len() * d);
             for &i in &keep {

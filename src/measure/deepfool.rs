@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::space::SpacedModel;
+use super::space::{CleanPass, SpacedModel};
 use super::Values;
 use super::{
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
 };
 use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm};
-use crate::attack::vector::{argmax, l2, linf};
+use crate::attack::vector::{l2, linf};
 use crate::error::Result;
 
 /// Parameters.
@@ -97,16 +97,12 @@ pub fn run_all(
     let mut start = 0;
     while start < total {
         let len = chunk.min(total - start);
-        let u = sm.load(ctx.data, start, len)?;
-        let logits = sm.logits(&u, len)?;
-        let preds: Vec<usize> = logits.chunks(k).map(argmax).collect();
-        let attacked: Vec<bool> = (0..len)
-            .map(|i| {
-                ctx.data.items[start + i]
-                    .label
-                    .is_none_or(|l| l == preds[i])
-            })
-            .collect();
+        let CleanPass {
+            u,
+            logits,
+            preds,
+            correct: attacked,
+        } = sm.clean_pass(ctx.data, start, len)?;
         let mut ua = Vec::with_capacity(len * d);
         let mut la = Vec::with_capacity(len * k);
         for i in (0..len).filter(|&i| attacked[i]) {

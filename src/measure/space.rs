@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attack::vector::argmax;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::Model;
@@ -75,6 +76,24 @@ impl<'a> SpacedModel<'a> {
         }
     }
 
+    /// The clean pass over items `start..start + len` of `data`: their values in the measured
+    /// space, logits, predictions, and which of them the model classifies as labelled (the
+    /// images measures attack; the others are misclassified).
+    pub fn clean_pass(&self, data: &Dataset, start: usize, len: usize) -> Result<CleanPass> {
+        let u = self.load(data, start, len)?;
+        let logits = self.logits(&u, len)?;
+        let preds: Vec<usize> = logits.chunks_exact(self.classes()).map(argmax).collect();
+        let correct = (0..len)
+            .map(|i| data.items[start + i].label.is_none_or(|l| l == preds[i]))
+            .collect();
+        Ok(CleanPass {
+            u,
+            logits,
+            preds,
+            correct,
+        })
+    }
+
     /// Logits `(n, K)` of `n` samples `u`.
     pub fn logits(&self, u: &[f32], n: usize) -> Result<Vec<f32>> {
         self.model.logits(&self.to_model(u, n), n)
@@ -92,4 +111,16 @@ impl<'a> SpacedModel<'a> {
         }
         Ok((logits, g))
     }
+}
+
+/// A chunk of the data set before any perturbation (see [`SpacedModel::clean_pass`]).
+pub struct CleanPass {
+    /// Values in the measured space, `len × d`.
+    pub u: Vec<f32>,
+    /// Logits, `len × K`.
+    pub logits: Vec<f32>,
+    /// Predicted classes.
+    pub preds: Vec<usize>,
+    /// Whether each prediction equals the label (always, without a label).
+    pub correct: Vec<bool>,
 }
