@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{machine, median_ms};
+use common::{cycle_rows, machine, median_ms, npy, root};
 use georob::data::Dataset;
 use georob::measure::{build, Context};
 use georob::model::{BackendChoice, BackendKind, Device, GradientChoice, Model, ModelOptions};
@@ -24,24 +23,10 @@ use georob::resources::Files;
 
 const BATCH: usize = 64;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
 /// The bundled photos (model space), repeated to `n` rows, and their shape.
 fn photos(n: usize) -> (Vec<usize>, Vec<f32>) {
-    let path = root().join("onnx_models/efficientnet_lite0/photos_x.npy");
-    let f = npyz::NpyFile::new(std::fs::File::open(path).expect("photos_x.npy")).unwrap();
-    let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = f.into_vec::<f32>().unwrap();
-    let d: usize = shape[1..].iter().product();
-    let x = (0..n)
-        .flat_map(|i| {
-            data[(i % shape[0]) * d..(i % shape[0] + 1) * d]
-                .iter()
-                .copied()
-        })
-        .collect();
+    let (shape, data) = npy(&root().join("onnx_models/efficientnet_lite0/photos_x.npy"));
+    let x = cycle_rows(&shape, &data, n);
     let mut out_shape = shape;
     out_shape[0] = n;
     (out_shape, x)

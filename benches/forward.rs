@@ -22,7 +22,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{machine, median_ms};
+use common::{cycle_rows, machine, median_ms, npy, peer_json, root};
 use georob::model::{BackendChoice, BackendKind, Model, ModelOptions};
 
 /// (name, ONNX file, data rows): the same list as `scripts/bench_forward_peers.py`.
@@ -48,22 +48,13 @@ const BUNDLED: [(&str, &str, &str); 4] = [
 const BATCHES: [usize; 3] = [1, 8, 32];
 
 fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models")
+    root().join("onnx_models")
 }
 
 /// `n` rows of the data file, cycling through its rows.
 fn rows(path: &Path, n: usize) -> Vec<f32> {
-    let f = npyz::NpyFile::new(std::fs::File::open(path).expect("bundled data")).unwrap();
-    let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
-    let data = f.into_vec::<f32>().unwrap();
-    let d: usize = shape[1..].iter().product();
-    (0..n)
-        .flat_map(|i| {
-            data[(i % shape[0]) * d..(i % shape[0] + 1) * d]
-                .iter()
-                .copied()
-        })
-        .collect()
+    let (shape, data) = npy(path);
+    cycle_rows(&shape, &data, n)
 }
 
 /// Milliseconds per `logits` call of `n` rows.
@@ -92,23 +83,8 @@ type PeerCells = BTreeMap<(String, String, usize), f64>;
 
 /// The peers' versions and timings from `scripts/bench_forward_peers.py --json`.
 fn peer_run(python: &str, threads: usize, models: Option<&str>) -> Option<(String, PeerCells)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_forward_peers.py");
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(script)
-        .args(["--json", "--threads", &threads.to_string()]);
-    if let Some(m) = models {
-        cmd.args(["--models", m]);
-    }
-    let out = cmd.output().ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "peer benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    let args = models.map_or(vec![], |m| vec!["--models", m]);
+    let v = peer_json(python, "bench_forward_peers.py", threads, &args, "peer")?;
     let cells = v["rows"]
         .as_array()?
         .iter()

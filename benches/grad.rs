@@ -24,23 +24,12 @@
 //! figures join the table. `GEOROB_BENCH_BACKENDS=tract,ort` picks backends,
 //! `GEOROB_BENCH_THREADS` the threads (default 2).
 
-use std::path::{Path, PathBuf};
 mod common;
 
 use std::time::Instant;
 
-use common::machine;
+use common::{cycle_rows, machine, npy, peer_json, root};
 use georob::model::{BackendChoice, BackendKind, GradientChoice, Model, ModelOptions};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let f = npyz::NpyFile::new(std::fs::File::open(path).expect("photos_x.npy")).unwrap();
-    let shape = f.shape().iter().map(|&d| d as usize).collect();
-    (shape, f.into_vec::<f32>().unwrap())
-}
 
 struct Row {
     backend: String,
@@ -89,13 +78,7 @@ fn case(
     };
     let path = root().join("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx");
     let model = Model::open(&path, &options).expect("opens EfficientNet-Lite0");
-    let d: usize = photos.0[1..].iter().product();
-    let x: Vec<f32> = (0..batch)
-        .flat_map(|i| {
-            let r = i % photos.0[0];
-            photos.1[r * d..(r + 1) * d].iter().copied()
-        })
-        .collect();
+    let x = cycle_rows(&photos.0, &photos.1, batch);
     let k = model.classes;
     let cot = |m: usize| -> Vec<f32> {
         (0..batch * m * k)
@@ -164,20 +147,7 @@ type TorchRow = (usize, f64, f64, f64);
 
 /// PyTorch version and rows from `scripts/bench_torch_grad.py --json`.
 fn torch(python: &str, threads: usize) -> Option<(String, Vec<TorchRow>)> {
-    let out = std::process::Command::new(python)
-        .arg(root().join("scripts/bench_torch_grad.py"))
-        .args(["--json", "--threads", &threads.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "PyTorch benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    let v = peer_json(python, "bench_torch_grad.py", threads, &[], "PyTorch")?;
     let rows = v["rows"]
         .as_array()?
         .iter()

@@ -34,6 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
+# The BatchNorm calibration and last-layer rescaling of make_models.py's tiny models (this
+# directory is on sys.path both when run directly and when make_models.py imports this file).
+from make_models import calibrate_bn, reinit_last_layer
+
 warnings.filterwarnings("ignore")
 torch.set_num_threads(2)
 
@@ -102,40 +106,6 @@ def randomize_bn(model: nn.Module, g) -> None:
                 if m.weight is not None:
                     m.weight.copy_(torch.rand(c, generator=g) + 0.5)
                     m.bias.copy_(randn(g, c, std=0.1))
-
-
-def calibrate_bn(model: nn.Module, batches) -> None:
-    """Set BatchNorm running stats to the statistics of the given input batches (cumulative
-    average), so that a randomly initialised network stays sensitive to its input instead of
-    saturating (otherwise logits barely depend on the image and gradients are ~1e-6)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    with torch.no_grad():
-        for b in batches:
-            model(b)
-    model.eval()
-
-
-def reinit_last_layer(model: nn.Module, x: torch.Tensor, g: torch.Generator, target_std=2.0) -> None:
-    """Redraw the last Linear/Conv2d (fan-in scaled normal) and scale it so the logits on x have
-    standard deviation target_std."""
-    last = None
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            last = m
-    with torch.no_grad():
-        fan_in = last.weight[0].numel()
-        last.weight.copy_(torch.randn(last.weight.shape, generator=g) / math.sqrt(fan_in))
-        if last.bias is not None:
-            last.bias.copy_(torch.randn(last.bias.shape, generator=g) * 0.1)
-        f = target_std / max(float(model(x).std()), 1e-12)
-        last.weight.mul_(f)
-        if last.bias is not None:
-            last.bias.mul_(f)
 
 
 def flatcat(*ts):

@@ -114,6 +114,23 @@ def get_path(d, *paths, default=None):
     return default
 
 
+def georob_backends() -> list[tuple[str, str]]:
+    """The backends georob is run on, each with the suffix of its output files: tract, and ort when
+    ORT_DYLIB_PATH is set."""
+    return [(backend, suffix) for backend, suffix in (("tract", ""), ("ort", "_ort"))
+            if backend != "ort" or os.environ.get("ORT_DYLIB_PATH")]
+
+
+def write_report(out: Path, stem: str, md: str, mach: dict, results: list) -> None:
+    """Writes OUT/<stem>.md and OUT/<stem>.json (the machine and the results), then prints the
+    Markdown."""
+    (out / f"{stem}.md").write_text(md)
+    (out / f"{stem}.json").write_text(json.dumps({"machine": mach, "results": results}, indent=1) + "\n")
+    print()
+    print(md)
+    log(f"wrote {out / f'{stem}.md'} and {out / f'{stem}.json'}")
+
+
 def as_float(v):
     """A number, or a number wrapped as {"value": x} / {"median": x}; else None."""
     if isinstance(v, bool):
@@ -129,10 +146,16 @@ def as_float(v):
 
 # --------------------------------------------------------------------------- models
 
-def make_models_module():
+def make_models_module(threads: int | None = None):
+    """onnx_models/make_models.py as a module. Importing it sets torch's threads to 2; with `threads`,
+    they are set to that afterwards."""
     sys.path.insert(0, str(MODELS))
     import make_models  # noqa: E402  (sets torch threads to 2 at import; we reset afterwards)
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     return make_models
 
 
@@ -158,6 +181,20 @@ def digits_torch(mm):
         new[k] = torch.from_numpy(np.ascontiguousarray(a).copy())
     model.load_state_dict(new, strict=True)
     return model.eval()
+
+
+def digits_checked(mm, threads: int):
+    """The digits test images and labels, the digits CNN rebuilt in PyTorch (torch on `threads`
+    threads) and its check against onnxruntime on all 450 images (see compare)."""
+    import torch
+
+    x = np.load(DIGITS / "test_x.npy").astype(np.float32)
+    y = np.load(DIGITS / "test_y.npy").astype(np.int64)
+    model = digits_torch(mm)
+    torch.set_num_threads(threads)
+    check = compare("digits_cnn (450 test images)", torch_logits(model, x),
+                    ort_logits(DIGITS / "digits_cnn.onnx", x, threads), 1e-4)
+    return x, y, model, check
 
 
 # --------------------------------------------------------------------------- foolbox
@@ -409,23 +446,14 @@ def interleaved(repeat: int, runners: list) -> list:
 
 
 def do_digits(args, mm, out: Path) -> dict:
-    import torch
-
     log("== digits CNN ==")
-    x = np.load(DIGITS / "test_x.npy").astype(np.float32)
-    y = np.load(DIGITS / "test_y.npy").astype(np.int64)
-    model = digits_torch(mm)
-    torch.set_num_threads(args.threads)
-    check = compare("digits_cnn (450 test images)", torch_logits(model, x),
-                    ort_logits(DIGITS / "digits_cnn.onnx", x, args.threads), 1e-4)
+    x, y, model, check = digits_checked(mm, args.threads)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
     data = [str(DIGITS.relative_to(ROOT) / "digits_cnn.onnx"), str(DIGITS.relative_to(ROOT) / "test_x.npy"),
             "--labels", str(DIGITS.relative_to(ROOT) / "test_y.npy"), "--bounds", "0,1"]
     runners = peer_runners(args, model, x, y, None, None)
-    for backend, suffix in (("tract", ""), ("ort", "_ort")):
-        if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
-            continue
+    for backend, suffix in georob_backends():
         runners.append(lambda backend=backend, suffix=suffix: run_georob(
             args.georob, data, out / f"georob_digits{suffix}.json", args.threads, backend, args.limit,
             args.georob_timeout))
@@ -475,9 +503,7 @@ def do_effnet(args, mm, out: Path) -> dict:
     data_npy = [str(EFF.relative_to(ROOT) / "efficientnet_lite0.onnx"), str(EFF.relative_to(ROOT) / "photos_x.npy"),
                 "--labels", str(EFF.relative_to(ROOT) / "photos_y.npy"), f"--bounds={lo!r},{hi!r}"]
     runners = peer_runners(args, model, u, y, prep, (EFF_MEAN, EFF_STD))
-    for backend, suffix in (("tract", ""), ("ort", "_ort")):
-        if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
-            continue
+    for backend, suffix in georob_backends():
         runners.append(lambda backend=backend, suffix=suffix: run_georob(
             args.georob, data, out / f"georob_effnet{suffix}.json", args.threads, backend, args.limit,
             args.georob_timeout))
@@ -643,10 +669,7 @@ def main() -> None:
         ap.error("--repeat must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mm = make_models_module()
-    import torch
-
-    torch.set_num_threads(args.threads)
+    mm = make_models_module(args.threads)
     results = []
     if args.which in ("digits", "both"):
         results.append(do_digits(args, mm, out))
@@ -654,11 +677,7 @@ def main() -> None:
         results.append(do_effnet(args, mm, out))
     mach = machine(args)
     md = report(results, mach)
-    (out / "peer_deepfool.md").write_text(md)
-    (out / "peer_deepfool.json").write_text(json.dumps({"machine": mach, "results": results}, indent=1) + "\n")
-    print()
-    print(md)
-    log(f"wrote {out / 'peer_deepfool.md'} and {out / 'peer_deepfool.json'}")
+    write_report(out, "peer_deepfool", md, mach, results)
 
 
 if __name__ == "__main__":

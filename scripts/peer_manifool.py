@@ -109,8 +109,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_foolbox import (DIGITS, EFF, ROOT, as_float, compare, digits_torch, fmt,  # noqa: E402
-                          host_info, log, make_models_module, ort_logits, torch_logits)
+from peer_foolbox import (DIGITS, EFF, ROOT, as_float, compare, digits_checked, fmt,  # noqa: E402
+                          georob_backends, host_info, log, make_models_module, ort_logits, torch_logits,
+                          write_report)
 
 # (file, old, new, why): exact string replacements, each must occur exactly once.
 PATCHES = [
@@ -451,9 +452,7 @@ def do_model(args, name: str, title: str, net, x: np.ndarray, y: np.ndarray, sca
             f"median score {fmt(ref['median_score_own'], '.4f')}, {ref['seconds']:.2f} s, "
             f"{fmt(ref['images_per_s'], '.3f')} img/s")
         rows = []
-        for backend, suffix in (("tract", ""), ("ort", "_ort")):
-            if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
-                continue
+        for backend, suffix in georob_backends():
             r = run_georob(args, model_path, data_path, labels_path, group, n_c, cfg["max_iter"], backend,
                            out / f"georob_{name}_{group}{suffix}.json")
             if not r.get("skipped"):
@@ -489,15 +488,8 @@ def scale_check(refmf, net, x, y, mode, cfg, n_c, args, ref) -> dict:
 
 
 def do_digits(args, mm, refmf, refgeo, out: Path) -> list:
-    import torch
-
     log("== digits CNN ==")
-    x = np.load(DIGITS / "test_x.npy").astype(np.float32)
-    y = np.load(DIGITS / "test_y.npy").astype(np.int64)
-    net = digits_torch(mm)
-    torch.set_num_threads(args.threads)
-    check = compare("digits_cnn (450 test images)", torch_logits(net, x),
-                    ort_logits(DIGITS / "digits_cnn.onnx", x, args.threads), 1e-4)
+    x, y, net, check = digits_checked(mm, args.threads)
     args.limit_for = args.limit if args.limit is not None else 100
     x, y = x[:args.limit_for], y[:args.limit_for]
     cfg = {"max_iter": args.max_iter, "step_sizes": np.logspace(-2, np.log10(0.5), 10), "gamma": 0.8}
@@ -666,10 +658,7 @@ def main() -> None:
     try:
         prov = export_reference(Path(args.ref).resolve(), tmp)
         refmf, refgeo = import_reference(tmp)
-        mm = make_models_module()
-        import torch
-
-        torch.set_num_threads(args.threads)
+        mm = make_models_module(args.threads)
         results = []
         if args.which in ("digits", "both"):
             results += do_digits(args, mm, refmf, refgeo, out)
@@ -679,11 +668,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     md = report(results, mach, args)
-    (out / "peer_manifool.md").write_text(md)
-    (out / "peer_manifool.json").write_text(json.dumps({"machine": mach, "results": results}, indent=1) + "\n")
-    print()
-    print(md)
-    log(f"wrote {out / 'peer_manifool.md'} and {out / 'peer_manifool.json'}")
+    write_report(out, "peer_manifool", md, mach, results)
 
 
 if __name__ == "__main__":

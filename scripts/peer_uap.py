@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -40,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peer_foolbox import (  # noqa: E402
-    DIGITS, ROOT, compare, digits_torch, fmt, host_info, log, make_models_module, ort_logits, run_georob_json,
+    DIGITS, ROOT, digits_checked, fmt, georob_backends, host_info, log, make_models_module, run_georob_json,
     torch_logits,
 )
 
@@ -118,13 +117,8 @@ def main() -> None:
 
     import torch
 
-    mm = make_models_module()
-    torch.set_num_threads(args.threads)
-    x = np.load(DIGITS / "test_x.npy").astype(np.float32)
-    y = np.load(DIGITS / "test_y.npy").astype(np.int64)
-    model = digits_torch(mm)
-    check = compare("digits_cnn (450 test images)", torch_logits(model, x),
-                    ort_logits(DIGITS / "digits_cnn.onnx", x, args.threads), 1e-4)
+    mm = make_models_module(args.threads)
+    x, y, model, check = digits_checked(mm, args.threads)
     n_train = int(round(len(x) * (1 - HOLDOUT)))
     pred = torch_logits(model, x).argmax(1)
     ok = pred == y
@@ -138,9 +132,7 @@ def main() -> None:
     log(f"  ART: {art['seconds']:.2f} s, fooling {art['fooling_rate']:.3f} / held out "
         f"{art['holdout_fooling_rate']:.3f}, ‖v‖ {art['norm_l2']:.3f}, converged {art['converged']}")
     rows.append(art)
-    for backend in ("tract", "ort"):
-        if backend == "ort" and not os.environ.get("ORT_DYLIB_PATH"):
-            continue
+    for backend, _ in georob_backends():
         r = run_georob(args.georob, args.out, args.threads, backend, args.seed, args.timeout)
         if r is None:
             continue

@@ -1,8 +1,59 @@
-//! What the bench binaries share: timing and the machine description. Each bench uses
-//! part of it.
+//! What the bench binaries share: timing, the machine description, the bundled data and the
+//! Python peers. Each bench uses part of it.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A float32 .npy file as (shape, data).
+pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let f = npyz::NpyFile::new(std::fs::File::open(path).expect("bundled data")).unwrap();
+    let shape = f.shape().iter().map(|&d| d as usize).collect();
+    (shape, f.into_vec::<f32>().unwrap())
+}
+
+/// `n` rows of an array of `shape` (rows along its first axis), cycling through its rows.
+pub fn cycle_rows(shape: &[usize], data: &[f32], n: usize) -> Vec<f32> {
+    let d: usize = shape[1..].iter().product();
+    (0..n)
+        .flat_map(|i| {
+            let r = i % shape[0];
+            data[r * d..(r + 1) * d].iter().copied()
+        })
+        .collect()
+}
+
+/// Runs `scripts/<script>` under `python` with `--json --threads <threads>` and `args`, and
+/// parses the last line it prints; `None` when it cannot run or prints no JSON, and when it
+/// fails, after printing its stderr as the `what` benchmark's failure.
+pub fn peer_json(
+    python: &str,
+    script: &str,
+    threads: usize,
+    args: &[&str],
+    what: &str,
+) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(python)
+        .arg(root().join("scripts").join(script))
+        .args(["--json", "--threads", &threads.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "{what} benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last()?).ok()
+}
 
 /// Median wall time in milliseconds per call of `f`: one warm-up call, then 3 to 9 samples
 /// (more while under 10 s), each of as many calls as fill `min_sample_ms` (at least one).

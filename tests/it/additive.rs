@@ -8,7 +8,7 @@ use georob::measure::{self, MeasureResult};
 use georob::model::Model;
 use transforms::nalgebra::{DMatrix, DVector};
 
-use crate::common::{dataset, digits, npy_f32, open, repo, try_run_measure};
+use crate::common::{dataset, digits, npy_f64, open, ranked, repo, try_run_measure, LinearDigits};
 
 fn try_run(
     name: &str,
@@ -219,24 +219,16 @@ fn cnn_boundary_is_flatter_along_random_than_adversarial_directions() {
     );
 }
 
-/// Logits `Wx + b` of the linear model, in f64.
-fn linear_logits(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
-    let d = x.len();
-    (0..10)
-        .map(|k| f64::from(b[k]) + (0..d).map(|t| f64::from(w[k * d + t]) * x[t]).sum::<f64>())
-        .collect()
-}
-
 /// ∇ℓ(x) = Wᵀ(softmax(Wx + b) − e_k0) of the linear model, in f64.
-fn linear_loss_grad(w: &[f32], b: &[f32], x: &[f64], k0: usize) -> Vec<f64> {
-    let d = x.len();
-    let f = linear_logits(w, b, x);
+fn linear_loss_grad(lin: &LinearDigits, x: &[f64], k0: usize) -> Vec<f64> {
+    let (d, w) = (LinearDigits::D, &lin.w);
+    let f = lin.logits(x);
     let m = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = f.iter().map(|v| (v - m).exp()).sum();
     let mut c: Vec<f64> = f.iter().map(|v| (v - m).exp() / z).collect();
     c[k0] = -(0..10).filter(|&k| k != k0).map(|k| c[k]).sum::<f64>();
     (0..d)
-        .map(|t| (0..10).map(|k| c[k] * f64::from(w[k * d + t])).sum())
+        .map(|t| (0..10).map(|k| c[k] * w[k * d + t]).sum())
         .collect()
 }
 
@@ -251,23 +243,14 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
         &model,
         &data,
     );
-    let npy = |p: &str| npy_f32(&repo(p)).1;
-    let (x, w, b) = (
-        npy("onnx_models/digits/test_x.npy"),
-        npy("onnx_models/digits/digits_linear_W.npy"),
-        npy("onnx_models/digits/digits_linear_b.npy"),
-    );
+    let lin = LinearDigits::load();
     let mut checked = 0;
     for img in &r.images {
-        let xi: Vec<f64> = x[img.index * 784..(img.index + 1) * 784]
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect();
+        let xi = lin.image(img.index);
         // CURE measures the images the model classifies correctly: decided here
         // in f64 wherever the top two logits are further apart than f32 rounding.
-        let f = linear_logits(&w, &b, &xi);
-        let mut order: Vec<usize> = (0..10).collect();
-        order.sort_by(|&p, &q| f[q].total_cmp(&f[p]));
+        let f = lin.logits(xi);
+        let order = ranked(&f);
         if f[order[0]] - f[order[1]] > 1e-3 {
             assert_eq!(
                 img.values.contains_key("c_h"),
@@ -279,14 +262,14 @@ fn cure_matches_the_closed_form_on_the_linear_model() {
         if !img.values.contains_key("c_h") {
             continue;
         }
-        let g0 = linear_loss_grad(&w, &b, &xi, img.pred);
+        let g0 = linear_loss_grad(&lin, xi, img.pred);
         let nz = g0.iter().filter(|v| **v != 0.0).count() as f64;
         let probe: Vec<f64> = xi
             .iter()
             .zip(&g0)
             .map(|(x, g)| x + h * g.signum() * f64::from(u8::from(*g != 0.0)) / nz.sqrt())
             .collect();
-        let g1 = linear_loss_grad(&w, &b, &probe, img.pred);
+        let g1 = linear_loss_grad(&lin, &probe, img.pred);
         let want = g0
             .iter()
             .zip(&g1)
@@ -324,10 +307,9 @@ fn lanczos_finds_the_top_eigenvalues_of_a_quadratic_boundary() {
         &model,
         &data,
     );
-    let npy = |p: &str| -> Vec<f64> { npy_f32(&repo(p)).1.into_iter().map(f64::from).collect() };
     let (a, b) = (
-        npy("onnx_models/quadratic/A.npy"),
-        npy("onnx_models/quadratic/b.npy"),
+        npy_f64("onnx_models/quadratic/A.npy"),
+        npy_f64("onnx_models/quadratic/b.npy"),
     );
     let d = b.len();
     let a = DMatrix::from_row_slice(d, d, &a);
@@ -390,21 +372,12 @@ fn margin_matches_the_closed_form_on_the_linear_model() {
     let model = open("onnx_models/digits/digits_linear.onnx");
     let data = digits(60);
     let r = run("margin", serde_json::json!({}), &model, &data);
-    let npy = |p: &str| -> Vec<f64> { npy_f32(&repo(p)).1.into_iter().map(f64::from).collect() };
-    let (x, w, b) = (
-        npy("onnx_models/digits/test_x.npy"),
-        npy("onnx_models/digits/digits_linear_W.npy"),
-        npy("onnx_models/digits/digits_linear_b.npy"),
-    );
-    let d = 784;
+    let lin = LinearDigits::load();
+    let (d, w) = (LinearDigits::D, &lin.w);
     let mut checked = 0;
     for img in &r.images {
-        let xi = &x[img.index * d..(img.index + 1) * d];
-        let f: Vec<f64> = (0..10)
-            .map(|k| b[k] + (0..d).map(|t| w[k * d + t] * xi[t]).sum::<f64>())
-            .collect();
-        let mut order: Vec<usize> = (0..10).collect();
-        order.sort_by(|&p, &q| f[q].total_cmp(&f[p]));
+        let f = lin.logits(lin.image(img.index));
+        let order = ranked(&f);
         let (k0, k1) = (order[0], order[1]);
         // Where the top three logits are clear of f32 rounding, k0 and k1 are the model's too.
         if f[k0] - f[k1] < 1e-3 || f[k1] - f[order[2]] < 1e-3 {

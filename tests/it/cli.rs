@@ -1,9 +1,6 @@
 //! The command line end to end: the README's command, eval on the bundled
 //! models, JSON output, and `inspect`.
 
-use std::path::Path;
-use std::process::Output;
-
 use crate::common::{georob, repo, text, write_npy_i64};
 
 #[test]
@@ -153,31 +150,28 @@ fn inspect_describes_the_model_and_names_the_backend() {
 #[test]
 fn label_count_and_range_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    // `georob eval` on the digits with the labels at `path`.
-    let eval_labelled = |path: &Path| -> Output {
-        georob(&[
+    // `georob eval` on the digits with `labels` written to `file`: exit status 2, and stderr.
+    let eval_labelled = |file: &str, labels: &[i64]| -> String {
+        let path = dir.path().join(file);
+        write_npy_i64(&path, labels);
+        let o = georob(&[
             "eval",
             "onnx_models/digits/digits_cnn.onnx",
             "onnx_models/digits/test_x.npy",
             "--labels",
             path.to_str().unwrap(),
-        ])
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2));
+        err
     };
-    let few = dir.path().join("few.npy");
-    write_npy_i64(&few, &[1, 2, 3]);
-    let o = eval_labelled(&few);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2));
+    let err = eval_labelled("few.npy", &[1, 2, 3]);
     assert!(
         err.contains("few.npy") && err.contains("3 labels for 450 samples"),
         "{err}"
     );
 
-    let big = dir.path().join("big.npy");
-    write_npy_i64(&big, &vec![12; 450]);
-    let o = eval_labelled(&big);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2));
+    let err = eval_labelled("big.npy", &[12; 450]);
     assert!(
         err.contains("label 12") && err.contains("10 classes"),
         "{err}"

@@ -144,6 +144,54 @@ pub fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     read_npy_f32(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The values of a float32 .npy file (relative to the repository), widened to f64.
+pub fn npy_f64(path: &str) -> Vec<f64> {
+    npy_f32(&repo(path)).1.into_iter().map(f64::from).collect()
+}
+
+/// The bundled linear digits model and the digits test images, in f64, for closed forms.
+pub struct LinearDigits {
+    /// The 450 test images, 784 values each.
+    pub x: Vec<f64>,
+    /// `W`, 10 × 784, row-major.
+    pub w: Vec<f64>,
+    /// `b`, 10 values.
+    pub b: Vec<f64>,
+}
+
+impl LinearDigits {
+    /// Values per image.
+    pub const D: usize = 784;
+
+    pub fn load() -> Self {
+        LinearDigits {
+            x: npy_f64("onnx_models/digits/test_x.npy"),
+            w: npy_f64("onnx_models/digits/digits_linear_W.npy"),
+            b: npy_f64("onnx_models/digits/digits_linear_b.npy"),
+        }
+    }
+
+    /// Test image `i`.
+    pub fn image(&self, i: usize) -> &[f64] {
+        &self.x[i * Self::D..(i + 1) * Self::D]
+    }
+
+    /// The logits `Wx + b` at `x`.
+    pub fn logits(&self, x: &[f64]) -> Vec<f64> {
+        let d = Self::D;
+        (0..10)
+            .map(|k| self.b[k] + (0..d).map(|t| self.w[k * d + t] * x[t]).sum::<f64>())
+            .collect()
+    }
+}
+
+/// The classes by decreasing logit `f` (equal logits in class order).
+pub fn ranked(f: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..f.len()).collect();
+    order.sort_by(|&p, &q| f[q].total_cmp(&f[p]));
+    order
+}
+
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
     use npyz::WriterBuilder;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
@@ -207,6 +255,45 @@ pub fn grad_references() -> Vec<String> {
         out.retain(|n| keep.contains(&n.as_str()));
     }
     out
+}
+
+/// The cotangents and reference gradients of one PyTorch reference for `M` cotangents.
+pub struct GradReference {
+    /// The cotangents' shape, `(N, M, K)`.
+    pub cot_shape: Vec<usize>,
+    pub cot: Vec<f32>,
+    pub grad: Vec<f32>,
+}
+
+/// `<name>.cot{m}.npy` and `<name>.grad{m}.npy` of reference `name` in `dir`, when both can be
+/// read.
+pub fn grad_reference(dir: &Path, name: &str, m: usize) -> Option<GradReference> {
+    let (cot_shape, cot) = read_npy_f32(&dir.join(format!("{name}.cot{m}.npy"))).ok()?;
+    let (_, grad) = read_npy_f32(&dir.join(format!("{name}.grad{m}.npy"))).ok()?;
+    Some(GradReference {
+        cot_shape,
+        cot,
+        grad,
+    })
+}
+
+/// Whether a gradient with cosine `cos` and relative L2 error `rel` against its PyTorch
+/// reference passes: cosine ≥ 0.9999 and relative error ≤ 1e-3.
+pub fn matches_reference(cos: f64, rel: f64) -> bool {
+    cos >= 0.9999 && rel <= 1e-3
+}
+
+/// Prints each of `skipped` (`why` says why they were), then fails listing `failures`, if any.
+pub fn assert_no_failures(failures: &[String], skipped: &[String], why: &str) {
+    for s in skipped {
+        eprintln!("skipped ({why}): {s}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// A runnable tract plan of `model`, at the input shapes it declares.

@@ -7,7 +7,7 @@ use georob::measure::deepfool::{run_all, Keep};
 use georob::measure::space::{Space, SpacedModel};
 use georob::measure::Outcome;
 
-use crate::common::{digits, npy_f32, open, repo, Harness};
+use crate::common::{digits, npy_f32, open, ranked, repo, Harness, LinearDigits};
 
 /// Closed-form distance `min_k |f_k − f_k0| / ‖w_k − w_k0‖_q` (q = 2, or 1
 /// for L∞) and the clean class `k0`, in f64, from `W` (10, 784) and the
@@ -116,26 +116,16 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
         .collect();
     // Attacked are the images the model classifies correctly: checked against the
     // f64 logits Wx + b wherever the top two are further apart than f32 rounding.
-    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
-    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
-    let (_, b) = npy_f32(&repo("onnx_models/digits/digits_linear_b.npy"));
+    let lin = LinearDigits::load();
     let mut clear = 0;
     for img in &images {
-        let xi = &x[img.index * 784..(img.index + 1) * 784];
-        let mut f: Vec<(f64, usize)> = (0..10)
-            .map(|k| {
-                let dot: f64 = (0..784)
-                    .map(|t| f64::from(w[k * 784 + t]) * f64::from(xi[t]))
-                    .sum();
-                (dot + f64::from(b[k]), k)
-            })
-            .collect();
-        f.sort_by(|p, q| q.0.total_cmp(&p.0));
-        if f[0].0 - f[1].0 > 1e-3 {
+        let f = lin.logits(lin.image(img.index));
+        let order = ranked(&f);
+        if f[order[0]] - f[order[1]] > 1e-3 {
             clear += 1;
             assert_eq!(
                 img.outcome != Outcome::Misclassified,
-                img.label == Some(f[0].1),
+                img.label == Some(order[0]),
                 "image {}",
                 img.index
             );

@@ -12,7 +12,8 @@ use std::path::Path;
 use georob::model::{BackendKind, GradientChoice, GradientMode, Model, ModelOptions};
 
 use crate::common::{
-    compare, grad_references, npy_f32, onnx_models, options_for, ort_library, read_npy_f32,
+    assert_no_failures, compare, grad_reference, grad_references, matches_reference, npy_f32,
+    onnx_models, options_for, ort_library, read_npy_f32, GradReference,
 };
 
 fn open(path: &Path, kind: BackendKind, sidecar: bool) -> georob::Result<Model> {
@@ -64,10 +65,10 @@ fn references_on_ort() {
             .filter(|m| m.spec.sample_shape()[..] == xs[1..]);
         let proto = ModelProto::decode(&*std::fs::read(&path).unwrap()).unwrap();
         for m in [1usize, 10] {
-            let (Ok((_, cot)), Ok((_, gref))) = (
-                read_npy_f32(&dir.join(format!("{name}.cot{m}.npy"))),
-                read_npy_f32(&dir.join(format!("{name}.grad{m}.npy"))),
-            ) else {
+            let Some(GradReference {
+                cot, grad: gref, ..
+            }) = grad_reference(&dir, name, m)
+            else {
                 continue;
             };
             let grad = match &model {
@@ -118,7 +119,7 @@ fn references_on_ort() {
             };
             let (cos, rel) = compare(&grad, &gref);
             eprintln!("{name} M={m}: cos {cos:.7} rel {rel:.2e}");
-            if !(cos >= 0.9999 && rel <= 1e-3) {
+            if !matches_reference(cos, rel) {
                 failures.push(format!("{name} M={m}: cos {cos:.6} rel {rel:.3e}"));
             }
         }
@@ -127,15 +128,7 @@ fn references_on_ort() {
         "{} references: {via_model} runs through Model::vjp, {via_graph} through the raw graph",
         names.len()
     );
-    for s in &skipped {
-        eprintln!("skipped (the forward model cannot run): {s}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, &skipped, "the forward model cannot run");
 }
 
 #[test]

@@ -14,7 +14,10 @@ use georob::grad::{build_gradient_graph_probed, probe_model, CotangentLayout, Gr
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
-use crate::common::{compare, grad_references, plan, read_npy_f32, repo, run_plan};
+use crate::common::{
+    assert_no_failures, compare, grad_reference, grad_references, matches_reference, plan,
+    read_npy_f32, repo, run_plan, GradReference,
+};
 
 fn npy(path: &Path) -> Option<(Vec<usize>, Vec<f32>)> {
     read_npy_f32(path).ok()
@@ -62,10 +65,12 @@ fn gradients_match_pytorch_references() {
             (10, CotangentLayout::Batched),
             (10, CotangentLayout::Split),
         ] {
-            let (Some((cs, cot)), Some((_, gref))) = (
-                npy(&dir.join(format!("{name}.cot{m}.npy"))),
-                npy(&dir.join(format!("{name}.grad{m}.npy"))),
-            ) else {
+            let Some(GradReference {
+                cot_shape: cs,
+                cot,
+                grad: gref,
+            }) = grad_reference(&dir, name, m)
+            else {
                 continue;
             };
             let t0 = std::time::Instant::now();
@@ -108,20 +113,12 @@ fn gradients_match_pytorch_references() {
                 "{name} M={m} {layout:?}: grad cos {cos:.7} rel {rel:.2e}; logits cos {lcos:.7} rel {lrel:.2e} ({:.1?})",
                 t0.elapsed()
             );
-            if !(cos >= 0.9999 && rel <= 1e-3) {
+            if !matches_reference(cos, rel) {
                 failures.push(format!(
                     "{name} M={m} {layout:?}: cos {cos:.6} rel {rel:.3e}"
                 ));
             }
         }
     }
-    for s in &skipped {
-        eprintln!("skipped (tract cannot run the original model): {s}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, &skipped, "tract cannot run the original model");
 }

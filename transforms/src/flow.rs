@@ -151,7 +151,9 @@ mod tests {
     use crate::homography::MatrixWarp;
     use crate::layout::{convert_layout, ImageLayout};
     use crate::sampling::{Border, Interpolation};
-    use crate::testutil::{dot, gaussian_images, random_values, rel_err, to_f64, LAYOUTS};
+    use crate::testutil::{
+        central_gradient, dot, gaussian_images, random_f32, random_values, rel_err, to_f64, LAYOUTS,
+    };
 
     fn constant_flow(n: usize, h: usize, w: usize, u: f64, v: f64) -> Vec<f64> {
         let plane = h * w;
@@ -166,10 +168,7 @@ mod tests {
     #[test]
     fn zero_flow_is_bit_exact() {
         let shape = ImageShape::new(2, 3, 7, 9);
-        let mut data: Vec<f32> = random_values(shape.len(), 1)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+        let mut data = random_f32(shape.len(), 1);
         data[0] = -0.0;
         let zero = vec![0.0; Flow::len_for(2, 7, 9)];
         let flow = Flow::new(&zero, 2, 7, 9).unwrap();
@@ -244,10 +243,7 @@ mod tests {
             let data = gaussian_images(shape, layout, 4);
             let batch = Batch::new(&data, shape, layout).unwrap();
             let f = random_flow(n, h, w, 5);
-            let cot: Vec<f32> = random_values(shape.len(), 6)
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
+            let cot = random_f32(shape.len(), 6);
             let cot64 = to_f64(&cot);
             for border in [Border::Zero, Border::Replicate, Border::Reflect] {
                 let sampling = Sampling::new(Interpolation::Bilinear, border);
@@ -256,21 +252,13 @@ mod tests {
                     .vjp(&batch, sampling, &cot)
                     .unwrap();
                 // Coordinate-wise central differences of ⟨cotangent, warp(flow)⟩.
-                let step = 1e-6;
-                let fd: Vec<f64> = (0..f.len())
-                    .map(|k| {
-                        let loss = |delta: f64| {
-                            let mut g = f.clone();
-                            g[k] += delta;
-                            let out = Flow::new(&g, n, h, w)
-                                .unwrap()
-                                .apply_f64(&batch, sampling)
-                                .unwrap();
-                            dot(&out, &cot64)
-                        };
-                        (loss(step) - loss(-step)) / (2.0 * step)
-                    })
-                    .collect();
+                let fd = central_gradient(&f, 1e-6, |g| {
+                    let out = Flow::new(g, n, h, w)
+                        .unwrap()
+                        .apply_f64(&batch, sampling)
+                        .unwrap();
+                    dot(&out, &cot64)
+                });
                 let err = rel_err(&grad, &fd);
                 assert!(err < 1e-3, "{layout} {border}: relative error {err:.3e}");
             }

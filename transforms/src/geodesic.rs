@@ -83,24 +83,13 @@ pub fn path_length(
     sampling: Sampling,
 ) -> Result<Vec<f64>> {
     let shape = batch.shape();
-    let dim = group.dim();
-    if params.len() != dim && params.len() != dim * shape.n {
-        return Err(Error::ParamCount {
-            group: group.name(),
-            expected: dim,
-            got: params.len(),
-        });
-    }
+    group.check_shared_params(params.len(), shape.n)?;
     // Validate the schedule once, even for an empty batch.
     path_times(steps, 1.0)?;
     (0..shape.n)
         .into_par_iter()
         .map(|i| {
-            let theta = if params.len() == dim {
-                params
-            } else {
-                &params[i * dim..(i + 1) * dim]
-            };
+            let theta = group.image_params(params, i);
             let one = Batch::new(batch.image(i), shape.with_n(1), batch.layout())?;
             image_path_length(&one, group, theta, steps, method, sampling)
         })
@@ -189,15 +178,8 @@ fn image_path_length(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{convert_layout, ImageLayout, ImageShape};
-    use crate::testutil::{gaussian_images, rel_err, to_f64};
-
-    const SHAPE: ImageShape = ImageShape {
-        n: 2,
-        c: 3,
-        h: 16,
-        w: 20,
-    };
+    use crate::layout::{convert_layout, ImageLayout};
+    use crate::testutil::{gaussian_images, rel_err, to_f64, SHAPE};
 
     #[test]
     fn times_follow_the_reference_schedule() {

@@ -37,7 +37,6 @@
 //! counter-clockwise as displayed (`y` down): `θ = π/2` on a square image is NumPy's
 //! `np.rot90(image)` (`k = 1`).
 
-use std::fmt;
 use std::str::FromStr;
 
 use nalgebra::Matrix3;
@@ -190,6 +189,31 @@ impl TransformGroup {
         }
     }
 
+    /// Checks that `len` values hold one parameter vector for a whole batch of `n` images or
+    /// one per image (image-major); the error names `dim()` as the count expected.
+    pub(crate) fn check_shared_params(self, len: usize, n: usize) -> Result<()> {
+        let dim = self.dim();
+        if len == dim || len == dim * n {
+            Ok(())
+        } else {
+            Err(Error::ParamCount {
+                group: self.name(),
+                expected: dim,
+                got: len,
+            })
+        }
+    }
+
+    /// Image `i`'s parameter vector in `params`, which passed [`Self::check_shared_params`].
+    pub(crate) fn image_params(self, params: &[f64], i: usize) -> &[f64] {
+        let dim = self.dim();
+        if params.len() == dim {
+            params
+        } else {
+            &params[i * dim..(i + 1) * dim]
+        }
+    }
+
     /// Which entries of the full basis `R, Tx, Ty, S, H₁, H₂, P₁, P₂` this group uses.
     fn basis_indices(self) -> &'static [usize] {
         match self {
@@ -224,11 +248,7 @@ impl TransformGroup {
     }
 }
 
-impl fmt::Display for TransformGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(TransformGroup);
 
 impl FromStr for TransformGroup {
     type Err = Error;

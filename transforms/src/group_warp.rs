@@ -30,8 +30,8 @@ use crate::group::TransformGroup;
 use crate::homography::{centre, MatrixWarp};
 use crate::layout::{Batch, ImageShape};
 use crate::linalg::expm_frechet;
-use crate::sampling::Sampling;
-use crate::warp::{ImageRef, Real, Warp};
+use crate::sampling::{Sampling, Stencil};
+use crate::warp::{checked_cotangent, for_each_stencil, par_images, ImageRef, Real, Warp};
 
 /// Which side a tangent step multiplies the base transform from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,26 +130,20 @@ impl GroupWarp {
     /// column `k` holding `∂ warp(x)/∂θₖ`.
     pub fn jacobian(&self, batch: &Batch<'_>, sampling: Sampling) -> Result<Vec<DMatrix<f64>>> {
         let shape = batch.shape();
-        self.check(&shape)?;
         let dim = self.group.dim();
-        let strides = batch.layout().strides(&shape);
-        Ok((0..shape.n)
-            .into_par_iter()
-            .map(|i| {
-                let image = ImageRef::of(batch, i);
-                let mut j = DMatrix::zeros(shape.image_len(), dim);
-                self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
-                    for c in 0..shape.c {
-                        let g = image.gradient(stencil, c);
-                        let row = strides.offset(c, y, x);
-                        for (k, d) in dq.iter().enumerate() {
-                            j[(row, k)] = g[0] * d[0] + g[1] * d[1];
-                        }
+        self.map_images(batch, |i, image| {
+            let mut j = DMatrix::zeros(shape.image_len(), dim);
+            self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
+                for c in 0..shape.c {
+                    let g = image.gradient(stencil, c);
+                    let row = image.offset(c, y, x);
+                    for (k, d) in dq.iter().enumerate() {
+                        j[(row, k)] = g[0] * d[0] + g[1] * d[1];
                     }
-                });
-                j
-            })
-            .collect())
+                }
+            });
+            j
+        })
     }
 
     /// Vector–Jacobian product `Jᵀv` per image: `cotangent` (`∂L/∂out`, the shape and layout of
@@ -162,33 +156,19 @@ impl GroupWarp {
         cotangent: &[f32],
     ) -> Result<Vec<f64>> {
         let shape = batch.shape();
-        self.check(&shape)?;
-        shape.check_len("cotangent", cotangent.len())?;
+        let cotangent = checked_cotangent(self, batch, cotangent)?;
         let dim = self.group.dim();
-        let strides = batch.layout().strides(&shape);
-        let image_len = shape.image_len();
-        let per_image: Vec<Vec<f64>> = (0..shape.n)
-            .into_par_iter()
-            .map(|i| {
-                let image = ImageRef::of(batch, i);
-                let cot = &cotangent[i * image_len..(i + 1) * image_len];
-                let mut out = vec![0.0f64; dim];
-                self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
-                    let mut gq = [0.0f64; 2];
-                    for c in 0..shape.c {
-                        let v = cot[strides.offset(c, y, x)] as f64;
-                        let g = image.gradient(stencil, c);
-                        gq[0] += v * g[0];
-                        gq[1] += v * g[1];
-                    }
-                    for (o, d) in out.iter_mut().zip(dq) {
-                        *o += gq[0] * d[0] + gq[1] * d[1];
-                    }
-                });
-                out
-            })
-            .collect();
-        Ok(per_image.concat())
+        let mut out = vec![0.0f64; shape.n * dim];
+        par_images(batch, &mut out, dim, |i, image, out| {
+            let cot = ImageRef::of(&cotangent, i);
+            self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
+                let gq = image.cotangent_gradient(stencil, &cot, x, y);
+                for (o, d) in out.iter_mut().zip(dq) {
+                    *o += gq[0] * d[0] + gq[1] * d[1];
+                }
+            });
+        });
+        Ok(out)
     }
 
     /// Jacobian–vector product `J·θ̇` per image: the first-order change of the warped batch
@@ -204,31 +184,26 @@ impl GroupWarp {
     /// Euclidean distance between images: `‖J θ̇‖² = θ̇ᵀ G θ̇`.
     pub fn metric(&self, batch: &Batch<'_>, sampling: Sampling) -> Result<Vec<DMatrix<f64>>> {
         let shape = batch.shape();
-        self.check(&shape)?;
         let dim = self.group.dim();
-        Ok((0..shape.n)
-            .into_par_iter()
-            .map(|i| {
-                let image = ImageRef::of(batch, i);
-                let mut g = DMatrix::zeros(dim, dim);
-                let mut row = vec![0.0f64; dim];
-                self.for_each_pixel(i, &shape, sampling, |_, _, stencil, dq| {
-                    for c in 0..shape.c {
-                        let grad = image.gradient(stencil, c);
-                        for (r, d) in row.iter_mut().zip(dq) {
-                            *r = grad[0] * d[0] + grad[1] * d[1];
-                        }
-                        for a in 0..dim {
-                            for b in 0..=a {
-                                g[(a, b)] += row[a] * row[b];
-                            }
+        self.map_images(batch, |i, image| {
+            let mut g = DMatrix::zeros(dim, dim);
+            let mut row = vec![0.0f64; dim];
+            self.for_each_pixel(i, &shape, sampling, |_, _, stencil, dq| {
+                for c in 0..shape.c {
+                    let grad = image.gradient(stencil, c);
+                    for (r, d) in row.iter_mut().zip(dq) {
+                        *r = grad[0] * d[0] + grad[1] * d[1];
+                    }
+                    for a in 0..dim {
+                        for b in 0..=a {
+                            g[(a, b)] += row[a] * row[b];
                         }
                     }
-                });
-                g.fill_upper_triangle_with_lower_triangle();
-                g
-            })
-            .collect())
+                }
+            });
+            g.fill_upper_triangle_with_lower_triangle();
+            g
+        })
     }
 
     pub(crate) fn jvp_into<T: Real>(
@@ -241,66 +216,55 @@ impl GroupWarp {
         let shape = batch.shape();
         self.check(&shape)?;
         shape.check_len("jvp output", out.len())?;
-        let dim = self.group.dim();
-        if tangent.len() != dim && tangent.len() != dim * shape.n {
-            return Err(Error::ParamCount {
-                group: self.group.name(),
-                expected: dim,
-                got: tangent.len(),
+        self.group.check_shared_params(tangent.len(), shape.n)?;
+        par_images(batch, out, shape.image_len(), |i, image, chunk| {
+            let t = self.group.image_params(tangent, i);
+            self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
+                let mut v = [0.0f64; 2];
+                for (tk, d) in t.iter().zip(dq) {
+                    v[0] += tk * d[0];
+                    v[1] += tk * d[1];
+                }
+                image.write_jvp(chunk, stencil, x, y, v);
             });
-        }
-        if shape.is_empty() {
-            return Ok(());
-        }
-        let strides = batch.layout().strides(&shape);
-        out.par_chunks_mut(shape.image_len())
-            .enumerate()
-            .for_each(|(i, chunk)| {
-                let image = ImageRef::of(batch, i);
-                let t = if tangent.len() == dim {
-                    tangent
-                } else {
-                    &tangent[i * dim..(i + 1) * dim]
-                };
-                self.for_each_pixel(i, &shape, sampling, |x, y, stencil, dq| {
-                    let mut v = [0.0f64; 2];
-                    for (tk, d) in t.iter().zip(dq) {
-                        v[0] += tk * d[0];
-                        v[1] += tk * d[1];
-                    }
-                    for c in 0..shape.c {
-                        let g = image.gradient(stencil, c);
-                        chunk[strides.offset(c, y, x)] = T::from_f64(g[0] * v[0] + g[1] * v[1]);
-                    }
-                });
-            });
+        });
         Ok(())
+    }
+
+    /// Checks that this warp fits `batch`, then maps every image `i` to `f(i, image)`, in
+    /// parallel.
+    fn map_images<R, F>(&self, batch: &Batch<'_>, f: F) -> Result<Vec<R>>
+    where
+        R: Send,
+        F: Fn(usize, ImageRef<'_>) -> R + Sync + Send,
+    {
+        self.check(&batch.shape())?;
+        Ok((0..batch.shape().n)
+            .into_par_iter()
+            .map(|i| f(i, ImageRef::of(batch, i)))
+            .collect())
     }
 
     /// Calls `f(x, y, stencil, dq)` for every output pixel of image `i`, with `dq[k]` the
     /// derivative of the source point with respect to `θₖ`.
     fn for_each_pixel<F>(&self, i: usize, shape: &ImageShape, sampling: Sampling, mut f: F)
     where
-        F: FnMut(usize, usize, &crate::sampling::Stencil, &[[f64; 2]]),
+        F: FnMut(usize, usize, &Stencil, &[[f64; 2]]),
     {
         let m = self.warp.matrix(i);
         let dms = self.matrix_derivatives(i);
         let [cx, cy] = centre(shape.h, shape.w);
         let mut dq = vec![[0.0f64; 2]; dms.len()];
-        for y in 0..shape.h {
-            for x in 0..shape.w {
-                let p = Vector3::new(x as f64 - cx, y as f64 - cy, 1.0);
-                let h = m * p;
-                let (u, v) = (h.x / h.z, h.y / h.z);
-                for (d, dm) in dq.iter_mut().zip(dms) {
-                    let e = dm * p;
-                    *d = [(e.x - u * e.z) / h.z, (e.y - v * e.z) / h.z];
-                }
-                let q = self.warp.source(i, x, y, shape);
-                let stencil = sampling.stencil(q, shape.h, shape.w);
-                f(x, y, &stencil, &dq);
+        for_each_stencil(&self.warp, i, shape, sampling, |x, y, stencil| {
+            let p = Vector3::new(x as f64 - cx, y as f64 - cy, 1.0);
+            let h = m * p;
+            let (u, v) = (h.x / h.z, h.y / h.z);
+            for (d, dm) in dq.iter_mut().zip(dms) {
+                let e = dm * p;
+                *d = [(e.x - u * e.z) / h.z, (e.y - v * e.z) / h.z];
             }
-        }
+            f(x, y, stencil, &dq);
+        });
     }
 }
 
@@ -319,7 +283,9 @@ mod tests {
     use super::*;
     use crate::layout::{convert_layout, ImageLayout};
     use crate::sampling::{Border, Interpolation};
-    use crate::testutil::{gaussian_images, random_values, rel_err, to_f64, Rng, LAYOUTS};
+    use crate::testutil::{
+        gaussian_images, random_f32, random_values, rel_err, to_f64, Rng, LAYOUTS, SHAPE,
+    };
 
     /// Random non-identity parameters: angles ±0.4 rad, translations ±3 px, log-scales and
     /// stretches ±0.12, perspective ±0.004 / px.
@@ -338,12 +304,6 @@ mod tests {
             .collect()
     }
 
-    const SHAPE: ImageShape = ImageShape {
-        n: 2,
-        c: 3,
-        h: 16,
-        w: 20,
-    };
     const FD_STEP: f64 = 1e-6;
     /// The acceptance tolerance (relative, per column); the observed error is below 1e-7.
     const TOL: f64 = 1e-3;
@@ -494,10 +454,7 @@ mod tests {
         for layout in LAYOUTS {
             let data = gaussian_images(SHAPE, layout, 51);
             let batch = Batch::new(&data, SHAPE, layout).unwrap();
-            let v: Vec<f32> = random_values(SHAPE.len(), 52)
-                .iter()
-                .map(|&x| x as f32)
-                .collect();
+            let v = random_f32(SHAPE.len(), 52);
             for group in TransformGroup::ALL {
                 let dim = group.dim();
                 let params: Vec<f64> = (0..SHAPE.n)

@@ -124,11 +124,7 @@ impl ImageLayout {
     }
 }
 
-impl fmt::Display for ImageLayout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ImageLayout);
 
 impl FromStr for ImageLayout {
     type Err = Error;

@@ -47,6 +47,17 @@
 
 #![warn(missing_docs)]
 
+/// Implements `Display` for types that have a `name()`, writing that name.
+macro_rules! display_by_name {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 pub mod error;
 pub mod flow;
 pub mod geodesic;

@@ -4,7 +4,6 @@
 //! Pixel centres sit at integer coordinates: pixel `(x, y)` (column `x`, row `y`) covers
 //! `[x − ½, x + ½) × [y − ½, y + ½)`, the image spans columns `0..w−1` and rows `0..h−1`.
 
-use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
@@ -68,11 +67,7 @@ impl Border {
     }
 }
 
-impl fmt::Display for Border {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Border);
 
 impl FromStr for Border {
     type Err = Error;
@@ -101,11 +96,7 @@ impl Interpolation {
     }
 }
 
-impl fmt::Display for Interpolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Interpolation);
 
 impl FromStr for Interpolation {
     type Err = Error;

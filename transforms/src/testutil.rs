@@ -5,6 +5,14 @@ use crate::layout::{ImageLayout, ImageShape};
 /// Both layouts, for tests that loop over them.
 pub(crate) const LAYOUTS: [ImageLayout; 2] = [ImageLayout::Nchw, ImageLayout::Nhwc];
 
+/// A small batch of two RGB images that is not square.
+pub(crate) const SHAPE: ImageShape = ImageShape {
+    n: 2,
+    c: 3,
+    h: 16,
+    w: 20,
+};
+
 /// SplitMix64: a tiny, seeded, reproducible generator.
 pub(crate) struct Rng(u64);
 
@@ -67,6 +75,26 @@ pub(crate) fn gaussian_images(shape: ImageShape, layout: ImageLayout, seed: u64)
 pub(crate) fn random_values(len: usize, seed: u64) -> Vec<f64> {
     let mut rng = Rng::new(seed);
     (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+/// [`random_values`] rounded to `f32`.
+pub(crate) fn random_f32(len: usize, seed: u64) -> Vec<f32> {
+    random_values(len, seed).iter().map(|&v| v as f32).collect()
+}
+
+/// Coordinate-wise central differences `(f(x + step·eₖ) − f(x − step·eₖ)) / 2·step`: the
+/// gradient of `f` at `x`.
+pub(crate) fn central_gradient(x: &[f64], step: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    (0..x.len())
+        .map(|k| {
+            let at = |delta: f64| {
+                let mut moved = x.to_vec();
+                moved[k] += delta;
+                f(&moved)
+            };
+            (at(step) - at(-step)) / (2.0 * step)
+        })
+        .collect()
 }
 
 /// `‖a − b‖₂ / ‖b‖₂` (with a floor on the denominator).

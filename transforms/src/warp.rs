@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::flow::Flow;
 use crate::layout::{Batch, ImageShape, Strides};
 use crate::sampling::{Sampling, Stencil};
 
@@ -98,6 +99,7 @@ impl Real for f64 {
 pub(crate) struct ImageRef<'a> {
     data: &'a [f32],
     strides: Strides,
+    channels: usize,
 }
 
 impl<'a> ImageRef<'a> {
@@ -106,7 +108,19 @@ impl<'a> ImageRef<'a> {
         Self {
             data: batch.image(i),
             strides: batch.layout().strides(&batch.shape()),
+            channels: batch.shape().c,
         }
+    }
+
+    /// Offset of `(channel, y, x)` inside this image (and inside any image of the same shape
+    /// and layout).
+    pub(crate) fn offset(&self, c: usize, y: usize, x: usize) -> usize {
+        self.strides.offset(c, y, x)
+    }
+
+    /// The stored value of channel `c` at pixel `(x, y)`.
+    fn at(&self, c: usize, y: usize, x: usize) -> f64 {
+        self.data[self.offset(c, y, x)] as f64
     }
 
     /// The interpolated value of channel `c` (`f64` arithmetic). Taps with zero weight are
@@ -117,7 +131,7 @@ impl<'a> ImageRef<'a> {
         let mut any = false;
         for tap in stencil.taps() {
             if tap.weight != 0.0 {
-                acc += tap.weight * self.data[self.strides.offset(c, tap.y, tap.x)] as f64;
+                acc += tap.weight * self.at(c, tap.y, tap.x);
                 any = true;
             }
         }
@@ -132,17 +146,101 @@ impl<'a> ImageRef<'a> {
     pub(crate) fn gradient(&self, stencil: &Stencil, c: usize) -> [f64; 2] {
         let mut g = [0.0f64; 2];
         for tap in stencil.taps() {
-            let v = self.data[self.strides.offset(c, tap.y, tap.x)] as f64;
+            let v = self.at(c, tap.y, tap.x);
             g[0] += tap.dx * v;
             g[1] += tap.dy * v;
         }
         g
+    }
+
+    /// `Σ_c cot(c, y, x)·∇value_c`: the derivative of `⟨cot, out⟩` with respect to the sample
+    /// point of output pixel `(x, y)`, which reads this image through `stencil` (`cot` has the
+    /// shape and layout of this image).
+    pub(crate) fn cotangent_gradient(
+        &self,
+        stencil: &Stencil,
+        cot: &ImageRef<'_>,
+        x: usize,
+        y: usize,
+    ) -> [f64; 2] {
+        let mut g = [0.0f64; 2];
+        for c in 0..self.channels {
+            let v = cot.at(c, y, x);
+            let grad = self.gradient(stencil, c);
+            g[0] += v * grad[0];
+            g[1] += v * grad[1];
+        }
+        g
+    }
+
+    /// Writes into `out` (an image of this shape and layout), for every channel of output pixel
+    /// `(x, y)`, the first-order change of its value when its sample point moves by `d`.
+    pub(crate) fn write_jvp<T: Real>(
+        &self,
+        out: &mut [T],
+        stencil: &Stencil,
+        x: usize,
+        y: usize,
+        d: [f64; 2],
+    ) {
+        for c in 0..self.channels {
+            let g = self.gradient(stencil, c);
+            out[self.offset(c, y, x)] = T::from_f64(g[0] * d[0] + g[1] * d[1]);
+        }
     }
 }
 
 /// Index of `(plane, y, x)` inside one image's flow block of `2·h·w` values.
 pub(crate) fn flow_offset(shape: &ImageShape, plane: usize, y: usize, x: usize) -> usize {
     (plane * shape.h + y) * shape.w + x
+}
+
+/// Fills `out` image by image, in parallel: `f(i, image, chunk)` for image `i` of `batch` and
+/// its `chunk_len` values of `out`. Calls nothing for an empty batch.
+pub(crate) fn par_images<T, F>(batch: &Batch<'_>, out: &mut [T], chunk_len: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, ImageRef<'_>, &mut [T]) + Sync + Send,
+{
+    if batch.shape().is_empty() {
+        return;
+    }
+    out.par_chunks_mut(chunk_len)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i, ImageRef::of(batch, i), chunk));
+}
+
+/// Calls `f(x, y, stencil)` for every output pixel of image `i`, with the stencil that reads
+/// its source point.
+pub(crate) fn for_each_stencil<W, F>(
+    warp: &W,
+    i: usize,
+    shape: &ImageShape,
+    sampling: Sampling,
+    mut f: F,
+) where
+    W: Warp + ?Sized,
+    F: FnMut(usize, usize, &Stencil),
+{
+    for y in 0..shape.h {
+        for x in 0..shape.w {
+            let q = warp.source(i, x, y, shape);
+            f(x, y, &sampling.stencil(q, shape.h, shape.w));
+        }
+    }
+}
+
+/// Checks that `warp` fits `batch` and wraps `cotangent` (`∂L/∂out`) as a batch of the same
+/// shape and layout.
+pub(crate) fn checked_cotangent<'a, W: Warp + ?Sized>(
+    warp: &W,
+    batch: &Batch<'_>,
+    cotangent: &'a [f32],
+) -> Result<Batch<'a>> {
+    let shape = batch.shape();
+    warp.check(&shape)?;
+    shape.check_len("cotangent", cotangent.len())?;
+    Batch::new(cotangent, shape, batch.layout())
 }
 
 /// Warps `batch` into `out` (same shape and layout), in parallel over images.
@@ -155,24 +253,13 @@ pub(crate) fn apply_into<W: Warp + ?Sized, T: Real>(
     let shape = batch.shape();
     warp.check(&shape)?;
     shape.check_len("warp output", out.len())?;
-    if shape.is_empty() {
-        return Ok(());
-    }
-    let strides = batch.layout().strides(&shape);
-    out.par_chunks_mut(shape.image_len())
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let image = ImageRef::of(batch, i);
-            for y in 0..shape.h {
-                for x in 0..shape.w {
-                    let q = warp.source(i, x, y, &shape);
-                    let stencil = sampling.stencil(q, shape.h, shape.w);
-                    for c in 0..shape.c {
-                        chunk[strides.offset(c, y, x)] = T::from_f64(image.value(&stencil, c));
-                    }
-                }
+    par_images(batch, out, shape.image_len(), |i, image, chunk| {
+        for_each_stencil(warp, i, &shape, sampling, |x, y, stencil| {
+            for c in 0..shape.c {
+                chunk[image.offset(c, y, x)] = T::from_f64(image.value(stencil, c));
             }
         });
+    });
     Ok(())
 }
 
@@ -184,34 +271,23 @@ fn vjp_input<W: Warp + ?Sized>(
     let shape = cotangent.shape();
     warp.check(&shape)?;
     let mut out = vec![0.0f32; shape.len()];
-    if shape.is_empty() {
-        return Ok(out);
-    }
-    let strides = cotangent.layout().strides(&shape);
-    out.par_chunks_mut(shape.image_len())
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let cot = cotangent.image(i);
-            let mut acc = vec![0.0f64; shape.image_len()];
-            for y in 0..shape.h {
-                for x in 0..shape.w {
-                    let q = warp.source(i, x, y, &shape);
-                    let stencil = sampling.stencil(q, shape.h, shape.w);
-                    for c in 0..shape.c {
-                        let v = cot[strides.offset(c, y, x)] as f64;
-                        if v == 0.0 {
-                            continue;
-                        }
-                        for tap in stencil.taps() {
-                            acc[strides.offset(c, tap.y, tap.x)] += tap.weight * v;
-                        }
-                    }
+    par_images(cotangent, &mut out, shape.image_len(), |i, cot, chunk| {
+        let mut acc = vec![0.0f64; shape.image_len()];
+        for_each_stencil(warp, i, &shape, sampling, |x, y, stencil| {
+            for c in 0..shape.c {
+                let v = cot.at(c, y, x);
+                if v == 0.0 {
+                    continue;
+                }
+                for tap in stencil.taps() {
+                    acc[cot.offset(c, tap.y, tap.x)] += tap.weight * v;
                 }
             }
-            for (o, a) in chunk.iter_mut().zip(&acc) {
-                *o = *a as f32;
-            }
         });
+        for (o, a) in chunk.iter_mut().zip(&acc) {
+            *o = *a as f32;
+        }
+    });
     Ok(out)
 }
 
@@ -222,36 +298,17 @@ fn vjp_source<W: Warp + ?Sized>(
     cotangent: &[f32],
 ) -> Result<Vec<f64>> {
     let shape = batch.shape();
-    warp.check(&shape)?;
-    shape.check_len("cotangent", cotangent.len())?;
+    let cotangent = checked_cotangent(warp, batch, cotangent)?;
     let flow_len = 2 * shape.pixels();
     let mut out = vec![0.0f64; shape.n * flow_len];
-    if shape.is_empty() {
-        return Ok(out);
-    }
-    let strides = batch.layout().strides(&shape);
-    let image_len = shape.image_len();
-    out.par_chunks_mut(flow_len)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let image = ImageRef::of(batch, i);
-            let cot = &cotangent[i * image_len..(i + 1) * image_len];
-            for y in 0..shape.h {
-                for x in 0..shape.w {
-                    let q = warp.source(i, x, y, &shape);
-                    let stencil = sampling.stencil(q, shape.h, shape.w);
-                    let mut g = [0.0f64; 2];
-                    for c in 0..shape.c {
-                        let v = cot[strides.offset(c, y, x)] as f64;
-                        let grad = image.gradient(&stencil, c);
-                        g[0] += v * grad[0];
-                        g[1] += v * grad[1];
-                    }
-                    chunk[flow_offset(&shape, 0, y, x)] = g[0];
-                    chunk[flow_offset(&shape, 1, y, x)] = g[1];
-                }
-            }
+    par_images(batch, &mut out, flow_len, |i, image, chunk| {
+        let cot = ImageRef::of(&cotangent, i);
+        for_each_stencil(warp, i, &shape, sampling, |x, y, stencil| {
+            let g = image.cotangent_gradient(stencil, &cot, x, y);
+            chunk[flow_offset(&shape, 0, y, x)] = g[0];
+            chunk[flow_offset(&shape, 1, y, x)] = g[1];
         });
+    });
     Ok(out)
 }
 
@@ -266,31 +323,12 @@ pub(crate) fn jvp_source_into<W: Warp + ?Sized, T: Real>(
     warp.check(&shape)?;
     ImageShape::new(shape.n, 2, shape.h, shape.w).check_len("source tangent", tangent.len())?;
     shape.check_len("jvp output", out.len())?;
-    if shape.is_empty() {
-        return Ok(());
-    }
-    let strides = batch.layout().strides(&shape);
-    let flow_len = 2 * shape.pixels();
-    out.par_chunks_mut(shape.image_len())
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let image = ImageRef::of(batch, i);
-            let t = &tangent[i * flow_len..(i + 1) * flow_len];
-            for y in 0..shape.h {
-                for x in 0..shape.w {
-                    let q = warp.source(i, x, y, &shape);
-                    let stencil = sampling.stencil(q, shape.h, shape.w);
-                    let d = [
-                        t[flow_offset(&shape, 0, y, x)],
-                        t[flow_offset(&shape, 1, y, x)],
-                    ];
-                    for c in 0..shape.c {
-                        let g = image.gradient(&stencil, c);
-                        chunk[strides.offset(c, y, x)] = T::from_f64(g[0] * d[0] + g[1] * d[1]);
-                    }
-                }
-            }
+    let tangent = Flow::new(tangent, shape.n, shape.h, shape.w)?;
+    par_images(batch, out, shape.image_len(), |i, image, chunk| {
+        for_each_stencil(warp, i, &shape, sampling, |x, y, stencil| {
+            image.write_jvp(chunk, stencil, x, y, tangent.displacement(i, x, y));
         });
+    });
     Ok(())
 }
 
@@ -302,7 +340,9 @@ mod tests {
     use crate::layout::convert_layout;
     use crate::layout::ImageLayout;
     use crate::sampling::{Border, Interpolation};
-    use crate::testutil::{dot, gaussian_images, random_values, rel_err, to_f64, LAYOUTS};
+    use crate::testutil::{
+        dot, gaussian_images, random_f32, random_values, rel_err, to_f64, LAYOUTS,
+    };
     use nalgebra::Matrix3;
 
     const BORDERS: [Border; 3] = [Border::Zero, Border::Replicate, Border::Reflect];
@@ -450,16 +490,7 @@ mod tests {
         let shape = ImageShape::new(2, 3, 16, 20);
         let nchw = gaussian_images(shape, ImageLayout::Nchw, 5);
         let nhwc = convert_layout(&nchw, shape, ImageLayout::Nchw, ImageLayout::Nhwc).unwrap();
-        let cot = convert_layout(
-            &random_values(shape.len(), 6)
-                .iter()
-                .map(|&v| v as f32)
-                .collect::<Vec<_>>(),
-            shape,
-            ImageLayout::Nchw,
-            ImageLayout::Nchw,
-        )
-        .unwrap();
+        let cot = random_f32(shape.len(), 6);
         let cot_nhwc = convert_layout(&cot, shape, ImageLayout::Nchw, ImageLayout::Nhwc).unwrap();
         let warp = affine_warp();
         for sampling in all_samplings() {
@@ -513,10 +544,7 @@ mod tests {
         let shape = ImageShape::new(2, 3, 16, 20);
         let layout = ImageLayout::Nhwc;
         let x = gaussian_images(shape, layout, 8);
-        let v: Vec<f32> = random_values(shape.len(), 9)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+        let v = random_f32(shape.len(), 9);
         let warp = affine_warp();
         for sampling in all_samplings() {
             let xb = Batch::new(&x, shape, layout).unwrap();
@@ -538,10 +566,7 @@ mod tests {
         let layout = ImageLayout::Nchw;
         let x = gaussian_images(shape, layout, 10);
         let batch = Batch::new(&x, shape, layout).unwrap();
-        let v: Vec<f32> = random_values(shape.len(), 11)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+        let v = random_f32(shape.len(), 11);
         let t = random_values(2 * shape.n * shape.pixels(), 12);
         let warp = affine_warp();
         for sampling in all_samplings() {
