@@ -75,7 +75,7 @@ pub fn model_grad_to_image_in_place(spec: &InputSpec, g: &mut [f32], tmp: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Channels, OutputKind};
+    use crate::spec::Channels;
     use crate::testutil::spec;
     use rand::{Rng, SeedableRng};
 
@@ -102,14 +102,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for layout in [Layout::Nchw, Layout::Nhwc] {
             let spec = InputSpec {
-                layout,
-                height: 3,
-                width: 5,
-                channels: Channels::Rgb,
                 scale: 255.0,
                 mean: vec![123.7, 116.3, 103.5],
                 std: vec![58.4, 57.1, 57.4],
-                output: OutputKind::Logits,
+                ..spec(layout, Channels::Rgb, 3, 5)
             };
             let d = spec.sample_len();
             let draw = |rng: &mut rand::rngs::StdRng| -> Vec<f32> {

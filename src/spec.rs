@@ -428,14 +428,10 @@ mod tests {
     #[test]
     fn normalise_applies_scale_mean_std() {
         let spec = InputSpec {
-            layout: Layout::Nchw,
-            height: 1,
-            width: 1,
-            channels: Channels::Rgb,
             scale: 255.0,
             mean: vec![100.0, 0.0, 0.0],
             std: vec![2.0, 1.0, 1.0],
-            output: OutputKind::Logits,
+            ..crate::testutil::spec(Layout::Nchw, Channels::Rgb, 1, 1)
         };
         assert_eq!(spec.normalise(0, 1.0), (255.0 - 100.0) / 2.0);
         assert_eq!(spec.sample_shape(), [3, 1, 1]);

@@ -143,9 +143,36 @@ pub fn deepfool_batch_at(
         // Gradient calls take one image each anyway: run each image's iterations on its own
         // rather than in lockstep, so that no thread waits at the end of an iteration for the
         // others, whose images may need fewer steps.
-        return deepfool_each(model, u, logits0, n, opts, project);
+        return deepfool_each(
+            Solver {
+                model,
+                opts,
+                project,
+            },
+            u,
+            logits0,
+            n,
+        );
     }
-    deepfool_from(model, u, logits0, n, opts, project)
+    deepfool_from(
+        Solver {
+            model,
+            opts,
+            project,
+        },
+        u,
+        logits0,
+        n,
+    )
+}
+
+/// What one DeepFool run keeps fixed: the model in its measured space, the options and the
+/// projection.
+#[derive(Clone, Copy)]
+struct Solver<'a> {
+    model: &'a SpacedModel<'a>,
+    opts: &'a DeepFoolOptions,
+    project: Option<Projection<'a>>,
 }
 
 /// Fails unless `u` holds `n` samples of the model's dimension.
@@ -161,24 +188,18 @@ fn check_len(model: &SpacedModel, u: &[f32], n: usize) -> Result<()> {
 }
 
 /// [`deepfool_batch`] image by image, images concurrently, from the clean logits `logits0`.
-fn deepfool_each(
-    model: &SpacedModel,
-    u: &[f32],
-    logits0: &[f32],
-    n: usize,
-    opts: &DeepFoolOptions,
-    project: Option<Projection>,
-) -> Result<Vec<DeepFoolOutcome>> {
-    let (d, k) = (model.dim(), model.classes());
-    model.model.executor().map_concurrent(n, |i| {
+fn deepfool_each(s: Solver, u: &[f32], logits0: &[f32], n: usize) -> Result<Vec<DeepFoolOutcome>> {
+    let (d, k) = (s.model.dim(), s.model.classes());
+    s.model.model.executor().map_concurrent(n, |i| {
         let ui = &u[i * d..(i + 1) * d];
         let li = &logits0[i * k..(i + 1) * k];
-        let one = match project {
+        let one = match s.project {
             Some(p) => {
                 let at_i = move |_: usize, w: &mut [f32]| p(i, w);
-                deepfool_from(model, ui, li, 1, opts, Some(&at_i))?
+                let project = Some(&at_i as Projection);
+                deepfool_from(Solver { project, ..s }, ui, li, 1)?
             }
-            None => deepfool_from(model, ui, li, 1, opts, None)?,
+            None => deepfool_from(s, ui, li, 1)?,
         };
         Ok(one.into_iter().next().expect("one outcome per image"))
     })
@@ -190,14 +211,12 @@ fn deepfool_each(
 const PER_IMAGE_FROM_S: f64 = 1e-3;
 
 /// [`deepfool_batch`] in lockstep, from the clean logits `logits0` of the `n` samples `u`.
-fn deepfool_from(
-    model: &SpacedModel,
-    u: &[f32],
-    logits0: &[f32],
-    n: usize,
-    opts: &DeepFoolOptions,
-    project: Option<Projection>,
-) -> Result<Vec<DeepFoolOutcome>> {
+fn deepfool_from(s: Solver, u: &[f32], logits0: &[f32], n: usize) -> Result<Vec<DeepFoolOutcome>> {
+    let Solver {
+        model,
+        opts,
+        project,
+    } = s;
     let d = model.dim();
     let k = model.classes();
     let m = opts.competitors(k);
@@ -374,8 +393,13 @@ mod tests {
             }
         };
         for project in [None, Some(&keep_some as Projection)] {
-            let each = deepfool_each(&sm, &u, &logits0, 8, &opts, project).unwrap();
-            let lockstep = deepfool_from(&sm, &u, &logits0, 8, &opts, project).unwrap();
+            let solver = Solver {
+                model: &sm,
+                opts: &opts,
+                project,
+            };
+            let each = deepfool_each(solver, &u, &logits0, 8).unwrap();
+            let lockstep = deepfool_from(solver, &u, &logits0, 8).unwrap();
             assert_eq!(each.len(), 8);
             for (a, b) in each.iter().zip(&lockstep) {
                 assert_eq!(

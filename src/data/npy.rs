@@ -248,15 +248,29 @@ mod tests {
     use super::*;
     use npyz::WriterBuilder;
 
-    fn write_f32(path: &Path, shape: &[u64], data: &[f32]) {
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
+    /// Writes `data` of `shape` to `path` with the default dtype of `T`, or with `dtype`.
+    fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+        path: &Path,
+        dtype: Option<&str>,
+        shape: &[u64],
+        data: &[T],
+    ) {
+        let options = npyz::WriteOptions::new();
+        let options = match dtype {
+            Some(d) => options.dtype(npyz::DType::Plain(d.parse().unwrap())),
+            None => options.default_dtype(),
+        };
+        let mut w = options
             .shape(shape)
             .writer(std::fs::File::create(path).unwrap())
             .begin_nd()
             .unwrap();
         w.extend(data.iter().copied()).unwrap();
         w.finish().unwrap();
+    }
+
+    fn write_f32(path: &Path, shape: &[u64], data: &[f32]) {
+        write(path, None, shape, data);
     }
 
     #[test]
@@ -278,14 +292,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.npy");
         let data: Vec<f64> = (0..8).map(|v| 0.1 * v as f64).collect();
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[2, 1, 2, 2])
-            .writer(std::fs::File::create(&p).unwrap())
-            .begin_nd()
-            .unwrap();
-        w.extend(data.iter().copied()).unwrap();
-        w.finish().unwrap();
+        write(&p, None, &[2, 1, 2, 2], &data);
         let t = NpyTensor::open(&p).unwrap();
         let mut out = vec![0.0; 4];
         t.read_rows(1, 1, &mut out).unwrap();
@@ -297,14 +304,7 @@ mod tests {
         let e = NpyTensor::open(&p).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
 
-        let mut w = npyz::WriteOptions::new()
-            .dtype(npyz::DType::Plain(">f4".parse().unwrap()))
-            .shape(&[1, 1, 1, 2])
-            .writer(std::fs::File::create(&p).unwrap())
-            .begin_nd()
-            .unwrap();
-        w.extend([1.5f32, -2.25]).unwrap();
-        w.finish().unwrap();
+        write(&p, Some(">f4"), &[1, 1, 1, 2], &[1.5f32, -2.25]);
         let mut out = vec![0.0; 2];
         NpyTensor::open(&p)
             .unwrap()
@@ -317,14 +317,7 @@ mod tests {
     fn wrong_dtype_rank_and_truncation_are_errors() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.npy");
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[2, 1, 1, 1])
-            .writer(std::fs::File::create(&p).unwrap())
-            .begin_nd()
-            .unwrap();
-        w.extend([1i64, 2]).unwrap();
-        w.finish().unwrap();
+        write(&p, None, &[2, 1, 1, 1], &[1i64, 2]);
         let e = NpyTensor::open(&p).unwrap_err().to_string();
         assert!(e.contains("<i8") && e.contains("float32 or float64"), "{e}");
 
@@ -343,14 +336,7 @@ mod tests {
     fn labels_must_match_the_row_count() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("y.npy");
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[3])
-            .writer(std::fs::File::create(&p).unwrap())
-            .begin_nd()
-            .unwrap();
-        w.extend([1i64, 0, 4]).unwrap();
-        w.finish().unwrap();
+        write(&p, None, &[3], &[1i64, 0, 4]);
         assert_eq!(read_labels(&p, 3).unwrap(), vec![1, 0, 4]);
         let e = read_labels(&p, 5).unwrap_err().to_string();
         assert!(e.contains("3 labels for 5 samples"), "{e}");

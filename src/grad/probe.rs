@@ -148,26 +148,18 @@ fn random_input(shape: &[usize]) -> Tensor {
 
 /// The values of a probed integer tensor as `i64`.
 pub fn as_i64(t: &Tensor) -> Option<Vec<i64>> {
-    let t = t.cast_to::<i64>().ok()?;
-    Some(
-        t.to_plain_array_view::<i64>()
-            .ok()?
-            .iter()
-            .copied()
-            .collect(),
-    )
+    values(t)
 }
 
 /// The values of a probed float tensor as `f32`.
 pub fn as_f32(t: &Tensor) -> Option<Vec<f32>> {
-    let t = t.cast_to::<f32>().ok()?;
-    Some(
-        t.to_plain_array_view::<f32>()
-            .ok()?
-            .iter()
-            .copied()
-            .collect(),
-    )
+    values(t)
+}
+
+/// The values of a probed tensor cast to `T`.
+fn values<T: Datum + Copy>(t: &Tensor) -> Option<Vec<T>> {
+    let t = t.cast_to::<T>().ok()?;
+    Some(t.to_plain_array_view::<T>().ok()?.iter().copied().collect())
 }
 
 #[cfg(test)]
