@@ -239,23 +239,13 @@ pub fn build_gradient_graph_probed(
             }
         }
     };
-    let name = em.fresh("output");
-    em.nodes.push(super::onnx::make_node(
-        "Identity",
-        &name,
-        &[&g_final],
-        &[GRAD],
-        vec![],
-    ));
     let logits_out = em.reshape(&info.logits, &[n, k]);
-    let name = em.fresh("logits");
-    em.nodes.push(super::onnx::make_node(
-        "Identity",
-        &name,
-        &[&logits_out],
-        &[LOGITS],
-        vec![],
-    ));
+    // The graph's outputs under their fixed names.
+    for (value, output, stem) in [(&g_final, GRAD, "output"), (&logits_out, LOGITS, "logits")] {
+        let name = em.fresh(stem);
+        let node = super::onnx::make_node("Identity", &name, &[value], &[output], vec![]);
+        em.nodes.push(node);
+    }
 
     let mut model_out = assemble(
         model,

@@ -326,17 +326,15 @@ mod tests {
 
     #[test]
     fn reduce_form_follows_opset() {
-        let mut e = Emitter::new(11, HashSet::new());
-        e.reduce_sum("x", &[0], true);
-        assert_eq!(e.nodes[0].input.len(), 1);
-        let mut e = Emitter::new(13, HashSet::new());
-        e.reduce_sum("x", &[0], true);
-        assert_eq!(e.nodes[0].input.len(), 2);
-        let mut e = Emitter::new(17, HashSet::new());
-        e.reduce_mean("x", &[0], true);
-        assert_eq!(e.nodes[0].input.len(), 1);
-        let mut e = Emitter::new(18, HashSet::new());
-        e.reduce_mean("x", &[0], true);
-        assert_eq!(e.nodes[0].input.len(), 2);
+        // (opset, ReduceMean rather than ReduceSum, inputs: axes as an attribute or an input)
+        for (opset, mean, inputs) in [(11, false, 1), (13, false, 2), (17, true, 1), (18, true, 2)]
+        {
+            let mut e = Emitter::new(opset, HashSet::new());
+            match mean {
+                true => e.reduce_mean("x", &[0], true),
+                false => e.reduce_sum("x", &[0], true),
+            };
+            assert_eq!(e.nodes[0].input.len(), inputs, "opset {opset}");
+        }
     }
 }
