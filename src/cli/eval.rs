@@ -42,15 +42,7 @@ fn class_label(model: &Model, c: usize) -> String {
 fn print_report(r: &EvalReport, model: &Model, per_image: bool) -> Result<()> {
     let mut out = String::new();
     if per_image {
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-            "#",
-            "image",
-            "label",
-            "prediction",
-            "confidence",
-            "top-5",
-        ]);
+        let mut t = super::table(&["#", "image", "label", "prediction", "confidence", "top-5"]);
         for p in &r.predictions {
             t.add_row(vec![
                 Cell::new(p.index),

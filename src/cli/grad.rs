@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use comfy_table::{Cell, CellAlignment};
 use georob::data::{read_f32, write_f32, Dataset};
 use georob::grad::{self, build_gradient_graph_probed, probe_model, CotangentLayout};
 use georob::model::{GradientChoice, GradientMode, Model};
@@ -166,14 +166,7 @@ pub fn run_check(args: &CheckGradArgs) -> Result<ExitCode> {
     )?;
     let min_cos = rows.iter().map(|r| r.cosine).fold(f64::INFINITY, f64::min);
     let max_rel = rows.iter().map(|r| r.rel).fold(0.0, f64::max);
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "sample",
-        "top class",
-        "cosine",
-        "rel. error",
-        "max |FD|",
-    ]);
+    let mut t = super::table(&["sample", "top class", "cosine", "rel. error", "max |FD|"]);
     for r in &rows {
         t.add_row(vec![
             Cell::new(&r.sample),

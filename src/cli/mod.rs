@@ -50,6 +50,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A table in the CLI's style with `header`.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    t
+}
+
 /// "1 image", "5 images".
 pub fn images(n: usize) -> String {
     match n {
