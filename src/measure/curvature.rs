@@ -320,7 +320,7 @@ impl Measure for Params {
             ("max_iter", "DeepFool iteration budget."),
         ],
         headline: &["success_rate", "median_top_eig"],
-        histograms: &["eig1"],
+        histograms: &["rho", "norm_l2", "eig1"],
         values: &[super::deepfool::VALUES, &[
             ("eig{j}", "j-th largest eigenvalue of P H P/‖∇G‖ at the boundary point (1/length)"),
             ("eig_min", "smallest eigenvalue Lanczos found"),

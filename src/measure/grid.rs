@@ -297,7 +297,7 @@ impl Measure for Params {
             images,
             extra: serde_json::json!({
                 "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
-                "warp": "out(self) = in(R(theta) self + t), centred pixel coordinates, bilinear",
+                "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
             }),
             artifacts: vec![],
         })

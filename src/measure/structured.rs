@@ -117,7 +117,7 @@ impl Measure for Params {
             ("candidates", "Candidate classes."),
         ],
         headline: &["success_rate"],
-        histograms: &[],
+        histograms: &["rho", "norm_l2"],
         values: &[super::deepfool::VALUES, &[
             ("ratio_{subspace}", "‖r_S‖₂/‖r*‖₂: DeepFool restricted to the subspace over unrestricted DeepFool"),
             ("l2_{subspace}", "‖r_S‖₂ of DeepFool restricted to the subspace"),

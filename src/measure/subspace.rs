@@ -182,7 +182,7 @@ impl Measure for Params {
             ("candidates", "Candidate classes."),
         ],
         headline: &["success_rate"],
-        histograms: &[],
+        histograms: &["rho", "norm_l2"],
         values: &[
             super::deepfool::VALUES,
             &[
