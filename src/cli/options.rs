@@ -43,9 +43,6 @@ impl ModelArgs {
         if self.batch == Some(0) {
             bail!("--batch must be at least 1");
         }
-        if self.threads == Some(0) {
-            bail!("--threads must be at least 1");
-        }
         Ok(ModelOptions {
             backend: self.backend.parse()?,
             ort_lib: self.ort_lib.clone(),
