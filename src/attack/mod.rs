@@ -1,5 +1,7 @@
-//! Attack kernels that several measures share: the DeepFool solver and the vector helpers
+//! Attack kernels that several measures share: the DeepFool solver, the boundary refinement of
+//! what it finds, and the vector helpers
 //! (top class, ℓp norms). A measure turns their answers into per-image results.
 
 pub mod deepfool;
+pub mod refine;
 pub mod vector;

@@ -11,6 +11,7 @@ use super::{
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
 };
 use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm};
+use crate::attack::refine::{self, RefineOptions};
 use crate::attack::vector::{l2, linf};
 use crate::error::Result;
 
@@ -28,6 +29,13 @@ pub struct Params {
     pub candidates: usize,
     /// Clip every iterate to `--bounds` (when there are bounds).
     pub clip: bool,
+    /// Refine each perturbation found by `refine_steps` boundary steps that shrink it while
+    /// it stays adversarial (docs/methods.md, minnorm).
+    pub refine: bool,
+    /// Boundary steps of the refinement (one class gradient each).
+    pub refine_steps: usize,
+    /// Budgets of the summary's `robust_accuracy@ε` keys, in the chosen norm (default by norm).
+    pub eps: Option<Vec<f64>>,
 }
 
 impl Default for Params {
@@ -38,9 +46,15 @@ impl Default for Params {
             max_iter: 50,
             candidates: 10,
             clip: true,
+            refine: true,
+            refine_steps: REFINE_STEPS,
+            eps: None,
         }
     }
 }
+
+/// Boundary steps of DeepFool's default refinement.
+const REFINE_STEPS: usize = 1;
 
 impl Params {
     /// The run options under `bounds`.
@@ -52,6 +66,16 @@ impl Params {
             candidates: self.candidates,
             clip: if self.clip { bounds } else { None },
         }
+    }
+
+    /// The refinement under `bounds`, when asked for.
+    pub fn refinement(&self, bounds: Option<(f32, f32)>) -> Option<RefineOptions> {
+        self.refine.then_some(RefineOptions {
+            norm: self.norm,
+            bisection: 0,
+            steps: self.refine_steps,
+            clip: if self.clip { bounds } else { None },
+        })
     }
 }
 
@@ -86,6 +110,17 @@ pub fn run_all(
     what: &str,
     keep: Keep,
 ) -> Result<(Vec<ImageResult>, BTreeMap<usize, DeepFoolOutcome>)> {
+    run_refined(ctx, opts, None, what, keep)
+}
+
+/// [`run_all`], each perturbation found then refined by `refine` (when given).
+pub fn run_refined(
+    ctx: &Context,
+    opts: &DeepFoolOptions,
+    refine: Option<&RefineOptions>,
+    what: &str,
+    keep: Keep,
+) -> Result<(Vec<ImageResult>, BTreeMap<usize, DeepFoolOutcome>)> {
     let sm = SpacedModel::new(ctx.model, ctx.data);
     let d = sm.dim();
     let k = sm.classes();
@@ -110,7 +145,10 @@ pub fn run_all(
             la.extend_from_slice(&logits[i * k..(i + 1) * k]);
         }
         let n_attacked = attacked.iter().filter(|&&a| a).count();
-        let res = deepfool_batch_at(&sm, &ua, &la, n_attacked, opts, None)?;
+        let mut res = deepfool_batch_at(&sm, &ua, &la, n_attacked, opts, None)?;
+        if let Some(refine) = refine {
+            refine::refine(&sm, &ua, &mut res, refine)?;
+        }
         let mut res_iter = res.into_iter();
         for i in 0..len {
             let index = start + i;
@@ -232,6 +270,44 @@ pub fn fooled_values(images: &[ImageResult], key: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The per-image value holding the perturbation's norm in `norm`.
+pub fn norm_key(norm: Norm) -> &'static str {
+    match norm {
+        Norm::L2 => "norm_l2",
+        Norm::Linf => "norm_linf",
+    }
+}
+
+/// The summary of a minimal-perturbation search from its per-image results: counts, the
+/// success rate, medians of the norms and of `rho`, mean iterations.
+pub fn summarise(images: &[ImageResult]) -> BTreeMap<String, f64> {
+    let counts = Counts::of(images);
+    let mut summary = BTreeMap::new();
+    summary.insert("n".into(), images.len() as f64);
+    let attacked = counts.fooled + counts.failed;
+    summary.insert("n_attacked".into(), attacked as f64);
+    if attacked > 0 {
+        summary.insert(
+            "success_rate".into(),
+            counts.fooled as f64 / attacked as f64,
+        );
+    }
+    type Statistic = fn(&[f64]) -> Option<f64>;
+    let statistics: [(&str, Statistic, &str); 5] = [
+        ("median_norm_l2", super::median, "norm_l2"),
+        ("median_norm_linf", super::median, "norm_linf"),
+        ("mean_rho", super::mean, "rho"),
+        ("median_rho", super::median, "rho"),
+        ("mean_iterations", super::mean, "iterations"),
+    ];
+    for (name, statistic, key) in statistics {
+        if let Some(v) = statistic(&fooled_values(images, key)) {
+            summary.insert(name.into(), v);
+        }
+    }
+    summary
+}
+
 /// The per-image values DeepFool writes (also those of the measures that run it first).
 pub const VALUES: &[(&str, &str)] = &[
     ("norm_l2", "‖r‖₂ of the perturbation found"),
@@ -251,6 +327,9 @@ impl Measure for Params {
             ("max_iter", "Iteration budget."),
             ("candidates", "Candidate classes (top N of the clean prediction, incl. it)."),
             ("clip", "Clip every iterate to `--bounds` (when there are bounds)."),
+            ("refine", "Refine each perturbation found by `refine_steps` boundary steps that shrink it while it stays adversarial (docs/methods.md, minnorm)."),
+            ("refine_steps", "Boundary steps of the refinement (one class gradient each)."),
+            ("eps", "Budgets of the summary's `robust_accuracy@ε` keys, in the chosen norm (default: 0.1, 0.25, 0.5, 1, 2 for l2; 0.004, 0.01, 0.02, 0.05, 0.1, 0.2 for linf)."),
         ],
         headline: &["median_rho", "median_norm_l2", "success_rate"],
         histograms: &["rho", "norm_l2"],
@@ -260,39 +339,29 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let opts = self.options(ctx.bounds);
         const PICTURES: usize = 3;
-        let (images, outcomes) = run_all(ctx, &opts, "deepfool", Keep::Smallest(PICTURES))?;
+        let refine = self.refinement(ctx.bounds);
+        let (images, outcomes) = run_refined(
+            ctx,
+            &opts,
+            refine.as_ref(),
+            "deepfool",
+            Keep::Smallest(PICTURES),
+        )?;
         let artifacts = match ctx.out_dir {
             Some(dir) => save_worst(ctx, dir, &images, &outcomes, PICTURES)?,
             None => vec![],
         };
-        let counts = Counts::of(&images);
-        let mut summary = BTreeMap::new();
-        summary.insert("n".into(), images.len() as f64);
-        let attacked = counts.fooled + counts.failed;
-        summary.insert("n_attacked".into(), attacked as f64);
-        if attacked > 0 {
-            summary.insert(
-                "success_rate".into(),
-                counts.fooled as f64 / attacked as f64,
-            );
-        }
-        type Statistic = fn(&[f64]) -> Option<f64>;
-        let statistics: [(&str, Statistic, &str); 5] = [
-            ("median_norm_l2", super::median, "norm_l2"),
-            ("median_norm_linf", super::median, "norm_linf"),
-            ("mean_rho", super::mean, "rho"),
-            ("median_rho", super::median, "rho"),
-            ("mean_iterations", super::mean, "iterations"),
-        ];
-        for (name, statistic, key) in statistics {
-            if let Some(v) = statistic(&fooled_values(&images, key)) {
-                summary.insert(name.into(), v);
-            }
-        }
+        let mut summary = summarise(&images);
+        let curve = super::curve::add(
+            &mut summary,
+            &images,
+            norm_key(self.norm),
+            &self.eps.clone().unwrap_or_else(|| super::curve::default_eps(self.norm)),
+        );
         Ok(Output {
             summary,
             images,
-            extra: serde_json::json!({ "clipped_to": opts.clip }),
+            extra: serde_json::json!({ "clipped_to": opts.clip, "robust_accuracy_curve": curve }),
             artifacts,
         })
     }

@@ -18,6 +18,7 @@
 //!   `[0,1]` for images, model space for `.npy` data.
 
 pub mod catalog;
+pub mod curve;
 mod frame;
 pub mod picture;
 pub mod space;
@@ -452,6 +453,7 @@ measures! {
     stadv,
     invariance,
     margin,
+    minnorm,
 }
 
 /// The declaration of measure `name`, if georob knows it.

@@ -163,6 +163,35 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
             let _ = write!(h, "<figure>{svg}</figure>");
         }
     }
+    if let Some(curve) = r.extra.get("robust_accuracy_curve") {
+        let value = curve
+            .get("value")
+            .and_then(|v| v.as_str())
+            .unwrap_or("budget");
+        let pts: Vec<(f64, f64)> = curve
+            .get("points")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+            .collect();
+        // A step function: the accuracy holds until the next budget where an image falls.
+        let steps: Vec<(f64, f64)> = pts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(x, y))| {
+                let before = i.checked_sub(1).map(|j| (x, pts[j].1));
+                before.into_iter().chain([(x, y)])
+            })
+            .collect();
+        if let Some(svg) = plot::lines(
+            &format!("{} · robust accuracy", e.id),
+            value,
+            &[("robust accuracy".into(), steps)],
+        ) {
+            let _ = write!(h, "<figure>{svg}</figure>");
+        }
+    }
     if let Some(profile) = r.extra.get("profile").and_then(|p| p.as_array()) {
         let pts: Vec<(f64, f64)> = profile
             .iter()

@@ -1,13 +1,15 @@
-//! DeepFool against the closed form on the bundled linear digits model,
-//! success on the digits CNN, and which perturbations `run_all` keeps.
+//! DeepFool and its refinement (`minnorm`) against the closed form on the bundled linear
+//! digits model, success and re-checked points on the digits CNN, and which perturbations
+//! `run_all` keeps.
 
 use georob::attack::deepfool::{deepfool_batch, DeepFoolOptions, Norm};
+use georob::attack::refine::{self, RefineOptions};
 use georob::attack::vector::{l2, linf};
 use georob::measure::deepfool::{run_all, Keep};
 use georob::measure::space::{Space, SpacedModel};
 use georob::measure::Outcome;
 
-use crate::common::{digits, npy_f32, open, ranked, repo, Harness, LinearDigits};
+use crate::common::{digits, npy_f32, open, ranked, repo, try_run_measure, Harness, LinearDigits};
 
 /// Closed-form distance `min_k |f_k − f_k0| / ‖w_k − w_k0‖_q` (q = 2, or 1
 /// for L∞) and the clean class `k0`, in f64, from `W` (10, 784) and the
@@ -153,4 +155,156 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
     let (again, none) = run_all(&ctx, &opts, "test", Keep::Nothing).unwrap();
     assert!(none.is_empty());
     assert_eq!(again.len(), images.len());
+}
+
+/// The refinement on the linear model: DeepFool lands at `1.02×` the closed-form distance
+/// along the optimal direction; the bisection brings it within `1.02 · 2⁻¹²` of the
+/// distance, and the boundary steps can only keep it or find another point that a forward
+/// pass confirms, which no point closer than the closed form can be.
+#[test]
+fn refinement_reaches_the_closed_form_on_the_linear_model() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let sm = SpacedModel {
+        model: &model,
+        space: Space::Model,
+    };
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
+    let n = 120;
+    let x = &x[..n * 784];
+    let logits = model.logits(x, n).unwrap();
+    for norm in [Norm::L2, Norm::Linf] {
+        let opts = DeepFoolOptions {
+            norm,
+            ..Default::default()
+        };
+        let mut out = deepfool_batch(&sm, x, n, &opts, None).unwrap();
+        let refine = RefineOptions {
+            norm,
+            bisection: 12,
+            steps: 20,
+            clip: None,
+        };
+        refine::refine(&sm, x, &mut out, &refine).unwrap();
+        let mut worst = 0.0f64;
+        for (i, o) in out.iter().enumerate() {
+            let (dist, k0) = closed_form(&w, &logits[i * 10..(i + 1) * 10], norm == Norm::Linf);
+            assert!(o.success, "{norm:?} image {i}");
+            let got = norm.of(&o.r);
+            let over = got / dist - 1.0;
+            worst = worst.max(over);
+            assert!(
+                (-1e-4..=1.02 / 4096.0 + 1e-4).contains(&over),
+                "{norm:?} image {i}: {got} against the closed form {dist}"
+            );
+            let adv: Vec<f32> = x[i * 784..(i + 1) * 784]
+                .iter()
+                .zip(&o.r)
+                .map(|(a, b)| a + b)
+                .collect();
+            let c = georob::attack::vector::argmax(&model.logits(&adv, 1).unwrap());
+            assert!(c != k0 && c == o.adv_class, "{norm:?} image {i}: class {c}");
+        }
+        eprintln!("{norm:?}: at most {worst:.2e} above the closed form");
+    }
+}
+
+/// On the CNN in the box [0, 1]: every refined perturbation is confirmed by a fresh forward
+/// pass at its clipped point, stays in the box, is no longer than DeepFool's, and the median
+/// shrinks (the bisection alone removes most of DeepFool's 2 % overshoot).
+#[test]
+fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
+    let model = open("onnx_models/digits/digits_cnn.onnx");
+    let sm = SpacedModel {
+        model: &model,
+        space: Space::Model,
+    };
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let n = 60;
+    let x = &x[..n * 784];
+    for norm in [Norm::L2, Norm::Linf] {
+        let opts = DeepFoolOptions {
+            norm,
+            clip: Some((0.0, 1.0)),
+            ..Default::default()
+        };
+        let before = deepfool_batch(&sm, x, n, &opts, None).unwrap();
+        let mut after = before.clone();
+        let refine = RefineOptions {
+            norm,
+            bisection: 12,
+            steps: 10,
+            clip: Some((0.0, 1.0)),
+        };
+        refine::refine(&sm, x, &mut after, &refine).unwrap();
+        let (mut sum_before, mut sum_after) = (vec![], vec![]);
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert_eq!(a.success, b.success);
+            if !a.success {
+                continue;
+            }
+            let u = &x[i * 784..(i + 1) * 784];
+            let adv: Vec<f32> = u
+                .iter()
+                .zip(&a.r)
+                .map(|(p, q)| (p + q).clamp(0.0, 1.0))
+                .collect();
+            assert!(u
+                .iter()
+                .zip(&a.r)
+                .all(|(p, q)| (-1e-6..=1.0 + 1e-6).contains(&(p + q))));
+            let c = georob::attack::vector::argmax(&model.logits(&adv, 1).unwrap());
+            assert!(c != a.clean_class && c == a.adv_class, "{norm:?} image {i}");
+            assert!(
+                norm.of(&a.r) <= norm.of(&b.r) * (1.0 + 1e-6),
+                "{norm:?} image {i}"
+            );
+            sum_before.push(norm.of(&b.r));
+            sum_after.push(norm.of(&a.r));
+        }
+        let (mb, ma) = (
+            georob::measure::median(&sum_before).unwrap(),
+            georob::measure::median(&sum_after).unwrap(),
+        );
+        eprintln!("{norm:?}: median {mb:.4} -> {ma:.4}");
+        assert!(ma < mb, "{norm:?}: median {mb} -> {ma}");
+    }
+}
+
+/// `minnorm`'s robust accuracy on the linear model without a box against the closed form:
+/// an image is robust at ε exactly when it is correctly classified and its closed-form
+/// distance exceeds ε, up to images within the search's resolution of ε.
+#[test]
+fn minnorm_robust_accuracy_matches_the_closed_form_on_the_linear_model() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let data = digits(150);
+    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
+    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    let logits = model.logits(&x[..150 * 784], 150).unwrap();
+    for (norm, eps) in [("l2", [0.25, 0.5, 1.0]), ("linf", [0.01, 0.02, 0.05])] {
+        let params = serde_json::json!({"norm": norm, "steps": 5, "eps": eps});
+        let r = try_run_measure("minnorm", &params, &model, &data, 0).unwrap();
+        for e in eps {
+            let (mut robust, mut unsure) = (0usize, 0usize);
+            for (i, img) in data.items.iter().enumerate() {
+                let (dist, k0) = closed_form(&w, &logits[i * 10..(i + 1) * 10], norm == "linf");
+                if img.label != Some(k0) {
+                    continue;
+                }
+                if (dist / e - 1.0).abs() < 2e-3 {
+                    unsure += 1;
+                } else if dist > e {
+                    robust += 1;
+                }
+            }
+            let got = r.summary[&format!("robust_accuracy@{e}")] * 150.0;
+            eprintln!(
+                "{norm} ε={e}: {got} robust, closed form {robust} (+ {unsure} within resolution)"
+            );
+            assert!(
+                got.round() as usize >= robust && got.round() as usize <= robust + unsure,
+                "{norm} ε={e}: {got} robust, closed form {robust} (+ {unsure})"
+            );
+        }
+    }
 }
