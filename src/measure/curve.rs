@@ -2,7 +2,8 @@
 //! (docs/methods.md, robust-accuracy curves).
 //!
 //! An image counts as robust at budget `ε` when the model classifies it correctly and the
-//! smallest perturbation the measure found for it is larger than `ε` (or none was found).
+//! smallest perturbation the measure found for it is larger than `ε` (or none was found);
+//! the size is the absolute value of a per-image value (a norm, a geodesic score, an angle).
 //! Since attacks give upper bounds on each image's minimal perturbation, the curve is an
 //! upper bound on the true robust accuracy. The fraction is over every image of the data
 //! set, misclassified ones included (they are not robust at any budget).
@@ -19,7 +20,7 @@ use super::{ImageResult, Outcome};
 fn needed(img: &ImageResult, key: &str) -> Option<f64> {
     match img.outcome {
         Outcome::Misclassified => Some(0.0),
-        Outcome::Fooled => img.values.get(key).copied(),
+        Outcome::Fooled => img.values.get(key).map(|v| v.abs()),
         _ => None,
     }
 }
@@ -36,19 +37,22 @@ pub fn robust_accuracy(images: &[ImageResult], key: &str, eps: f64) -> Option<f6
     Some(robust as f64 / images.len() as f64)
 }
 
-/// Adds `robust_accuracy@ε` for every `ε` of `eps` to `summary` (gate keys such as
-/// `minnorm.robust_accuracy@0.5`), and returns the whole step curve for `extra`:
-/// `{"value": key, "points": [[ε, accuracy], ...]}`, one point at `ε = 0` and one at
-/// each budget where an image stops being robust.
+/// Adds `NAME@ε` for every `ε` of `eps` to `summary` (gate keys such as
+/// `minnorm.robust_accuracy@0.5`; `ε` written with at most 9 decimals), and returns the
+/// whole step curve for `extra` (as `NAME_curve`, which the HTML report draws):
+/// `{"value": key, "points": [[ε, accuracy], ...]}`, one point at `ε = 0` and one at each
+/// budget where an image stops being robust.
 pub fn add(
     summary: &mut BTreeMap<String, f64>,
+    name: &str,
     images: &[ImageResult],
     key: &str,
     eps: &[f64],
 ) -> serde_json::Value {
     for &e in eps {
         if let Some(acc) = robust_accuracy(images, key, e) {
-            summary.insert(format!("robust_accuracy@{e}"), acc);
+            let e = (e * 1e9).round() / 1e9;
+            summary.insert(format!("{name}@{e}"), acc);
         }
     }
     let mut steps: Vec<f64> = images
@@ -65,6 +69,16 @@ pub fn add(
         }
     }
     json!({ "value": key, "points": points })
+}
+
+/// At most five of the sorted `budgets`, evenly spread from the first to the last, for the
+/// summary keys of a long curve.
+pub fn five_of(budgets: &[f64]) -> Vec<f64> {
+    if budgets.len() <= 5 {
+        return budgets.to_vec();
+    }
+    let last = budgets.len() - 1;
+    (0..5).map(|j| budgets[(j * last + 2) / 4]).collect()
 }
 
 /// Default budgets: for `[0,1]` pixels, budgets of the size the literature reports
@@ -106,7 +120,13 @@ mod tests {
             image(Outcome::Fooled, Some(1.0)),
         ];
         let mut summary = BTreeMap::new();
-        let curve = add(&mut summary, &images, "norm_l2", &[0.25, 0.5, 2.0]);
+        let curve = add(
+            &mut summary,
+            "robust_accuracy",
+            &images,
+            "norm_l2",
+            &[0.25, 0.5, 2.0 + 1e-12],
+        );
         assert_eq!(summary["robust_accuracy@0.25"], 0.75);
         assert_eq!(summary["robust_accuracy@0.5"], 0.5);
         assert_eq!(summary["robust_accuracy@2"], 0.25);

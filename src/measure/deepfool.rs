@@ -354,6 +354,7 @@ impl Measure for Params {
         let mut summary = summarise(&images);
         let curve = super::curve::add(
             &mut summary,
+            "robust_accuracy",
             &images,
             norm_key(self.norm),
             &self.eps.clone().unwrap_or_else(|| super::curve::default_eps(self.norm)),

@@ -88,6 +88,16 @@ impl RigidTransform {
         self.tx.hypot(self.ty)
     }
 
+    /// `|θ|` in degrees when this is a pure rotation (no shift).
+    pub fn rotation_deg(&self) -> Option<f64> {
+        (self.tx == 0.0 && self.ty == 0.0).then(|| self.theta.to_degrees().abs())
+    }
+
+    /// `‖t‖` when this is a pure translation (no rotation).
+    pub fn shift_px(&self) -> Option<f64> {
+        (self.theta == 0.0).then(|| self.shift())
+    }
+
     /// The "smaller" order: `|θ|`, then `‖t‖`, then `θ`, `tx`, `ty`.
     pub fn order(&self, other: &Self) -> std::cmp::Ordering {
         self.theta
@@ -100,13 +110,14 @@ impl RigidTransform {
     }
 }
 
-/// `n` values evenly spaced in `[−max, max]` (`[0]` when `n == 1`).
+/// `n` values evenly spaced in `[−max, max]`, symmetric, with an exact 0 in the middle when
+/// `n` is odd (`[0]` when `n == 1`).
 pub fn linspace(max: f64, n: usize) -> Vec<f64> {
     if n <= 1 {
         return vec![0.0];
     }
     (0..n)
-        .map(|i| -max + 2.0 * max * i as f64 / (n - 1) as f64)
+        .map(|i| max * (2 * i as i64 - (n as i64 - 1)) as f64 / (n - 1) as f64)
         .collect()
 }
 
@@ -186,6 +197,8 @@ impl Measure for Params {
             ("shift_px", "length of that shift, pixels"),
             ("adv_pred", "class predicted under that transform"),
             ("grid_flips", "grid transforms that flipped the prediction"),
+            ("rotation_flip_deg", "smallest |θ| of a pure rotation on the grid that flipped the prediction, degrees"),
+            ("shift_flip_px", "smallest ‖t‖ of a pure translation on the grid that flipped the prediction, pixels"),
             ("worst_of_k_correct", "1 when all k random transforms keep the prediction, else 0"),
         ]],
     };
@@ -249,6 +262,19 @@ impl Measure for Params {
                     f64::from(u8::from(wok_ok)),
                 ),
             ]);
+            // The smallest flipping pure rotation and pure translation, for the curves.
+            let smallest = |f: fn(&RigidTransform) -> Option<f64>| {
+                flips
+                    .iter()
+                    .filter_map(|(t, _)| f(t))
+                    .min_by(f64::total_cmp)
+            };
+            if let Some(a) = smallest(RigidTransform::rotation_deg) {
+                values.insert("rotation_flip_deg", a);
+            }
+            if let Some(t) = smallest(RigidTransform::shift_px) {
+                values.insert("shift_flip_px", t);
+            }
             let outcome = match flips.iter().min_by(|a, b| a.0.order(&b.0)) {
                 None => Outcome::Robust,
                 Some((t, c)) => {
@@ -292,12 +318,36 @@ impl Measure for Params {
         }
         describe(&mut summary, "flip_angle_deg", &angles);
         describe(&mut summary, "flip_shift_px", &shifts);
+        // Accuracy against the budget of pure rotations and of pure translations, at (up
+        // to five of) the grid's own sizes.
+        let sizes = |f: fn(&RigidTransform) -> Option<f64>| {
+            let mut b: Vec<f64> = grid.iter().filter_map(f).collect();
+            b.sort_by(f64::total_cmp);
+            b.dedup();
+            super::curve::five_of(&b)
+        };
+        let rotation = super::curve::add(
+            &mut summary,
+            "rotation_accuracy",
+            &images,
+            "rotation_flip_deg",
+            &sizes(RigidTransform::rotation_deg),
+        );
+        let shift = super::curve::add(
+            &mut summary,
+            "shift_accuracy",
+            &images,
+            "shift_flip_px",
+            &sizes(RigidTransform::shift_px),
+        );
         Ok(Output {
             summary,
             images,
             extra: serde_json::json!({
                 "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
                 "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
+                "rotation_accuracy_curve": rotation,
+                "shift_accuracy_curve": shift,
             }),
             artifacts: vec![],
         })

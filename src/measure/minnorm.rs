@@ -130,7 +130,13 @@ impl Measure for Params {
             .eps
             .clone()
             .unwrap_or_else(|| super::curve::default_eps(self.norm));
-        let curve = super::curve::add(&mut summary, &images, norm_key(self.norm), &eps);
+        let curve = super::curve::add(
+            &mut summary,
+            "robust_accuracy",
+            &images,
+            norm_key(self.norm),
+            &eps,
+        );
         Ok(Output {
             summary,
             images,

@@ -163,7 +163,9 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
             let _ = write!(h, "<figure>{svg}</figure>");
         }
     }
-    if let Some(curve) = r.extra.get("robust_accuracy_curve") {
+    let curves = r.extra.as_object().into_iter().flatten();
+    for (name, curve) in curves.filter(|(k, _)| k.ends_with("_accuracy_curve")) {
+        let name = name.trim_end_matches("_curve").replace('_', " ");
         let value = curve
             .get("value")
             .and_then(|v| v.as_str())
@@ -185,9 +187,9 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
             })
             .collect();
         if let Some(svg) = plot::lines(
-            &format!("{} · robust accuracy", e.id),
+            &format!("{} · {name}", e.id),
             value,
-            &[("robust accuracy".into(), steps)],
+            &[(name.clone(), steps)],
         ) {
             let _ = write!(h, "<figure>{svg}</figure>");
         }

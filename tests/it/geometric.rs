@@ -54,7 +54,7 @@ fn grid_by_loop(
 /// Evenly spaced values from `-max` to `max`.
 fn span(max: f64, count: usize) -> Vec<f64> {
     (0..count)
-        .map(|i| -max + 2.0 * max * i as f64 / (count - 1) as f64)
+        .map(|i| max * (2 * i as i64 - (count as i64 - 1)) as f64 / (count - 1) as f64)
         .collect()
 }
 
@@ -83,6 +83,22 @@ fn check_grid_against_loop(
     }
     let expected = by_loop.iter().filter(|&&ok| ok).count() as f64 / n as f64;
     assert_eq!(r.summary["accuracy"], expected);
+    // The accuracy under pure rotations / pure translations at the largest budget, against
+    // the same loop over that part of the grid.
+    for (name, angles, shifts) in [
+        ("rotation_accuracy@", angles, &[0.0][..]),
+        ("shift_accuracy@", &[0.0][..], shifts),
+    ] {
+        let (_, &got) = r
+            .summary
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(name)?.parse::<f64>().ok()?, v)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("a budget key");
+        let ok = grid_by_loop(&model, &x, &data, angles, shifts);
+        let want = ok.iter().filter(|&&ok| ok).count() as f64 / n as f64;
+        assert_eq!(got, want, "{name} at the largest budget");
+    }
     assert!(r.summary["accuracy"] <= r.summary["clean_accuracy"]);
     // The reported smallest flip really flips.
     let shape = ImageShape::new(1, 1, 28, 28);
