@@ -253,6 +253,12 @@ mod tests {
         assert_eq!(t.to_string(), "deepfool.median_rho >= 0.002");
         let t: Threshold = "uap.fooling_rate<0.5".parse().unwrap();
         assert_eq!(t.op, Op::Lt);
+        // A budget key: the dot of its budget belongs to the key.
+        let t: Threshold = "minnorm_linf.robust_accuracy@0.05 >= 0.6".parse().unwrap();
+        assert_eq!(
+            (t.measure.as_str(), t.key.as_str(), t.value),
+            ("minnorm_linf", "robust_accuracy@0.05", 0.6)
+        );
         for bad in [
             "deepfool.median_rho",
             "median_rho >= 1",
