@@ -71,6 +71,17 @@ pub fn add(
     json!({ "value": key, "points": points })
 }
 
+/// Fails unless `eps`, the budgets of measure `measure`'s parameter `eps`, is a non-empty
+/// list of finite budgets ≥ 0.
+pub fn check_budgets(measure: &str, eps: &[f64]) -> crate::error::Result<()> {
+    if eps.is_empty() || eps.iter().any(|e| !e.is_finite() || *e < 0.0) {
+        return Err(crate::error::Error::Config(format!(
+            "{measure}: eps must be a non-empty list of finite budgets ≥ 0, not {eps:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// At most five of the sorted `budgets`, evenly spread from the first to the last, for the
 /// summary keys of a long curve.
 pub fn five_of(budgets: &[f64]) -> Vec<f64> {

@@ -336,6 +336,13 @@ impl Measure for Params {
         values: &[VALUES],
     };
 
+    fn validate(&self) -> Result<()> {
+        match &self.eps {
+            Some(eps) => super::curve::check_budgets("deepfool", eps),
+            None => Ok(()),
+        }
+    }
+
     fn run(&self, ctx: &Context) -> Result<Output> {
         let opts = self.options(ctx.bounds);
         const PICTURES: usize = 3;

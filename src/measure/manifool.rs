@@ -111,6 +111,8 @@ pub struct Params {
     /// identity and keeps the first flip on that ray when it lowers the
     /// score (0: none).
     pub refine: usize,
+    /// Geodesic-score budgets of the summary's `robust_accuracy@s` keys.
+    pub eps: Vec<f64>,
 }
 
 impl Default for Params {
@@ -126,6 +128,7 @@ impl Default for Params {
             search: "joint".into(),
             scan: 6,
             refine: 4,
+            eps: vec![0.05, 0.1, 0.2, 0.5],
         }
     }
 }
@@ -881,6 +884,7 @@ impl Measure for Params {
             ("search", "`joint`: one search, each step towards the closest linearised boundary among the candidate classes; `per_class`: the paper's multiclass ManiFool, one binary search towards each candidate class (each with the whole `max_iter` budget), the smallest score kept."),
             ("scan", "Levels of the coarse scan along each group generator (both signs), an extra start beside the search: first-order scores up to the search's score (2 when it failed), halving from level to level (0: no scan)."),
             ("refine", "Rounds of boundary refinement of the better start (search or scan): each moves towards the point of the linearised boundary closest to the identity and keeps the first flip on that ray when it lowers the score (0: none)."),
+            ("eps", "Geodesic-score budgets of the summary's `robust_accuracy@s` keys (robust: correct, and no transform of a smaller score found)."),
         ],
         headline: &["median_score", "success_rate"],
         histograms: &["score", "angle_deg"],
@@ -902,6 +906,7 @@ impl Measure for Params {
         self.group()?;
         self.sampling()?;
         self.per_class()?;
+        super::curve::check_budgets("manifool", &self.eps)?;
         if self.max_iter == 0 || self.candidates == 0 || self.line_search == 0 {
             return Err(Error::Config(
                 "manifool: max_iter, candidates and line_search must be at least 1".into(),
@@ -1022,6 +1027,8 @@ impl Measure for Params {
         }
         describe(&mut summary, "score", &scores);
         describe(&mut summary, "iterations", &iters);
+        let curve =
+            super::curve::add(&mut summary, "robust_accuracy", &images, "score", &self.eps);
         Ok(Output {
             summary,
             images,
@@ -1030,6 +1037,7 @@ impl Measure for Params {
                 "param_names": names,
                 "score": "path length of t -> warp(x, exp(t log T)) in parameter steps of 0.05, divided by ||x||_2",
                 "transforms": per_image,
+                "robust_accuracy_curve": curve,
             }),
             artifacts,
         })

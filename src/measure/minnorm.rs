@@ -95,11 +95,7 @@ impl Measure for Params {
 
     fn validate(&self) -> Result<()> {
         if let Some(eps) = &self.eps {
-            if eps.is_empty() || eps.iter().any(|e| !e.is_finite() || *e < 0.0) {
-                return Err(Error::Config(format!(
-                    "minnorm: eps must be a non-empty list of finite budgets ≥ 0, not {eps:?}"
-                )));
-            }
+            super::curve::check_budgets("minnorm", eps)?;
         }
         if self.max_iter == 0 || self.candidates < 2 {
             return Err(Error::Config(
