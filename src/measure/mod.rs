@@ -452,6 +452,7 @@ measures! {
     stadv,
     invariance,
     margin,
+    robust_accuracy,
 }
 
 /// The declaration of measure `name`, if georob knows it.
