@@ -56,7 +56,7 @@ impl Default for Params {
             steps: 100,
             targets: 9,
             restarts: 1,
-            queries: 1000,
+            queries: 5000,
             square: true,
         }
     }
