@@ -66,6 +66,8 @@ fn apgd_finds_every_image_below_the_exact_linf_radius_of_the_linear_model() {
         .unwrap();
     eprintln!("linear: eps {eps:?}, {:?}", r.summary);
     let (mut found, mut robust, mut band) = (0, 0, 0);
+    // How close to ε APGD gets: the largest radius/ε fooled, the smallest not fooled.
+    let (mut reach, mut short) = (0.0f64, f64::INFINITY);
     for (img, &(radius, k0, gap)) in r.images.iter().zip(&radii) {
         if gap < 1e-4 {
             continue; // the clean class itself is a matter of rounding
@@ -77,6 +79,11 @@ fn apgd_finds_every_image_below_the_exact_linf_radius_of_the_linear_model() {
         for e in eps {
             let key = Params::eps_key(e);
             let fooled = img.values[&format!("robust@{key}")] == 0.0;
+            if fooled {
+                reach = reach.max(radius / e);
+            } else {
+                short = short.min(radius / e);
+            }
             if radius < e * (1.0 - 1e-3) {
                 assert!(
                     fooled,
@@ -103,7 +110,10 @@ fn apgd_finds_every_image_below_the_exact_linf_radius_of_the_linear_model() {
             }
         }
     }
-    eprintln!("linear: {found} fooled below ε, {robust} robust above, {band} in the band");
+    eprintln!(
+        "linear: {found} fooled below ε, {robust} robust above, {band} in the band; \
+         radius/ε at most {reach:.6} fooled, at least {short:.6} not"
+    );
     assert!(found > 0 && robust > 0);
 }
 
