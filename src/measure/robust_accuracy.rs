@@ -34,7 +34,8 @@ use crate::spec::Layout;
 pub struct Params {
     /// Threat model: `linf` or `l2`.
     pub norm: Norm,
-    /// Radii ε, in the measured space.
+    /// Radii ε, in the measured space: a list, or one number.
+    #[serde(deserialize_with = "one_or_many")]
     pub eps: Vec<f64>,
     /// APGD iterations per run.
     pub steps: usize,
@@ -46,6 +47,23 @@ pub struct Params {
     pub queries: usize,
     /// Run Square Attack (L∞ only) on the images the gradient attacks left.
     pub square: bool,
+}
+
+/// A list of numbers, or one number as a list of one (`-p eps=0.05`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(e)) => Ok(vec![e]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "eps: expected a number or a list of numbers",
+        )),
+    }
 }
 
 impl Default for Params {
@@ -404,7 +422,7 @@ impl Measure for Params {
         about: "accuracy left at fixed ε under an AutoAttack-style ensemble (APGD-CE, APGD-DLR-T, Square), worst case per image; flags gradient masking",
         params: &[
             ("norm", "`linf` or `l2` (Square Attack runs for `linf` only)."),
-            ("eps", "Radii ε, one or several (`[0.05,0.1]`), in the measured space."),
+            ("eps", "Radii ε, one (`0.05`) or several (`[0.05,0.1]`), in the measured space."),
             ("steps", "APGD iterations per run."),
             ("targets", "Target classes of APGD-DLR-T: the top N classes other than the prediction."),
             ("restarts", "Random restarts of every APGD run."),
@@ -547,12 +565,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.norm, p.eps.len(), p.steps), (Norm::Linf, 2, 100));
+        let one: Params =
+            parse_params("robust_accuracy", &serde_json::json!({"eps": 0.03})).unwrap();
+        assert_eq!(one.eps, [0.03]);
         assert_eq!(check(serde_json::json!({})), "");
         for (p, name) in [
             (serde_json::json!({"eps": []}), "eps"),
             (serde_json::json!({"eps": [0.1, -0.1]}), "eps"),
             (serde_json::json!({"eps": [0.0]}), "eps"),
             (serde_json::json!({"eps": [0.1, 0.1]}), "eps"),
+            (serde_json::json!({"eps": "big"}), "eps"),
             (serde_json::json!({"steps": 0}), "steps"),
             (serde_json::json!({"restarts": 0}), "restarts"),
             (serde_json::json!({"queries": 0}), "queries"),
