@@ -197,6 +197,9 @@ fn print_result(r: &MeasureResult, seconds: f64, model_seconds: f64) -> Result<(
             c.fooled, c.robust, c.misclassified, c.failed
         ),
     ]);
+    for w in georob::report::Report::warnings(r) {
+        t.add_row(vec!["warning".to_string(), w.to_string()]);
+    }
     t.add_row(vec!["seconds".to_string(), format!("{seconds:.2}")]);
     t.add_row(vec![
         "in model calls (s, all threads)".to_string(),

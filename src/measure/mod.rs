@@ -454,6 +454,7 @@ measures! {
     invariance,
     margin,
     minnorm,
+    robust_accuracy,
 }
 
 /// The declaration of measure `name`, if georob knows it.

@@ -16,7 +16,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr.bad td{background:#fdd}\
 section{border-top:2px solid #eee;margin-top:1.5em}.charts{display:flex;flex-wrap:wrap;gap:1em}\
 figure{margin:.5em;display:inline-block;vertical-align:top}figcaption{font-size:.85em;color:#555;max-width:420px}\
-img.art{image-rendering:pixelated;max-width:420px;min-width:96px}.muted{color:#777}";
+img.art{image-rendering:pixelated;max-width:420px;min-width:96px}.muted{color:#777}.warn{color:#a60}";
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -126,6 +126,9 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
         "<tr><td>outcomes</td><td>fooled {}, robust {}, misclassified {}, failed {}</td></tr></table>",
         c.fooled, c.robust, c.misclassified, c.failed
     );
+    for w in Report::warnings(r) {
+        let _ = write!(h, "<p class=\"warn\">⚠ {}</p>", esc(w));
+    }
     h.push_str("<div class=\"charts\">");
     let mut charts = 0;
     let histograms = crate::measure::declaration(&r.measure).map_or(&[][..], |d| d.histograms);

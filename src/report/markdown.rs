@@ -41,6 +41,11 @@ pub fn summary(report: &Report) -> String {
             }
         }
         let _ = writeln!(s);
+        for e in &m.measures {
+            for w in Report::warnings(&e.result) {
+                let _ = writeln!(s, "> ⚠ {}: {w}\n", e.id);
+            }
+        }
     }
     if !report.gates.is_empty() {
         let _ = writeln!(

@@ -254,6 +254,14 @@ impl Report {
         rows
     }
 
+    /// The warnings a measure raised, as lines of text (its `extra.warnings`, e.g.
+    /// `robust_accuracy`'s gradient-masking flag): every report shows them.
+    pub fn warnings(result: &MeasureResult) -> Vec<&str> {
+        result.extra["warnings"]
+            .as_array()
+            .map_or(vec![], |w| w.iter().filter_map(|v| v.as_str()).collect())
+    }
+
     /// The headline keys shown for each measure in tables: those its declaration names,
     /// where present, at most four.
     pub fn headline(result: &MeasureResult) -> Vec<(&str, f64)> {

@@ -18,4 +18,5 @@ mod grad_models;
 mod grad_ort;
 mod grad_reference;
 mod model_gradients;
+mod robust_accuracy;
 mod threads;
