@@ -55,7 +55,7 @@ impl DeepFoolOptions {
 
     /// Competitor classes per image (the cotangents `M` of each gradient call) for a model
     /// with `k` classes: `candidates − 1`, at least 1 and at most `k − 1`.
-    fn competitors(&self, k: usize) -> usize {
+    pub fn competitors(&self, k: usize) -> usize {
         self.candidates.clamp(2, k.max(2)).min(k) - 1
     }
 }
@@ -208,7 +208,7 @@ fn deepfool_each(s: Solver, u: &[f32], logits0: &[f32], n: usize) -> Result<Vec<
 /// Forward time per row (fastest seen) from which [`deepfool_batch`] runs images on their own
 /// where gradient calls take one image each: below it (small models such as the digits CNN)
 /// the per-call cost of single-image checks outweighs the waiting it saves.
-const PER_IMAGE_FROM_S: f64 = 1e-3;
+pub const PER_IMAGE_FROM_S: f64 = 1e-3;
 
 /// [`deepfool_batch`] in lockstep, from the clean logits `logits0` of the `n` samples `u`.
 fn deepfool_from(s: Solver, u: &[f32], logits0: &[f32], n: usize) -> Result<Vec<DeepFoolOutcome>> {

@@ -37,6 +37,10 @@ pub struct RefineOptions {
     pub steps: usize,
     /// Box every point is clipped to.
     pub clip: Option<(f32, f32)>,
+    /// The cotangent rows per image of the search's gradient calls, when the boundary steps
+    /// should reuse its gradient graph (every row but the first zero) rather than build one
+    /// for a single row.
+    pub reuse_rows: Option<usize>,
 }
 
 impl Norm {
@@ -129,17 +133,25 @@ pub fn refine(
                 None => found[idx[a]].adv_class,
             })
             .collect();
+        let rows = opts.reuse_rows.unwrap_or(1).max(1);
         for step in 0..opts.steps {
             pts.clear();
             for a in 0..n {
                 point(us[a], &delta[a], opts.clip, &mut pts);
             }
-            let mut cot = vec![0.0f32; n * k];
+            let mut cot = vec![0.0f32; n * rows * k];
             for a in 0..n {
-                cot[a * k + k0[a]] = 1.0;
-                cot[a * k + rival[a]] = -1.0;
+                cot[a * rows * k + k0[a]] = 1.0;
+                cot[a * rows * k + rival[a]] = -1.0;
             }
-            let (logits, grads) = model.vjp(&pts, n, &cot, 1)?;
+            let (logits, mut grads) = model.vjp(&pts, n, &cot, rows)?;
+            if rows > 1 {
+                // Keep each image's first row.
+                for a in 1..n {
+                    grads.copy_within(a * rows * d..(a * rows + 1) * d, a * d);
+                }
+                grads.truncate(n * d);
+            }
             let progress = step as f64 / opts.steps as f64;
             let decay = 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
             let gamma = GAMMA0 * decay;

@@ -10,7 +10,10 @@ use super::Values;
 use super::{
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
 };
-use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm};
+use crate::attack::deepfool::{
+    deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm, PER_IMAGE_FROM_S,
+};
+use crate::model::Model;
 use crate::attack::refine::{self, RefineOptions};
 use crate::attack::vector::{l2, linf};
 use crate::error::Result;
@@ -69,12 +72,21 @@ impl Params {
     }
 
     /// The refinement under `bounds`, when asked for.
-    pub fn refinement(&self, bounds: Option<(f32, f32)>) -> Option<RefineOptions> {
+    ///
+    /// On a model slow per row (as [`deepfool_batch_at`] judges it), building a gradient graph
+    /// for one class row costs more than the short refinement saves by it, so the refinement
+    /// reuses DeepFool's graph, its other rows zero.
+    pub fn refinement(&self, bounds: Option<(f32, f32)>, model: &Model) -> Option<RefineOptions> {
+        let slow_rows = model
+            .executor()
+            .forward_seconds_per_row()
+            .is_some_and(|s| s >= PER_IMAGE_FROM_S);
         self.refine.then_some(RefineOptions {
             norm: self.norm,
             bisection: 0,
             steps: self.refine_steps,
             clip: if self.clip { bounds } else { None },
+            reuse_rows: slow_rows.then(|| self.options(bounds).competitors(model.classes)),
         })
     }
 }
@@ -346,7 +358,7 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let opts = self.options(ctx.bounds);
         const PICTURES: usize = 3;
-        let refine = self.refinement(ctx.bounds);
+        let refine = self.refinement(ctx.bounds, ctx.model);
         let (images, outcomes) = run_refined(
             ctx,
             &opts,

@@ -119,6 +119,7 @@ impl Measure for Params {
             bisection: BISECTION,
             steps: self.steps(),
             clip,
+            reuse_rows: None,
         };
         let (images, _) = run_refined(ctx, &opts, Some(&refine), "minnorm", Keep::Nothing)?;
         let mut summary = summarise(&images);

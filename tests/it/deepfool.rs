@@ -184,6 +184,7 @@ fn refinement_reaches_the_closed_form_on_the_linear_model() {
             bisection: 12,
             steps: 20,
             clip: None,
+            reuse_rows: None,
         };
         refine::refine(&sm, x, &mut out, &refine).unwrap();
         let mut worst = 0.0f64;
@@ -222,7 +223,8 @@ fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
     let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let n = 60;
     let x = &x[..n * 784];
-    for norm in [Norm::L2, Norm::Linf] {
+    // Each norm, with one-row gradient calls and with DeepFool's nine rows reused.
+    for (norm, reuse_rows) in [(Norm::L2, None), (Norm::Linf, None), (Norm::L2, Some(9))] {
         let opts = DeepFoolOptions {
             norm,
             clip: Some((0.0, 1.0)),
@@ -235,6 +237,7 @@ fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
             bisection: 12,
             steps: 10,
             clip: Some((0.0, 1.0)),
+            reuse_rows,
         };
         refine::refine(&sm, x, &mut after, &refine).unwrap();
         let (mut sum_before, mut sum_after) = (vec![], vec![]);
