@@ -29,7 +29,7 @@ const BISECTION: usize = 12;
 /// Boundary steps of `strength = fast`.
 pub const FAST_STEPS: usize = 10;
 /// Boundary steps of `strength = thorough`.
-pub const THOROUGH_STEPS: usize = 30;
+pub const THOROUGH_STEPS: usize = 20;
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ impl Measure for Params {
         about: "minimal additive perturbation as small as georob finds it (l2 or linf): DeepFool, then a bisection and fast-minimum-norm boundary steps; robust accuracy against ε",
         params: &[
             ("norm", "`l2` or `linf`."),
-            ("strength", "`fast` (10 boundary steps, about 2× DeepFool's time on the digits CNN) or `thorough` (30 steps, about 5×)."),
+            ("strength", "`fast` (10 boundary steps, about 2× DeepFool's time on the digits CNN) or `thorough` (20 steps, about 4×)."),
             ("steps", "Boundary steps, overriding the strength's."),
             ("max_iter", "DeepFool's iteration budget."),
             ("candidates", "Candidate classes of DeepFool (top N of the clean prediction, incl. it)."),
