@@ -57,6 +57,25 @@ EFF_MEAN, EFF_STD = 0.498, 0.502  # as in make_models.py and efficientnet_lite0.
 
 # --------------------------------------------------------------------------- helpers
 
+def attack_timed(fmodel, attack, xa, ya):
+    """Runs a Foolbox minimal-norm attack (epsilons=None) on the batch (xa, ya), the call alone timed:
+    (seconds, the clipped adversarials, Foolbox's success flags, the classes a fresh forward pass gives
+    them)."""
+    import torch
+
+    t0 = time.perf_counter()
+    _raw, clipped, success = attack(fmodel, xa, ya, epsilons=None)
+    secs = time.perf_counter() - t0
+    if isinstance(clipped, (list, tuple)):
+        clipped = clipped[0]
+    if success.ndim == 2:
+        success = success[0]
+    adv = clipped.detach()
+    with torch.no_grad():
+        adv_pred = fmodel(adv).argmax(1)
+    return secs, adv, success, adv_pred
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -214,16 +233,7 @@ def run_foolbox(model, x01: np.ndarray, y: np.ndarray, preprocessing, threads: i
     correct = (pred == yt).numpy()
     xa, ya = xt[correct].contiguous(), yt[correct].contiguous()
     attack = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)
-    t0 = time.perf_counter()
-    raw, clipped, success = attack(fmodel, xa, ya, epsilons=None)
-    secs = time.perf_counter() - t0
-    if isinstance(clipped, (list, tuple)):
-        clipped = clipped[0]
-    if success.ndim == 2:
-        success = success[0]
-    adv = clipped.detach()
-    with torch.no_grad():
-        adv_pred = fmodel(adv).argmax(1)
+    secs, adv, success, adv_pred = attack_timed(fmodel, attack, xa, ya)
     succ = success.numpy().astype(bool)
     # foolbox's success is the criterion on the returned (clipped) iterate; recheck it here.
     recheck = (adv_pred != ya).numpy()

@@ -125,16 +125,7 @@ def run_fb(fmodel, xa, ya, idx: np.ndarray, n_total: int, norm: str, name: str, 
 
     torch.set_num_threads(threads)
     attack = make_attack(ctor)
-    t0 = time.perf_counter()
-    _raw, clipped, success = attack(fmodel, xa, ya, epsilons=None)
-    secs = time.perf_counter() - t0
-    if isinstance(clipped, (list, tuple)):
-        clipped = clipped[0]
-    if success.ndim == 2:
-        success = success[0]
-    adv = clipped.detach()
-    with torch.no_grad():
-        adv_pred = fmodel(adv).argmax(1)
+    secs, adv, success, adv_pred = pf.attack_timed(fmodel, attack, xa, ya)
     succ = (adv_pred != ya).numpy()
     fb_succ = success.numpy().astype(bool)
     lo, hi = float(adv.min()), float(adv.max())

@@ -499,35 +499,21 @@ fn scan_generators(
         let v: Vec<f64> = rays[r].iter().map(|a| a * t).collect();
         group.exp(&v).map_err(warp_error)
     };
-    let mut mats = Vec::with_capacity(rays.len() * levels);
-    for r in 0..rays.len() {
-        for &t in &lv {
-            mats.push(at(r, t)?);
-        }
-    }
-    if mats.is_empty() {
-        return Ok(None);
-    }
-    let ls = logits_at(sm, frame, x, &mats, sampling)?;
-    let k = sm.classes();
-    let firsts = first_flipping(&ls, k, k0, levels);
-    let Some(jmin) = firsts.iter().flatten().map(|f| f.0).min() else {
+    let Some((r, t, c)) = earliest_flip(
+        sm,
+        frame,
+        x,
+        k0,
+        rays.len(),
+        &lv,
+        REFINE_ROUNDS,
+        &at,
+        sampling,
+    )?
+    else {
         return Ok(None);
     };
-    let lo = if jmin == 0 { 0.0 } else { lv[jmin - 1] };
-    let (chosen, brackets): (Vec<usize>, Vec<_>) = firsts
-        .iter()
-        .enumerate()
-        .filter_map(|(r, f)| f.filter(|f| f.0 == jmin).map(|f| (r, (lo, lv[jmin], f.1))))
-        .unzip();
-    let his = first_flips(sm, frame, x, k0, &brackets, REFINE_ROUNDS, &|i, t| at(chosen[i], t), sampling)?;
-    // `t` is the first-order score on every ray: only the smallest is scored.
-    let (i, &(t, c)) = his
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
-        .expect("a ray flips");
-    let m = at(chosen[i], t)?;
+    let m = at(r, t)?;
     Ok(score_of(frame, x, group, &m, sampling)?.map(|s| (s, m, c)))
 }
 
@@ -539,6 +525,51 @@ const RAY_ROUNDS: usize = 3;
 
 /// A fooling transform: its score, matrix and class.
 type Start = (f64, Matrix3<f64>, usize);
+
+/// The earliest flip along `rays` rays, each sampled at the increasing fractions `levels`
+/// through `at(ray, t)`: the first level where any ray flips, refined on every ray that flips
+/// there by `rounds` rounds against the level before; `(ray, t, class)` of the smallest `t`,
+/// or `None` when no ray flips or a transform is not finite.
+#[allow(clippy::too_many_arguments)]
+fn earliest_flip(
+    sm: &SpacedModel,
+    frame: &Frame,
+    x: &[f32],
+    k0: usize,
+    rays: usize,
+    levels: &[f64],
+    rounds: usize,
+    at: &dyn Fn(usize, f64) -> Result<Matrix3<f64>>,
+    sampling: Sampling,
+) -> Result<Option<(usize, f64, usize)>> {
+    let mut mats = Vec::with_capacity(rays * levels.len());
+    for r in 0..rays {
+        for &t in levels {
+            mats.push(at(r, t)?);
+        }
+    }
+    if mats.is_empty() || !mats.iter().all(finite) {
+        return Ok(None);
+    }
+    let ls = logits_at(sm, frame, x, &mats, sampling)?;
+    let firsts = first_flipping(&ls, sm.classes(), k0, levels.len());
+    let Some(jmin) = firsts.iter().flatten().map(|f| f.0).min() else {
+        return Ok(None);
+    };
+    let lo = if jmin == 0 { 0.0 } else { levels[jmin - 1] };
+    let (chosen, brackets): (Vec<usize>, Vec<_>) = firsts
+        .iter()
+        .enumerate()
+        .filter_map(|(r, f)| f.filter(|f| f.0 == jmin).map(|f| (r, (lo, levels[jmin], f.1))))
+        .unzip();
+    let his = first_flips(sm, frame, x, k0, &brackets, rounds, &|i, t| at(chosen[i], t), sampling)?;
+    let (i, &(t, c)) = his
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+        .expect("a ray flips");
+    Ok(Some((chosen[i], t, c)))
+}
 
 /// Per ray of `points` consecutive logit rows of `ls` (`k` classes): the
 /// first point whose class is not `k0`, and that class.
@@ -647,36 +678,24 @@ fn refine(
         let fracs: Vec<f64> = (1..=RAY_POINTS)
             .map(|i| i as f64 / RAY_POINTS as f64)
             .collect();
-        let mut mats = Vec::with_capacity(dirs.len() * RAY_POINTS);
-        for r in 0..dirs.len() {
-            for &t in &fracs {
-                mats.push(at(r, t)?);
-            }
-        }
-        if mats.is_empty() || !mats.iter().all(finite) {
-            break;
-        }
-        let ls = logits_at(sm, frame, x, &mats, sampling)?;
-        let firsts = first_flipping(&ls, k, k0, RAY_POINTS);
-        let Some(jmin) = firsts.iter().flatten().map(|f| f.0).min() else {
+        // The rays have the same metric length: the smallest `t` is the smallest score to
+        // first order, and only it is scored.
+        let Some((r, t, c)) = earliest_flip(
+            sm,
+            frame,
+            x,
+            k0,
+            dirs.len(),
+            &fracs,
+            RAY_ROUNDS,
+            &at,
+            sampling,
+        )?
+        else {
             break;
         };
-        let lo = if jmin == 0 { 0.0 } else { fracs[jmin - 1] };
-        let (chosen, brackets): (Vec<usize>, Vec<_>) = firsts
-            .iter()
-            .enumerate()
-            .filter_map(|(r, f)| f.filter(|f| f.0 == jmin).map(|f| (r, (lo, fracs[jmin], f.1))))
-            .unzip();
-        let his = first_flips(sm, frame, x, k0, &brackets, RAY_ROUNDS, &|i, t| at(chosen[i], t), sampling)?;
-        // The rays have the same metric length: the smallest `t` is the
-        // smallest score to first order, and only it is scored.
-        let (i, &(t, c)) = his
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
-            .expect("a ray flips");
-        let m = at(chosen[i], t)?;
-        let th = &dirs[chosen[i]] * t;
+        let m = at(r, t)?;
+        let th = &dirs[r] * t;
         match score_of(frame, x, group, &m, sampling)? {
             Some(s) if s < best * (1.0 - 1e-3) => {
                 out.push((s, m, c));

@@ -12,7 +12,7 @@ use georob::progress::Progress;
 use georob::resources::Files;
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::{
-    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use tract_onnx::prelude::*;
@@ -378,6 +378,22 @@ pub fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
         output: vec![output.into()],
         ..Default::default()
     }
+}
+
+/// `Flatten(input, axis = 1) → flat` and `Gemm(features, W, b, transB = 1) → logits`: the two
+/// ends of a test classifier whose middle turns `flat` into `features`.
+pub fn flatten_and_gemm(features: &str) -> (NodeProto, NodeProto) {
+    let one = |name: &str| AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
+    let mut flatten = node("Flatten", "flatten", &["input"], "flat");
+    flatten.attribute.push(one("axis"));
+    let mut gemm = node("Gemm", "head", &[features, "W", "b"], "logits");
+    gemm.attribute.push(one("transB"));
+    (flatten, gemm)
 }
 
 /// A classifier (opset 17) named `name`: `input` of `input_dims` → `nodes` → `logits` of

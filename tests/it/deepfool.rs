@@ -8,8 +8,24 @@ use georob::attack::vector::{l2, linf};
 use georob::measure::deepfool::{run_all, Keep};
 use georob::measure::space::{Space, SpacedModel};
 use georob::measure::Outcome;
+use georob::model::Model;
 
 use crate::common::{digits, npy_f32, open, ranked, repo, try_run_measure, Harness, LinearDigits};
+
+/// The model at `path` and the first `n` digits test images (model space = [0, 1]).
+fn model_and_digits(path: &str, n: usize) -> (Model, Vec<f32>) {
+    let (_, mut x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
+    x.truncate(n * 784);
+    (open(path), x)
+}
+
+/// `model` as a function of its own input.
+fn in_model_space(model: &Model) -> SpacedModel<'_> {
+    SpacedModel {
+        model,
+        space: Space::Model,
+    }
+}
 
 /// Closed-form distance `min_k |f_k − f_k0| / ‖w_k − w_k0‖_q` (q = 2, or 1
 /// for L∞) and the clean class `k0`, in f64, from `W` (10, 784) and the
@@ -78,19 +94,14 @@ fn deepfool_matches_the_closed_form_on_the_linear_model() {
 
 #[test]
 fn deepfool_fools_every_correct_image_of_the_cnn() {
-    let model = open("onnx_models/digits/digits_cnn.onnx");
-    let sm = SpacedModel {
-        model: &model,
-        space: Space::Model,
-    };
-    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let n = 200;
-    let x = &x[..n * 784];
+    let (model, x) = model_and_digits("onnx_models/digits/digits_cnn.onnx", n);
+    let sm = in_model_space(&model);
     let opts = DeepFoolOptions {
         clip: Some((0.0, 1.0)),
         ..Default::default()
     };
-    let out = deepfool_batch(&sm, x, n, &opts, None).unwrap();
+    let out = deepfool_batch(&sm, &x, n, &opts, None).unwrap();
     let fooled = out.iter().filter(|o| o.success).count();
     let norms: Vec<f64> = out.iter().map(|o| l2(&o.r)).collect();
     let med = georob::measure::median(&norms).unwrap();
@@ -163,22 +174,17 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
 /// pass confirms, which no point closer than the closed form can be.
 #[test]
 fn refinement_reaches_the_closed_form_on_the_linear_model() {
-    let model = open("onnx_models/digits/digits_linear.onnx");
-    let sm = SpacedModel {
-        model: &model,
-        space: Space::Model,
-    };
-    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
-    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
     let n = 120;
-    let x = &x[..n * 784];
-    let logits = model.logits(x, n).unwrap();
+    let (model, x) = model_and_digits("onnx_models/digits/digits_linear.onnx", n);
+    let sm = in_model_space(&model);
+    let (_, w) = npy_f32(&repo("onnx_models/digits/digits_linear_W.npy"));
+    let logits = model.logits(&x, n).unwrap();
     for norm in [Norm::L2, Norm::Linf] {
         let opts = DeepFoolOptions {
             norm,
             ..Default::default()
         };
-        let mut out = deepfool_batch(&sm, x, n, &opts, None).unwrap();
+        let mut out = deepfool_batch(&sm, &x, n, &opts, None).unwrap();
         let refine = RefineOptions {
             norm,
             bisection: 12,
@@ -186,7 +192,7 @@ fn refinement_reaches_the_closed_form_on_the_linear_model() {
             clip: None,
             reuse_rows: None,
         };
-        refine::refine(&sm, x, &mut out, &refine).unwrap();
+        refine::refine(&sm, &x, &mut out, &refine).unwrap();
         let mut worst = 0.0f64;
         for (i, o) in out.iter().enumerate() {
             let (dist, k0) = closed_form(&w, &logits[i * 10..(i + 1) * 10], norm == Norm::Linf);
@@ -215,14 +221,9 @@ fn refinement_reaches_the_closed_form_on_the_linear_model() {
 /// shrinks (the bisection alone removes most of DeepFool's 2 % overshoot).
 #[test]
 fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
-    let model = open("onnx_models/digits/digits_cnn.onnx");
-    let sm = SpacedModel {
-        model: &model,
-        space: Space::Model,
-    };
-    let (_, x) = npy_f32(&repo("onnx_models/digits/test_x.npy"));
     let n = 60;
-    let x = &x[..n * 784];
+    let (model, x) = model_and_digits("onnx_models/digits/digits_cnn.onnx", n);
+    let sm = in_model_space(&model);
     // Each norm, with one-row gradient calls and with DeepFool's nine rows reused.
     for (norm, reuse_rows) in [(Norm::L2, None), (Norm::Linf, None), (Norm::L2, Some(9))] {
         let opts = DeepFoolOptions {
@@ -230,7 +231,7 @@ fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
             clip: Some((0.0, 1.0)),
             ..Default::default()
         };
-        let before = deepfool_batch(&sm, x, n, &opts, None).unwrap();
+        let before = deepfool_batch(&sm, &x, n, &opts, None).unwrap();
         let mut after = before.clone();
         let refine = RefineOptions {
             norm,
@@ -239,7 +240,7 @@ fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
             clip: Some((0.0, 1.0)),
             reuse_rows,
         };
-        refine::refine(&sm, x, &mut after, &refine).unwrap();
+        refine::refine(&sm, &x, &mut after, &refine).unwrap();
         let (mut sum_before, mut sum_after) = (vec![], vec![]);
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             assert_eq!(a.success, b.success);

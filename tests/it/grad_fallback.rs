@@ -8,9 +8,9 @@ use georob::grad::ops_without_rule;
 use georob::model::{GradientChoice, GradientMode, Model, ModelOptions};
 use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{AttributeProto, ModelProto, TensorProto};
+use tract_onnx::pb::{ModelProto, TensorProto};
 
-use crate::common::{classifier, command, node, npy_f32, tract, write_npy_f32};
+use crate::common::{classifier, command, flatten_and_gemm, node, npy_f32, tract, write_npy_f32};
 
 const ALPHA: f32 = 1.673_263_2;
 const GAMMA: f32 = 1.050_701;
@@ -37,16 +37,7 @@ fn weights() -> Vec<f32> {
 
 /// input `(N, 1, 4, 4)` → Flatten → Selu → Gemm (transB) → logits `(N, 3)`.
 fn selu_classifier() -> ModelProto {
-    let one = |name: &str| AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    };
-    let mut flatten = node("Flatten", "flatten", &["input"], "flat");
-    flatten.attribute.push(one("axis"));
-    let mut gemm = node("Gemm", "head", &["act", "W", "b"], "logits");
-    gemm.attribute.push(one("transB"));
+    let (flatten, gemm) = flatten_and_gemm("act");
     classifier(
         "selu_classifier",
         vec![flatten, node("Selu", "the_selu", &["flat"], "act"), gemm],

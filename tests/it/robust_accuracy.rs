@@ -9,9 +9,11 @@ use georob::measure::{self, Outcome};
 use georob::model::{GradientChoice, Model, ModelOptions};
 use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{AttributeProto, TensorProto};
+use tract_onnx::pb::TensorProto;
 
-use crate::common::{classifier, digits, node, npy_f32, open, repo, tract, Harness};
+use crate::common::{
+    classifier, digits, flatten_and_gemm, node, npy_f32, open, repo, tract, Harness,
+};
 
 /// Exact L∞ radius of each image under the linear model: `min_j (z_k0 − z_j) / ‖w_k0 − w_j‖₁`,
 /// from the model's own f32 logits (`W` in f64) as the DeepFool test does, with the clean
@@ -199,16 +201,7 @@ fn binarised_linear(path: &std::path::Path) {
     let b: Vec<f32> = (0..10)
         .map(|k| b[k] + 0.5 * w[k * 784..(k + 1) * 784].iter().sum::<f32>())
         .collect();
-    let one = |name: &str| AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    };
-    let mut flatten = node("Flatten", "flatten", &["input"], "flat");
-    flatten.attribute.push(one("axis"));
-    let mut gemm = node("Gemm", "head", &["bin", "W", "b"], "logits");
-    gemm.attribute.push(one("transB"));
+    let (flatten, gemm) = flatten_and_gemm("bin");
     let model = classifier(
         "binarised_linear",
         vec![
