@@ -39,7 +39,8 @@ pub struct Params {
     pub eps: Vec<f64>,
     /// APGD iterations per run.
     pub steps: usize,
-    /// Target classes of APGD-DLR-T: the top N classes other than the prediction.
+    /// Target classes of APGD-DLR-T: the top N classes other than the prediction
+    /// (AutoAttack's standard version takes 9).
     pub targets: usize,
     /// Random restarts of every APGD run.
     pub restarts: usize,
@@ -72,7 +73,7 @@ impl Default for Params {
             norm: Norm::Linf,
             eps: vec![0.01, 0.02, 0.05, 0.1],
             steps: 100,
-            targets: 9,
+            targets: 5,
             restarts: 1,
             queries: 5000,
             square: true,
@@ -424,7 +425,7 @@ impl Measure for Params {
             ("norm", "`linf` or `l2` (Square Attack runs for `linf` only)."),
             ("eps", "Radii ε, one (`0.05`) or several (`[0.05,0.1]`), in the measured space."),
             ("steps", "APGD iterations per run."),
-            ("targets", "Target classes of APGD-DLR-T: the top N classes other than the prediction."),
+            ("targets", "Target classes of APGD-DLR-T: the top N classes other than the prediction (AutoAttack's standard version takes 9)."),
             ("restarts", "Random restarts of every APGD run."),
             ("queries", "Square Attack's query budget per image."),
             ("square", "Run Square Attack on the images the gradient attacks left."),
