@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::deepfool::{DeepFoolOutcome, Norm};
+use super::deepfool::{DeepFoolOutcome, Norm, PER_IMAGE_FROM_S};
 use super::vector::{argmax, l2, linf};
 use crate::error::Result;
 use crate::measure::space::SpacedModel;
@@ -134,6 +134,14 @@ pub fn refine(
             })
             .collect();
         let rows = opts.reuse_rows.unwrap_or(1).max(1);
+        // On a model slow per row with few images, gradient calls of several rows would each
+        // build a graph for their row count, which costs more than the few steps run on it.
+        let one_by_one = n <= ONE_BY_ONE_UP_TO
+            && model
+                .model
+                .executor()
+                .forward_seconds_per_row()
+                .is_some_and(|s| s >= PER_IMAGE_FROM_S);
         for step in 0..opts.steps {
             pts.clear();
             for a in 0..n {
@@ -144,7 +152,26 @@ pub fn refine(
                 cot[a * rows * k + k0[a]] = 1.0;
                 cot[a * rows * k + rival[a]] = -1.0;
             }
-            let (logits, mut grads) = model.vjp(&pts, n, &cot, rows)?;
+            let (logits, mut grads) = if one_by_one {
+                // One image per call: every call runs the one single-image graph.
+                let (dk, ck) = (d, rows * k);
+                let each = model.model.executor().map_concurrent(n, |a| {
+                    model.vjp(
+                        &pts[a * dk..(a + 1) * dk],
+                        1,
+                        &cot[a * ck..(a + 1) * ck],
+                        rows,
+                    )
+                })?;
+                let (mut l, mut g) = (Vec::with_capacity(n * k), Vec::with_capacity(n * rows * d));
+                for (la, ga) in each {
+                    l.extend(la);
+                    g.extend(ga);
+                }
+                (l, g)
+            } else {
+                model.vjp(&pts, n, &cot, rows)?
+            };
             if rows > 1 {
                 // Keep each image's first row.
                 for a in 1..n {
@@ -224,6 +251,9 @@ pub fn refine(
     }
     Ok(())
 }
+
+/// Images up to which a model slow per row gets its gradient calls one image at a time.
+const ONE_BY_ONE_UP_TO: usize = 16;
 
 /// First step length of the boundary steps, as a fraction of the starting norm.
 const ALPHA0: f64 = 1.0;
