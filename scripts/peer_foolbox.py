@@ -57,6 +57,17 @@ EFF_MEAN, EFF_STD = 0.498, 0.502  # as in make_models.py and efficientnet_lite0.
 
 # --------------------------------------------------------------------------- helpers
 
+def image_outcome(im: dict):
+    """(outcome, success flag, values) of one image row of a georob JSON, whose values are either
+    flattened into the row or in a `values` map."""
+    vals = im.get("values", {}) if isinstance(im.get("values"), dict) else {}
+    outcome = im.get("outcome") or vals.get("outcome")
+    succ = im.get("success", vals.get("success"))
+    if outcome is None and succ is not None:
+        outcome = "fooled" if succ else "failed"
+    return outcome, succ, vals
+
+
 def attack_timed(fmodel, attack, xa, ya):
     """Runs a Foolbox minimal-norm attack (epsilons=None) on the batch (xa, ya), the call alone timed:
     (seconds, the clipped adversarials, Foolbox's success flags, the classes a fresh forward pass gives
@@ -353,11 +364,7 @@ def run_georob(georob: str | None, args_model_data: list, out_json: Path, thread
     l2s, fooled, attacked = [], 0, 0
     outcomes = {}
     for im in images:
-        vals = im.get("values", {}) if isinstance(im.get("values"), dict) else {}
-        outcome = im.get("outcome") or vals.get("outcome")
-        succ = im.get("success", vals.get("success"))
-        if outcome is None and succ is not None:
-            outcome = "fooled" if succ else "failed"
+        outcome, succ, vals = image_outcome(im)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome == "misclassified":
             continue

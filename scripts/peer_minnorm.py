@@ -194,11 +194,7 @@ def run_georob_minnorm(args, data: list, out_json: Path, norm: str, n_total: int
     secs = pf.as_float(pf.get_path(j, "timings.seconds", "seconds"))
     per, outcomes = {}, {}
     for k, im in enumerate(images):
-        vals = im.get("values", {}) if isinstance(im.get("values"), dict) else {}
-        outcome = im.get("outcome") or vals.get("outcome")
-        succ = im.get("success", vals.get("success"))
-        if outcome is None and succ is not None:
-            outcome = "fooled" if succ else "failed"
+        outcome, succ, vals = pf.image_outcome(im)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome == "misclassified":
             continue
