@@ -396,6 +396,17 @@ pub fn flatten_and_gemm(features: &str) -> (NodeProto, NodeProto) {
     (flatten, gemm)
 }
 
+/// A float initializer `name` of shape `dims` holding `data`.
+pub fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: tract_onnx::pb::tensor_proto::DataType::Float as i32,
+        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
 /// A classifier (opset 17) named `name`: `input` of `input_dims` → `nodes` → `logits` of
 /// `logits_dims`.
 pub fn classifier(

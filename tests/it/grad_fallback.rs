@@ -7,26 +7,17 @@ use std::path::Path;
 use georob::grad::ops_without_rule;
 use georob::model::{GradientChoice, GradientMode, Model, ModelOptions};
 use prost::Message;
-use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{ModelProto, TensorProto};
+use tract_onnx::pb::ModelProto;
 
-use crate::common::{classifier, command, flatten_and_gemm, node, npy_f32, tract, write_npy_f32};
+use crate::common::{
+    classifier, command, flatten_and_gemm, node, npy_f32, tensor, tract, write_npy_f32,
+};
 
 const ALPHA: f32 = 1.673_263_2;
 const GAMMA: f32 = 1.050_701;
 /// Pixels per sample: (1, 4, 4).
 const D: usize = 16;
 const K: usize = 3;
-
-fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
 
 /// `W` `(K, D)` of the Gemm head.
 fn weights() -> Vec<f32> {

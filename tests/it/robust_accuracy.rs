@@ -8,11 +8,9 @@ use georob::measure::space::{Space, SpacedModel};
 use georob::measure::{self, Outcome};
 use georob::model::{GradientChoice, Model, ModelOptions};
 use prost::Message;
-use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::TensorProto;
 
 use crate::common::{
-    classifier, digits, flatten_and_gemm, node, npy_f32, open, repo, tract, Harness,
+    classifier, digits, flatten_and_gemm, node, npy_f32, open, repo, tensor, tract, Harness,
 };
 
 /// Exact L∞ radius of each image under the linear model: `min_j (z_k0 − z_j) / ‖w_k0 − w_j‖₁`,
@@ -175,16 +173,6 @@ fn every_reported_point_fools_a_fresh_forward_pass() {
         }
     }
     assert_eq!(e.unconfirmed, 0);
-}
-
-fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
 }
 
 /// Steepness of the binarising input layer: its ramp is 1/1000 wide around 0.5, between the
