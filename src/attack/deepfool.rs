@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::vector::{argmax, l1, l2};
+use super::vector::{argmax, l1, l2, linf};
 use crate::error::{Error, Result};
 use crate::logits::top_k;
 use crate::measure::space::SpacedModel;
@@ -24,6 +24,16 @@ pub enum Norm {
     L2,
     /// Max norm (dual: ℓ1).
     Linf,
+}
+
+impl Norm {
+    /// `‖v‖` in this norm.
+    pub fn of(self, v: &[f32]) -> f64 {
+        match self {
+            Norm::L2 => l2(v),
+            Norm::Linf => linf(v),
+        }
+    }
 }
 
 /// Options of one DeepFool run.

@@ -22,7 +22,7 @@
 use rayon::prelude::*;
 
 use super::deepfool::{DeepFoolOutcome, Norm, PER_IMAGE_FROM_S};
-use super::vector::{argmax, l2, linf};
+use super::vector::{argmax, l2};
 use crate::error::Result;
 use crate::measure::space::SpacedModel;
 
@@ -41,16 +41,6 @@ pub struct RefineOptions {
     /// should reuse its gradient graph (every row but the first zero) rather than build one
     /// for a single row.
     pub reuse_rows: Option<usize>,
-}
-
-impl Norm {
-    /// `‖v‖` in this norm.
-    pub fn of(self, v: &[f32]) -> f64 {
-        match self {
-            Norm::L2 => l2(v),
-            Norm::Linf => linf(v),
-        }
-    }
 }
 
 /// The point `u + r`, clipped to `clip`.
