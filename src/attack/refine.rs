@@ -2,8 +2,9 @@
 //! (docs/methods.md, minnorm): make an adversarial perturbation `r` of `u` smaller while it
 //! stays adversarial.
 //!
-//! 1. **Bisection** along `r` back towards the image: the smallest `t ∈ (0, 1]` found by
-//!    `bisection` halvings such that `u + t·r` is still misclassified.
+//! 1. **Line search** along `r` back towards the image: the smallest `t ∈ (0, 1]` such that
+//!    `u + t·r` is still misclassified, within `2^-bisection` (a secant search on the margin,
+//!    safeguarded by bisection; as precise as `bisection` halvings, in fewer model rows).
 //! 2. **Boundary steps** in the manner of fast minimum-norm attacks (FMN, Pintor et al.,
 //!    NeurIPS 2021): from there, `steps` projected steps that keep an ℓp ball of radius `ε`
 //!    around the image and walk along the boundary. Each step takes the gradient `g` of the
@@ -17,7 +18,7 @@
 //! evaluated by a fresh forward pass and its class recorded. Candidates are tried smallest
 //! first (the last iterate, which no call evaluated, then the smallest iterate a gradient
 //! call saw fooling: gradient calls run another graph, whose logits may round differently),
-//! down to the bisection's point, which a forward pass confirmed.
+//! down to the line search's point, which a forward pass confirmed.
 
 use rayon::prelude::*;
 
@@ -31,16 +32,13 @@ use crate::measure::space::SpacedModel;
 pub struct RefineOptions {
     /// Norm that is made smaller.
     pub norm: Norm,
-    /// Halvings of the bisection towards the image.
+    /// Precision of the line search towards the image in halvings: its point is within
+    /// `2^-bisection` of `r`'s length of the boundary along `r` (0: no line search).
     pub bisection: usize,
-    /// Boundary steps after the bisection (each one gradient call, one class row).
+    /// Boundary steps after the line search (each one gradient call, one class row).
     pub steps: usize,
     /// Box every point is clipped to.
     pub clip: Option<(f32, f32)>,
-    /// The cotangent rows per image of the search's gradient calls, when the boundary steps
-    /// should reuse its gradient graph (every row but the first zero) rather than build one
-    /// for a single row.
-    pub reuse_rows: Option<usize>,
 }
 
 /// The point `u + r`, clipped to `clip`.
@@ -54,9 +52,11 @@ fn point(u: &[f32], r: &[f32], clip: Option<(f32, f32)>, out: &mut Vec<f32>) {
 /// Refines the successful outcomes of `found` (one per sample of `u`, `n × d`, measured
 /// space): their `r` gets smaller in `opts.norm` and `adv_class` is the class a fresh
 /// forward pass gives at `u + r`. Failed outcomes are left as they are.
+/// `clean_logits` are the logits at `u` (`n × k`).
 pub fn refine(
     model: &SpacedModel,
     u: &[f32],
+    clean_logits: &[f32],
     found: &mut [DeepFoolOutcome],
     opts: &RefineOptions,
 ) -> Result<()> {
@@ -70,33 +70,13 @@ pub fn refine(
     let k0: Vec<usize> = idx.iter().map(|&i| found[i].clean_class).collect();
     let r0: Vec<&[f32]> = idx.iter().map(|&i| &found[i].r[..]).collect();
 
-    // 1. Bisection: `hi` always fools (t = 1 is the search's confirmed answer).
+    // 1. Line search: `hi` always fools (t = 1 is the search's confirmed answer).
     let scaled = |a: usize, t: f32| -> Vec<f32> { r0[a].iter().map(|&x| t * x).collect() };
-    let (mut lo, mut hi) = (vec![0.0f32; n], vec![1.0f32; n]);
-    let mut hi_logits: Vec<Option<Vec<f32>>> = vec![None; n];
-    let mut pts = Vec::with_capacity(n * d);
-    for _ in 0..opts.bisection {
-        pts.clear();
-        for a in 0..n {
-            point(
-                us[a],
-                &scaled(a, 0.5 * (lo[a] + hi[a])),
-                opts.clip,
-                &mut pts,
-            );
-        }
-        let logits = model.logits(&pts, n)?;
-        for a in 0..n {
-            let mid = 0.5 * (lo[a] + hi[a]);
-            let row = &logits[a * k..(a + 1) * k];
-            if argmax(row) != k0[a] {
-                hi[a] = mid;
-                hi_logits[a] = Some(row.to_vec());
-            } else {
-                lo[a] = mid;
-            }
-        }
-    }
+    let clean: Vec<&[f32]> = idx
+        .iter()
+        .map(|&i| &clean_logits[i * k..(i + 1) * k])
+        .collect();
+    let (hi, hi_logits) = line_search(model, &us, &r0, &k0, &clean, opts)?;
     let confirmed: Vec<Vec<f32>> = (0..n).map(|a| scaled(a, hi[a])).collect();
     let confirmed_class: Vec<usize> = (0..n)
         .map(|a| {
@@ -105,8 +85,9 @@ pub fn refine(
                 .map_or(found[idx[a]].adv_class, argmax)
         })
         .collect();
+    let mut pts = Vec::with_capacity(n * d);
 
-    // 2. Boundary steps from the bisection's point. Each gradient call also gives the logits
+    // 2. Boundary steps from the line search's point. Each gradient call also gives the logits
     // at its iterate: the smallest iterate they show fooling is kept (`seen`), and the last
     // iterate, which no call has evaluated, is a candidate too.
     let mut seen: Vec<Option<Vec<f32>>> = vec![None; n];
@@ -123,7 +104,6 @@ pub fn refine(
                 None => found[idx[a]].adv_class,
             })
             .collect();
-        let rows = opts.reuse_rows.unwrap_or(1).max(1);
         // On a model slow per row with few images, gradient calls of several rows would each
         // build a graph for their row count, which costs more than the few steps run on it.
         let one_by_one = n <= ONE_BY_ONE_UP_TO
@@ -137,38 +117,25 @@ pub fn refine(
             for a in 0..n {
                 point(us[a], &delta[a], opts.clip, &mut pts);
             }
-            let mut cot = vec![0.0f32; n * rows * k];
+            let mut cot = vec![0.0f32; n * k];
             for a in 0..n {
-                cot[a * rows * k + k0[a]] = 1.0;
-                cot[a * rows * k + rival[a]] = -1.0;
+                cot[a * k + k0[a]] = 1.0;
+                cot[a * k + rival[a]] = -1.0;
             }
-            let (logits, mut grads) = if one_by_one {
+            let (logits, grads) = if one_by_one {
                 // One image per call: every call runs the one single-image graph.
-                let (dk, ck) = (d, rows * k);
                 let each = model.model.executor().map_concurrent(n, |a| {
-                    model.vjp(
-                        &pts[a * dk..(a + 1) * dk],
-                        1,
-                        &cot[a * ck..(a + 1) * ck],
-                        rows,
-                    )
+                    model.vjp(&pts[a * d..(a + 1) * d], 1, &cot[a * k..(a + 1) * k], 1)
                 })?;
-                let (mut l, mut g) = (Vec::with_capacity(n * k), Vec::with_capacity(n * rows * d));
+                let (mut l, mut g) = (Vec::with_capacity(n * k), Vec::with_capacity(n * d));
                 for (la, ga) in each {
                     l.extend(la);
                     g.extend(ga);
                 }
                 (l, g)
             } else {
-                model.vjp(&pts, n, &cot, rows)?
+                model.vjp(&pts, n, &cot, 1)?
             };
-            if rows > 1 {
-                // Keep each image's first row.
-                for a in 1..n {
-                    grads.copy_within(a * rows * d..(a * rows + 1) * d, a * d);
-                }
-                grads.truncate(n * d);
-            }
             let progress = step as f64 / opts.steps as f64;
             let decay = 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
             let gamma = GAMMA0 * decay;
@@ -205,7 +172,7 @@ pub fn refine(
     }
 
     // 3. Proof: the candidates of each image, smallest first, each checked by a fresh forward
-    // pass; the first that fools is kept, else the bisection's point.
+    // pass; the first that fools is kept, else the line search's point.
     let mut queue: Vec<Vec<Vec<f32>>> = last
         .into_iter()
         .zip(seen)
@@ -240,6 +207,103 @@ pub fn refine(
         }
     }
     Ok(())
+}
+
+/// Per image, the line search's `t` and the logits at `u + t·r`.
+type LineSearch = (Vec<f32>, Vec<Option<Vec<f32>>>);
+
+/// The line search of step 1: per image, the smallest `t ∈ (0, 1]` found such that
+/// `u + t·r` is still misclassified, within `2^-opts.bisection` of the boundary along `r`,
+/// with the logits there (`None` where a fresh pass at `t = 1` did not confirm the search's
+/// answer: the image then stays at `t = 1`).
+///
+/// A safeguarded secant search on the margin `f_k0 − max_{j≠k0} f_j`: the bracket starts at
+/// `[0, 1]` (the margins there from `clean` and one forward pass), and each round evaluates
+/// two points `tol/2` either side of the secant's root (the bracket's midpoint when the
+/// previous round shrank the bracket by less than half), so a margin near linear along `r`
+/// closes the bracket in one round. The bracket always holds: `lo` never fools, `hi` does.
+fn line_search(
+    model: &SpacedModel,
+    us: &[&[f32]],
+    r0: &[&[f32]],
+    k0: &[usize],
+    clean: &[&[f32]],
+    opts: &RefineOptions,
+) -> Result<LineSearch> {
+    let (n, k) = (us.len(), model.classes());
+    let mut hi = vec![1.0f32; n];
+    let mut hi_logits: Vec<Option<Vec<f32>>> = vec![None; n];
+    if opts.bisection == 0 {
+        return Ok((hi, hi_logits));
+    }
+    let tol = 0.5f32.powi(opts.bisection as i32);
+    let margin = |row: &[f32], k0: usize| row[k0] - row[runner_up(row, k0)];
+    let eval = |probes: &[(usize, f32)]| -> Result<Vec<f32>> {
+        let mut pts = Vec::with_capacity(probes.len() * us[0].len());
+        for &(a, t) in probes {
+            let r: Vec<f32> = r0[a].iter().map(|&x| t * x).collect();
+            point(us[a], &r, opts.clip, &mut pts);
+        }
+        model.logits(&pts, probes.len())
+    };
+    let mut lo = vec![0.0f32; n];
+    let mut m_lo: Vec<f32> = (0..n).map(|a| margin(clean[a], k0[a])).collect();
+    let mut m_hi = vec![0.0f32; n];
+    // An end that a fresh pass does not confirm (t = 1 not fooling, or the clean point not
+    // classified k0) leaves the image at t = 1.
+    let ends: Vec<(usize, f32)> = (0..n).map(|a| (a, 1.0)).collect();
+    let logits = eval(&ends)?;
+    let mut active: Vec<bool> = (0..n)
+        .map(|a| {
+            let row = &logits[a * k..(a + 1) * k];
+            m_hi[a] = margin(row, k0[a]);
+            let confirmed = argmax(row) != k0[a];
+            if confirmed {
+                hi_logits[a] = Some(row.to_vec());
+            }
+            confirmed && argmax(clean[a]) == k0[a]
+        })
+        .collect();
+    let mut secant = vec![true; n];
+    for _ in 0..opts.bisection {
+        let mut probes = Vec::new();
+        for a in (0..n).filter(|&a| active[a]) {
+            let w = hi[a] - lo[a];
+            let t = if secant[a] && m_lo[a] > m_hi[a] {
+                lo[a] + w * (m_lo[a] / (m_lo[a] - m_hi[a])).clamp(0.0, 1.0)
+            } else {
+                lo[a] + 0.5 * w
+            };
+            for p in [t - 0.5 * tol, t + 0.5 * tol] {
+                if p > lo[a] && p < hi[a] {
+                    probes.push((a, p));
+                }
+            }
+        }
+        if probes.is_empty() {
+            break;
+        }
+        let logits = eval(&probes)?;
+        let before: Vec<f32> = (0..n).map(|a| hi[a] - lo[a]).collect();
+        for (p, &(a, t)) in probes.iter().enumerate() {
+            let row = &logits[p * k..(p + 1) * k];
+            if t >= hi[a] || t <= lo[a] {
+                continue;
+            }
+            if argmax(row) != k0[a] {
+                (hi[a], m_hi[a]) = (t, margin(row, k0[a]));
+                hi_logits[a] = Some(row.to_vec());
+            } else {
+                (lo[a], m_lo[a]) = (t, margin(row, k0[a]));
+            }
+        }
+        for a in 0..n {
+            let w = hi[a] - lo[a];
+            secant[a] = w <= 0.5 * before[a];
+            active[a] &= w > tol;
+        }
+    }
+    Ok((hi, hi_logits))
 }
 
 /// Images up to which a model slow per row gets its gradient calls one image at a time.

@@ -11,9 +11,8 @@ use super::{
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
 };
 use crate::attack::deepfool::{
-    deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm, PER_IMAGE_FROM_S,
+    deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm,
 };
-use crate::model::Model;
 use crate::attack::refine::{self, RefineOptions};
 use crate::attack::vector::{l2, linf};
 use crate::error::Result;
@@ -72,21 +71,12 @@ impl Params {
     }
 
     /// The refinement under `bounds`, when asked for.
-    ///
-    /// On a model slow per row (as [`deepfool_batch_at`] judges it), building a gradient graph
-    /// for one class row costs more than the short refinement saves by it, so the refinement
-    /// reuses DeepFool's graph, its other rows zero.
-    pub fn refinement(&self, bounds: Option<(f32, f32)>, model: &Model) -> Option<RefineOptions> {
-        let slow_rows = model
-            .executor()
-            .forward_seconds_per_row()
-            .is_some_and(|s| s >= PER_IMAGE_FROM_S);
+    pub fn refinement(&self, bounds: Option<(f32, f32)>) -> Option<RefineOptions> {
         self.refine.then_some(RefineOptions {
             norm: self.norm,
             bisection: 0,
             steps: self.refine_steps,
             clip: if self.clip { bounds } else { None },
-            reuse_rows: slow_rows.then(|| self.options(bounds).competitors(model.classes)),
         })
     }
 }
@@ -159,7 +149,7 @@ pub fn run_refined(
         let n_attacked = attacked.iter().filter(|&&a| a).count();
         let mut res = deepfool_batch_at(&sm, &ua, &la, n_attacked, opts, None)?;
         if let Some(refine) = refine {
-            refine::refine(&sm, &ua, &mut res, refine)?;
+            refine::refine(&sm, &ua, &la, &mut res, refine)?;
         }
         let mut res_iter = res.into_iter();
         for i in 0..len {
@@ -358,7 +348,7 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let opts = self.options(ctx.bounds);
         const PICTURES: usize = 3;
-        let refine = self.refinement(ctx.bounds, ctx.model);
+        let refine = self.refinement(ctx.bounds);
         let (images, outcomes) = run_refined(
             ctx,
             &opts,

@@ -1,5 +1,5 @@
 //! `minnorm`: the smallest additive perturbation of every correctly classified image that the
-//! strongest search georob has finds: DeepFool's answer, refined by a bisection back towards
+//! strongest search georob has finds: DeepFool's answer, refined by a line search back towards
 //! the image and by fast-minimum-norm boundary steps ([`crate::attack::refine`];
 //! docs/methods.md, minnorm). Same per-image values as `deepfool`, smaller norms.
 
@@ -15,14 +15,14 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strength {
-    /// DeepFool, bisection, [`FAST_STEPS`] boundary steps.
+    /// DeepFool, line search, [`FAST_STEPS`] boundary steps.
     #[default]
     Fast,
-    /// DeepFool, bisection, [`THOROUGH_STEPS`] boundary steps.
+    /// DeepFool, line search, [`THOROUGH_STEPS`] boundary steps.
     Thorough,
 }
 
-/// Halvings of the bisection: the perturbation is within `2⁻¹²` of its length of the
+/// Precision of the line search in halvings: the perturbation is within `2⁻¹²` of its length of the
 /// boundary along its own direction before the boundary steps start.
 const BISECTION: usize = 12;
 
@@ -78,7 +78,7 @@ impl Params {
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "minnorm",
-        about: "minimal additive perturbation as small as georob finds it (l2 or linf): DeepFool, then a bisection and fast-minimum-norm boundary steps; robust accuracy against ε",
+        about: "minimal additive perturbation as small as georob finds it (l2 or linf): DeepFool, then a line search and fast-minimum-norm boundary steps; robust accuracy against ε",
         params: &[
             ("norm", "`l2` or `linf`."),
             ("strength", "`fast` (10 boundary steps, about 2× DeepFool's time on the digits CNN) or `thorough` (20 steps, about 4×)."),
@@ -119,7 +119,6 @@ impl Measure for Params {
             bisection: BISECTION,
             steps: self.steps(),
             clip,
-            reuse_rows: None,
         };
         let (images, _) = run_refined(ctx, &opts, Some(&refine), "minnorm", Keep::Nothing)?;
         let mut summary = summarise(&images);

@@ -169,7 +169,7 @@ fn run_all_keeps_only_the_perturbations_asked_for() {
 }
 
 /// The refinement on the linear model: DeepFool lands at `1.02×` the closed-form distance
-/// along the optimal direction; the bisection brings it within `1.02 · 2⁻¹²` of the
+/// along the optimal direction; the line search brings it within `1.02 · 2⁻¹²` of the
 /// distance, and the boundary steps can only keep it or find another point that a forward
 /// pass confirms, which no point closer than the closed form can be.
 #[test]
@@ -190,9 +190,8 @@ fn refinement_reaches_the_closed_form_on_the_linear_model() {
             bisection: 12,
             steps: 20,
             clip: None,
-            reuse_rows: None,
         };
-        refine::refine(&sm, &x, &mut out, &refine).unwrap();
+        refine::refine(&sm, &x, &logits, &mut out, &refine).unwrap();
         let mut worst = 0.0f64;
         for (i, o) in out.iter().enumerate() {
             let (dist, k0) = closed_form(&w, &logits[i * 10..(i + 1) * 10], norm == Norm::Linf);
@@ -218,29 +217,28 @@ fn refinement_reaches_the_closed_form_on_the_linear_model() {
 
 /// On the CNN in the box [0, 1]: every refined perturbation is confirmed by a fresh forward
 /// pass at its clipped point, stays in the box, is no longer than DeepFool's, and the median
-/// shrinks (the bisection alone removes most of DeepFool's 2 % overshoot).
+/// shrinks (the line search alone removes most of DeepFool's 2 % overshoot).
 #[test]
 fn refined_points_are_rechecked_and_no_longer_than_deepfools() {
     let n = 60;
     let (model, x) = model_and_digits("onnx_models/digits/digits_cnn.onnx", n);
     let sm = in_model_space(&model);
-    // Each norm, with one-row gradient calls and with DeepFool's nine rows reused.
-    for (norm, reuse_rows) in [(Norm::L2, None), (Norm::Linf, None), (Norm::L2, Some(9))] {
+    for norm in [Norm::L2, Norm::Linf] {
         let opts = DeepFoolOptions {
             norm,
             clip: Some((0.0, 1.0)),
             ..Default::default()
         };
         let before = deepfool_batch(&sm, &x, n, &opts, None).unwrap();
+        let logits = sm.logits(&x, n).unwrap();
         let mut after = before.clone();
         let refine = RefineOptions {
             norm,
             bisection: 12,
             steps: 10,
             clip: Some((0.0, 1.0)),
-            reuse_rows,
         };
-        refine::refine(&sm, &x, &mut after, &refine).unwrap();
+        refine::refine(&sm, &x, &logits, &mut after, &refine).unwrap();
         let (mut sum_before, mut sum_after) = (vec![], vec![]);
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             assert_eq!(a.success, b.success);
