@@ -3,7 +3,7 @@
 //! A run killed at any point (SIGKILL included) loses at most the unit in
 //! progress; `--resume` reads the journal back and skips what is in it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -66,12 +66,12 @@ impl Journal {
         Ok(j)
     }
 
-    /// Reopens the journal in `dir` for appending after reading what it holds.
-    /// A torn last line (a kill during a write) is cut off.
-    pub fn resume(dir: &Path, suite: &Suite) -> Result<(Journal, BTreeMap<usize, UnitRecord>)> {
+    /// Reopens the journal in `dir` for appending, with the numbers of the units it
+    /// holds. A torn last line (a kill during a write) is cut off.
+    pub fn resume(dir: &Path, suite: &Suite) -> Result<(Journal, BTreeSet<usize>)> {
         let path = dir.join(JOURNAL);
         if !path.exists() {
-            return Ok((Journal::create(dir, suite)?, BTreeMap::new()));
+            return Ok((Journal::create(dir, suite)?, BTreeSet::new()));
         }
         let (found, records, good_len) = read(&path)?;
         if found != *suite {
@@ -89,7 +89,7 @@ impl Journal {
         use std::io::Seek;
         file.seek(std::io::SeekFrom::End(0))
             .map_err(|e| Error::io(&path, e))?;
-        Ok((Journal { path, file }, records))
+        Ok((Journal { path, file }, records.into_keys().collect()))
     }
 
     /// Appends a finished unit and flushes it to disk.

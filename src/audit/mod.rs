@@ -8,7 +8,7 @@
 
 pub mod journal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -83,10 +83,10 @@ pub struct AuditOptions<'a> {
 pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     suite.validate()?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let (mut journal, mut done) = if opts.resume {
+    let (mut journal, done) = if opts.resume {
         Journal::resume(&opts.out, suite)?
     } else {
-        (Journal::create(&opts.out, suite)?, BTreeMap::new())
+        (Journal::create(&opts.out, suite)?, BTreeSet::new())
     };
     if !done.is_empty() {
         (opts.log)(&format!("resuming: {} unit(s) already done", done.len()));
@@ -95,13 +95,13 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     let per_model = suite.measures.len();
     let total = names.len() * per_model;
     let mine: Vec<usize> = (0..total).filter(|&u| opts.shard.owns(u)).collect();
-    let mut position = mine.iter().filter(|u| done.contains_key(u)).count();
+    let mut position = mine.iter().filter(|u| done.contains(u)).count();
     let started = std::time::Instant::now();
     'models: for (mi, entry) in suite.models.iter().enumerate() {
         let pending: Vec<usize> = mine
             .iter()
             .copied()
-            .filter(|&u| u / per_model == mi && !done.contains_key(&u))
+            .filter(|&u| u / per_model == mi && !done.contains(&u))
             .collect();
         if pending.is_empty() {
             continue;
@@ -165,7 +165,6 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 model_seconds,
             };
             journal.record(&record)?;
-            done.insert(u, record);
         }
     }
     let run = RunInfo {
@@ -175,7 +174,11 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    assemble(suite, done, run)
+    // The suite and every unit as the journal gives them back, as `merge` reads
+    // them: the report does not depend on whether a unit ran now, before a
+    // resume or in another shard.
+    let (suite, records, _) = journal::read(&opts.out.join(journal::JOURNAL))?;
+    assemble(&suite, records, run)
 }
 
 /// Merges the journals of several output directories (the shards of one

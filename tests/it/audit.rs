@@ -187,40 +187,6 @@ fn gates_set_the_exit_code_and_name_the_failure_everywhere() {
     assert!(stderr.contains("broken.json"), "{stderr}");
 }
 
-#[test]
-fn shards_merge_into_the_whole_report_whatever_the_threads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = suite(tmp.path(), &["deepfool.median_rho >= 0.01"]);
-    let whole = tmp.path().join("whole");
-    let o = audit(&s, &whole, &["--threads", "1"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    let mut dirs = Vec::new();
-    for i in 1..=3 {
-        let d = tmp.path().join(format!("shard{i}"));
-        let o = audit(&s, &d, &["--shard", &format!("{i}/3"), "--threads", "2"]);
-        assert_eq!(o.status.code(), Some(0), "shard {i}: {}", text(&o).1);
-        assert_eq!(stable(&d)["verdict"], "partial");
-        dirs.push(d);
-    }
-    let merged = tmp.path().join("merged");
-    let mut args = vec!["merge"];
-    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
-    args.extend(["--out", merged.to_str().unwrap()]);
-    let o = georob(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    assert_eq!(stable(&merged), stable(&whole));
-    // Merging two shards of three is partial, and says so.
-    let o = georob(&[
-        "merge",
-        dirs[0].to_str().unwrap(),
-        dirs[1].to_str().unwrap(),
-        "--out",
-        tmp.path().join("half").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("partial"));
-}
-
 /// Starts `georob audit SUITE --out OUT` (tract, quiet) and returns it once its journal has
 /// `lines` lines, failing if it finishes first.
 fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::process::Child {
@@ -242,26 +208,136 @@ fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::proce
     child
 }
 
-#[test]
-fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = suite(tmp.path(), &[]);
-    let reference = tmp.path().join("reference");
-    assert_eq!(audit(&s, &reference, &[]).status.code(), Some(0));
+/// The default suite (no `[[measures]]`: the README's default measures) on the first 30
+/// digits, 7 units.
+fn default_suite(dir: &Path) -> PathBuf {
+    let path = dir.join("default.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data = {:?}\nlabels = {:?}\nlimit = 30\n\n[[models]]\nname = \"cnn\"\npath = {:?}\n",
+            repo("onnx_models/digits/test_x.npy"),
+            repo("onnx_models/digits/test_y.npy"),
+            repo("onnx_models/digits/digits_cnn.onnx"),
+        ),
+    )
+    .unwrap();
+    path
+}
 
-    let out = tmp.path().join("killed");
-    // Kill once two units are in the journal (header + 2 lines).
-    let mut child = audit_until_journal_has(&s, &out, 3);
-    let journal = out.join("journal.jsonl");
+/// report.json without its `run` section, as written (not parsed: a parser may read two
+/// numbers that differ in their last digit as the same f64).
+fn stable_text(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    // Pretty-printed: the section's key and its closing brace are the only lines at
+    // this indentation between them.
+    let start = text.find("\n  \"run\": {").expect("a run section");
+    let end = start + text[start..].find("\n  }").unwrap() + "\n  }".len();
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+/// The key path of the first value where `a` and `b` differ, with both values.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => first_difference(u, v).map(|d| format!(".{k}{d}")),
+                (u, v) => Some(format!(".{k}: {u:?} vs {v:?}")),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(u, v).map(|d| format!("[{i}]{d}"))),
+        _ => (a != b).then(|| format!(": {a} vs {b}")),
+    }
+}
+
+/// Fails unless `dir`'s report.json, without its `run` section, is `reference`'s byte for
+/// byte, naming the first line and the first key path (where the parsed values differ) that do.
+fn assert_same_bytes(dir: &Path, reference: &Path) {
+    let (got, want) = (stable_text(dir), stable_text(reference));
+    if got != want {
+        let (line, (g, w)) = (got.lines().zip(want.lines()).enumerate())
+            .find(|(_, (g, w))| g != w)
+            .unwrap_or((got.lines().count().min(want.lines().count()), ("", "")));
+        panic!(
+            "{} differs from {}: line {}: {} vs {}; key path {}",
+            dir.display(),
+            reference.display(),
+            line + 1,
+            g.trim(),
+            w.trim(),
+            first_difference(&stable(dir), &stable(reference)).unwrap_or("-".into())
+        );
+    }
+}
+
+/// Waits for `child` and fails unless it exited with 0.
+fn succeeds(child: std::process::Child, what: &str) {
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{what}: {}", text(&o).1);
+}
+
+/// The promise of the README and docs/scale.md: one run, another thread count, shards
+/// merged, and a run killed with SIGKILL in the middle of a unit then resumed all write
+/// the same report.json bytes apart from its `run` section.
+#[test]
+fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = default_suite(tmp.path());
+    let out = |name: &str| tmp.path().join(name);
+    let start = |dir: &Path, extra: &[&str]| {
+        audit_command(&s, dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The independent runs at once (the machine's cores are used either way).
+    let whole = start(&out("whole"), &["--threads", "1"]);
+    let threaded = start(&out("threaded"), &["--threads", "3"]);
+    let shards: Vec<_> = (1..=3)
+        .map(|i| start(&out(&format!("shard{i}")), &["--shard", &format!("{i}/3")]))
+        .collect();
+
+    // Killed once two units are in the journal (header + 2 lines), while the third runs.
+    let killed = out("killed");
+    let mut child = audit_until_journal_has(&s, &killed, 3);
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
+    let journal = killed.join("journal.jsonl");
     let before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
-    assert!(before < 5, "every unit finished before the kill");
+    assert!(before < 7, "every unit finished before the kill");
 
-    let o = audit(&s, &out, &["--resume"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    assert_eq!(stable(&out), stable(&reference));
-    // Every unit exactly once in the journal.
+    succeeds(whole, "whole");
+    succeeds(threaded, "--threads 3");
+    for (i, c) in shards.into_iter().enumerate() {
+        succeeds(c, &format!("shard {}/3", i + 1));
+    }
+    let o = audit(&s, &killed, &["--resume", "--threads", "2"]);
+    assert_eq!(o.status.code(), Some(0), "resume: {}", text(&o).1);
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| out(&format!("shard{i}"))).collect();
+    for d in &dirs {
+        assert_eq!(stable(d)["verdict"], "partial");
+    }
+    let merged = out("merged");
+    let mut args = vec!["merge"];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let o = georob(&args);
+    assert_eq!(o.status.code(), Some(0), "merge: {}", text(&o).1);
+
+    let whole = out("whole");
+    assert_eq!(stable(&whole)["verdict"], "pass");
+    for dir in [out("threaded"), merged, killed] {
+        assert_same_bytes(&dir, &whole);
+    }
+    // The resumed journal holds every unit exactly once.
     let units: Vec<u64> = std::fs::read_to_string(&journal)
         .unwrap()
         .lines()
@@ -272,11 +348,25 @@ fn an_audit_killed_with_sigkill_resumes_to_the_same_report() {
                 .unwrap()
         })
         .collect();
-    let mut sorted = units.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(sorted, vec![0, 1, 2, 3, 4], "{units:?}");
-    assert_eq!(units.len(), 5, "{units:?}");
+    assert_eq!(units.len(), 7, "{units:?}");
+    assert_eq!(
+        units
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        (0..7).collect(),
+        "{units:?}"
+    );
+    // Merging two shards of three is partial, and says so.
+    let o = georob(&[
+        "merge",
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+        "--out",
+        out("half").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("partial"));
 }
 
 /// SIGTERM (what a scheduler sends before it kills) finishes the unit in progress, writes a
