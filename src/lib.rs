@@ -20,6 +20,7 @@
 
 pub mod attack;
 pub mod audit;
+pub mod bound;
 pub mod data;
 pub mod error;
 pub mod eval;

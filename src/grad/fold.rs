@@ -245,7 +245,11 @@ fn evaluate(model: &ModelProto, fold: &[bool]) -> Option<HashMap<String, Tensor>
 /// and tract share a byte layout for; `None` where its type is not the one the graph
 /// declares (`declared`, when known). tract holds integer shape values as `TDim`; those take
 /// the declared type, which must be an integer type.
-fn tensor_proto(name: &str, t: &Tensor, declared: Option<DataType>) -> Option<TensorProto> {
+pub(crate) fn tensor_proto(
+    name: &str,
+    t: &Tensor,
+    declared: Option<DataType>,
+) -> Option<TensorProto> {
     let cast;
     let t = if t.datum_type() == DatumType::TDim {
         let dt = match declared? {

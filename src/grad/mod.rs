@@ -78,10 +78,10 @@ pub mod check;
 mod emit;
 mod error;
 pub mod fd;
-mod fold;
-mod onnx;
-mod path;
-mod probe;
+pub(crate) mod fold;
+pub(crate) mod onnx;
+pub(crate) mod path;
+pub(crate) mod probe;
 mod rules;
 #[cfg(test)]
 mod tests;

@@ -455,6 +455,7 @@ measures! {
     margin,
     minnorm,
     robust_accuracy,
+    certify,
 }
 
 /// The declaration of measure `name`, if georob knows it.

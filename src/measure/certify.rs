@@ -1,0 +1,330 @@
+//! `certify`: certified lower bounds beside the attacks' upper bounds (docs/methods.md,
+//! certify). Per image and budget `ε`: *certified* when bound propagation through the ONNX
+//! graph ([`crate::bound`]) proves that no input of the ℓp ball of radius `ε` (within
+//! `--bounds`) changes the prediction, *falsified* when DeepFool with its refinement finds a
+//! perturbation no larger than `ε`, else *unknown*.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::deepfool::{norm_key, run_refined, Keep};
+use super::space::SpacedModel;
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Values};
+use crate::attack::deepfool::{DeepFoolOptions, Norm};
+use crate::attack::vector::argmax;
+use crate::bound::{BoundNet, InputSet, Interval, Method, Options};
+use crate::error::{Error, Result};
+
+/// The perturbation set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Set {
+    /// ℓ∞ ball (a box) within `--bounds`.
+    #[default]
+    Linf,
+    /// ℓ2 ball within `--bounds`.
+    L2,
+}
+
+/// Bound propagation method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodParam {
+    /// Interval bounds.
+    Ibp,
+    /// Linear bounds (CROWN).
+    #[default]
+    Crown,
+}
+
+/// Parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// `linf` or `l2`.
+    pub set: Set,
+    /// `ibp` or `crown`.
+    pub method: MethodParam,
+    /// Radii of the balls (default by set).
+    pub eps: Option<Vec<f64>>,
+    /// Bisection steps of each image's certified radius above the largest certified `ε`.
+    pub bisections: usize,
+    /// Run DeepFool for the upper bounds and the falsified counts.
+    pub upper: bool,
+    /// Most work (bounded elements × input elements) of CROWN on one intermediate tensor.
+    pub budget: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            set: Set::Linf,
+            method: MethodParam::Crown,
+            eps: None,
+            bisections: 0,
+            upper: true,
+            budget: 2e8,
+        }
+    }
+}
+
+/// Default radii per set.
+fn default_eps(set: Set) -> Vec<f64> {
+    match set {
+        Set::Linf => vec![0.002, 0.005, 0.01, 0.02],
+        Set::L2 => vec![0.05, 0.1, 0.2, 0.5],
+    }
+}
+
+/// `ε` as written in keys (at most 9 decimals, as the curves write it).
+fn key(name: &str, e: f64) -> String {
+    format!("{name}@{}", (e * 1e9).round() / 1e9)
+}
+
+/// A margin lower bound must exceed this share of `1 + max|z|` at the clean input to count
+/// (docs/methods.md, certify: floating point).
+const MARGIN_TOL: f64 = 1e-4;
+
+impl Params {
+    fn eps(&self) -> Vec<f64> {
+        let mut e = self.eps.clone().unwrap_or_else(|| default_eps(self.set));
+        e.sort_by(f64::total_cmp);
+        e
+    }
+
+    fn norm(&self) -> Norm {
+        match self.set {
+            Set::Linf => Norm::Linf,
+            Set::L2 => Norm::L2,
+        }
+    }
+
+    /// The set of radius `eps` around `u` (measured space), in model space.
+    fn set_at(&self, sm: &SpacedModel, u: &[f32], bounds: Option<(f32, f32)>, eps: f32) -> InputSet {
+        let (blo, bhi) = bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let map = |v: Vec<f32>| sm.to_model(&v, 1);
+        let clip = Interval {
+            lo: map(u.iter().map(|_| blo).collect()),
+            hi: map(u.iter().map(|_| bhi).collect()),
+        };
+        match self.set {
+            Set::Linf => InputSet::Box(Interval {
+                lo: map(u.iter().map(|&x| (x - eps).max(blo)).collect()),
+                hi: map(u.iter().map(|&x| (x + eps).min(bhi)).collect()),
+            }),
+            Set::L2 => {
+                let zero = map(vec![0.0; u.len()]);
+                let one = map(vec![1.0; u.len()]);
+                InputSet::L2 {
+                    center: map(u.to_vec()),
+                    radius: eps,
+                    scale: one.iter().zip(&zero).map(|(a, b)| a - b).collect(),
+                    clip,
+                }
+            }
+        }
+    }
+}
+
+impl Measure for Params {
+    const DECLARATION: &'static Declaration = &Declaration {
+        name: "certify",
+        about: "certified lower bounds: per image and radius ε, whether interval (ibp) or linear (crown) bound propagation through the ONNX graph proves the l∞ or l2 ball safe, beside DeepFool's upper bound (certified, falsified or unknown)",
+        params: &[
+            ("set", "`linf` or `l2` ball in the measured space, within `--bounds`."),
+            ("method", "`ibp` (interval bounds) or `crown` (linear bounds, CROWN)."),
+            ("eps", "Radii (default: 0.002, 0.005, 0.01, 0.02 for linf; 0.05, 0.1, 0.2, 0.5 for l2)."),
+            ("bisections", "Bisection steps refining each image's certified radius between the largest certified ε and the next one (or twice it)."),
+            ("upper", "Run DeepFool (refined) for the upper bounds and the falsified counts."),
+            ("budget", "Most work (elements bounded × input elements) CROWN spends on one intermediate tensor; larger ones keep interval bounds."),
+        ],
+        headline: &["certified_accuracy@{eps}", "median_certified_radius", "median_upper_norm"],
+        histograms: &["certified_radius", "upper_norm"],
+        values: &[&[
+            ("certified@{eps}", "1 when the ball of radius ε is certified, else 0"),
+            ("margin_lb@{eps}", "the smallest margin lower bound z_k0 − z_j over the ball (certified when above the tolerance)"),
+            ("certified_radius", "largest radius certified (of eps, refined by bisections)"),
+            ("upper_norm", "norm of DeepFool's refined perturbation (an upper bound on the minimal one)"),
+            ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε"),
+        ]],
+    };
+
+    fn validate(&self) -> Result<()> {
+        super::curve::check_budgets("certify", &self.eps())?;
+        if self.budget.is_nan() || self.budget < 0.0 {
+            return Err(Error::Config("certify: budget must be ≥ 0".into()));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &Context) -> Result<Output> {
+        let model = ctx.model;
+        if model.fixed_batch.is_some_and(|b| b != 1) {
+            return Err(Error::Config(format!(
+                "certify: {} has a fixed batch of {}; bounds need a batch of 1",
+                model.path().display(),
+                model.fixed_batch.unwrap_or(0)
+            )));
+        }
+        let net = BoundNet::from_onnx(&model.runnable.proto, &model.spec.sample_shape()).map_err(|e| {
+            Error::Config(format!("certify: {}: {e}", model.path().display()))
+        })?;
+        let sm = SpacedModel::new(model, ctx.data);
+        let eps = self.eps();
+        let opts = Options {
+            method: match self.method {
+                MethodParam::Ibp => Method::Ibp,
+                MethodParam::Crown => Method::Crown,
+            },
+            budget: self.budget,
+        };
+        let total = ctx.data.len();
+        let d = sm.dim();
+        let k = sm.classes();
+        let bar = ctx.progress.bar(total as u64, "certify");
+        let mut images = Vec::with_capacity(total);
+        let (mut crown_tensors, mut over_budget) = (0usize, 0usize);
+        const CHUNK: usize = 64;
+        let mut start = 0;
+        while start < total {
+            let len = CHUNK.min(total - start);
+            let clean = sm.clean_pass(ctx.data, start, len)?;
+            let per: Vec<(Values, usize, usize)> = (0..len)
+                .into_par_iter()
+                .map(|i| {
+                    let mut values = Values::new();
+                    if !clean.correct[i] {
+                        return (values, 0, 0);
+                    }
+                    let u = &clean.u[i * d..(i + 1) * d];
+                    let z = &clean.logits[i * k..(i + 1) * k];
+                    let k0 = argmax(z);
+                    let tol = MARGIN_TOL * (1.0 + z.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64);
+                    let mut stats = (0, 0);
+                    let mut check = |e: f64| -> (bool, f64) {
+                        let set = self.set_at(&sm, u, ctx.bounds, e as f32);
+                        let (lower, b) = net.margins(&set, k0, &opts);
+                        stats = (b.crown_tensors, b.over_budget);
+                        let worst = lower.iter().copied().fold(f64::INFINITY, f64::min);
+                        (worst > tol, worst)
+                    };
+                    let mut radius = 0.0;
+                    let mut first_fail = None;
+                    for &e in &eps {
+                        let (ok, worst) = check(e);
+                        values.insert(key("certified", e), f64::from(u8::from(ok)));
+                        values.insert(key("margin_lb", e), worst);
+                        if ok && first_fail.is_none() {
+                            radius = e;
+                        } else if first_fail.is_none() {
+                            first_fail = Some(e);
+                        }
+                    }
+                    let (mut lo, mut hi) = (radius, first_fail.unwrap_or(2.0 * radius.max(eps[eps.len() - 1])));
+                    for _ in 0..self.bisections {
+                        let mid = 0.5 * (lo + hi);
+                        if check(mid).0 {
+                            lo = mid;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    values.insert("certified_radius", lo);
+                    (values, stats.0, stats.1)
+                })
+                .collect();
+            for (i, (values, ct, ob)) in per.into_iter().enumerate() {
+                let index = start + i;
+                crown_tensors = crown_tensors.max(ct);
+                over_budget = over_budget.max(ob);
+                let outcome = if clean.correct[i] {
+                    Outcome::Failed
+                } else {
+                    Outcome::Misclassified
+                };
+                images.push(ImageResult::new(index, &ctx.data.items[index], clean.preds[i], outcome, values));
+            }
+            bar.inc(len as u64);
+            start += len;
+        }
+        bar.finish_and_clear();
+        if self.upper {
+            let df = DeepFoolOptions {
+                norm: self.norm(),
+                clip: ctx.bounds,
+                ..Default::default()
+            };
+            let refine = super::deepfool::Params {
+                norm: self.norm(),
+                ..Default::default()
+            }
+            .refinement(ctx.bounds);
+            let (upper, _) = run_refined(ctx, &df, refine.as_ref(), "certify: upper bounds", Keep::Nothing)?;
+            for (img, up) in images.iter_mut().zip(&upper) {
+                if up.outcome == Outcome::Fooled {
+                    if let Some(&n) = up.values.get(norm_key(self.norm())) {
+                        img.values.insert("upper_norm", n);
+                        for &e in &eps {
+                            img.values.insert(key("falsified", e), f64::from(u8::from(n <= e)));
+                        }
+                    }
+                }
+            }
+        }
+        // Outcome: robust when every radius is certified, fooled when the largest is falsified.
+        let last = eps[eps.len() - 1];
+        for img in &mut images {
+            if img.outcome == Outcome::Misclassified {
+                continue;
+            }
+            if img.values.get(&key("certified", last)) == Some(&1.0) {
+                img.outcome = Outcome::Robust;
+            } else if img.values.get(&key("falsified", last)) == Some(&1.0) {
+                img.outcome = Outcome::Fooled;
+            }
+        }
+        let summary = summarise(&images, &eps);
+        Ok(Output {
+            images,
+            summary,
+            extra: serde_json::json!({
+                "set": self.set,
+                "method": self.method,
+                "margin_tolerance": MARGIN_TOL,
+                "crown_tensors": crown_tensors,
+                "interval_tensors_over_budget": over_budget,
+                "clipped_to": ctx.bounds,
+            }),
+            artifacts: vec![],
+        })
+    }
+}
+
+/// Per radius: certified accuracy, falsified and unknown rates (all over every image), and
+/// the medians of the certified radius and the upper bound over the correctly classified.
+fn summarise(images: &[ImageResult], eps: &[f64]) -> std::collections::BTreeMap<String, f64> {
+    let mut s = std::collections::BTreeMap::new();
+    let n = images.len();
+    s.insert("n".into(), n as f64);
+    if n == 0 {
+        return s;
+    }
+    let flag = |img: &ImageResult, k: &str| img.values.get(k) == Some(&1.0);
+    for &e in eps {
+        let (ck, fk) = (key("certified", e), key("falsified", e));
+        let cert = images.iter().filter(|i| flag(i, &ck)).count();
+        let fals = images.iter().filter(|i| flag(i, &fk)).count();
+        let mis = images.iter().filter(|i| i.outcome == Outcome::Misclassified).count();
+        s.insert(key("certified_accuracy", e), cert as f64 / n as f64);
+        s.insert(key("falsified_rate", e), fals as f64 / n as f64);
+        s.insert(key("unknown_rate", e), (n - cert - fals - mis) as f64 / n as f64);
+    }
+    let values = |k: &str| -> Vec<f64> { images.iter().filter_map(|i| i.values.get(k).copied()).collect() };
+    if let Some(m) = super::median(&values("certified_radius")) {
+        s.insert("median_certified_radius".into(), m);
+    }
+    if let Some(m) = super::median(&values("upper_norm")) {
+        s.insert("median_upper_norm".into(), m);
+    }
+    s
+}
