@@ -9,7 +9,7 @@ use tract_onnx::prelude::*;
 
 use super::BoundError;
 use crate::grad::fold::tensor_proto;
-use crate::grad::onnx::{attr, attr_f, attr_i, attr_ints, attr_s, node_name};
+use crate::grad::onnx::{attr, attr_f, attr_i, attr_ints, attr_s, node_name, value_info_f32};
 use crate::grad::path::analyse;
 use crate::grad::probe::{as_f32, probe, Probe};
 use crate::grad::UnsupportedNode;
@@ -221,6 +221,7 @@ fn has_rule(op: &str) -> bool {
             | "Sub"
             | "Mul"
             | "Div"
+            | "Neg"
             | "BatchNormalization"
             | "Relu"
             | "LeakyRelu"
@@ -464,6 +465,10 @@ fn lower(
             }
             Ok(Op::Affine { a, c: cc })
         }
+        "Neg" => Ok(Op::Affine {
+            a: vec![-1.0; numel],
+            c: vec![0.0; numel],
+        }),
         "Relu" => Ok(Op::Act(Act::Relu)),
         "LeakyRelu" => Ok(Op::Act(Act::LeakyRelu(attr_f(node, "alpha", 0.01)))),
         "Sigmoid" => Ok(Op::Act(Act::Sigmoid)),
@@ -661,10 +666,7 @@ fn movement(
                 initializer: inits,
                 input: act
                     .iter()
-                    .map(|n| ValueInfoProto {
-                        name: n.to_string(),
-                        ..Default::default()
-                    })
+                    .map(|n| value_info_f32(n, &pr.shapes[*n]))
                     .collect(),
                 output: vec![ValueInfoProto {
                     name: node.output[0].clone(),
@@ -711,13 +713,15 @@ fn movement(
         .zip(&consts)
         .map(|(&i, &c)| {
             if i == 0.0 {
-                Src::Const(c)
-            } else {
+                Ok(Src::Const(c))
+            } else if i.fract() == 0.0 && i >= 1.0 && i as usize <= total && c == 0.0 {
                 let flat = i as usize - 1;
                 let slot = starts.iter().rposition(|&s| s <= flat).unwrap_or(0);
-                Src::Input(slot as u8, (flat - starts[slot]) as u32)
+                Ok(Src::Input(slot as u8, (flat - starts[slot]) as u32))
+            } else {
+                Err(unsupported(node, "it does not only move values"))
             }
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Op::Gather(map))
 }

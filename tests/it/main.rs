@@ -9,6 +9,7 @@ mod architecture;
 mod audit;
 mod backends;
 mod bad_input;
+mod certify;
 mod cli;
 mod cli_grad;
 mod deepfool;

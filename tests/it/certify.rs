@@ -1,0 +1,239 @@
+//! Certified bounds (`georob::bound`, the `certify` measure) checked against the networks:
+//! the lowered graphs compute PyTorch's logits, sampled points of a set stay inside every
+//! tensor's bounds, and no image certified on the digits CNN is fooled by a strong attack
+//! inside its ball.
+
+use georob::attack::apgd::{apgd, ApgdOptions, Loss};
+use georob::attack::deepfool::Norm;
+use georob::bound::{BoundError, BoundNet, Bounds, InputSet, Interval, Method, Options};
+use georob::measure::space::{Space, SpacedModel};
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+fn point(net: &BoundNet, x: &[f32]) -> Bounds {
+    let set = InputSet::Box(Interval {
+        lo: x.to_vec(),
+        hi: x.to_vec(),
+    });
+    net.bounds(
+        &set,
+        &Options {
+            method: Method::Ibp,
+            budget: 0.0,
+        },
+    )
+}
+
+/// Samples `count` points of the box `[lo, hi]` (half of them vertices) and checks that each
+/// stays inside every tensor's bounds `b` and that its margins are at least `margins`.
+fn assert_contains(
+    net: &BoundNet,
+    b: &Bounds,
+    margins: &[f64],
+    k0: usize,
+    (lo, hi): (&[f32], &[f32]),
+    count: usize,
+    what: &str,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for s in 0..count {
+        let p: Vec<f32> = lo
+            .iter()
+            .zip(hi)
+            .map(|(&l, &h)| {
+                if s % 2 == 0 {
+                    if rng.random::<bool>() {
+                        l
+                    } else {
+                        h
+                    }
+                } else {
+                    rng.random_range(l..=h)
+                }
+            })
+            .collect();
+        let at = point(net, &p);
+        for (t, (bt, pt)) in b.tensors.iter().zip(&at.tensors).enumerate() {
+            for e in 0..bt.lo.len() {
+                assert!(
+                    bt.lo[e] <= pt.hi[e] && pt.lo[e] <= bt.hi[e],
+                    "{what}: tensor {t} element {e}: {} outside [{}, {}]",
+                    pt.lo[e],
+                    bt.lo[e],
+                    bt.hi[e]
+                );
+            }
+        }
+        let z = &at.tensors[net.logits];
+        for (r, j) in (0..z.lo.len()).filter(|&j| j != k0).enumerate() {
+            let m = f64::from(z.hi[k0]) - f64::from(z.lo[j]);
+            assert!(
+                margins[r] <= m,
+                "{what}: margin to {j}: bound {} above {m}",
+                margins[r]
+            );
+        }
+    }
+}
+
+/// Every reference network of `onnx_models/grad/` that lowers (all families but norms over
+/// several axes, attention and the like) computes PyTorch's logits through the lowered graph,
+/// and its interval and CROWN bounds over a box hold at 100 sampled points, at every tensor
+/// (the architectures: interval bounds, 10 points).
+/// The others fail with an error naming the operators.
+#[test]
+fn bounds_hold_on_the_reference_networks() {
+    let dir = onnx_models("grad");
+    let (mut checked, mut refused) = (vec![], vec![]);
+    for name in grad_references() {
+        let Ok((shape, x)) = read_npy_f32(&dir.join(format!("{name}.input.npy"))) else {
+            continue;
+        };
+        let (_, logits) = npy_f32(&dir.join(format!("{name}.logits.npy")));
+        let bytes = std::fs::read(dir.join(format!("{name}.onnx"))).unwrap();
+        let proto: tract_onnx::pb::ModelProto = prost::Message::decode(bytes.as_slice()).unwrap();
+        let net = match BoundNet::from_onnx(&proto, &shape[1..]) {
+            Ok(net) => net,
+            Err(e @ (BoundError::MissingRules(_) | BoundError::Unsupported { .. })) => {
+                refused.push(format!("{name}: {e}"));
+                continue;
+            }
+            // A model tract itself cannot run (the gradient tests' negative pads).
+            Err(e @ BoundError::Model(_)) => {
+                eprintln!("not lowered: {name}: {e}");
+                continue;
+            }
+        };
+        let d: usize = shape[1..].iter().product();
+        let k = net.classes();
+        let u = &x[..d];
+        let z = &point(&net, u).tensors[net.logits];
+        for (j, &want) in logits.iter().enumerate().take(k) {
+            let tol = 1e-4 * (1.0 + want.abs());
+            assert!(
+                z.lo[j] - tol <= want && want <= z.hi[j] + tol,
+                "{name}: logit {j} is {want}, the lowered graph gives [{}, {}]",
+                z.lo[j],
+                z.hi[j]
+            );
+        }
+        let k0 = (0..k).max_by(|&a, &b| z.lo[a].total_cmp(&z.lo[b])).unwrap();
+        let spread = u.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let eps = 0.02 * spread;
+        let lo: Vec<f32> = u.iter().map(|v| v - eps).collect();
+        let hi: Vec<f32> = u.iter().map(|v| v + eps).collect();
+        let set = InputSet::Box(Interval {
+            lo: lo.clone(),
+            hi: hi.clone(),
+        });
+        // The architectures (this test runs unoptimised) get interval bounds and fewer points.
+        let (methods, points): (&[Method], usize) = if name.starts_with("arch_") {
+            (&[Method::Ibp], 10)
+        } else {
+            (&[Method::Ibp, Method::Crown], 100)
+        };
+        for &method in methods {
+            let opts = Options {
+                method,
+                budget: 1e9,
+            };
+            let (margins, b) = net.margins(&set, k0, &opts);
+            let what = format!("{name} {method:?}");
+            assert_contains(&net, &b, &margins, k0, (&lo, &hi), points, &what);
+        }
+        checked.push(name);
+    }
+    eprintln!("checked {}: {}", checked.len(), checked.join(", "));
+    for r in &refused {
+        eprintln!("refused: {r}");
+    }
+    assert!(
+        checked.len() >= 20,
+        "only {} reference networks lowered",
+        checked.len()
+    );
+    for r in &refused {
+        assert!(
+            r.contains("node `") || r.contains("node(s)"),
+            "the refusal names no node: {r}"
+        );
+    }
+}
+
+/// On the bundled digits CNN at ε = 0.01 and 0.03 (ℓ∞, in [0, 1]): CROWN's bounds are
+/// within IBP's, hold at 100 sampled points, and no image CROWN certifies is fooled by
+/// APGD (cross-entropy and targeted DLR, 100 steps) inside its ball.
+#[test]
+fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
+    let model = digits_cnn();
+    let data = digits(16);
+    let x = data.load(&model.spec, 0, 16).unwrap().x;
+    let proto = &model.runnable.proto;
+    let net = BoundNet::from_onnx(proto, &model.spec.sample_shape()).unwrap();
+    let logits = model.logits(&x, 16).unwrap();
+    let sm = SpacedModel {
+        model: &model,
+        space: Space::Model,
+    };
+    let mut certified = 0;
+    for eps in [0.01f32, 0.03] {
+        let (mut cx, mut labels, mut targets) = (vec![], vec![], vec![]);
+        for i in 0..16 {
+            let u = &x[i * 784..(i + 1) * 784];
+            let z = &logits[i * 10..(i + 1) * 10];
+            let k0 = georob::attack::vector::argmax(z);
+            let lo: Vec<f32> = u.iter().map(|v| (v - eps).max(0.0)).collect();
+            let hi: Vec<f32> = u.iter().map(|v| (v + eps).min(1.0)).collect();
+            let set = InputSet::Box(Interval {
+                lo: lo.clone(),
+                hi: hi.clone(),
+            });
+            let ibp_opts = Options {
+                method: Method::Ibp,
+                budget: 0.0,
+            };
+            let crown_opts = Options {
+                method: Method::Crown,
+                budget: 1e9,
+            };
+            let (ibp, _) = net.margins(&set, k0, &ibp_opts);
+            let (crown, b) = net.margins(&set, k0, &crown_opts);
+            for (a, c) in ibp.iter().zip(&crown) {
+                assert!(c >= a, "image {i} ε {eps}: CROWN {c} below IBP {a}");
+            }
+            if i < 2 {
+                let what = format!("digit {i} ε {eps}");
+                assert_contains(&net, &b, &crown, k0, (&lo, &hi), 100, &what);
+            }
+            if crown.iter().all(|&m| m > 0.0) {
+                cx.extend_from_slice(u);
+                labels.push(k0);
+                // The class with the smallest margin bound: the likeliest target.
+                let r = (0..9)
+                    .min_by(|&a, &b| crown[a].total_cmp(&crown[b]))
+                    .unwrap();
+                targets.push(if r < k0 { r } else { r + 1 });
+            }
+        }
+        certified += labels.len();
+        let seeds: Vec<u64> = (0..labels.len() as u64).collect();
+        for loss in [Loss::Ce, Loss::DlrTargeted] {
+            let opts = ApgdOptions {
+                norm: Norm::Linf,
+                eps,
+                steps: 100,
+                bounds: Some((0.0, 1.0)),
+                loss,
+            };
+            let found = apgd(&sm, &cx, &labels, Some(&targets), &seeds, &opts).unwrap();
+            for (f, l) in found.iter().zip(&labels) {
+                assert!(
+                    f.is_none(),
+                    "ε {eps}: an image of class {l} is certified, but APGD ({loss:?}) fooled it"
+                );
+            }
+        }
+    }
+    assert!(certified >= 16, "only {certified} certified");
+}
