@@ -397,5 +397,5 @@ fn the_example_suite_is_valid() {
     let s = georob::suite::Suite::load(&repo("examples/suite.toml")).unwrap();
     assert_eq!(s.model_names(), ["cnn", "linear"]);
     assert!(s.data.is_file() && s.models.iter().all(|m| m.path.is_file()));
-    assert_eq!(s.thresholds().unwrap().len(), 5);
+    assert_eq!(s.thresholds().unwrap().len(), 6);
 }
