@@ -154,8 +154,8 @@ impl InputSet {
 pub struct Options {
     /// IBP or CROWN.
     pub method: Method,
-    /// Most work (elements bounded × input elements) for which CROWN bounds an intermediate
-    /// tensor; larger ones keep their interval bounds.
+    /// Most work (elements bounded × elements of the tensors before them) for which CROWN
+    /// bounds an intermediate tensor; larger ones keep their interval bounds.
     pub budget: f64,
 }
 
@@ -200,7 +200,9 @@ impl BoundNet {
             .map(|(k, n)| (n.output, k))
             .collect();
         let (mut crown_tensors, mut over_budget) = (0, 0);
-        let input_len = self.len(0) as f64;
+        // Elements of the tensors before each node: what one row pushed back to the input
+        // crosses at most.
+        let mut before = 0.0f64;
         for (k, node) in self.nodes.iter().enumerate() {
             let nonlinear = matches!(node.op, Op::Act(_) | Op::MaxPool(_));
             if nonlinear && opts.method == Method::Crown {
@@ -212,7 +214,7 @@ impl BoundNet {
                 if !from_act && !exact && t != 0 {
                     let elems =
                         self.worth_tightening(k, tensors[t].as_ref().expect("bounded in order"));
-                    if elems.len() as f64 * input_len <= opts.budget {
+                    if elems.len() as f64 * before <= opts.budget {
                         let b = self.crown_tensor(t, &elems, set, &relax);
                         let cur = tensors[t].as_mut().expect("bounded in order");
                         for (&e, (l, h)) in elems.iter().zip(b) {

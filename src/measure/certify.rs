@@ -51,8 +51,11 @@ pub struct Params {
     pub bisections: usize,
     /// Run DeepFool for the upper bounds and the falsified counts.
     pub upper: bool,
-    /// Most work (bounded elements × input elements) of CROWN on one intermediate tensor.
+    /// Most work (bounded elements × elements of the tensors before them) of CROWN on one
+    /// intermediate tensor.
     pub budget: f64,
+    /// Write a VNN-LIB property per unknown image and radius (`linf`), for other verifiers.
+    pub vnnlib: bool,
 }
 
 impl Default for Params {
@@ -63,7 +66,8 @@ impl Default for Params {
             eps: None,
             bisections: 0,
             upper: true,
-            budget: 2e8,
+            budget: 5e8,
+            vnnlib: false,
         }
     }
 }
@@ -136,7 +140,8 @@ impl Measure for Params {
             ("eps", "Radii (default: 0.002, 0.005, 0.01, 0.02 for linf; 0.05, 0.1, 0.2, 0.5 for l2)."),
             ("bisections", "Bisection steps refining each image's certified radius between the largest certified ε and the next one (or twice it)."),
             ("upper", "Run DeepFool (refined) for the upper bounds and the falsified counts."),
-            ("budget", "Most work (elements bounded × input elements) CROWN spends on one intermediate tensor; larger ones keep interval bounds."),
+            ("budget", "Most work (elements bounded × elements of the tensors before them) CROWN spends on one intermediate tensor; larger ones keep interval bounds."),
+            ("vnnlib", "With `--out`: write a VNN-LIB property per image and radius left unknown (`linf`), and `instances.csv`, for α,β-CROWN or Marabou."),
         ],
         headline: &["certified_accuracy@{eps}", "median_certified_radius", "median_upper_norm"],
         histograms: &["certified_radius", "upper_norm"],
@@ -151,6 +156,11 @@ impl Measure for Params {
 
     fn validate(&self) -> Result<()> {
         super::curve::check_budgets("certify", &self.eps())?;
+        if self.vnnlib && self.set != Set::Linf {
+            return Err(Error::Config(
+                "certify: vnnlib properties are written for set = linf only (VNN-LIB holds linear constraints)".into(),
+            ));
+        }
         if self.budget.is_nan() || self.budget < 0.0 {
             return Err(Error::Config("certify: budget must be ≥ 0".into()));
         }
@@ -284,6 +294,10 @@ impl Measure for Params {
             }
         }
         let summary = summarise(&images, &eps);
+        let artifacts = match (self.vnnlib, ctx.out_dir) {
+            (true, Some(dir)) => self.write_vnnlib(ctx, &sm, &images, &eps, dir)?,
+            _ => vec![],
+        };
         Ok(Output {
             images,
             summary,
@@ -295,8 +309,72 @@ impl Measure for Params {
                 "interval_tensors_over_budget": over_budget,
                 "clipped_to": ctx.bounds,
             }),
-            artifacts: vec![],
+            artifacts,
         })
+    }
+}
+
+impl Params {
+    /// Writes `certify_vnnlib/img{index}_eps{ε}.vnnlib` for every image and radius left
+    /// unknown, over the model's input (model space, flattened) and outputs, and
+    /// `certify_vnnlib/instances.csv` (model, property, timeout) in VNN-COMP's form.
+    fn write_vnnlib(
+        &self,
+        ctx: &Context,
+        sm: &SpacedModel,
+        images: &[ImageResult],
+        eps: &[f64],
+        dir: &std::path::Path,
+    ) -> Result<Vec<super::Artifact>> {
+        use std::fmt::Write as _;
+        let sub = dir.join("certify_vnnlib");
+        std::fs::create_dir_all(&sub).map_err(|e| Error::io(&sub, e))?;
+        let model = ctx.model.path().display().to_string();
+        let mut instances = String::new();
+        let mut written = 0;
+        for img in images.iter().filter(|i| i.outcome != Outcome::Misclassified) {
+            for &e in eps {
+                let open = img.values.get(&key("certified", e)) != Some(&1.0)
+                    && img.values.get(&key("falsified", e)) != Some(&1.0);
+                if !open {
+                    continue;
+                }
+                let u = sm.load(ctx.data, img.index, 1)?;
+                let InputSet::Box(b) = self.set_at(sm, &u, ctx.bounds, e as f32) else {
+                    unreachable!("vnnlib is checked to be linf")
+                };
+                let k = sm.classes();
+                let mut t = format!(
+                    "; georob certify: {} (#{}), predicted class {}, linf ball of radius {e} within the bounds, in model space\n",
+                    img.name, img.index, img.pred
+                );
+                for i in 0..b.lo.len() {
+                    let _ = writeln!(t, "(declare-const X_{i} Real)");
+                }
+                for j in 0..k {
+                    let _ = writeln!(t, "(declare-const Y_{j} Real)");
+                }
+                for i in 0..b.lo.len() {
+                    let _ = writeln!(t, "(assert (<= X_{i} {:e}))\n(assert (>= X_{i} {:e}))", b.hi[i], b.lo[i]);
+                }
+                t.push_str("; unsafe: another class reaches the predicted one\n(assert (or\n");
+                for j in (0..k).filter(|&j| j != img.pred) {
+                    let _ = writeln!(t, "    (and (>= Y_{j} Y_{}))", img.pred);
+                }
+                t.push_str("))\n");
+                let name = format!("img{}_eps{}.vnnlib", img.index, (e * 1e9).round() / 1e9);
+                let path = sub.join(&name);
+                std::fs::write(&path, t).map_err(|err| Error::io(&path, err))?;
+                let _ = writeln!(instances, "{model},{},60", path.display());
+                written += 1;
+            }
+        }
+        let csv = sub.join("instances.csv");
+        std::fs::write(&csv, instances).map_err(|err| Error::io(&csv, err))?;
+        Ok(vec![super::Artifact {
+            description: format!("{written} VNN-LIB properties of the images and radii left unknown, and instances.csv"),
+            path: "certify_vnnlib/instances.csv".into(),
+        }])
     }
 }
 
