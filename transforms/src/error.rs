@@ -72,6 +72,16 @@ pub enum Error {
         /// The accepted names.
         expected: &'static str,
     },
+    /// An argument out of what a function accepts.
+    #[error("{what} {value}: expected {expected}")]
+    Invalid {
+        /// What was given.
+        what: &'static str,
+        /// Its value, written out.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
     /// A transform matrix that cannot be inverted.
     #[error("transform matrix is singular")]
     Singular,
