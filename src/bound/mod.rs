@@ -227,6 +227,7 @@ impl BoundNet {
                     }
                 }
             }
+            before += self.len(node.inputs[0]) as f64;
             let ins: Vec<&Interval> = node
                 .inputs
                 .iter()

@@ -24,6 +24,8 @@ pub enum Set {
     Linf,
     /// ℓ2 ball within `--bounds`.
     L2,
+    /// Rotations by `±range` degrees about the image centre.
+    Rotation,
 }
 
 /// Bound propagation method.
@@ -47,6 +49,12 @@ pub struct Params {
     pub method: MethodParam,
     /// Radii of the balls (default by set).
     pub eps: Option<Vec<f64>>,
+    /// Rotation ranges `±r`, degrees (`set = rotation`).
+    pub range: Option<Vec<f64>>,
+    /// Most boxes of angles per image and range (the range is split where a box fails).
+    pub pieces: usize,
+    /// Fill outside the image when rotating: `zero`, `replicate` or `reflect`.
+    pub border: String,
     /// Bisection steps of each image's certified radius above the largest certified `ε`.
     pub bisections: usize,
     /// Run DeepFool for the upper bounds and the falsified counts.
@@ -64,6 +72,9 @@ impl Default for Params {
             set: Set::Linf,
             method: MethodParam::Crown,
             eps: None,
+            range: None,
+            pieces: 256,
+            border: "zero".into(),
             bisections: 0,
             upper: true,
             budget: 5e8,
@@ -77,6 +88,7 @@ fn default_eps(set: Set) -> Vec<f64> {
     match set {
         Set::Linf => vec![0.002, 0.005, 0.01, 0.02],
         Set::L2 => vec![0.05, 0.1, 0.2, 0.5],
+        Set::Rotation => vec![1.0, 2.0, 5.0, 10.0],
     }
 }
 
@@ -90,16 +102,21 @@ fn key(name: &str, e: f64) -> String {
 const MARGIN_TOL: f64 = 1e-4;
 
 impl Params {
+    /// The radii, or for rotations the ranges in degrees, ascending.
     fn eps(&self) -> Vec<f64> {
-        let mut e = self.eps.clone().unwrap_or_else(|| default_eps(self.set));
+        let given = match self.set {
+            Set::Rotation => &self.range,
+            _ => &self.eps,
+        };
+        let mut e = given.clone().unwrap_or_else(|| default_eps(self.set));
         e.sort_by(f64::total_cmp);
         e
     }
 
     fn norm(&self) -> Norm {
         match self.set {
-            Set::Linf => Norm::Linf,
             Set::L2 => Norm::L2,
+            _ => Norm::Linf,
         }
     }
 
@@ -116,6 +133,7 @@ impl Params {
                 lo: map(u.iter().map(|&x| (x - eps).max(blo)).collect()),
                 hi: map(u.iter().map(|&x| (x + eps).min(bhi)).collect()),
             }),
+            Set::Rotation => unreachable!("rotations are bounded per box of angles"),
             Set::L2 => {
                 let zero = map(vec![0.0; u.len()]);
                 let one = map(vec![1.0; u.len()]);
@@ -161,6 +179,21 @@ impl Measure for Params {
                 "certify: vnnlib properties are written for set = linf only (VNN-LIB holds linear constraints)".into(),
             ));
         }
+        match (self.set, &self.eps, &self.range) {
+            (Set::Rotation, Some(_), _) => {
+                return Err(Error::Config("certify: set = rotation takes `range` (degrees), not `eps`".into()))
+            }
+            (Set::Linf | Set::L2, _, Some(_)) => {
+                return Err(Error::Config("certify: `range` is for set = rotation; balls take `eps`".into()))
+            }
+            _ => {}
+        }
+        if self.set == Set::Rotation {
+            super::frame::parse_sampling("certify", &self.border)?;
+            if self.pieces == 0 {
+                return Err(Error::Config("certify: pieces must be at least 1".into()));
+            }
+        }
         if self.budget.is_nan() || self.budget < 0.0 {
             return Err(Error::Config("certify: budget must be ≥ 0".into()));
         }
@@ -180,6 +213,10 @@ impl Measure for Params {
             Error::Config(format!("certify: {}: {e}", model.path().display()))
         })?;
         let sm = SpacedModel::new(model, ctx.data);
+        let frame = super::frame::Frame::of(&sm);
+        if self.set == Set::Rotation && frame.layout != transforms::ImageLayout::Nchw {
+            return Err(Error::Config("certify: rotations need planar (C, H, W) samples; this model takes NHWC tensors".into()));
+        }
         let eps = self.eps();
         let opts = Options {
             method: match self.method {
@@ -199,17 +236,20 @@ impl Measure for Params {
         while start < total {
             let len = CHUNK.min(total - start);
             let clean = sm.clean_pass(ctx.data, start, len)?;
-            let per: Vec<(Values, usize, usize)> = (0..len)
+            let per: Vec<Result<(Values, usize, usize)>> = (0..len)
                 .into_par_iter()
                 .map(|i| {
                     let mut values = Values::new();
                     if !clean.correct[i] {
-                        return (values, 0, 0);
+                        return Ok((values, 0, 0));
                     }
                     let u = &clean.u[i * d..(i + 1) * d];
                     let z = &clean.logits[i * k..(i + 1) * k];
                     let k0 = argmax(z);
                     let tol = MARGIN_TOL * (1.0 + z.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64);
+                    if self.set == Set::Rotation {
+                        return self.rotation_values(&net, &sm, &frame, u, k0, tol, &opts, &eps);
+                    }
                     let mut stats = (0, 0);
                     let mut check = |e: f64| -> (bool, f64) {
                         let set = self.set_at(&sm, u, ctx.bounds, e as f32);
@@ -240,10 +280,11 @@ impl Measure for Params {
                         }
                     }
                     values.insert("certified_radius", lo);
-                    (values, stats.0, stats.1)
+                    Ok((values, stats.0, stats.1))
                 })
                 .collect();
-            for (i, (values, ct, ob)) in per.into_iter().enumerate() {
+            for (i, r) in per.into_iter().enumerate() {
+                let (values, ct, ob) = r?;
                 let index = start + i;
                 crown_tensors = crown_tensors.max(ct);
                 over_budget = over_budget.max(ob);
@@ -258,7 +299,7 @@ impl Measure for Params {
             start += len;
         }
         bar.finish_and_clear();
-        if self.upper {
+        if self.upper && self.set != Set::Rotation {
             let df = DeepFoolOptions {
                 norm: self.norm(),
                 clip: ctx.bounds,
@@ -315,6 +356,86 @@ impl Measure for Params {
 }
 
 impl Params {
+    /// The values of one image under rotations: per range `r`, whether every angle of
+    /// `±r` is certified (the range split into boxes of angles, each box bounded by IBP and,
+    /// where that fails, by `method`; a failing box is halved until `pieces` boxes were
+    /// tried), and whether a scan of the range at 0.25° steps flips the prediction.
+    #[allow(clippy::too_many_arguments)]
+    fn rotation_values(
+        &self,
+        net: &BoundNet,
+        sm: &SpacedModel,
+        frame: &super::frame::Frame,
+        u: &[f32],
+        k0: usize,
+        tol: f64,
+        opts: &Options,
+        ranges: &[f64],
+    ) -> Result<(Values, usize, usize)> {
+        let sampling = super::frame::parse_sampling("certify", &self.border)?;
+        let dims = (frame.shape.c, frame.shape.h, frame.shape.w);
+        let mut values = Values::new();
+        let mut stats = (0, 0);
+        let mut margin_of = |a: f64, b: f64, method: Method| -> Result<f64> {
+            let (lo, hi) = transforms::rotation_bounds(u, dims, (a, b), sampling)
+                .map_err(super::frame::warp_error)?;
+            let set = InputSet::Box(Interval {
+                lo: sm.to_model(&lo, 1),
+                hi: sm.to_model(&hi, 1),
+            });
+            let (lower, bounds) = net.margins(&set, k0, &Options { method, ..*opts });
+            stats = (stats.0.max(bounds.crown_tensors), stats.1.max(bounds.over_budget));
+            Ok(lower.iter().copied().fold(f64::INFINITY, f64::min))
+        };
+        let mut radius = 0.0;
+        let mut failed = false;
+        for &r in ranges {
+            let mut ok = !failed;
+            let mut queue = vec![(-r.to_radians(), r.to_radians())];
+            let mut tried = 0;
+            while ok {
+                let Some((a, b)) = queue.pop() else { break };
+                tried += 1;
+                if tried > self.pieces {
+                    ok = false;
+                    break;
+                }
+                let mut m = margin_of(a, b, Method::Ibp)?;
+                if m <= tol && opts.method == Method::Crown {
+                    m = margin_of(a, b, Method::Crown)?;
+                }
+                if m <= tol {
+                    let mid = 0.5 * (a + b);
+                    queue.push((mid, b));
+                    queue.push((a, mid));
+                }
+            }
+            failed |= !ok;
+            if ok {
+                radius = r;
+            }
+            values.insert(key("certified", r), f64::from(u8::from(ok)));
+            values.insert(key("boxes", r), tried.min(self.pieces) as f64);
+            // The scan: a flip is a counterexample.
+            let n = (2.0 * r / 0.25).ceil() as usize + 1;
+            let angles: Vec<f64> = (0..n).map(|i| (-r + 2.0 * r * i as f64 / (n - 1) as f64).to_radians()).collect();
+            let input: Vec<f32> = u.iter().copied().cycle().take(n * u.len()).collect();
+            let batch = frame.batch(&input, n)?;
+            let warp = transforms::MatrixWarp::new(
+                angles
+                    .iter()
+                    .map(|&t| super::grid::RigidTransform { theta: t, tx: 0.0, ty: 0.0 }.matrix())
+                    .collect(),
+            );
+            let warped = transforms::Warp::apply(&warp, &batch, sampling).map_err(super::frame::warp_error)?;
+            let logits = sm.logits(&warped, n)?;
+            let flips = logits.chunks_exact(sm.classes()).any(|z| argmax(z) != k0);
+            values.insert(key("falsified", r), f64::from(u8::from(flips)));
+        }
+        values.insert("certified_radius", radius);
+        Ok((values, stats.0, stats.1))
+    }
+
     /// Writes `certify_vnnlib/img{index}_eps{ε}.vnnlib` for every image and radius left
     /// unknown, over the model's input (model space, flattened) and outputs, and
     /// `certify_vnnlib/instances.csv` (model, property, timeout) in VNN-COMP's form.

@@ -4,12 +4,24 @@
 //!
 //! The sample point of output pixel `p` under rotation `θ` is `q(θ) = R(θ)·(p − c) + c`
 //! ([`crate::homography`]'s convention). Over `θ ∈ [a, b]`, `cos θ` and `sin θ` lie in
-//! intervals, so `q` lies in a box (interval arithmetic). Bilinear interpolation at any point
-//! of that box is a convex combination of the pixels of the cells the box touches (with the
-//! border's fill), so the value lies between their minimum and maximum.
+//! intervals, so `q` lies in a box (interval arithmetic). Bilinear interpolation is bilinear
+//! in `q` inside each cell, so over the box it takes its extremes at the corners of the box's
+//! parts in each cell: the value lies between the smallest and largest of those samples.
 
 use crate::error::{Error, Result};
 use crate::sampling::{Interpolation, Sampling};
+
+/// `a`, `b` and the integers between them: where a box edge crosses the cell lines.
+fn breakpoints(a: f64, b: f64) -> Vec<f64> {
+    let mut v = vec![a];
+    let mut k = a.floor() + 1.0;
+    while k < b {
+        v.push(k);
+        k += 1.0;
+    }
+    v.push(b);
+    v
+}
 
 /// `[min, max]` of `cos` (or `sin` when `sine`) over `[a, b]` (radians, `a ≤ b`).
 fn trig_range(a: f64, b: f64, sine: bool) -> (f64, f64) {
@@ -77,26 +89,30 @@ pub fn rotation_bounds(
             let slack = 1e-9 * (1.0 + dx.abs() + dy.abs());
             let (qx0, qx1) = (a1.0 + b1.0 + cx - slack, a1.1 + b1.1 + cx + slack);
             let (qy0, qy1) = (a2.0 + b2.0 + cy - slack, a2.1 + b2.1 + cy + slack);
-            let (x0, x1) = (qx0.floor() as i64, qx1.floor() as i64 + 1);
-            let (y0, y1) = (qy0.floor() as i64, qy1.floor() as i64 + 1);
+            // The interpolated value is bilinear inside each cell, so over the parts of the
+            // box in each cell it takes its extremes at their corners: the box's corners and
+            // where the cell lines cross its edges.
+            let xs = breakpoints(qx0, qx1);
+            let ys = breakpoints(qy0, qy1);
             for ch in 0..c {
                 let plane = &image[ch * h * w..(ch + 1) * h * w];
-                let (mut l, mut u) = (f32::INFINITY, f32::NEG_INFINITY);
-                for yi in y0..=y1 {
-                    for xi in x0..=x1 {
-                        let v = match (
-                            sampling.border.resolve(xi, w),
-                            sampling.border.resolve(yi, h),
-                        ) {
-                            (Some(xr), Some(yr)) => plane[yr * w + xr],
-                            _ => 0.0,
-                        };
+                let (mut l, mut u) = (f64::INFINITY, f64::NEG_INFINITY);
+                for &py in &ys {
+                    for &px in &xs {
+                        let v: f64 = sampling
+                            .stencil([px, py], h, w)
+                            .taps()
+                            .iter()
+                            .map(|t| t.weight * f64::from(plane[t.y * w + t.x]))
+                            .sum();
                         l = l.min(v);
                         u = u.max(v);
                     }
                 }
-                lo[(ch * h + y) * w + x] = l;
-                hi[(ch * h + y) * w + x] = u;
+                // Rounded outwards, with a hair for the rounding of the weights.
+                let pad = 1e-6 * (1.0 + l.abs().max(u.abs()));
+                lo[(ch * h + y) * w + x] = ((l - pad) as f32).next_down();
+                hi[(ch * h + y) * w + x] = ((u + pad) as f32).next_up();
             }
         }
     }
@@ -139,6 +155,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The bounds close on the warped image as the range shrinks to one angle.
+    #[test]
+    fn bounds_shrink_with_the_range() {
+        let (c, h, w) = (1, 9, 11);
+        let image: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 101) as f32 / 100.0).sin()).collect();
+        let sampling = Sampling::new(Interpolation::Bilinear, "zero".parse().unwrap());
+        let (lo, hi) = rotation_bounds(&image, (c, h, w), (0.3, 0.3 + 1e-7), sampling).unwrap();
+        let widest = lo.iter().zip(&hi).map(|(l, u)| u - l).fold(0.0f32, f32::max);
+        assert!(widest < 1e-4, "widest pixel interval {widest}");
     }
 
     #[test]
