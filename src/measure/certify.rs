@@ -151,11 +151,14 @@ impl Params {
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "certify",
-        about: "certified lower bounds: per image and radius ε, whether interval (ibp) or linear (crown) bound propagation through the ONNX graph proves the l∞ or l2 ball safe, beside DeepFool's upper bound (certified, falsified or unknown)",
+        about: "certified lower bounds: per image and radius ε (or rotation range), whether interval (ibp) or linear (crown) bound propagation through the ONNX graph proves the l∞ or l2 ball (or every rotation) safe, beside DeepFool's upper bound or a rotation scan (certified, falsified or unknown)",
         params: &[
-            ("set", "`linf` or `l2` ball in the measured space, within `--bounds`."),
+            ("set", "`linf` or `l2` ball in the measured space, within `--bounds`, or `rotation` by ±range degrees about the image centre."),
             ("method", "`ibp` (interval bounds) or `crown` (linear bounds, CROWN)."),
             ("eps", "Radii (default: 0.002, 0.005, 0.01, 0.02 for linf; 0.05, 0.1, 0.2, 0.5 for l2)."),
+            ("range", "Rotation ranges ±r in degrees (set = rotation; default 1, 2, 5, 10)."),
+            ("pieces", "Rotation: most boxes of angles per image and range before the range counts as not certified."),
+            ("border", "Rotation: fill outside the image, `zero`, `replicate` or `reflect` (as `grid`)."),
             ("bisections", "Bisection steps refining each image's certified radius between the largest certified ε and the next one (or twice it)."),
             ("upper", "Run DeepFool (refined) for the upper bounds and the falsified counts."),
             ("budget", "Most work (elements bounded × elements of the tensors before them) CROWN spends on one intermediate tensor; larger ones keep interval bounds."),
@@ -166,9 +169,10 @@ impl Measure for Params {
         values: &[&[
             ("certified@{eps}", "1 when the ball of radius ε is certified, else 0"),
             ("margin_lb@{eps}", "the smallest margin lower bound z_k0 − z_j over the ball (certified when above the tolerance)"),
-            ("certified_radius", "largest radius certified (of eps, refined by bisections)"),
+            ("certified_radius", "largest radius certified (of eps, refined by bisections; rotation: the largest range, degrees)"),
             ("upper_norm", "norm of DeepFool's refined perturbation (an upper bound on the minimal one)"),
-            ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε"),
+            ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε (rotation: when a 0.25° scan of ±r flips the prediction)"),
+            ("boxes@{range}", "rotation: boxes of angles bounded for ±r (the range split where a box failed)"),
         ]],
     };
 

@@ -237,3 +237,60 @@ fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
     }
     assert!(certified >= 16, "only {certified} certified");
 }
+
+/// Rotations of the digits CNN by ±2°: every image `certify` certifies keeps its prediction
+/// over a 0.01° scan of the range (the grid's warp), and some are certified; the measure's
+/// own 0.25° scan flags an image as falsified only where it found a flip.
+#[test]
+fn certified_rotation_ranges_survive_a_fine_scan() {
+    use georob::measure::grid::RigidTransform;
+    use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
+    let model = digits_cnn();
+    let data = digits(6);
+    let params = serde_json::json!({"set": "rotation", "range": [2.0], "method": "crown"});
+    let r = try_run_measure("certify", &params, &model, &data, 0).unwrap();
+    let x = data.load(&model.spec, 0, 6).unwrap().x;
+    let sampling = Sampling::new(Default::default(), "zero".parse().unwrap());
+    let n = 401;
+    let mut certified = 0;
+    for img in &r.images {
+        let u = &x[img.index * 784..(img.index + 1) * 784];
+        let input: Vec<f32> = u.iter().copied().cycle().take(n * 784).collect();
+        let batch = Batch::new(&input, ImageShape::new(n, 1, 28, 28), ImageLayout::Nchw).unwrap();
+        let warp = MatrixWarp::new(
+            (0..n)
+                .map(|i| {
+                    let theta = (-2.0 + 4.0 * i as f64 / (n - 1) as f64).to_radians();
+                    RigidTransform {
+                        theta,
+                        tx: 0.0,
+                        ty: 0.0,
+                    }
+                    .matrix()
+                })
+                .collect(),
+        );
+        let warped = warp.apply(&batch, sampling).unwrap();
+        let logits = model.logits(&warped, n).unwrap();
+        let flips = logits
+            .chunks_exact(10)
+            .filter(|z| georob::attack::vector::argmax(z) != img.pred)
+            .count();
+        if img.values.get("certified@2") == Some(&1.0) {
+            certified += 1;
+            assert_eq!(
+                flips, 0,
+                "image {}: certified for ±2° but {flips} of {n} angles flip it",
+                img.index
+            );
+        }
+        if img.values.get("falsified@2") == Some(&1.0) {
+            assert!(
+                flips > 0,
+                "image {}: falsified, but no angle of the fine scan flips it",
+                img.index
+            );
+        }
+    }
+    assert!(certified >= 3, "only {certified} of 6 certified for ±2°");
+}

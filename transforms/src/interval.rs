@@ -161,10 +161,16 @@ mod tests {
     #[test]
     fn bounds_shrink_with_the_range() {
         let (c, h, w) = (1, 9, 11);
-        let image: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 101) as f32 / 100.0).sin()).collect();
+        let image: Vec<f32> = (0..h * w)
+            .map(|i| ((i * 37 % 101) as f32 / 100.0).sin())
+            .collect();
         let sampling = Sampling::new(Interpolation::Bilinear, "zero".parse().unwrap());
         let (lo, hi) = rotation_bounds(&image, (c, h, w), (0.3, 0.3 + 1e-7), sampling).unwrap();
-        let widest = lo.iter().zip(&hi).map(|(l, u)| u - l).fold(0.0f32, f32::max);
+        let widest = lo
+            .iter()
+            .zip(&hi)
+            .map(|(l, u)| u - l)
+            .fold(0.0f32, f32::max);
         assert!(widest < 1e-4, "widest pixel interval {widest}");
     }
 
