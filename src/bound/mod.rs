@@ -336,19 +336,29 @@ impl BoundNet {
 
     /// Lower bounds of the margins `z_k0 − z_j` for every `j ≠ k0` (in class order, `k0`
     /// left out) over `set`.
+    /// The margins' CROWN rows go back to the input `MARGIN_ROWS` at a time (memory), and
+    /// only when all of them cost at most `opts.budget` (else the interval bound stands, and
+    /// [`Bounds::over_budget`] counts the logits).
     pub fn margins(&self, set: &InputSet, k0: usize, opts: &Options) -> (Vec<f64>, Bounds) {
-        let b = self.bounds(set, opts);
+        let mut b = self.bounds(set, opts);
         let k = self.classes();
-        let rows = margin_rows(k, k0);
+        let others: Vec<usize> = (0..k).filter(|&j| j != k0).collect();
         // Interval bound with the margins folded into the last linear nodes.
-        let (t, folded) = self.fold_linear_tail(rows.clone());
+        let (t, folded) = self.fold_linear_tail(margin_rows(k, k0, &others));
         let dims = chw(&self.shapes[t]);
         let mut lower = InputSet::Box(b.tensors[t].clone()).minimise(&folded, dims);
         if opts.method == Method::Crown {
-            let at_input = self.back_to_input(self.logits, rows, &b.relax);
-            let crown = set.minimise(&at_input, chw(&self.shapes[0]));
-            for (l, c) in lower.iter_mut().zip(crown) {
-                *l = l.max(c);
+            let crossed: f64 = (0..self.shapes.len()).map(|t| self.len(t) as f64).sum();
+            if others.len() as f64 * crossed > opts.budget {
+                b.over_budget += 1;
+                return (lower, b);
+            }
+            for (c, part) in others.chunks(MARGIN_ROWS).enumerate() {
+                let at_input = self.back_to_input(self.logits, margin_rows(k, k0, part), &b.relax);
+                let crown = set.minimise(&at_input, chw(&self.shapes[0]));
+                for (l, v) in lower[c * MARGIN_ROWS..].iter_mut().zip(crown) {
+                    *l = l.max(v);
+                }
             }
         }
         (lower, b)
@@ -448,9 +458,11 @@ impl BoundNet {
     }
 }
 
-/// Rows `e_k0 − e_j` over the `k` logits, `j ≠ k0` in order.
-fn margin_rows(k: usize, k0: usize) -> Rows {
-    let others: Vec<usize> = (0..k).filter(|&j| j != k0).collect();
+/// Margin rows pushed back to the input together.
+const MARGIN_ROWS: usize = 64;
+
+/// Rows `e_k0 − e_j` over the `k` logits, one per `j` of `others`.
+fn margin_rows(k: usize, k0: usize, others: &[usize]) -> Rows {
     let mut vals = vec![0.0; others.len() * k];
     for (r, &j) in others.iter().enumerate() {
         vals[r * k + k0] = 1.0;
