@@ -294,3 +294,75 @@ fn certified_rotation_ranges_survive_a_fine_scan() {
     }
     assert!(certified >= 3, "only {certified} of 6 certified for ±2°");
 }
+
+/// `-p vnnlib=true` writes one VNN-LIB property per image and radius left unknown, with the
+/// ball's box on the 784 inputs and the "another class reaches the prediction" disjunction,
+/// and lists them in `instances.csv`.
+#[test]
+fn vnnlib_properties_describe_the_unknown_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = georob(&[
+        "measure",
+        "certify",
+        "onnx_models/digits/digits_cnn.onnx",
+        "onnx_models/digits/test_x.npy",
+        "--labels",
+        "onnx_models/digits/test_y.npy",
+        "--bounds",
+        "0,1",
+        "--limit",
+        "6",
+        "-p",
+        "eps=[0.01,0.08]",
+        "-p",
+        "vnnlib=true",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        dir.path().join("r.json").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let open: usize = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            ["0.01", "0.08"]
+                .iter()
+                .filter(|e| {
+                    i.get(format!("certified@{e}")).and_then(|v| v.as_f64()) == Some(0.0)
+                        && i.get(format!("falsified@{e}")).and_then(|v| v.as_f64()) != Some(1.0)
+                })
+                .count()
+        })
+        .sum();
+    let csv = std::fs::read_to_string(out.join("certify_vnnlib/instances.csv")).unwrap();
+    assert_eq!(csv.lines().count(), open, "{csv}");
+    assert!(open > 0, "every case decided: nothing to export");
+    let first = csv
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(first).unwrap();
+    assert_eq!(text.matches("(declare-const X_").count(), 784);
+    assert_eq!(text.matches("(declare-const Y_").count(), 10);
+    assert_eq!(text.matches("(and (>= Y_").count(), 9);
+    for line in text.lines().filter(|l| l.starts_with("(assert (<= X_")) {
+        let v: f32 = line
+            .trim_end_matches("))")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&v), "{line}");
+    }
+}
