@@ -339,6 +339,7 @@ impl Measure for Params {
             }
         }
         let summary = summarise(&images, &eps);
+        let (lower_curve, upper_curve) = curves(&images, &eps, &summary, self.set);
         let artifacts = match (self.vnnlib, ctx.out_dir) {
             (true, Some(dir)) => self.write_vnnlib(ctx, &sm, &images, &eps, dir)?,
             _ => vec![],
@@ -353,6 +354,8 @@ impl Measure for Params {
                 "crown_tensors": crown_tensors,
                 "interval_tensors_over_budget": over_budget,
                 "clipped_to": ctx.bounds,
+                "certified_accuracy_curve": lower_curve,
+                "attack_accuracy_curve": upper_curve,
             }),
             artifacts,
         })
@@ -501,6 +504,36 @@ impl Params {
             path: "certify_vnnlib/instances.csv".into(),
         }])
     }
+}
+
+/// The two sides of the sandwich against the radius, as the HTML report draws them: the
+/// certified accuracy at each radius (a lower bound on robust accuracy), and the accuracy
+/// that DeepFool's perturbations leave (an upper bound; every radius where an image falls).
+fn curves(
+    images: &[ImageResult],
+    eps: &[f64],
+    summary: &std::collections::BTreeMap<String, f64>,
+    set: Set,
+) -> (serde_json::Value, serde_json::Value) {
+    let value = if set == Set::Rotation { "range (degrees)" } else { "radius" };
+    let n = images.len().max(1) as f64;
+    let correct = images.iter().filter(|i| i.outcome != Outcome::Misclassified).count() as f64 / n;
+    let mut lower = vec![serde_json::json!([0.0, correct])];
+    for &e in eps {
+        if let Some(a) = summary.get(&key("certified_accuracy", e)) {
+            lower.push(serde_json::json!([e, a]));
+        }
+    }
+    let mut falls: Vec<f64> = images.iter().filter_map(|i| i.values.get("upper_norm").copied()).collect();
+    falls.sort_by(f64::total_cmp);
+    let mut upper = vec![serde_json::json!([0.0, correct])];
+    for (k, &f) in falls.iter().enumerate() {
+        upper.push(serde_json::json!([f, correct - (k + 1) as f64 / n]));
+    }
+    (
+        serde_json::json!({ "value": value, "points": lower }),
+        serde_json::json!({ "value": value, "points": if falls.is_empty() { vec![] } else { upper } }),
+    )
 }
 
 /// Per radius: certified accuracy, falsified and unknown rates (all over every image), and
