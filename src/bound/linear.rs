@@ -90,30 +90,11 @@ impl Rows {
         if self.is_full(dims) {
             return self;
         }
-        let (c, h, w) = dims;
-        let (_, wh, ww) = self.win;
-        let size = self.size();
-        let mut vals = vec![0.0; self.n() * c * h * w];
-        for r in 0..self.n() {
-            let (oy, ox) = self.origin[r];
-            let src = &self.vals[r * size..(r + 1) * size];
-            let dst = &mut vals[r * c * h * w..(r + 1) * c * h * w];
-            for ch in 0..c {
-                for y in 0..wh {
-                    let ty = oy + y as isize;
-                    if ty < 0 || ty >= h as isize {
-                        continue;
-                    }
-                    for x in 0..ww {
-                        let tx = ox + x as isize;
-                        if tx >= 0 && tx < w as isize {
-                            dst[(ch * h + ty as usize) * w + tx as usize] +=
-                                src[(ch * wh + y) * ww + x];
-                        }
-                    }
-                }
-            }
-        }
+        let len = dims.0 * dims.1 * dims.2;
+        let mut vals = vec![0.0; self.n() * len];
+        visit(self.win, &self.origin, dims, |r, flat, at| {
+            vals[r * len + flat] += self.vals[at]
+        });
         Rows::full(dims, vals, self.bias)
     }
 
@@ -135,57 +116,20 @@ impl Rows {
         dims: (usize, usize, usize),
         mut f: impl FnMut(usize, usize, &mut f32),
     ) {
-        let (_, h, w) = dims;
-        let (c, wh, ww) = self.win;
-        let size = self.size();
-        for r in 0..self.n() {
-            let (oy, ox) = self.origin[r];
-            let vals = &mut self.vals[r * size..(r + 1) * size];
-            for ch in 0..c {
-                for y in 0..wh {
-                    let ty = oy + y as isize;
-                    if ty < 0 || ty >= h as isize {
-                        continue;
-                    }
-                    for x in 0..ww {
-                        let tx = ox + x as isize;
-                        if tx >= 0 && tx < w as isize {
-                            f(
-                                r,
-                                (ch * h + ty as usize) * w + tx as usize,
-                                &mut vals[(ch * wh + y) * ww + x],
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let vals = &mut self.vals;
+        visit(self.win, &self.origin, dims, |r, flat, at| {
+            f(r, flat, &mut vals[at])
+        });
     }
 
     /// Calls `f(row, flat tensor index, coefficient)` for every non-zero in-map entry.
     pub fn for_each(&self, dims: (usize, usize, usize), mut f: impl FnMut(usize, usize, f32)) {
-        let (_, h, w) = dims;
-        let (c, wh, ww) = self.win;
-        let size = self.size();
-        for r in 0..self.n() {
-            let (oy, ox) = self.origin[r];
-            let vals = &self.vals[r * size..(r + 1) * size];
-            let ys = (0.max(-oy) as usize)..(wh as isize).min(h as isize - oy).max(0) as usize;
-            let xs = (0.max(-ox) as usize)..(ww as isize).min(w as isize - ox).max(0) as usize;
-            for ch in 0..c {
-                for y in ys.clone() {
-                    let ty = (oy + y as isize) as usize;
-                    let row = &vals[(ch * wh + y) * ww..][..ww];
-                    let base = (ch * h + ty) * w;
-                    for x in xs.clone() {
-                        let v = row[x];
-                        if v != 0.0 {
-                            f(r, base + (ox + x as isize) as usize, v);
-                        }
-                    }
-                }
+        visit(self.win, &self.origin, dims, |r, flat, at| {
+            let v = self.vals[at];
+            if v != 0.0 {
+                f(r, flat, v);
             }
-        }
+        });
     }
 
     /// Zeroes the entries outside a map of `dims` (the padding of the op that produced them).
@@ -225,6 +169,31 @@ impl Rows {
             s.into_full(dims)
         } else {
             s
+        }
+    }
+}
+
+/// Calls `f(row, flat tensor index, position in the rows' values)` for every in-map entry of
+/// windows `win` at `origin` over a map of `dims`.
+fn visit(
+    win: (usize, usize, usize),
+    origin: &[(isize, isize)],
+    (_, h, w): (usize, usize, usize),
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let (c, wh, ww) = win;
+    let size = c * wh * ww;
+    for (r, &(oy, ox)) in origin.iter().enumerate() {
+        let ys = (0.max(-oy) as usize)..(wh as isize).min(h as isize - oy).max(0) as usize;
+        let xs = (0.max(-ox) as usize)..(ww as isize).min(w as isize - ox).max(0) as usize;
+        for ch in 0..c {
+            for y in ys.clone() {
+                let base = (ch * h + (oy + y as isize) as usize) * w;
+                let at = r * size + (ch * wh + y) * ww;
+                for x in xs.clone() {
+                    f(r, base + (ox + x as isize) as usize, at + x);
+                }
+            }
         }
     }
 }

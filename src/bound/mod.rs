@@ -503,6 +503,3 @@ fn pool_relax(
     }
     Relax::Pool(out)
 }
-
-#[cfg(test)]
-mod tests;

@@ -161,7 +161,8 @@ fn bounds_hold_on_the_reference_networks() {
     }
 }
 
-/// On the bundled digits CNN at ε = 0.01 and 0.03 (ℓ∞, in [0, 1]): CROWN's bounds are
+/// On the bundled digits CNN at ε = 0.01 and 0.03 (ℓ∞, in [0, 1]): the lowered graph computes
+/// the model's logits, CROWN's bounds are
 /// within IBP's, hold at 100 sampled points, and no image CROWN certifies is fooled by
 /// APGD (cross-entropy and targeted DLR, 100 steps) inside its ball.
 #[test]
@@ -197,6 +198,15 @@ fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
                 method: Method::Crown,
                 budget: 1e9,
             };
+            // The lowered graph computes the model's logits.
+            let at = &point(&net, u).tensors[net.logits];
+            for j in 0..10 {
+                let tol = 1e-4 * (1.0 + z[j].abs());
+                assert!(
+                    at.lo[j] - tol <= z[j] && z[j] <= at.hi[j] + tol,
+                    "image {i} logit {j}"
+                );
+            }
             let (ibp, _) = net.margins(&set, k0, &ibp_opts);
             let (crown, b) = net.margins(&set, k0, &crown_opts);
             for (a, c) in ibp.iter().zip(&crown) {
