@@ -423,7 +423,11 @@ impl Params {
             }
             values.insert(key("certified", r), f64::from(u8::from(ok)));
             values.insert(key("boxes", r), tried.min(self.pieces) as f64);
-            // The scan: a flip is a counterexample.
+            // The scan, where no certificate rules a flip out: a flip is a counterexample.
+            if ok {
+                values.insert(key("falsified", r), 0.0);
+                continue;
+            }
             let n = (2.0 * r / 0.25).ceil() as usize + 1;
             let angles: Vec<f64> = (0..n).map(|i| (-r + 2.0 * r * i as f64 / (n - 1) as f64).to_radians()).collect();
             let input: Vec<f32> = u.iter().copied().cycle().take(n * u.len()).collect();
