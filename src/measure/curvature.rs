@@ -23,7 +23,7 @@ use transforms::nalgebra::DMatrix;
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Output};
+use super::{Context, Counts, Declaration, Measure, Output, Units};
 use crate::attack::deepfool::{DeepFoolOptions, DeepFoolOutcome};
 use crate::attack::vector::l2;
 use crate::error::Result;
@@ -329,6 +329,7 @@ impl Measure for Params {
             ("adv_pred", "class on the other side of the boundary"),
             ("kappa_random", "curvature along a random unit tangent direction (1/length)"),
         ]],
+        units: Units::Whole("the shared curvature and the random tangent directions are drawn over every attacked image at once"),
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::curvature::{shared_eigen, Points};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
+use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
 use crate::attack::deepfool::{deepfool_batch, deepfool_batch_at, DeepFoolOptions, Norm};
 use crate::attack::vector::{argmax, l2, linf};
 use crate::data::Dataset;
@@ -207,6 +207,7 @@ impl Measure for Params {
         values: &[&[
             ("holdout", "1 for a held-out image, 0 for a construction image"),
         ]],
+        units: Units::Whole("the perturbation is built from every construction image and evaluated on the held-out ones"),
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
