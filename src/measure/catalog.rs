@@ -72,13 +72,15 @@ written as `null`.
 
 ## `report.json` of `georob audit` (schema `georob.report/1`)
 
-`schema`, `georob_version`, `seed`, `suite` (the suite that ran, paths as given),
-`units_done`, `units_total`, `models` (per model: `name`, `model` {path, sha256, backend,
+`schema`, `georob_version`, `seed`, `suite` (the suite that ran, paths as given, with its
+`chunk`), `units_done`, `units_total` (work units: a measure on a model over a chunk of
+images, or over all of them), `models` (per model: `name`, `model` {path, sha256, backend,
 backend_detail, input, classes, output_transform}, `gradient`, `measures` — each the
-object above from `measure` to `artifacts` plus its suite `id`), `gates` (model, gate,
-kind `threshold|baseline`, actual, passed, message), `verdict` (`pass|fail|partial`), and
-`run` (threads, shard, seconds, seconds per unit): everything outside `run` is identical for
-equal suites and seeds, whatever the thread count or sharding.
+object above from `measure` to `artifacts` plus its suite `id`, with the rows of all its
+chunks and the summary made from them), `gates` (model, gate, kind `threshold|baseline`,
+actual, passed, message), `verdict` (`pass|fail|partial`), and `run` (threads, shard,
+seconds, seconds per measure): everything outside `run` is identical for equal suites
+(chunk included) and seeds, whatever the thread count or sharding.
 "##;
 
 /// `docs/measures.md`.

@@ -53,7 +53,8 @@ pub struct Context<'a> {
     pub bounds: Option<(f32, f32)>,
     /// Progress display.
     pub progress: &'a Progress,
-    /// Where to save artifacts (images, flows, plots) when asked to.
+    /// Where to save artifacts (images, flows, plots) when asked to: an audit asks the run
+    /// over a measure's first chunk only, so that its pictures are drawn once.
     pub out_dir: Option<&'a Path>,
     /// Opens the other data sets and models a measure names in its parameters.
     pub resources: &'a dyn Resources,
