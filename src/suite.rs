@@ -6,6 +6,7 @@
 //! data = "digits/test_x.npy"        # paths are relative to the suite file
 //! labels = "digits/test_y.npy"
 //! limit = 200                        # optional: the first N items
+//! chunk = 256                        # optional: images per work unit (docs/scale.md)
 //! bounds = [0.0, 1.0]                # optional: default [0,1] for images, none for .npy
 //! thresholds = ["deepfool.median_rho >= 0.05", "grid.accuracy >= 0.2"]
 //!
@@ -86,6 +87,11 @@ pub struct Suite {
     /// Use only the first N items.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Images per work unit of a measure run in chunks ([`crate::measure::Units`]): an audit
+    /// spreads one such measure over `ceil(images / chunk)` units. Shards and resumed runs
+    /// must use the same chunk, which the report records.
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
     /// Box constraint in the measured space.
     #[serde(default)]
     pub bounds: Option<[f32; 2]>,
@@ -97,6 +103,14 @@ pub struct Suite {
     /// Thresholds, `ID.KEY OP VALUE`.
     #[serde(default)]
     pub thresholds: Vec<String>,
+}
+
+/// Images per work unit when the suite does not say: 50,000 images make 196 units of each
+/// measure run in chunks (docs/scale.md).
+pub const DEFAULT_CHUNK: usize = 256;
+
+fn default_chunk() -> usize {
+    DEFAULT_CHUNK
 }
 
 /// The default suite: accuracy, DeepFool L2, random noise (4 directions), a
@@ -134,6 +148,7 @@ impl Suite {
             data: data.into(),
             labels: labels.map(Into::into),
             limit: None,
+            chunk: DEFAULT_CHUNK,
             bounds: None,
             models: vec![ModelEntry {
                 name: None,
@@ -168,10 +183,13 @@ impl Suite {
         Ok(suite)
     }
 
-    /// Checks names are unique, measures exist and thresholds parse.
+    /// Checks names are unique, measures exist, the chunk is not empty and thresholds parse.
     pub fn validate(&self) -> Result<()> {
         if self.models.is_empty() {
             return Err(Error::Config("the suite has no models".into()));
+        }
+        if self.chunk == 0 {
+            return Err(Error::Config("chunk must be at least 1 image".into()));
         }
         let names = self.model_names();
         for (i, n) in names.iter().enumerate() {
@@ -251,6 +269,7 @@ path = "/abs/a.onnx"
         assert_eq!(s.models[1].path, PathBuf::from("/abs/a.onnx"));
         assert_eq!(s.model_names(), ["a", "b"]);
         assert_eq!(s.measures, default_measures());
+        assert_eq!(s.chunk, DEFAULT_CHUNK);
         assert_eq!(s.thresholds().unwrap()[0].key, "median_rho");
     }
 
@@ -270,5 +289,8 @@ path = "/abs/a.onnx"
             serde_json::json!({"bogus": 1}),
         ));
         assert!(s.validate().unwrap_err().to_string().contains("bogus"));
+        s.measures.pop();
+        s.chunk = 0;
+        assert!(s.validate().unwrap_err().to_string().contains("chunk"));
     }
 }

@@ -1,28 +1,81 @@
 //! `georob audit`: a suite of measures over one or many models, split into
-//! work units (one measure on one model) that can be sharded across
-//! machines, journalled as they finish, resumed after a crash and merged.
+//! work units (one measure on one model over one chunk of images, or over
+//! all of them for a measure that needs them all at once) that can be
+//! sharded across machines, journalled as they finish, resumed after a crash
+//! and merged.
 //!
-//! The report is always assembled from the journal, so a whole run, a
-//! resumed run and merged shards give the same `report.json` (apart from
-//! its `run` section: timings and threads).
+//! The report is always assembled from the journal, each measure's summary
+//! made from the rows of all its chunks in image order, so a whole run, a
+//! resumed run and merged shards give the same `report.json` (apart from its
+//! `run` section: timings and threads).
 
 pub mod journal;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::measure::{self, Context};
-use crate::model::{Model, ModelOptions};
+use crate::measure::{self, Context, Units};
+use crate::model::{GradientMode, Model, ModelOptions};
 use crate::progress::Progress;
 use crate::report::{
     MeasureEntry, ModelRecord, ModelReport, Report, RunInfo, Verdict, REPORT_SCHEMA,
 };
 use crate::resources::Files;
 use crate::suite::Suite;
-use journal::{Journal, UnitRecord};
+use journal::{DataRecord, Header, Journal, UnitRecord};
+
+/// One work unit: measure `measure` of the suite on model `model` over the images at
+/// positions `images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Index of the model in the suite.
+    pub model: usize,
+    /// Index of the measure in the suite.
+    pub measure: usize,
+    /// Positions of its images in the data set.
+    pub images: Range<usize>,
+}
+
+/// The work units of `suite` over a data set of `images` images, in the order of their
+/// numbers: model by model, measure by measure in suite order, and for a measure run in
+/// chunks ([`Units::Chunks`]) chunk by chunk, `suite.chunk` images each (the last one the
+/// rest); a measure run whole is one unit over every image.
+pub fn plan(suite: &Suite, images: usize) -> Result<Vec<Unit>> {
+    let mut units = vec![];
+    for model in 0..suite.models.len() {
+        for (measure, m) in suite.measures.iter().enumerate() {
+            let declaration = measure::declaration(&m.name)
+                .ok_or_else(|| Error::Config(format!("unknown measure {:?}", m.name)))?;
+            let chunk = match declaration.units {
+                Units::Chunks => suite.chunk.max(1),
+                Units::Whole(_) => images.max(1),
+            };
+            for start in (0..images).step_by(chunk) {
+                units.push(Unit {
+                    model,
+                    measure,
+                    images: start..images.min(start + chunk),
+                });
+            }
+        }
+    }
+    Ok(units)
+}
+
+/// `model/measure images a..b (unit u)`, for messages.
+fn describe(suite: &Suite, names: &[String], number: usize, unit: &Unit) -> String {
+    format!(
+        "{}/{} images {}..{} (unit {number})",
+        names[unit.model],
+        suite.measures[unit.measure].id(),
+        unit.images.start,
+        unit.images.end
+    )
+}
 
 /// This process's share of the units: those whose number `u` has
 /// `u % count == index`.
@@ -82,35 +135,38 @@ pub struct AuditOptions<'a> {
 /// then assembles the report from the journal.
 pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     suite.validate()?;
+    let mut data = Dataset::open(&suite.data, suite.labels.as_deref())?;
+    if let Some(n) = suite.limit {
+        data.items.truncate(n.max(1));
+    }
+    let header = Header {
+        suite: suite.clone(),
+        data: DataRecord::of(&data),
+    };
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let (mut journal, done) = if opts.resume {
-        Journal::resume(&opts.out, suite)?
+        Journal::resume(&opts.out, &header)?
     } else {
-        (Journal::create(&opts.out, suite)?, BTreeSet::new())
+        (Journal::create(&opts.out, &header)?, BTreeSet::new())
     };
     if !done.is_empty() {
         (opts.log)(&format!("resuming: {} unit(s) already done", done.len()));
     }
     let names = suite.model_names();
-    let per_model = suite.measures.len();
-    let total = names.len() * per_model;
-    let mine: Vec<usize> = (0..total).filter(|&u| opts.shard.owns(u)).collect();
+    let units = plan(suite, data.len())?;
+    let mine: Vec<usize> = (0..units.len()).filter(|&u| opts.shard.owns(u)).collect();
     let mut position = mine.iter().filter(|u| done.contains(u)).count();
     let started = std::time::Instant::now();
     'models: for (mi, entry) in suite.models.iter().enumerate() {
         let pending: Vec<usize> = mine
             .iter()
             .copied()
-            .filter(|&u| u / per_model == mi && !done.contains(&u))
+            .filter(|&u| units[u].model == mi && !done.contains(&u))
             .collect();
         if pending.is_empty() {
             continue;
         }
         let model = Model::open(&entry.path, &opts.model)?;
-        let mut data = Dataset::open(&suite.data, suite.labels.as_deref())?;
-        if let Some(n) = suite.limit {
-            data.items.truncate(n.max(1));
-        }
         data.check_labels(model.classes)?;
         let (gradient, warning) = model.gradient_mode()?;
         if let Some(w) = warning {
@@ -120,35 +176,44 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             Some([lo, hi]) => Some((lo, hi)),
             None => data.default_bounds(),
         };
+        let files = Files::like(&model);
         for u in pending {
             if opts.stop.load(Ordering::SeqCst) {
                 break 'models;
             }
-            let m = &suite.measures[u % per_model];
+            let unit = &units[u];
+            let m = &suite.measures[unit.measure];
             let measure = measure::build(&m.name, &m.params)?;
+            // Pictures come from the first chunk: a measure run in chunks would otherwise
+            // draw its closest perturbations once per chunk.
             let rel = format!("artifacts/{}/{}", names[mi], m.id());
             let dir = opts.out.join(&rel);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            let files = Files::like(&model);
+            let first = unit.images.start == 0;
+            if first {
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
+            let chunk = data.chunk(unit.images.clone());
             let ctx = Context {
                 model: &model,
-                data: &data,
+                data: &chunk,
                 seed: suite.seed,
                 bounds,
                 progress: opts.progress,
-                out_dir: Some(&dir),
+                out_dir: first.then_some(dir.as_path()),
                 resources: &files,
             };
             position += 1;
             (opts.log)(&format!(
-                "[{position}/{}] {} {} ...",
+                "[{position}/{}] {} {} images {}..{} ...",
                 mine.len(),
                 names[mi],
-                m.id()
+                m.id(),
+                unit.images.start,
+                unit.images.end
             ));
             let t0 = std::time::Instant::now();
             let calls_before = model.executor().call_seconds();
-            let mut result = measure.run(&ctx)?;
+            let mut result = measure.run_part(&ctx)?;
             let seconds = t0.elapsed().as_secs_f64();
             let model_seconds = model.executor().call_seconds() - calls_before;
             for a in &mut result.artifacts {
@@ -158,6 +223,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
                 unit: u,
                 model: names[mi].clone(),
                 measure: m.id().into(),
+                images: unit.images.clone(),
                 info: model.info(),
                 gradient,
                 result,
@@ -177,32 +243,44 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     // The suite and every unit as the journal gives them back, as `merge` reads
     // them: the report does not depend on whether a unit ran now, before a
     // resume or in another shard.
-    let (suite, records, _) = journal::read(&opts.out.join(journal::JOURNAL))?;
-    assemble(&suite, records, run)
+    let (header, records, _) = journal::read(&opts.out.join(journal::JOURNAL))?;
+    Ok(assemble(&header, records, run)?.report)
+}
+
+/// A report assembled from the units at hand, and the units it lacks.
+pub struct Assembled {
+    /// The report: partial when units are missing.
+    pub report: Report,
+    /// The missing units, as `model/measure images a..b (unit u)`.
+    pub missing: Vec<String>,
 }
 
 /// Merges the journals of several output directories (the shards of one
-/// suite) into `out`: the journal, the artifacts and the report.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
-    let mut suite: Option<Suite> = None;
+/// audit) into `out`: the journal, the artifacts and the report. Fails unless
+/// every journal has the same suite (chunk size included) and data set.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
+    let mut header: Option<(Header, &PathBuf)> = None;
     let mut all = BTreeMap::new();
     for dir in dirs {
-        let (s, records, _) = journal::read(&dir.join(journal::JOURNAL))?;
-        match &suite {
-            Some(prev) if *prev != s => {
-                return Err(Error::Config(format!(
-                    "{}: a different suite than the other directories",
-                    dir.display()
-                )))
+        let (h, records, _) = journal::read(&dir.join(journal::JOURNAL))?;
+        match &header {
+            Some((first, from)) => {
+                if let Some(why) = h.mismatch(first) {
+                    return Err(Error::Config(format!(
+                        "{} is not a shard of the audit in {}: it has {why}",
+                        dir.display(),
+                        from.display()
+                    )));
+                }
             }
-            _ => suite = Some(s),
+            None => header = Some((h, dir)),
         }
         all.extend(records);
         copy_tree(&dir.join("artifacts"), &out.join("artifacts"))?;
     }
-    let suite = suite.ok_or_else(|| Error::Config("merge: no directories given".into()))?;
+    let (header, _) = header.ok_or_else(|| Error::Config("merge: no directories given".into()))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let mut j = Journal::create(out, &suite)?;
+    let mut j = Journal::create(out, &header)?;
     for r in all.values() {
         j.record(r)?;
     }
@@ -213,7 +291,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    assemble(&suite, all, run)
+    assemble(&header, all, run)
 }
 
 /// Copies the files under `from` (if it exists) into `to`.
@@ -234,47 +312,88 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The report of `suite` from its finished units (taken, not
-/// copied: on a large data set the per-image rows are most of the memory).
+/// The report of the audit under `header` from its finished units (taken, not copied: on
+/// a large data set the per-image rows are most of the memory). A measure appears once all
+/// its units are there, its chunks combined in image order.
 fn assemble(
-    suite: &Suite,
+    header: &Header,
     mut done: BTreeMap<usize, UnitRecord>,
     mut run: RunInfo,
-) -> Result<Report> {
-    let units_done = done.len();
+) -> Result<Assembled> {
+    let suite = &header.suite;
+    let units = plan(suite, header.data.images)?;
     let names = suite.model_names();
-    let per_model = suite.measures.len();
+    let units_done = done.len();
+    if let Some((u, r)) = done.iter().find(|(&u, r)| {
+        units.get(u).is_none_or(|unit| {
+            r.images != unit.images
+                || r.model != names[unit.model]
+                || r.measure != suite.measures[unit.measure].id()
+        })
+    }) {
+        return Err(Error::Config(format!(
+            "journal unit {u} ({}/{} images {}..{}) is not a unit of this audit",
+            r.model, r.measure, r.images.start, r.images.end
+        )));
+    }
+    let mut missing = vec![];
     let mut models = Vec::with_capacity(names.len());
     for (mi, name) in names.iter().enumerate() {
-        let records: Vec<UnitRecord> = (0..per_model)
-            .filter_map(|si| done.remove(&(mi * per_model + si)))
-            .collect();
-        for r in &records {
-            let unit = format!("{}/{}", r.model, r.measure);
-            run.units.insert(unit.clone(), r.seconds);
-            run.model_seconds.insert(unit, r.model_seconds);
+        // The model as its first unit at hand ran it.
+        let mut ran: Option<(ModelRecord, GradientMode)> = None;
+        let mut measures = vec![];
+        for (si, m) in suite.measures.iter().enumerate() {
+            let mut parts = vec![];
+            let mut complete = true;
+            for (u, unit) in units.iter().enumerate() {
+                if unit.model != mi || unit.measure != si {
+                    continue;
+                }
+                match done.remove(&u) {
+                    Some(r) => parts.push(r),
+                    None => {
+                        missing.push(describe(suite, &names, u, unit));
+                        complete = false;
+                    }
+                }
+            }
+            for r in &parts {
+                let (first, _) =
+                    ran.get_or_insert_with(|| (ModelRecord::from(&r.info), r.gradient));
+                if r.info.sha256 != first.sha256 {
+                    return Err(Error::Config(format!(
+                        "model {name}: its units ran on different files (sha256 {} and {})",
+                        first.sha256, r.info.sha256
+                    )));
+                }
+                let key = format!("{name}/{}", m.id());
+                *run.units.entry(key.clone()).or_default() += r.seconds;
+                *run.model_seconds.entry(key).or_default() += r.model_seconds;
+            }
+            if !complete || parts.is_empty() {
+                continue;
+            }
+            let results = parts.into_iter().map(|r| r.result).collect();
+            measures.push(MeasureEntry {
+                id: m.id().into(),
+                result: measure::build(&m.name, &m.params)?.combine(results)?,
+            });
         }
+        let (model, gradient) = ran.unzip();
         models.push(ModelReport {
             name: name.clone(),
-            model: records.first().map(|r| ModelRecord::from(&r.info)),
-            gradient: records.first().map(|r| r.gradient),
-            measures: records
-                .into_iter()
-                .map(|r| MeasureEntry {
-                    id: r.measure,
-                    result: r.result,
-                })
-                .collect(),
+            model,
+            gradient,
+            measures,
         });
     }
-    let units_total = names.len() * per_model;
     let mut report = Report {
         schema: REPORT_SCHEMA.into(),
         georob_version: env!("CARGO_PKG_VERSION").into(),
         seed: suite.seed,
         suite: suite.clone(),
         units_done,
-        units_total,
+        units_total: units.len(),
         models,
         gates: vec![],
         verdict: Verdict::Pass,
@@ -282,12 +401,45 @@ fn assemble(
     };
     let thresholds = suite.thresholds()?;
     report.apply_gates(&thresholds);
-    Ok(report)
+    Ok(Assembled { report, missing })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each measure run in chunks covers the images once, chunk by chunk; `uap` (run whole)
+    /// is one unit; the numbers go model by model, measure by measure.
+    #[test]
+    fn the_plan_covers_every_image_once_per_measure() {
+        let mut suite = Suite::default_for(Path::new("m.onnx"), Path::new("d"), None);
+        suite.models.push(suite.models[0].clone());
+        suite.models[1].name = Some("other".into());
+        suite.chunk = 8;
+        let units = plan(&suite, 30).unwrap();
+        let per_model = 6 * 4 + 1;
+        assert_eq!(units.len(), 2 * per_model);
+        for (mi, model) in units.chunks(per_model).enumerate() {
+            for (si, m) in suite.measures.iter().enumerate() {
+                let ranges: Vec<_> = model
+                    .iter()
+                    .filter(|u| u.measure == si)
+                    .inspect(|u| assert_eq!(u.model, mi))
+                    .map(|u| u.images.clone())
+                    .collect();
+                if m.name == "uap" {
+                    assert_eq!(ranges, vec![Range { start: 0, end: 30 }]);
+                } else {
+                    assert_eq!(ranges, [0..8, 8..16, 16..24, 24..30], "{}", m.id());
+                }
+            }
+        }
+        let names = suite.model_names();
+        assert_eq!(
+            describe(&suite, &names, 30, &units[30]),
+            "other/deepfool images 8..16 (unit 30)"
+        );
+    }
 
     #[test]
     fn shards_parse_and_split_every_unit_once() {

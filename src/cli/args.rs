@@ -72,6 +72,10 @@ pub struct AuditArgs {
     /// Use only the first N items of the data (overrides the suite's).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Images per work unit of the measures run in chunks (overrides the suite's; default
+    /// 256): `--shard` spreads one such measure over its chunks. Shards must agree on it.
+    #[arg(long, value_name = "N")]
+    pub chunk: Option<usize>,
     /// Extra threshold `ID.KEY OP VALUE` (repeatable), e.g. `deepfool.median_rho>=0.002`.
     #[arg(long = "threshold", value_name = "GATE")]
     pub thresholds: Vec<String>,

@@ -34,6 +34,9 @@ pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
     if args.limit.is_some() {
         suite.limit = args.limit;
     }
+    if let Some(chunk) = args.chunk {
+        suite.chunk = chunk;
+    }
     for t in &args.thresholds {
         t.parse::<Threshold>()?;
         suite.thresholds.push(t.clone());
@@ -94,17 +97,30 @@ pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
     })
 }
 
+/// Most missing units `merge` names one by one.
+const MISSING_SHOWN: usize = 10;
+
 pub fn run_merge(args: &MergeArgs) -> Result<ExitCode> {
-    let report = audit::merge(&args.dirs, &args.out)?;
+    let merged = audit::merge(&args.dirs, &args.out)?;
+    let report = &merged.report;
     report.write_all(&args.out)?;
-    print_report(&report)?;
+    print_report(report)?;
     Ok(match report.verdict {
         Verdict::Pass => ExitCode::SUCCESS,
         Verdict::Fail => ExitCode::from(EXIT_GATE),
         Verdict::Partial => {
+            let m = &merged.missing;
+            let more = m.len().saturating_sub(MISSING_SHOWN);
             eprintln!(
-                "georob: merged report is partial: {} of {} units (a shard missing?)",
-                report.units_done, report.units_total
+                "georob: merged report is partial: {} of {} units (a shard missing?); missing: {}{}",
+                report.units_done,
+                report.units_total,
+                m[..m.len() - more].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             );
             ExitCode::from(EXIT_ERROR)
         }

@@ -73,6 +73,8 @@ pub struct Dataset {
     /// Where labels come from.
     pub labels: LabelSource,
     npy: Option<npy::NpyTensor>,
+    /// Position of `items[0]` in the data set as opened: not 0 for a [`Dataset::chunk`].
+    first: usize,
 }
 
 /// A batch of consecutive items in model space.
@@ -121,6 +123,7 @@ impl Dataset {
                     None => LabelSource::Predicted,
                 },
                 npy: Some(tensor),
+                first: 0,
             }
         } else if ext == "csv" {
             open_manifest(path)?
@@ -139,6 +142,7 @@ impl Dataset {
                 }],
                 labels: LabelSource::Predicted,
                 npy: None,
+                first: 0,
             }
         } else {
             return Err(Error::data(
@@ -150,6 +154,25 @@ impl Dataset {
             return Err(Error::data(path, "the data set holds no images"));
         }
         Ok(ds)
+    }
+
+    /// Items `range` as a data set of their own (a chunk of an audit's images): item `i` of
+    /// the chunk is item `range.start + i` of `self`, and [`Dataset::position`] says so.
+    pub fn chunk(&self, range: std::ops::Range<usize>) -> Dataset {
+        Dataset {
+            path: self.path.clone(),
+            kind: self.kind,
+            items: self.items[range.clone()].to_vec(),
+            labels: self.labels.clone(),
+            npy: self.npy.clone(),
+            first: self.first + range.start,
+        }
+    }
+
+    /// Position of item `i` in the data set as opened (`i` itself unless this is a chunk):
+    /// what per-image seeds and result rows are keyed by.
+    pub fn position(&self, i: usize) -> usize {
+        self.first + i
     }
 
     /// Number of items.
@@ -181,7 +204,7 @@ impl Dataset {
         let mut x = vec![0.0f32; len * d];
         if let Some(t) = &self.npy {
             t.check_sample_shape(&spec.sample_shape())?;
-            t.read_rows(start, len, &mut x)?;
+            t.read_rows(self.first + start, len, &mut x)?;
         } else {
             x.par_chunks_mut(d)
                 .zip(&self.items[start..start + len])
@@ -295,6 +318,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
             items,
             labels: LabelSource::Predicted,
             npy: None,
+            first: 0,
         });
     }
     let names: Vec<String> = classes
@@ -357,6 +381,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
         items,
         labels: LabelSource::Given(how),
         npy: None,
+        first: 0,
     })
 }
 
@@ -423,6 +448,7 @@ fn open_manifest(path: &Path) -> Result<Dataset> {
             LabelSource::Predicted
         },
         npy: None,
+        first: 0,
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Values;
-use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output};
+use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::error::Result;
 use crate::logits::{softmax_at, top_k};
 
@@ -30,6 +30,7 @@ impl Measure for Params {
             ),
             ("confidence", "softmax probability of the predicted class"),
         ]],
+        units: Units::Chunks,
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -69,7 +70,16 @@ impl Measure for Params {
             bar.inc(batch.len as u64);
         }
         bar.finish_and_clear();
-        let counts = Counts::of(&images);
+        Ok(Output {
+            images,
+            extra: serde_json::json!({ "class_names": class_names }),
+            ..Output::default()
+        })
+    }
+
+    /// Accuracy over every row; the class names of every chunk's predictions together.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let counts = Counts::of(images);
         let labelled = images.iter().filter(|i| i.label.is_some()).count();
         let mut summary = BTreeMap::new();
         if labelled > 0 {
@@ -79,15 +89,19 @@ impl Measure for Params {
             );
         }
         summary.insert("images".into(), images.len() as f64);
-        Ok(Output {
+        let mut class_names = serde_json::Map::new();
+        for part in parts {
+            if let Some(serde_json::Value::Object(names)) = part.extra.get("class_names") {
+                class_names.extend(names.clone());
+            }
+        }
+        Ok(Summary {
             summary,
-            images,
             extra: if class_names.is_empty() {
                 serde_json::Value::Null
             } else {
                 serde_json::json!({ "class_names": class_names })
             },
-            artifacts: vec![],
         })
     }
 }

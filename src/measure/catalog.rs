@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::registry;
+use super::{registry, Units};
 
 /// The page's opening, before the measures.
 const INTRO: &str = r##"# Measures and their JSON
@@ -16,7 +16,11 @@ numbers and its limits.
 
 `georob measure list` prints every measure with its parameters and their defaults;
 `georob measure NAME MODEL DATA -p KEY=VALUE ... --json FILE [--out DIR]` runs one.
-The same measures run inside `georob audit` (see the README), with the same keys.
+The same measures run inside `georob audit` (see the README), with the same keys. An audit
+runs each measure in work units: one per chunk of images (the suite's `chunk`, default 256)
+for a measure whose per-image results do not depend on the other images, its summary made
+from every chunk's rows; one over the whole data set for a measure whose result needs every
+image at once ([`docs/scale.md`](scale.md)). Each measure below says which.
 "##;
 
 /// The page's closing, after the measures: spaces, outcomes and the JSON layouts.
@@ -68,13 +72,15 @@ written as `null`.
 
 ## `report.json` of `georob audit` (schema `georob.report/1`)
 
-`schema`, `georob_version`, `seed`, `suite` (the suite that ran, paths as given),
-`units_done`, `units_total`, `models` (per model: `name`, `model` {path, sha256, backend,
+`schema`, `georob_version`, `seed`, `suite` (the suite that ran, paths as given, with its
+`chunk`), `units_done`, `units_total` (work units: a measure on a model over a chunk of
+images, or over all of them), `models` (per model: `name`, `model` {path, sha256, backend,
 backend_detail, input, classes, output_transform}, `gradient`, `measures` — each the
-object above from `measure` to `artifacts` plus its suite `id`), `gates` (model, gate,
-kind `threshold|baseline`, actual, passed, message), `verdict` (`pass|fail|partial`), and
-`run` (threads, shard, seconds, seconds per unit): everything outside `run` is identical for
-equal suites and seeds, whatever the thread count or sharding.
+object above from `measure` to `artifacts` plus its suite `id`, with the rows of all its
+chunks and the summary made from them), `gates` (model, gate, kind `threshold|baseline`,
+actual, passed, message), `verdict` (`pass|fail|partial`), and `run` (threads, shard,
+seconds, seconds per measure): everything outside `run` is identical for equal suites
+(chunk included) and seeds, whatever the thread count or sharding.
 "##;
 
 /// `docs/measures.md`.
@@ -98,6 +104,12 @@ pub fn markdown() -> String {
             let keys: Vec<String> = d.headline.iter().map(|k| format!("`{k}`")).collect();
             let _ = writeln!(out, "Headline: {}.\n", keys.join(", "));
         }
+        let _ = match d.units {
+            Units::Chunks => writeln!(out, "Audit units: one per chunk of images.\n"),
+            Units::Whole(why) => {
+                writeln!(out, "Audit units: one over the whole data set ({why}).\n")
+            }
+        };
         if !d.values.is_empty() {
             out.push_str("| per-image value | what it holds |\n|---|---|\n");
             for (key, doc) in d.values.iter().flat_map(|group| group.iter()) {

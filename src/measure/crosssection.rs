@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
+use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
 use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, Norm};
 use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
@@ -339,6 +339,7 @@ impl Measure for Params {
             ("kappa_{direction}", "boundary curvature in the plane (r*, direction), 1/length"),
             ("kappa_{direction}_rel", "the same per unit ‖r*‖"),
         ]],
+        units: Units::Whole("the sections are of the first `images` correctly classified images the attack fools"),
     };
 
     fn validate(&self) -> Result<()> {

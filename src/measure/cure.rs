@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::curvature::lanczos_batch;
 use super::space::{CleanPass, SpacedModel};
 use super::Values;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
 
@@ -93,6 +93,7 @@ impl Measure for Params {
             ("grad_norm", "‖∇ℓ(x)‖ of the cross-entropy loss at the clean prediction"),
             ("eig{j}", "j-th eigenvalue of the loss-Hessian profile (with profile > 0)"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -110,9 +111,6 @@ impl Measure for Params {
         let h = self.h as f32;
         let bar = ctx.progress.bar(total as u64, "cure");
         let mut images = Vec::with_capacity(total);
-        let (mut ch, mut ch_rel, mut tops) = (vec![], vec![], vec![]);
-        let mut profile = vec![0.0f64; self.profile];
-        let mut profiled = 0usize;
         let mut start = 0;
         while start < total {
             let len = chunk.min(total - start);
@@ -152,10 +150,8 @@ impl Measure for Params {
                     let c = diff / self.h;
                     per_image[a].insert("c_h", c);
                     per_image[a].insert("grad_norm", gn);
-                    ch.push(c);
                     if gn > 0.0 {
                         per_image[a].insert("c_h_rel", c / gn);
-                        ch_rel.push(c / gn);
                     }
                     flipped[a] = pred1[a] != k0[a];
                 }
@@ -193,12 +189,7 @@ impl Measure for Params {
                     for (a, (vals, _)) in ritz.iter().enumerate() {
                         for (j, v) in vals.iter().take(self.profile).enumerate() {
                             per_image[a].insert(format!("eig{}", j + 1), *v);
-                            profile[j] += v;
                         }
-                        if let Some(v) = vals.first() {
-                            tops.push(*v);
-                        }
-                        profiled += 1;
                     }
                 }
             }
@@ -223,29 +214,43 @@ impl Measure for Params {
             start += len;
         }
         bar.finish_and_clear();
-        if profiled > 0 {
-            profile.iter_mut().for_each(|v| *v /= profiled as f64);
-        }
+        Ok(Output {
+            images,
+            extra: serde_json::json!({
+                "units": "h is an L2 length in the measured space; c_h in gradient units per length",
+                "fooled_means": "the prediction changed at the probe x + h z",
+            }),
+            ..Output::default()
+        })
+    }
+
+    /// Statistics of `c_h`, `c_h_rel` and `eig1` over the images probed, and the mean of each
+    /// `eig{j}` over them (`profile`).
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let values = |key: &str| super::values_of(images, key);
+        let ch = values("c_h");
         let mut summary = BTreeMap::new();
         for (name, v) in [
             ("median_c_h", super::median(&ch)),
             ("mean_c_h", super::mean(&ch)),
-            ("median_c_h_rel", super::median(&ch_rel)),
-            ("median_top_eig", super::median(&tops)),
+            ("median_c_h_rel", super::median(&values("c_h_rel"))),
+            ("median_top_eig", super::median(&values("eig1"))),
         ] {
             if let Some(v) = v {
                 summary.insert(name.to_string(), v);
             }
         }
-        Ok(Output {
-            summary,
-            images,
-            extra: serde_json::json!({
-                "profile": if profiled > 0 { profile } else { vec![] },
-                "units": "h is an L2 length in the measured space; c_h in gradient units per length",
-                "fooled_means": "the prediction changed at the probe x + h z",
-            }),
-            artifacts: vec![],
-        })
+        // Every image probed (every one with `c_h`) was profiled when there is a profile.
+        let profiled = if self.profile > 0 { ch.len() } else { 0 };
+        let mut profile = vec![0.0f64; self.profile];
+        for (j, p) in profile.iter_mut().enumerate() {
+            *p = values(&format!("eig{}", j + 1)).iter().fold(0.0, |a, v| a + v);
+        }
+        if profiled > 0 {
+            profile.iter_mut().for_each(|v| *v /= profiled as f64);
+        }
+        let mut extra = Summary::first_extra(&parts);
+        extra["profile"] = serde_json::json!(if profiled > 0 { profile } else { vec![] });
+        Ok(Summary { summary, extra })
     }
 }

@@ -14,6 +14,7 @@
 //! directions). `κ > 0`: the boundary bends towards `x`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -23,7 +24,7 @@ use transforms::nalgebra::DMatrix;
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Output};
+use super::{Context, Counts, Declaration, Measure, Output, Units};
 use crate::attack::deepfool::{DeepFoolOptions, DeepFoolOutcome};
 use crate::attack::vector::l2;
 use crate::error::Result;
@@ -231,11 +232,11 @@ impl Points {
         self.classes.len()
     }
 
-    /// Projects `v` (one `d`-vector per point, `n × d`) onto each point's tangent space:
-    /// `v_i − (n_i·v_i) n_i`.
-    pub(super) fn to_tangent(&self, v: &mut [f32]) {
+    /// Projects `v` (one `d`-vector per point from point `first` on) onto each point's
+    /// tangent space: `v_i − (n_i·v_i) n_i`.
+    pub(super) fn to_tangent(&self, first: usize, v: &mut [f32]) {
         let d = self.z.len() / self.len().max(1);
-        for (vi, ni) in v.chunks_mut(d).zip(self.normal.chunks(d)) {
+        for (vi, ni) in v.chunks_mut(d).zip(self.normal.chunks(d).skip(first)) {
             let c: f64 = vi
                 .iter()
                 .zip(ni)
@@ -261,34 +262,40 @@ pub(super) fn shared_eigen(
     let n = pts.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let s: Vec<f32> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
+    // Points per HVP call: its `2 × points × d` rows stay within about 32 MB, however many
+    // points there are.
+    let per = (4_000_000 / d.max(1)).max(1);
     let mut res = lanczos_batch(1, d, steps, &s, |v| {
-        let rep: Vec<f32> = (0..n).flat_map(|_| v.iter().copied()).collect();
-        let hv = hvp(sm, pts, &rep)?;
         let mut out = vec![0.0f32; d];
-        for c in hv.chunks(d) {
-            out.iter_mut().zip(c).for_each(|(a, b)| *a += b / n as f32);
+        for start in (0..n).step_by(per) {
+            let points = start..n.min(start + per);
+            let rep: Vec<f32> = points.clone().flat_map(|_| v.iter().copied()).collect();
+            let hv = hvp(sm, pts, points, &rep)?;
+            for c in hv.chunks(d) {
+                out.iter_mut().zip(c).for_each(|(a, b)| *a += b / n as f32);
+            }
         }
         Ok(out)
     })?;
     Ok(res.swap_remove(0))
 }
 
-/// `P_i H_i P_i v_i / ‖∇G_i‖` for every image `i` (`P_i` the projection onto the boundary's
-/// tangent space at `z_i`), the Hessian product by central differences: one VJP call of
-/// `2n` rows.
-fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
+/// `P_i H_i P_i v_i / ‖∇G_i‖` for every point `i` of `points` (`P_i` the projection onto the
+/// boundary's tangent space at `z_i`; `v` one `d`-vector per point), the Hessian product by
+/// central differences: one VJP call of `2 × points` rows.
+fn hvp(sm: &SpacedModel, pts: &Points, points: Range<usize>, v: &[f32]) -> Result<Vec<f32>> {
     let d = sm.dim();
     let k = sm.classes();
-    let n = pts.classes.len();
+    let (first, n) = (points.start, points.len());
     let mut v = v.to_vec();
-    pts.to_tangent(&mut v);
+    pts.to_tangent(first, &mut v);
     let mut x = Vec::with_capacity(2 * n * d);
     let mut cot = vec![0.0f32; 2 * n * k];
-    for i in 0..n {
+    for (a, i) in points.enumerate() {
         let z = &pts.z[i * d..(i + 1) * d];
-        let vi = &v[i * d..(i + 1) * d];
+        let vi = &v[a * d..(a + 1) * d];
         let h = pts.h[i] as f32;
-        for (r, sign) in [(2 * i, 1.0f32), (2 * i + 1, -1.0)] {
+        for (r, sign) in [(2 * a, 1.0f32), (2 * a + 1, -1.0)] {
             x.extend(z.iter().zip(vi).map(|(a, b)| a + sign * h * b));
             let (k0, adv) = pts.classes[i];
             cot[r * k + adv] = 1.0;
@@ -297,13 +304,14 @@ fn hvp(sm: &SpacedModel, pts: &Points, v: &[f32]) -> Result<Vec<f32>> {
     }
     let (_, g) = sm.vjp(&x, 2 * n, &cot, 1)?;
     let mut out = vec![0.0f32; n * d];
-    for i in 0..n {
+    for a in 0..n {
+        let i = first + a;
         let s = (1.0 / (2.0 * pts.h[i] * pts.grad_norm[i])) as f32;
         for t in 0..d {
-            out[i * d + t] = (g[2 * i * d + t] - g[(2 * i + 1) * d + t]) * s;
+            out[a * d + t] = (g[2 * a * d + t] - g[(2 * a + 1) * d + t]) * s;
         }
     }
-    pts.to_tangent(&mut out);
+    pts.to_tangent(first, &mut out);
     Ok(out)
 }
 
@@ -329,6 +337,7 @@ impl Measure for Params {
             ("adv_pred", "class on the other side of the boundary"),
             ("kappa_random", "curvature along a random unit tangent direction (1/length)"),
         ]],
+        units: Units::Whole("the shared curvature and the random tangent directions are drawn over every attacked image at once"),
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -359,11 +368,11 @@ impl Measure for Params {
                 start[i * d + t] = StandardNormal.sample(&mut r);
             }
         }
-        pts.to_tangent(&mut start);
+        pts.to_tangent(0, &mut start);
         let bar = ctx.progress.bar(self.steps as u64, "lanczos");
         let per_image = lanczos_batch(n, d, self.steps, &start, |v| {
             bar.inc(1);
-            hvp(&sm, &pts, v)
+            hvp(&sm, &pts, 0..n, v)
         })?;
         bar.finish_and_clear();
         let mut top = vec![];
@@ -390,12 +399,12 @@ impl Measure for Params {
             let mut v: Vec<f32> = (0..n * d)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .collect();
-            pts.to_tangent(&mut v);
+            pts.to_tangent(0, &mut v);
             for c in v.chunks_mut(d) {
                 let nv = l2(c) as f32;
                 c.iter_mut().for_each(|e| *e /= nv);
             }
-            let hv = hvp(&sm, &pts, &v)?;
+            let hv = hvp(&sm, &pts, 0..n, &v)?;
             for i in 0..n {
                 let kappa: f64 = v[i * d..(i + 1) * d]
                     .iter()
@@ -444,6 +453,27 @@ impl Measure for Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hessian products over a range of points are those over all points, cut to the range:
+    /// `shared_eigen` may take them a part at a time.
+    #[test]
+    fn hessian_products_over_parts_are_those_over_the_whole() {
+        let (model, data) = crate::testutil::digits_on_tract(6, None);
+        let sm = SpacedModel::new(&model, &data);
+        let d = sm.dim();
+        let x = sm.load(&data, 0, 6).unwrap();
+        let opts = DeepFoolOptions::l2_unclipped(0.02, 50, 10);
+        let outcomes = crate::attack::deepfool::deepfool_batch(&sm, &x, 6, &opts, None).unwrap();
+        let mut pts = Points::new();
+        pts.add(&sm, &x, &outcomes.iter().collect::<Vec<_>>(), 0.1)
+            .unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let v: Vec<f32> = (0..6 * d).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let whole = hvp(&sm, &pts, 0..6, &v).unwrap();
+        let mut parts = hvp(&sm, &pts, 0..2, &v[..2 * d]).unwrap();
+        parts.extend(hvp(&sm, &pts, 2..6, &v[2 * d..]).unwrap());
+        assert_eq!(parts, whole);
+    }
 
     #[test]
     fn symmetric_eigen_sorts_eigenvalues_descending() {

@@ -9,6 +9,7 @@ use super::space::{CleanPass, SpacedModel};
 use super::Values;
 use super::{
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
+    Summary, Units,
 };
 use crate::attack::deepfool::{
     deepfool_batch_at, DeepFoolOptions, DeepFoolOutcome, Norm,
@@ -280,9 +281,16 @@ pub fn norm_key(norm: Norm) -> &'static str {
     }
 }
 
-/// The summary of a minimal-perturbation search from its per-image results: counts, the
-/// success rate, medians of the norms and of `rho`, mean iterations.
-pub fn summarise(images: &[ImageResult]) -> BTreeMap<String, f64> {
+/// The summary of a minimal-perturbation search in `norm` from its per-image results
+/// (counts, the success rate, medians of the norms and of `rho`, mean iterations, robust
+/// accuracy at the budgets `eps`, default by norm), and its `extra`: the first chunk's with
+/// the robust-accuracy curve.
+pub fn summarise(
+    images: &[ImageResult],
+    parts: &[Summary],
+    norm: Norm,
+    eps: Option<&[f64]>,
+) -> Summary {
     let counts = Counts::of(images);
     let mut summary = BTreeMap::new();
     summary.insert("n".into(), images.len() as f64);
@@ -307,7 +315,11 @@ pub fn summarise(images: &[ImageResult]) -> BTreeMap<String, f64> {
             summary.insert(name.into(), v);
         }
     }
-    summary
+    let eps = eps.map_or_else(|| super::curve::default_eps(norm), <[f64]>::to_vec);
+    let curve = super::curve::add(&mut summary, "robust_accuracy", images, norm_key(norm), &eps);
+    let mut extra = Summary::first_extra(parts);
+    extra["robust_accuracy_curve"] = curve;
+    Summary { summary, extra }
 }
 
 /// The per-image values DeepFool writes (also those of the measures that run it first).
@@ -336,6 +348,7 @@ impl Measure for Params {
         headline: &["median_rho", "median_norm_l2", "success_rate"],
         histograms: &["rho", "norm_l2"],
         values: &[VALUES],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -360,20 +373,16 @@ impl Measure for Params {
             Some(dir) => save_worst(ctx, dir, &images, &outcomes, PICTURES)?,
             None => vec![],
         };
-        let mut summary = summarise(&images);
-        let curve = super::curve::add(
-            &mut summary,
-            "robust_accuracy",
-            &images,
-            norm_key(self.norm),
-            &self.eps.clone().unwrap_or_else(|| super::curve::default_eps(self.norm)),
-        );
         Ok(Output {
-            summary,
             images,
-            extra: serde_json::json!({ "clipped_to": opts.clip, "robust_accuracy_curve": curve }),
+            extra: serde_json::json!({ "clipped_to": opts.clip }),
             artifacts,
+            ..Output::default()
         })
+    }
+
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        Ok(summarise(images, &parts, self.norm, self.eps.as_deref()))
     }
 }
 

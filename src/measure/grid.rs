@@ -28,7 +28,7 @@ use transforms::{MatrixWarp, Sampling, Warp};
 use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Counts, Declaration, Measure, Outcome, Output};
+use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -131,9 +131,14 @@ impl Params {
         }
     }
 
-    /// The grid, rotation-major.
+    /// The grid for an `h × w` image, rotation-major.
     pub fn grid(&self, h: usize, w: usize) -> Vec<RigidTransform> {
         let (sx, sy) = self.shift_range(h, w);
+        self.grid_within(sx, sy)
+    }
+
+    /// The grid with shifts up to `sx` and `sy` pixels, rotation-major.
+    fn grid_within(&self, sx: f64, sy: f64) -> Vec<RigidTransform> {
         let mut out = Vec::new();
         for theta in linspace(self.max_angle.to_radians(), self.angles) {
             for &tx in &linspace(sx, self.shifts) {
@@ -200,7 +205,9 @@ impl Measure for Params {
             ("rotation_flip_deg", "smallest |θ| of a pure rotation on the grid that flipped the prediction, degrees"),
             ("shift_flip_px", "smallest ‖t‖ of a pure translation on the grid that flipped the prediction, pixels"),
             ("worst_of_k_correct", "1 when all k random transforms keep the prediction, else 0"),
+            ("random_correct", "1 when the first random transform keeps the prediction, else 0 (when k > 0)"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -224,10 +231,6 @@ impl Measure for Params {
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "grid");
         let mut images = Vec::with_capacity(clean.n);
-        let mut wok_correct = 0usize;
-        let mut random_correct = 0usize;
-        let mut angles = Vec::new();
-        let mut shifts = Vec::new();
         for i in 0..clean.n {
             let pred = clean.pred(i, k);
             if misclassified(ctx, i, pred) {
@@ -247,8 +250,6 @@ impl Measure for Params {
             let preds = predictions(&sm, &frame, &clean.image(i)?, &all, sampling)?;
             let (grid_preds, random_preds) = preds.split_at(grid.len());
             let wok_ok = random_preds.iter().all(|&c| c == pred);
-            wok_correct += usize::from(wok_ok);
-            random_correct += usize::from(random_preds.first().is_none_or(|&c| c == pred));
             let flips: Vec<(RigidTransform, usize)> = grid
                 .iter()
                 .zip(grid_preds)
@@ -262,6 +263,9 @@ impl Measure for Params {
                     f64::from(u8::from(wok_ok)),
                 ),
             ]);
+            if let Some(&c) = random_preds.first() {
+                values.insert("random_correct", f64::from(u8::from(c == pred)));
+            }
             // The smallest flipping pure rotation and pure translation, for the curves.
             let smallest = |f: fn(&RigidTransform) -> Option<f64>| {
                 flips
@@ -283,8 +287,6 @@ impl Measure for Params {
                     values.insert("ty", t.ty);
                     values.insert("shift_px", t.shift());
                     values.insert("adv_pred", *c as f64);
-                    angles.push(t.theta.to_degrees().abs());
-                    shifts.push(t.shift());
                     Outcome::Fooled
                 }
             };
@@ -292,11 +294,33 @@ impl Measure for Params {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let counts = Counts::of(&images);
+        Ok(Output {
+            images,
+            summary: BTreeMap::from([
+                ("grid_size".to_string(), grid.len() as f64),
+                ("max_shift_x_px".to_string(), sx),
+                ("max_shift_y_px".to_string(), sy),
+            ]),
+            extra: serde_json::json!({
+                "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
+                "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
+            }),
+            artifacts: vec![],
+        })
+    }
+
+    /// Accuracies over every image (misclassified ones count as wrong), statistics of the
+    /// smallest flipping transforms, and accuracy against the budget of pure rotations and
+    /// of pure translations at (up to five of) the grid's own sizes; the grid's size and
+    /// shift range are the first chunk's.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let counts = Counts::of(images);
         let n = images.len().max(1) as f64;
+        let constant = |key: &str| Summary::first(&parts, key).unwrap_or(0.0);
+        let (sx, sy) = (constant("max_shift_x_px"), constant("max_shift_y_px"));
         let mut summary = BTreeMap::from([
             ("images".to_string(), images.len() as f64),
-            ("grid_size".to_string(), grid.len() as f64),
+            ("grid_size".to_string(), constant("grid_size")),
             (
                 "clean_accuracy".to_string(),
                 (images.len() - counts.misclassified) as f64 / n,
@@ -305,9 +329,15 @@ impl Measure for Params {
             ("max_shift_x_px".to_string(), sx),
             ("max_shift_y_px".to_string(), sy),
         ]);
+        let ones = |key: &str| {
+            images
+                .iter()
+                .filter(|i| i.values.get(key) == Some(&1.0))
+                .count() as f64
+        };
         if self.k > 0 {
-            summary.insert("worst_of_k_accuracy".into(), wok_correct as f64 / n);
-            summary.insert("random_accuracy".into(), random_correct as f64 / n);
+            summary.insert("worst_of_k_accuracy".into(), ones("worst_of_k_correct") / n);
+            summary.insert("random_accuracy".into(), ones("random_correct") / n);
         }
         let attacked = counts.fooled + counts.robust;
         if attacked > 0 {
@@ -316,10 +346,11 @@ impl Measure for Params {
                 counts.fooled as f64 / attacked as f64,
             );
         }
+        let fooled = |key: &str| super::deepfool::fooled_values(images, key);
+        let angles: Vec<f64> = fooled("angle_deg").iter().map(|a| a.abs()).collect();
         describe(&mut summary, "flip_angle_deg", &angles);
-        describe(&mut summary, "flip_shift_px", &shifts);
-        // Accuracy against the budget of pure rotations and of pure translations, at (up
-        // to five of) the grid's own sizes.
+        describe(&mut summary, "flip_shift_px", &fooled("shift_px"));
+        let grid = self.grid_within(sx, sy);
         let sizes = |f: fn(&RigidTransform) -> Option<f64>| {
             let mut b: Vec<f64> = grid.iter().filter_map(f).collect();
             b.sort_by(f64::total_cmp);
@@ -329,27 +360,20 @@ impl Measure for Params {
         let rotation = super::curve::add(
             &mut summary,
             "rotation_accuracy",
-            &images,
+            images,
             "rotation_flip_deg",
             &sizes(RigidTransform::rotation_deg),
         );
         let shift = super::curve::add(
             &mut summary,
             "shift_accuracy",
-            &images,
+            images,
             "shift_flip_px",
             &sizes(RigidTransform::shift_px),
         );
-        Ok(Output {
-            summary,
-            images,
-            extra: serde_json::json!({
-                "order": "smallest flipping transform: |angle|, then shift norm, then angle, tx, ty",
-                "warp": "out(p) = in(R(theta) p + t), centred pixel coordinates, bilinear",
-                "rotation_accuracy_curve": rotation,
-                "shift_accuracy_curve": shift,
-            }),
-            artifacts: vec![],
-        })
+        let mut extra = Summary::first_extra(&parts);
+        extra["rotation_accuracy_curve"] = rotation;
+        extra["shift_accuracy_curve"] = shift;
+        Ok(Summary { summary, extra })
     }
 }

@@ -30,7 +30,7 @@ use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
 use super::Values;
-use super::{Context, Declaration, Measure, Outcome, Output};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -153,7 +153,9 @@ impl Measure for Params {
         values: &[&[
             ("manifool_score", "ManiFool's geodesic score for the image"),
             ("flips@{radius}", "random transforms of that geodesic size that flipped the prediction"),
+            ("valid@{radius}", "random directions that reach that geodesic size within `max_param`"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -184,9 +186,6 @@ impl Measure for Params {
         };
         let bar = ctx.progress.bar(clean.n as u64, "invariance");
         let mut images = Vec::with_capacity(clean.n);
-        let (mut flips, mut valid) = (vec![0usize; nr], vec![0usize; nr]);
-        let mut mf_scores = Vec::new();
-        let mut mf_failed = 0usize;
         for i in 0..clean.n {
             let row = &clean.logits[i * k..(i + 1) * k];
             let pred = argmax(row);
@@ -224,27 +223,23 @@ impl Measure for Params {
                     .apply(&b, sampling)
                     .map_err(warp_error)?;
                 let logits = sm.logits(&warped, m)?;
-                let mut img_flips = vec![0usize; nr];
+                let (mut img_flips, mut img_valid) = (vec![0usize; nr], vec![0usize; nr]);
                 for (row, &r) in logits.chunks_exact(k).zip(&slots) {
-                    valid[r] += 1;
+                    img_valid[r] += 1;
                     if argmax(row) != pred {
-                        flips[r] += 1;
                         img_flips[r] += 1;
                         any_flip = true;
                     }
                 }
                 for (r, radius) in self.radii.iter().enumerate() {
                     values.insert(format!("flips@{radius}"), img_flips[r] as f64);
+                    values.insert(format!("valid@{radius}"), img_valid[r] as f64);
                 }
             }
             if self.manifool {
                 let found = manifool_one(&sm, &frame, x, row, group, &mf, sampling)?;
-                match found.fooled {
-                    Some((_, s)) => {
-                        values.insert("manifool_score", s);
-                        mf_scores.push(s);
-                    }
-                    None => mf_failed += 1,
+                if let Some((_, s)) = found.fooled {
+                    values.insert("manifool_score", s);
                 }
             }
             let outcome = if any_flip {
@@ -256,30 +251,43 @@ impl Measure for Params {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
-        let mut curve = Vec::new();
-        for (r, radius) in self.radii.iter().enumerate() {
-            let prob = (valid[r] > 0).then(|| flips[r] as f64 / valid[r] as f64);
-            if let Some(prob) = prob {
-                summary.insert(format!("flip_prob@{radius}"), prob);
-            }
-            summary.insert(format!("valid@{radius}"), valid[r] as f64);
-            curve.push(serde_json::json!({"radius": radius, "flip_prob": prob, "valid": valid[r], "flips": flips[r]}));
-        }
-        if self.manifool {
-            describe(&mut summary, "manifool_score", &mf_scores);
-            summary.insert("manifool_failed".into(), mf_failed as f64);
-        }
         Ok(Output {
-            summary,
             images,
             extra: serde_json::json!({
                 "group": group.name(),
-                "curve": curve,
-                "manifool_scores": mf_scores,
                 "score": "path length of c -> warp(x, exp(c v)) in parameter steps of 0.05, divided by ||x||_2",
             }),
-            artifacts: vec![],
+            ..Output::default()
         })
+    }
+
+    /// Per radius, flips over valid random transforms of every image; ManiFool's scores of
+    /// the images it fooled and the count of the others it searched.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let mut summary = BTreeMap::from([("images".to_string(), images.len() as f64)]);
+        let mut curve = Vec::new();
+        for radius in &self.radii {
+            let total = |key: String| super::values_of(images, &key).iter().sum::<f64>() as usize;
+            let (flips, valid) = (total(format!("flips@{radius}")), total(format!("valid@{radius}")));
+            let prob = (valid > 0).then(|| flips as f64 / valid as f64);
+            if let Some(prob) = prob {
+                summary.insert(format!("flip_prob@{radius}"), prob);
+            }
+            summary.insert(format!("valid@{radius}"), valid as f64);
+            curve.push(serde_json::json!({"radius": radius, "flip_prob": prob, "valid": valid, "flips": flips}));
+        }
+        let mf_scores = super::values_of(images, "manifool_score");
+        if self.manifool {
+            describe(&mut summary, "manifool_score", &mf_scores);
+            let searched = images
+                .iter()
+                .filter(|i| i.outcome != Outcome::Misclassified)
+                .count();
+            summary.insert("manifool_failed".into(), (searched - mf_scores.len()) as f64);
+        }
+        let mut extra = Summary::first_extra(&parts);
+        extra["curve"] = serde_json::json!(curve);
+        extra["manifool_scores"] = serde_json::json!(mf_scores);
+        Ok(Summary { summary, extra })
     }
 }

@@ -73,7 +73,7 @@ use super::frame::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Declaration, Measure, Outcome, Output};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 use crate::logits::top_k;
@@ -919,6 +919,7 @@ impl Measure for Params {
             ("strategy", "the start the reported transform was refined from: 0 the search, 1 the scan"),
             ("refine_rounds", "refinement rounds that lowered the score"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -943,11 +944,8 @@ impl Measure for Params {
         let bar = ctx.progress.bar(clean.n as u64, "manifool");
         let names = group.param_names();
         let mut images = Vec::with_capacity(clean.n);
-        let mut scores = Vec::new();
-        let mut iters = Vec::new();
         let mut per_image = Vec::new();
         let mut found_all: Vec<(f64, usize, Matrix3<f64>, usize)> = Vec::new();
-        let mut stalls = 0usize;
         // Images are independent: several at once where the backend runs concurrent calls.
         let searches = ctx.model.executor().map_concurrent(clean.n, |i| {
             let row = &clean.logits[i * k..(i + 1) * k];
@@ -976,7 +974,6 @@ impl Measure for Params {
             let outcome = match found.fooled {
                 None => {
                     values.insert("stalled", f64::from(u8::from(found.stalled)));
-                    stalls += usize::from(found.stalled);
                     Outcome::Failed
                 }
                 Some((c, score)) => {
@@ -997,11 +994,9 @@ impl Measure for Params {
                     if names.contains(&"theta") {
                         values.insert("angle_deg", theta[0].to_degrees());
                     }
-                    scores.push(score);
-                    iters.push(found.iterations as f64);
                     found_all.push((score, i, found.matrix, c));
                     per_image.push(serde_json::json!({
-                        "index": i,
+                        "index": ctx.data.position(i),
                         "params": theta,
                         "matrix": (0..3).map(|r| (0..3).map(|c| found.matrix[(r, c)]).collect::<Vec<_>>()).collect::<Vec<_>>(),
                     }));
@@ -1032,33 +1027,55 @@ impl Measure for Params {
             }
             artifacts = save_panels(dir, "manifool", &frame, &clean, &shown)?;
         }
-        let (counts, mut summary) = search_summary(&images);
+        Ok(Output {
+            images,
+            extra: serde_json::json!({ "transforms": per_image }),
+            artifacts,
+            ..Output::default()
+        })
+    }
+
+    /// Rates over the images searched, statistics of the scores and iterations of the fooled
+    /// ones, robust accuracy against the score, and every chunk's transforms.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let group = self.group()?;
+        let (counts, mut summary) = search_summary(images);
         let attacked = counts.fooled + counts.failed;
         if attacked > 0 {
+            let stalls = images
+                .iter()
+                .filter(|i| i.outcome == Outcome::Failed && i.values.get("stalled") == Some(&1.0))
+                .count();
             summary.insert(
                 "failure_rate".into(),
                 counts.failed as f64 / attacked as f64,
             );
             summary.insert("stalled_rate".into(), stalls as f64 / attacked as f64);
         }
+        let scores = super::deepfool::fooled_values(images, "score");
         if let Some(m) = super::mean(&scores) {
             summary.insert("invariance_score".into(), m);
         }
         describe(&mut summary, "score", &scores);
+        let iters = super::deepfool::fooled_values(images, "iterations");
         describe(&mut summary, "iterations", &iters);
         let curve =
-            super::curve::add(&mut summary, "robust_accuracy", &images, "score", &self.eps);
-        Ok(Output {
+            super::curve::add(&mut summary, "robust_accuracy", images, "score", &self.eps);
+        let mut transforms = vec![];
+        for part in parts {
+            if let Some(serde_json::Value::Array(t)) = part.extra.get("transforms") {
+                transforms.extend(t.iter().cloned());
+            }
+        }
+        Ok(Summary {
             summary,
-            images,
             extra: serde_json::json!({
                 "group": group.name(),
-                "param_names": names,
+                "param_names": group.param_names(),
                 "score": "path length of t -> warp(x, exp(t log T)) in parameter steps of 0.05, divided by ||x||_2",
-                "transforms": per_image,
+                "transforms": transforms,
                 "robust_accuracy_curve": curve,
             }),
-            artifacts,
         })
     }
 }

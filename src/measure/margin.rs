@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Values};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::vector::l2;
 use crate::error::Result;
 use crate::logits::top_k;
@@ -29,6 +29,7 @@ impl Measure for Params {
             ("gradient_norm", "‖∇(f_k0 − f_k1)‖₂ at the clean image"),
             ("linear_distance", "logit_margin / gradient_norm: the boundary's distance to first order"),
         ]],
+        units: Units::Chunks,
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -37,7 +38,6 @@ impl Measure for Params {
         let chunk = (8_000_000 / d.max(1)).clamp(1, 1024);
         let bar = ctx.progress.bar(total as u64, "margin");
         let mut images = Vec::with_capacity(total);
-        let (mut margins, mut distances) = (vec![], vec![]);
         for start in (0..total).step_by(chunk) {
             let len = chunk.min(total - start);
             let u = sm.load(ctx.data, start, len)?;
@@ -63,10 +63,8 @@ impl Measure for Params {
                     let norm = l2(&grads[i * d..(i + 1) * d]);
                     values.insert("logit_margin", margin);
                     values.insert("gradient_norm", norm);
-                    margins.push(margin);
                     if norm > 0.0 {
                         values.insert("linear_distance", margin / norm);
-                        distances.push(margin / norm);
                     }
                 }
                 images.push(ImageResult {
@@ -84,18 +82,22 @@ impl Measure for Params {
             bar.inc(len as u64);
         }
         bar.finish_and_clear();
-        let mut output = Output {
+        Ok(Output {
             images,
             ..Output::default()
-        };
-        for (name, values) in [
-            ("median_logit_margin", &margins),
-            ("median_linear_distance", &distances),
+        })
+    }
+
+    fn summarise(&self, images: &[ImageResult], _parts: Vec<Summary>) -> Result<Summary> {
+        let mut summary = Summary::default();
+        for (name, key) in [
+            ("median_logit_margin", "logit_margin"),
+            ("median_linear_distance", "linear_distance"),
         ] {
-            if let Some(v) = super::median(values) {
-                output.summary.insert(name.into(), v);
+            if let Some(v) = super::median(&super::values_of(images, key)) {
+                summary.summary.insert(name.into(), v);
             }
         }
-        Ok(output)
+        Ok(summary)
     }
 }

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::deepfool::{norm_key, run_refined, summarise, Keep, VALUES};
-use super::{Context, Declaration, Measure, Output};
+use super::deepfool::{run_refined, summarise, Keep, VALUES};
+use super::{Context, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::refine::RefineOptions;
 use crate::error::{Error, Result};
@@ -91,6 +91,7 @@ impl Measure for Params {
         headline: &["median_norm_l2", "median_norm_linf", "success_rate"],
         histograms: &["norm_l2", "norm_linf"],
         values: &[VALUES],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -121,27 +122,17 @@ impl Measure for Params {
             clip,
         };
         let (images, _) = run_refined(ctx, &opts, Some(&refine), "minnorm", Keep::Nothing)?;
-        let mut summary = summarise(&images);
-        let eps = self
-            .eps
-            .clone()
-            .unwrap_or_else(|| super::curve::default_eps(self.norm));
-        let curve = super::curve::add(
-            &mut summary,
-            "robust_accuracy",
-            &images,
-            norm_key(self.norm),
-            &eps,
-        );
         Ok(Output {
-            summary,
             images,
             extra: serde_json::json!({
                 "clipped_to": clip,
                 "boundary_steps": self.steps(),
-                "robust_accuracy_curve": curve,
             }),
-            artifacts: vec![],
+            ..Output::default()
         })
+    }
+
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        Ok(summarise(images, &parts, self.norm, self.eps.as_deref()))
     }
 }

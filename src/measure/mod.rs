@@ -13,7 +13,11 @@
 //! - an image where nothing was found within the budget is
 //!   [`Outcome::Failed`], counted apart and never averaged in;
 //! - randomness comes from [`Context::seed`] (per image: `seed` mixed with
-//!   the image index, so results do not depend on batching or threads);
+//!   the image's position in the data set, so results do not depend on
+//!   batching, threads or the chunk the image was run in);
+//! - an audit may run a measure one chunk of images at a time ([`Units`]):
+//!   [`Measure::run`] sees one chunk as `ctx.data`, and
+//!   [`Measure::summarise`] makes the summary from every chunk's rows;
 //! - perturbations live in the space of [`space::SpacedModel`]: image space
 //!   `[0,1]` for images, model space for `.npy` data.
 
@@ -49,7 +53,8 @@ pub struct Context<'a> {
     pub bounds: Option<(f32, f32)>,
     /// Progress display.
     pub progress: &'a Progress,
-    /// Where to save artifacts (images, flows, plots) when asked to.
+    /// Where to save artifacts (images, flows, plots) when asked to: an audit asks the run
+    /// over a measure's first chunk only, so that its pictures are drawn once.
     pub out_dir: Option<&'a Path>,
     /// Opens the other data sets and models a measure names in its parameters.
     pub resources: &'a dyn Resources,
@@ -65,9 +70,10 @@ pub trait Resources: Sync {
 }
 
 impl Context<'_> {
-    /// Per-image random seed: independent of batching and thread count.
+    /// Random seed of item `index` of `data`: keyed by its position in the data set, so
+    /// independent of batching, thread count and chunk.
     pub fn image_seed(&self, index: usize) -> u64 {
-        splitmix(self.seed ^ splitmix(index as u64 + 1))
+        splitmix(self.seed ^ splitmix(self.data.position(index) as u64 + 1))
     }
 }
 
@@ -281,6 +287,19 @@ pub struct Declaration {
     /// Each per-image value with one line on what it holds, in groups (a measure that
     /// runs DeepFool first names [`deepfool::VALUES`] as one of its groups).
     pub values: &'static [&'static [(&'static str, &'static str)]],
+    /// How an audit splits the images into work units for it.
+    pub units: Units,
+}
+
+/// How an audit splits a data set into work units for a measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    /// One unit per chunk of images (the suite's `chunk`): an image's row does not depend on
+    /// the other images, and [`Measure::summarise`] makes the summary from every chunk's.
+    Chunks,
+    /// One unit over the whole data set, for the reason given: the result needs every image
+    /// at once (a perturbation built from them all, the first images that qualify).
+    Whole(&'static str),
 }
 
 impl Declaration {
@@ -306,8 +325,12 @@ fn key_matches(pattern: &str, key: &str) -> bool {
     }
 }
 
-/// What a measure's run produces; the harness adds the name, parameters, space, outcome
-/// counts and the summary keys every measure reports.
+/// What a measure's run over the images of its context produces; the harness adds the
+/// name, parameters, space, outcome counts and the summary keys every measure reports.
+///
+/// A measure run one chunk at a time ([`Units::Chunks`]) leaves its headline numbers to
+/// [`Measure::summarise`]: `summary` and `extra` here hold what that needs of the chunk
+/// beyond its rows (constants of the model, counts that are no per-image value).
 #[derive(Debug, Default)]
 pub struct Output {
     /// Per-image results, in data-set order.
@@ -318,6 +341,28 @@ pub struct Output {
     pub extra: serde_json::Value,
     /// Files written.
     pub artifacts: Vec<Artifact>,
+}
+
+/// A measure's numbers over a set of images besides their rows: the `summary` and `extra`
+/// of an [`Output`] (one chunk's) or of a [`MeasureResult`] (the data set's).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Headline numbers (see [`MeasureResult::summary`]).
+    pub summary: BTreeMap<String, f64>,
+    /// Measure-specific structured results.
+    pub extra: serde_json::Value,
+}
+
+impl Summary {
+    /// The first chunk's `extra` (its constants), or null.
+    pub fn first_extra(parts: &[Summary]) -> serde_json::Value {
+        parts.first().map(|p| p.extra.clone()).unwrap_or_default()
+    }
+
+    /// The first chunk's summary value `key` (a constant every chunk reports).
+    pub fn first(parts: &[Summary], key: &str) -> Option<f64> {
+        parts.first().and_then(|p| p.summary.get(key).copied())
+    }
 }
 
 /// A robustness measure: its parameters (a serde struct with defaults) are the measure.
@@ -333,8 +378,19 @@ pub trait Measure:
     fn validate(&self) -> Result<()> {
         Ok(())
     }
-    /// Runs over the whole data set in `ctx`.
+    /// Runs over the images of `ctx.data`: the whole data set, or one chunk of it when the
+    /// declaration says [`Units::Chunks`].
     fn run(&self, ctx: &Context) -> Result<Output>;
+    /// The summary and `extra` of the data set from `images`, every chunk's rows in
+    /// data-set order, and `parts`, each chunk's `summary` and `extra` from [`Measure::run`]
+    /// in the same order. Computed from these alone, it is the same whether the chunks ran
+    /// in one process, were resumed or came from merged shards.
+    ///
+    /// The default, for a measure run whole ([`Units::Whole`]), is its one run's.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let _ = images;
+        Ok(parts.into_iter().next().unwrap_or_default())
+    }
 }
 
 /// A measure with its parameters set, as the audit and the CLI hold it.
@@ -343,10 +399,20 @@ pub trait Configured: Send + Sync {
     fn declaration(&self) -> &'static Declaration;
     /// Parameters in force, as JSON.
     fn params(&self) -> serde_json::Value;
-    /// Runs the measure and assembles its result: outcome counts, and the summary keys
-    /// every measure reports, `n` (images), `n_attacked` (images not misclassified) and
-    /// `success_rate` (fooled / attacked), where the measure did not set them.
-    fn run(&self, ctx: &Context) -> Result<MeasureResult>;
+    /// Runs the measure over the images of `ctx.data` (a chunk or the whole data set): their
+    /// rows, indexed by their position in the data set, with the chunk's own `summary` and
+    /// `extra` as the measure's run gives them, for [`Configured::combine`].
+    fn run_part(&self, ctx: &Context) -> Result<MeasureResult>;
+    /// The result over the data set from the results of [`Configured::run_part`] over its
+    /// chunks, in data-set order: their rows and artifacts together, the outcome counts, the
+    /// measure's [`Measure::summarise`], and the summary keys every measure reports, `n`
+    /// (images), `n_attacked` (images not misclassified) and `success_rate` (fooled /
+    /// attacked), where the measure did not set them.
+    fn combine(&self, parts: Vec<MeasureResult>) -> Result<MeasureResult>;
+    /// Runs the measure over every image of `ctx.data` in one go.
+    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+        self.combine(vec![self.run_part(ctx)?])
+    }
 }
 
 impl<M: Measure> Configured for M {
@@ -358,13 +424,16 @@ impl<M: Measure> Configured for M {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    fn run(&self, ctx: &Context) -> Result<MeasureResult> {
+    fn run_part(&self, ctx: &Context) -> Result<MeasureResult> {
         let Output {
-            images,
-            mut summary,
+            mut images,
+            summary,
             extra,
             artifacts,
         } = Measure::run(self, ctx)?;
+        for image in &mut images {
+            image.index = ctx.data.position(image.index);
+        }
         if cfg!(debug_assertions) {
             let undeclared: std::collections::BTreeSet<&str> = images
                 .iter()
@@ -377,6 +446,40 @@ impl<M: Measure> Configured for M {
                 M::DECLARATION.name
             );
         }
+        Ok(MeasureResult {
+            measure: M::DECLARATION.name.into(),
+            params: Configured::params(self),
+            space: space::SpacedModel::new(ctx.model, ctx.data).space,
+            summary,
+            counts: Counts::of(&images),
+            images,
+            extra,
+            artifacts,
+        })
+    }
+
+    fn combine(&self, parts: Vec<MeasureResult>) -> Result<MeasureResult> {
+        let space = match parts.first() {
+            Some(p) => p.space,
+            None => {
+                return Err(Error::Config(format!(
+                    "{}: no results to combine",
+                    M::DECLARATION.name
+                )))
+            }
+        };
+        let mut images = Vec::with_capacity(parts.iter().map(|p| p.images.len()).sum());
+        let mut artifacts = vec![];
+        let mut summaries = Vec::with_capacity(parts.len());
+        for p in parts {
+            images.extend(p.images);
+            artifacts.extend(p.artifacts);
+            summaries.push(Summary {
+                summary: p.summary,
+                extra: p.extra,
+            });
+        }
+        let Summary { mut summary, extra } = self.summarise(&images, summaries)?;
         let counts = Counts::of(&images);
         let n = images.len();
         let attacked = n - counts.misclassified;
@@ -392,7 +495,7 @@ impl<M: Measure> Configured for M {
         Ok(MeasureResult {
             measure: M::DECLARATION.name.into(),
             params: Configured::params(self),
-            space: space::SpacedModel::new(ctx.model, ctx.data).space,
+            space,
             summary,
             counts,
             images,
@@ -495,6 +598,14 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::Config(format!("{measure}: bad parameters: {e}")))
 }
 
+/// The values named `key` of the images that have one, in image order.
+pub fn values_of(images: &[ImageResult], key: &str) -> Vec<f64> {
+    images
+        .iter()
+        .filter_map(|i| i.values.get(key).copied())
+        .collect()
+}
+
 /// Median of finite values (None when empty).
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -526,6 +637,67 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0]), Some(2.5));
         assert_eq!(mean(&[1.0, f64::INFINITY, 3.0]), Some(2.0));
         assert_eq!(median(&[]), None);
+    }
+
+    /// Every measure an audit runs in chunks gives, from its runs over two chunks combined,
+    /// the result of one run over all the images: rows keyed by data-set position, and a
+    /// summary made from the rows alone.
+    #[test]
+    fn chunks_combined_give_the_result_of_one_run() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+        let (model, _) = crate::testutil::digits_on_tract(1, None);
+        let mut data =
+            Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
+        data.items.truncate(10);
+        // Two wrong labels, so that some rows are misclassified ones.
+        for i in [1, 6] {
+            data.items[i].label = data.items[i].label.map(|l| (l + 1) % 10);
+        }
+        let progress = Progress::hidden();
+        let files = crate::resources::Files::like(&model);
+        let context = |data| Context {
+            model: &model,
+            data,
+            seed: 5,
+            bounds: Some((0.0, 1.0)),
+            progress: &progress,
+            out_dir: None,
+            resources: &files,
+        };
+        // Small budgets: the point is the bookkeeping, not the search.
+        let params = |name: &str| match name {
+            "noise" => serde_json::json!({"directions": 4}),
+            "grid" => serde_json::json!({"angles": 5, "shifts": 3, "k": 3}),
+            "manifool" => serde_json::json!({"max_iter": 10, "scan": 2, "refine": 1}),
+            "stadv" => serde_json::json!({"max_iter": 10, "budget_grid": 4}),
+            "invariance" => serde_json::json!({"radii": [0.1, 0.5], "trials": 4}),
+            "robust_accuracy" => serde_json::json!({
+                "eps": [0.05, 0.2], "steps": 5, "targets": 2, "queries": 20
+            }),
+            _ => serde_json::json!({}),
+        };
+        let chunks: Vec<Dataset> = [0..3, 3..10].map(|r| data.chunk(r)).into();
+        let chunked: Vec<Entry> = registry()
+            .into_iter()
+            .filter(|e| e.declaration.units == Units::Chunks)
+            .collect();
+        assert!(chunked.len() > 10, "{} chunked measures", chunked.len());
+        for entry in chunked {
+            let name = entry.declaration.name;
+            let m = (entry.build)(&params(name)).unwrap();
+            let whole = m.run(&context(&data)).unwrap();
+            let parts = chunks
+                .iter()
+                .map(|chunk| m.run_part(&context(chunk)))
+                .collect::<Result<Vec<_>>>()
+                .unwrap();
+            let combined = m.combine(parts).unwrap();
+            assert_eq!(
+                serde_json::to_string(&combined).unwrap(),
+                serde_json::to_string(&whole).unwrap(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

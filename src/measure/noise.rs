@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Output};
+use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::attack::vector::{argmax, l2};
 use crate::error::Result;
@@ -163,6 +163,7 @@ impl Measure for Params {
             ("l2_deepfool", "DeepFool's ‖r*‖₂ for the same image"),
             ("flipped_directions", "random directions that flipped the prediction within the search"),
         ]],
+        units: Units::Chunks,
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -173,9 +174,6 @@ impl Measure for Params {
         let attacked = super::deepfool::fooled_indices(&images);
         let per = (16_000_000 / (d * self.directions * 2).max(1)).max(1);
         let bar = ctx.progress.bar(attacked.len() as u64, "noise");
-        let mut ratios = vec![];
-        let mut norms = vec![];
-        let mut unflipped = 0usize;
         for part in attacked.chunks(per) {
             let mut x = Vec::with_capacity(part.len() * d);
             let mut k0 = vec![];
@@ -229,35 +227,44 @@ impl Measure for Params {
                 if med.is_finite() {
                     v.insert("noise_l2", med);
                     v.insert("ratio", med / star);
-                    ratios.push(med / star);
-                    norms.push(med);
-                } else {
-                    unflipped += 1;
                 }
             }
             bar.inc(part.len() as u64);
         }
         bar.finish_and_clear();
-        let counts = Counts::of(&images);
+        Ok(Output {
+            images,
+            summary: BTreeMap::from([("sqrt_d".into(), (d as f64).sqrt())]),
+            extra: serde_json::json!({"clipped": false, "directions": "uniform on the sphere, both signs"}),
+            artifacts: vec![],
+        })
+    }
+
+    /// Medians over the images DeepFool fooled; `unflipped` counts those where no random
+    /// direction flipped the prediction within the search (no `ratio`).
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let counts = Counts::of(images);
         let mut summary = BTreeMap::new();
         summary.insert("n".into(), images.len() as f64);
         summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
-        summary.insert("sqrt_d".into(), (d as f64).sqrt());
+        if let Some(root) = Summary::first(&parts, "sqrt_d") {
+            summary.insert("sqrt_d".into(), root);
+        }
+        let fooled = super::deepfool::fooled_values;
+        let unflipped = counts.fooled - fooled(images, "ratio").len();
         summary.insert("unflipped".into(), unflipped as f64);
-        if let Some(m) = super::median(&ratios) {
-            summary.insert("median_ratio".into(), m);
+        for (name, key) in [
+            ("median_ratio", "ratio"),
+            ("median_noise_l2", "noise_l2"),
+            ("median_deepfool_l2", "norm_l2"),
+        ] {
+            if let Some(m) = super::median(&fooled(images, key)) {
+                summary.insert(name.into(), m);
+            }
         }
-        if let Some(m) = super::median(&norms) {
-            summary.insert("median_noise_l2".into(), m);
-        }
-        if let Some(m) = super::median(&super::deepfool::fooled_values(&images, "norm_l2")) {
-            summary.insert("median_deepfool_l2".into(), m);
-        }
-        Ok(Output {
+        Ok(Summary {
             summary,
-            images,
-            extra: serde_json::json!({"clipped": false, "directions": "uniform on the sphere, both signs"}),
-            artifacts: vec![],
+            extra: Summary::first_extra(&parts),
         })
     }
 }

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::space::{CleanPass, Space, SpacedModel};
-use super::{splitmix, Context, Declaration, ImageResult, Measure, Outcome, Output, Values};
+use super::{
+    splitmix, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values,
+};
 use crate::attack::apgd::{apgd, ApgdOptions, Found, Loss};
 use crate::attack::deepfool::Norm;
 use crate::attack::square::{square_linf, Grid, SquareOptions};
@@ -123,15 +125,11 @@ pub struct Adversarial {
     pub norm: f64,
 }
 
-/// What [`Params::ensemble`] returns: per-image results, tallies per ε (in the order given),
-/// and the re-checked points (when asked for).
+/// What [`Params::ensemble`] returns: per-image results, and the re-checked points (when
+/// asked for).
 pub struct Ensemble {
     /// Per-image results, in data-set order.
     pub images: Vec<ImageResult>,
-    /// Per given ε: images fooled per attack, in [`Attack::ALL`] order.
-    pub fooled: Vec<[usize; 3]>,
-    /// Per given ε: the images Square fooled where both gradient attacks failed.
-    pub masking: Vec<Vec<usize>>,
     /// Points an attack reported that the re-check refused.
     pub unconfirmed: usize,
     /// Re-checked points, one per fooled image, when kept.
@@ -181,8 +179,6 @@ impl Params {
         let bar = ctx.progress.bar(total as u64, Self::name());
         let mut out = Ensemble {
             images: Vec::with_capacity(total),
-            fooled: vec![[0; 3]; self.eps.len()],
-            masking: vec![vec![]; self.eps.len()],
             unconfirmed: 0,
             points: vec![],
         };
@@ -309,10 +305,6 @@ impl Params {
                                 values.insert(format!("attack@{key}"), h.attack as u8 as f64);
                                 values.insert(format!("adv_pred@{key}"), h.class as f64);
                                 values.insert(format!("norm@{key}"), h.norm);
-                                out.fooled[ei][h.attack as usize - 1] += 1;
-                                if h.attack == Attack::Square {
-                                    out.masking[ei].push(index);
-                                }
                             }
                             _ => {
                                 values.insert(format!("robust@{key}"), 1.0);
@@ -439,6 +431,7 @@ impl Measure for Params {
             ("norm@{eps}", "‖δ‖ of the adversarial point in the chosen norm"),
             ("fooled_at", "the smallest ε given at which the image was fooled"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -468,9 +461,26 @@ impl Measure for Params {
 
     fn run(&self, ctx: &Context) -> Result<Output> {
         let e = self.ensemble(ctx, false)?;
-        let n = e.images.len();
-        let correct = e
-            .images
+        let mut notes = vec![];
+        if self.square && self.norm != Norm::Linf {
+            notes.push("Square Attack runs for linf only: not run, so masking is not checked");
+        }
+        if ctx.model.classes < 4 {
+            notes.push("APGD-DLR-T needs at least 4 classes: not run");
+        }
+        Ok(Output {
+            images: e.images,
+            extra: serde_json::json!({ "unconfirmed": e.unconfirmed, "notes": notes }),
+            ..Output::default()
+        })
+    }
+
+    /// Per ε, the images fooled by each attack and those only Square fooled (gradient
+    /// masking), from every image's `robust@ε` and `attack@ε`; points the re-check refused,
+    /// summed over the chunks.
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let n = images.len();
+        let correct = images
             .iter()
             .filter(|i| i.outcome != Outcome::Misclassified)
             .count();
@@ -481,9 +491,25 @@ impl Measure for Params {
         let mut per_eps = vec![];
         let mut warnings = vec![];
         let mut largest = (f64::NEG_INFINITY, f64::NAN);
-        for (ei, &eps) in self.eps.iter().enumerate() {
+        let mut flagged = std::collections::BTreeSet::new();
+        for &eps in &self.eps {
             let key = Self::eps_key(eps);
-            let fooled: usize = e.fooled[ei].iter().sum();
+            // The images fooled at ε, per attack in `Attack::ALL` order.
+            let (robust_key, attack_key) = (format!("robust@{key}"), format!("attack@{key}"));
+            let by_attack: Vec<Vec<usize>> = Attack::ALL
+                .iter()
+                .map(|&a| {
+                    images
+                        .iter()
+                        .filter(|i| {
+                            i.values.get(&robust_key) == Some(&0.0)
+                                && i.values.get(&attack_key) == Some(&f64::from(a as u8))
+                        })
+                        .map(|i| i.index)
+                        .collect()
+                })
+                .collect();
+            let fooled: usize = by_attack.iter().map(Vec::len).sum();
             let robust = correct - fooled;
             if n > 0 {
                 let ra = robust as f64 / n as f64;
@@ -492,7 +518,7 @@ impl Measure for Params {
                     largest = (eps, ra);
                 }
             }
-            let masked = &e.masking[ei];
+            let masked = &by_attack[Attack::Square as usize - 1];
             summary.insert(format!("masking@{key}"), masked.len() as f64);
             let mut row = serde_json::json!({
                 "eps": eps,
@@ -500,8 +526,8 @@ impl Measure for Params {
                 "robust": robust,
                 "masking": masked,
             });
-            for (a, count) in Attack::ALL.iter().zip(e.fooled[ei]) {
-                row[a.key()] = count.into();
+            for (a, fooled) in Attack::ALL.iter().zip(&by_attack) {
+                row[a.key()] = fooled.len().into();
             }
             per_eps.push(row);
             if !masked.is_empty() {
@@ -512,23 +538,18 @@ impl Measure for Params {
                     if masked.len() == 1 { "it" } else { "them" },
                 ));
             }
+            flagged.extend(masked.iter().copied());
         }
         if largest.1.is_finite() {
             summary.insert("robust_accuracy".into(), largest.1);
         }
         // Every flagged image at a smaller ε is flagged at the larger ones too.
-        let flagged: std::collections::BTreeSet<usize> =
-            e.masking.iter().flatten().copied().collect();
         summary.insert("gradient_masking".into(), flagged.len() as f64);
-        let mut notes = vec![];
-        if self.square && self.norm != Norm::Linf {
-            notes.push("Square Attack runs for linf only: not run, so masking is not checked");
-        }
-        if ctx.model.classes < 4 {
-            notes.push("APGD-DLR-T needs at least 4 classes: not run");
-        }
-        Ok(Output {
-            images: e.images,
+        let unconfirmed: u64 = parts
+            .iter()
+            .filter_map(|p| p.extra["unconfirmed"].as_u64())
+            .sum();
+        Ok(Summary {
             summary,
             extra: serde_json::json!({
                 "norm": self.norm,
@@ -538,10 +559,9 @@ impl Measure for Params {
                     "messages": warnings.clone(),
                 },
                 "warnings": warnings,
-                "unconfirmed": e.unconfirmed,
-                "notes": notes,
+                "unconfirmed": unconfirmed,
+                "notes": Summary::first_extra(&parts)["notes"],
             }),
-            artifacts: vec![],
         })
     }
 }

@@ -49,7 +49,10 @@ use super::frame::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, Measure, Outcome, Output};
+use super::{
+    values_of, Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary,
+    Units,
+};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -383,6 +386,7 @@ impl Measure for Params {
             ("min_max_disp_px", "largest displacement of the scaled flow, pixels"),
             ("min_adv_pred", "class predicted under the scaled flow"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -403,8 +407,6 @@ impl Measure for Params {
         let clean = Clean::load(ctx, &sm)?;
         let bar = ctx.progress.bar(clean.n as u64, "stadv");
         let mut images = Vec::with_capacity(clean.n);
-        let (mut losses, mut means, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut scales, mut min_losses) = (Vec::new(), Vec::new());
         let mut shown = Vec::new();
         let mut artifacts = Vec::new();
         // Images are independent: several at once where the backend runs concurrent calls.
@@ -441,8 +443,6 @@ impl Measure for Params {
                 values.insert("min_flow_loss", loss);
                 values.insert("min_max_disp_px", field.stats()[0].max);
                 values.insert("min_adv_pred", class as f64);
-                scales.push(scale);
-                min_losses.push(loss);
             }
             let outcome = match attempt.found {
                 None => Outcome::Failed,
@@ -455,9 +455,6 @@ impl Measure for Params {
                     values.insert("mean_disp_px", stats.mean);
                     values.insert("max_disp_px", stats.max);
                     values.insert("max_disp_frac", stats.max / w as f64);
-                    losses.push(loss);
-                    means.push(stats.mean);
-                    maxes.push(stats.max);
                     if let Some(dir) = ctx.out_dir {
                         let name = format!("stadv_{i}_flow.npy");
                         save_flow(&dir.join(&name), &flow, h, w)?;
@@ -488,20 +485,30 @@ impl Measure for Params {
         if let Some(dir) = ctx.out_dir {
             artifacts.extend(save_panels(dir, "stadv", &frame, &clean, &shown)?);
         }
-        let (_, mut summary) = search_summary(&images);
-        describe(&mut summary, "flow_loss", &losses);
-        describe(&mut summary, "mean_disp_px", &means);
-        describe(&mut summary, "max_disp_px", &maxes);
-        describe(&mut summary, "min_scale", &scales);
-        describe(&mut summary, "min_flow_loss", &min_losses);
         Ok(Output {
-            summary,
             images,
             extra: serde_json::json!({
                 "smoothness": "sum over pixels and axial neighbours of sqrt(du^2 + dv^2 + 1e-8)",
                 "sampling": "bilinear, replicated borders",
             }),
             artifacts,
+            ..Output::default()
+        })
+    }
+
+    /// Rates over the images searched, and statistics of the flows found (over the fooled
+    /// images) and of the smallest fooling multiples (over the images that have one).
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let (_, mut summary) = search_summary(images);
+        let fooled = |key: &str| super::deepfool::fooled_values(images, key);
+        describe(&mut summary, "flow_loss", &fooled("flow_loss"));
+        describe(&mut summary, "mean_disp_px", &fooled("mean_disp_px"));
+        describe(&mut summary, "max_disp_px", &fooled("max_disp_px"));
+        describe(&mut summary, "min_scale", &values_of(images, "min_scale"));
+        describe(&mut summary, "min_flow_loss", &values_of(images, "min_flow_loss"));
+        Ok(Summary {
+            summary,
+            extra: Summary::first_extra(&parts),
         })
     }
 }

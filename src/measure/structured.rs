@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use rustdct::{DctPlanner, TransformType2And3};
 use serde::{Deserialize, Serialize};
 
-use super::subspace::{run_family, ProjectionMaker};
-use super::{Context, Declaration, Measure, Output};
+use super::subspace::{run_family, summarise_family, ProjectionMaker};
+use super::{Context, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::error::Result;
 
@@ -122,6 +122,7 @@ impl Measure for Params {
             ("ratio_{subspace}", "‖r_S‖₂/‖r*‖₂: DeepFool restricted to the subspace over unrestricted DeepFool"),
             ("l2_{subspace}", "‖r_S‖₂ of DeepFool restricted to the subspace"),
         ]],
+        units: Units::Chunks,
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -175,6 +176,10 @@ impl Measure for Params {
             "clipped": false,
         });
         Ok(res)
+    }
+
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        Ok(summarise_family(images, &parts))
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, Measure, Output};
+use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::{deepfool_batch, DeepFoolOptions};
 use crate::attack::vector::l2;
 use crate::error::Result;
@@ -70,7 +70,8 @@ pub fn dct_plan(d: usize) -> Arc<dyn TransformType2And3<f32>> {
     DctPlanner::new().plan_dct2(d)
 }
 
-/// Makes, from an image index, that image's projection (applied in place to a gradient).
+/// Makes, from an image's position in the data set, that image's projection (applied in place
+/// to a gradient).
 pub type ProjectionMaker = Box<dyn Fn(usize) -> Box<dyn Fn(&mut [f32]) + Send + Sync> + Sync>;
 
 /// Parameters.
@@ -101,7 +102,9 @@ impl Default for Params {
 /// Runs restricted DeepFool for a family of projections on every correctly
 /// classified image, beside the full-space DeepFool: shared by `subspace`
 /// and `structured`. `family` lists `(key, m, projection maker)`; the maker
-/// gets the image index and returns that image's projection.
+/// gets the image's position in the data set and returns that image's projection.
+/// The output's summary holds the constants [`summarise_family`] needs: `d`, and
+/// `m_{key}` and `sqrt_d_over_m_{key}` per projection.
 pub fn run_family(
     ctx: &Context,
     measure: &str,
@@ -118,14 +121,12 @@ pub fn run_family(
         .bar((attacked.len() * family.len()) as u64, measure);
     let mut summary = BTreeMap::new();
     for (key, m, maker) in family {
-        let mut ratios = vec![];
-        let mut fails = 0usize;
         for part in attacked.chunks(chunk) {
             let mut u = Vec::with_capacity(part.len() * d);
             for &i in part {
                 u.extend(sm.load(ctx.data, i, 1)?);
             }
-            let projs: Vec<_> = part.iter().map(|&i| maker(i)).collect();
+            let projs: Vec<_> = part.iter().map(|&i| maker(ctx.data.position(i))).collect();
             let project = |a: usize, g: &mut [f32]| projs[a](g);
             let res = deepfool_batch(&sm, &u, part.len(), opts, Some(&project))?;
             for (a, o) in res.iter().enumerate() {
@@ -133,11 +134,8 @@ pub fn run_family(
                 let star = images[i].values["norm_l2"];
                 if o.success && star > 0.0 {
                     let ratio = l2(&o.r) / star;
-                    ratios.push(ratio);
                     images[i].values.insert(format!("ratio_{key}"), ratio);
                     images[i].values.insert(format!("l2_{key}"), l2(&o.r));
-                } else {
-                    fails += 1;
                 }
             }
             bar.inc(part.len() as u64);
@@ -145,27 +143,48 @@ pub fn run_family(
         let root = (d as f64 / *m as f64).sqrt();
         summary.insert(format!("m_{key}"), *m as f64);
         summary.insert(format!("sqrt_d_over_m_{key}"), root);
-        summary.insert(format!("failed_{key}"), fails as f64);
-        if let Some(med) = super::median(&ratios) {
-            summary.insert(format!("median_ratio_{key}"), med);
-            summary.insert(format!("median_beta_{key}"), med / root);
-        }
     }
     bar.finish_and_clear();
-    let counts = Counts::of(&images);
-    summary.insert("n".into(), images.len() as f64);
-    summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
     summary.insert("d".into(), d as f64);
-    let stars = super::deepfool::fooled_values(&images, "norm_l2");
-    if let Some(v) = super::median(&stars) {
-        summary.insert("median_deepfool_l2".into(), v);
-    }
     Ok(Output {
         summary,
         images,
         extra: serde_json::Value::Null,
         artifacts: vec![],
     })
+}
+
+/// The summary of [`run_family`]'s chunks: the first chunk's constants, and per projection
+/// the median of `ratio_{key}` (and over `sqrt_d_over_m_{key}`, `median_beta_{key}`) and the
+/// images DeepFool fooled where the restricted search did not (`failed_{key}`); `extra` is
+/// the first chunk's.
+pub fn summarise_family(images: &[ImageResult], parts: &[Summary]) -> Summary {
+    let mut summary = parts.first().map(|p| p.summary.clone()).unwrap_or_default();
+    let keys: Vec<String> = summary
+        .keys()
+        .filter_map(|k| k.strip_prefix("m_").map(String::from))
+        .collect();
+    let counts = Counts::of(images);
+    for key in keys {
+        let ratios = super::deepfool::fooled_values(images, &format!("ratio_{key}"));
+        let fails = counts.fooled - ratios.len();
+        summary.insert(format!("failed_{key}"), fails as f64);
+        if let Some(med) = super::median(&ratios) {
+            let root = summary[&format!("sqrt_d_over_m_{key}")];
+            summary.insert(format!("median_ratio_{key}"), med);
+            summary.insert(format!("median_beta_{key}"), med / root);
+        }
+    }
+    summary.insert("n".into(), images.len() as f64);
+    summary.insert("n_attacked".into(), (counts.fooled + counts.failed) as f64);
+    let stars = super::deepfool::fooled_values(images, "norm_l2");
+    if let Some(v) = super::median(&stars) {
+        summary.insert("median_deepfool_l2".into(), v);
+    }
+    Summary {
+        summary,
+        extra: Summary::first_extra(parts),
+    }
 }
 
 impl Measure for Params {
@@ -196,6 +215,7 @@ impl Measure for Params {
                 ),
             ],
         ],
+        units: Units::Chunks,
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -231,6 +251,10 @@ impl Measure for Params {
             "dims": dims,
             "clipped": false,});
         Ok(res)
+    }
+
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        Ok(summarise_family(images, &parts))
     }
 }
 

@@ -31,9 +31,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::curvature::{shared_eigen, Points};
+use super::deepfool::chunk_len;
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output};
+use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
 use crate::attack::deepfool::{deepfool_batch, deepfool_batch_at, DeepFoolOptions, Norm};
 use crate::attack::vector::{argmax, l2, linf};
 use crate::data::Dataset;
@@ -102,36 +103,40 @@ struct Split {
 fn load_split(sm: &SpacedModel, data: &Dataset, range: std::ops::Range<usize>) -> Result<Split> {
     let d = sm.dim();
     let k = sm.classes();
-    let n = range.len();
-    let u = sm.load(data, range.start, n)?;
-    let logits = sm.logits(&u, n)?;
     let mut s = Split {
         index: vec![],
         u: vec![],
         k0: vec![],
         results: vec![],
     };
-    for i in 0..n {
-        let pred = argmax(&logits[i * k..(i + 1) * k]);
-        let item = &data.items[range.start + i];
-        let ok = item.label.is_none_or(|l| l == pred);
-        if ok {
-            s.index.push(s.results.len());
-            s.u.extend_from_slice(&u[i * d..(i + 1) * d]);
-            s.k0.push(pred);
+    // A part at a time, so that only the kept images are held whole.
+    let per = (4_000_000 / d.max(1)).max(1);
+    for start in range.clone().step_by(per) {
+        let n = per.min(range.end - start);
+        let u = sm.load(data, start, n)?;
+        let logits = sm.logits(&u, n)?;
+        for i in 0..n {
+            let pred = argmax(&logits[i * k..(i + 1) * k]);
+            let item = &data.items[start + i];
+            let ok = item.label.is_none_or(|l| l == pred);
+            if ok {
+                s.index.push(s.results.len());
+                s.u.extend_from_slice(&u[i * d..(i + 1) * d]);
+                s.k0.push(pred);
+            }
+            s.results.push(ImageResult {
+                index: start + i,
+                name: item.name.clone(),
+                label: item.label,
+                pred,
+                outcome: if ok {
+                    Outcome::Robust
+                } else {
+                    Outcome::Misclassified
+                },
+                values: Values::new(),
+            });
         }
-        s.results.push(ImageResult {
-            index: range.start + i,
-            name: item.name.clone(),
-            label: item.label,
-            pred,
-            outcome: if ok {
-                Outcome::Robust
-            } else {
-                Outcome::Misclassified
-            },
-            values: Values::new(),
-        });
     }
     Ok(s)
 }
@@ -207,6 +212,7 @@ impl Measure for Params {
         values: &[&[
             ("holdout", "1 for a held-out image, 0 for a construction image"),
         ]],
+        units: Units::Whole("the perturbation is built from every construction image and evaluated on the held-out ones"),
     };
 
     fn run(&self, ctx: &Context) -> Result<Output> {
@@ -384,18 +390,28 @@ fn curved(
         norm: Norm::L2,
         ..*opts
     };
-    let outcomes = deepfool_batch(sm, &train.u, n, &l2_opts, None)?;
-    let kept: Vec<usize> = (0..n).filter(|&i| outcomes[i].success).collect();
-    if kept.is_empty() {
+    // DeepFool a chunk at a time, so that its gradients stay within about 32 MB: only the
+    // boundary points are kept.
+    let chunk = chunk_len(d, l2_opts.candidates, sm.model.executor().pass_rows());
+    let mut pts = Points::new();
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let u = &train.u[start * d..(start + len) * d];
+        let outcomes = deepfool_batch(sm, u, len, &l2_opts, None)?;
+        let kept: Vec<usize> = (0..len).filter(|&i| outcomes[i].success).collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let x: Vec<f32> = kept
+            .iter()
+            .flat_map(|&i| u[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let outs: Vec<_> = kept.iter().map(|&i| &outcomes[i]).collect();
+        pts.add(sm, &x, &outs, 0.1)?;
+    }
+    if pts.len() == 0 {
         return Ok(None);
     }
-    let mut pts = Points::new();
-    let x: Vec<f32> = kept
-        .iter()
-        .flat_map(|&i| train.u[i * d..(i + 1) * d].iter().copied())
-        .collect();
-    let outs: Vec<_> = kept.iter().map(|&i| &outcomes[i]).collect();
-    pts.add(sm, &x, &outs, 0.1)?;
     let (vals, vecs) = shared_eigen(sm, &pts, p.curvature_steps, seed)?;
     let (Some(&eig), Some(top)) = (vals.first(), vecs.first()) else {
         return Ok(None);

@@ -94,7 +94,7 @@ pub struct ModelReport {
     pub model: Option<ModelRecord>,
     /// Gradient mode.
     pub gradient: Option<GradientMode>,
-    /// Results in suite order (missing units left out).
+    /// Results in suite order (a measure with a unit missing left out).
     pub measures: Vec<MeasureEntry>,
 }
 
@@ -117,10 +117,10 @@ pub struct RunInfo {
     pub shard: String,
     /// Wall-clock seconds of this process.
     pub seconds: f64,
-    /// Seconds per unit (`model/measure`).
+    /// Seconds per measure (`model/measure`), summed over its units (chunks).
     pub units: BTreeMap<String, f64>,
-    /// Seconds inside model calls per unit, summed over threads: with one thread, the rest
-    /// of a unit's seconds is the measure's own work.
+    /// Seconds inside model calls per measure, summed over its units and threads: with one
+    /// thread, the rest of a measure's seconds is its own work.
     #[serde(default)]
     pub model_seconds: BTreeMap<String, f64>,
 }
@@ -136,7 +136,8 @@ pub struct Report {
     pub seed: u64,
     /// The suite that ran.
     pub suite: Suite,
-    /// Units finished, of all units.
+    /// Work units finished, of all units (`audit::plan`: a measure on a model over a
+    /// chunk of images, or over all of them).
     pub units_done: usize,
     /// All units of the suite.
     pub units_total: usize,

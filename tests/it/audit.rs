@@ -209,13 +209,18 @@ fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::proce
 }
 
 /// The default suite (no `[[measures]]`: the README's default measures) on the first 30
-/// digits, 7 units.
+/// digits with the default chunk of 256 images: 7 units, one per measure.
 fn default_suite(dir: &Path) -> PathBuf {
+    default_suite_with(dir, "")
+}
+
+/// The default suite on the first 30 digits, with the suite-file lines `extra`.
+fn default_suite_with(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("default.toml");
     std::fs::write(
         &path,
         format!(
-            "data = {:?}\nlabels = {:?}\nlimit = 30\n\n[[models]]\nname = \"cnn\"\npath = {:?}\n",
+            "data = {:?}\nlabels = {:?}\nlimit = 30\n{extra}\n\n[[models]]\nname = \"cnn\"\npath = {:?}\n",
             repo("onnx_models/digits/test_x.npy"),
             repo("onnx_models/digits/test_y.npy"),
             repo("onnx_models/digits/digits_cnn.onnx"),
@@ -282,6 +287,20 @@ fn succeeds(child: std::process::Child, what: &str) {
     assert_eq!(o.status.code(), Some(0), "{what}: {}", text(&o).1);
 }
 
+/// The numbers of the units in `dir`'s journal, in the order written.
+fn journal_units(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["unit"]["unit"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The promise of the README and docs/scale.md: one run, another thread count, shards
 /// merged, and a run killed with SIGKILL in the middle of a unit then resumed all write
 /// the same report.json bytes apart from its `run` section.
@@ -310,9 +329,10 @@ fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
     let mut child = audit_until_journal_has(&s, &killed, 3);
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
-    let journal = killed.join("journal.jsonl");
-    let before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
-    assert!(before < 7, "every unit finished before the kill");
+    assert!(
+        journal_units(&killed).len() < 7,
+        "every unit finished before the kill"
+    );
 
     succeeds(whole, "whole");
     succeeds(threaded, "--threads 3");
@@ -334,20 +354,11 @@ fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
 
     let whole = out("whole");
     assert_eq!(stable(&whole)["verdict"], "pass");
-    for dir in [out("threaded"), merged, killed] {
+    for dir in [out("threaded"), merged, killed.clone()] {
         assert_same_bytes(&dir, &whole);
     }
     // The resumed journal holds every unit exactly once.
-    let units: Vec<u64> = std::fs::read_to_string(&journal)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["unit"]["unit"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let units = journal_units(&killed);
     assert_eq!(units.len(), 7, "{units:?}");
     assert_eq!(
         units
@@ -367,6 +378,113 @@ fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("partial"));
+}
+
+/// With chunks of 8 images, each of the default suite's measures but `uap` is 4 units over
+/// the 30 digits (25 in all), so 4 shards each run a part of every such measure: merged, or
+/// killed and resumed, they give the whole run's bytes. Merge names the chunks a missing shard
+/// held, and refuses a shard with another chunk size or data set.
+#[test]
+fn one_measure_split_over_shards_by_chunks_gives_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = default_suite_with(tmp.path(), "chunk = 8");
+    let out = |name: &str| tmp.path().join(name);
+    let start = |dir: &Path, extra: &[&str]| {
+        audit_command(&s, dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let whole = start(&out("whole"), &[]);
+    let shards: Vec<_> = (1..=4)
+        .map(|i| start(&out(&format!("shard{i}")), &["--shard", &format!("{i}/4")]))
+        .collect();
+    // Killed once five chunks are in the journal (header + 5 lines).
+    let killed = out("killed");
+    let mut child = audit_until_journal_has(&s, &killed, 6);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        journal_units(&killed).len() < 25,
+        "every unit finished before the kill"
+    );
+
+    succeeds(whole, "whole");
+    for (i, c) in shards.into_iter().enumerate() {
+        succeeds(c, &format!("shard {}/4", i + 1));
+    }
+    let o = audit(&s, &killed, &["--resume"]);
+    assert_eq!(o.status.code(), Some(0), "resume: {}", text(&o).1);
+    let dirs: Vec<PathBuf> = (1..=4).map(|i| out(&format!("shard{i}"))).collect();
+    let merge = |dirs: &[PathBuf], to: &str| {
+        let mut args = vec!["merge".to_string()];
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap().to_string()));
+        args.extend(["--out".into(), out(to).to_str().unwrap().into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        georob(&args)
+    };
+    let o = merge(&dirs, "merged");
+    assert_eq!(o.status.code(), Some(0), "merge: {}", text(&o).1);
+
+    let whole = out("whole");
+    let report = stable(&whole);
+    assert_eq!(report["verdict"], "pass");
+    assert_eq!(report["suite"]["chunk"], 8);
+    assert_eq!(report["units_total"], 25);
+    let deepfool = &report["models"][0]["measures"][1];
+    assert_eq!(deepfool["id"], "deepfool");
+    assert_eq!(deepfool["summary"]["n"], 30.0);
+    let indices: Vec<u64> = (deepfool["images"].as_array().unwrap().iter())
+        .map(|i| i["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, (0..30).collect::<Vec<_>>());
+    // Every shard ran a chunk of deepfool (units 4 to 7).
+    for (i, d) in dirs.iter().enumerate() {
+        assert!(
+            journal_units(d).contains(&(4 + i as u64)),
+            "shard {}",
+            i + 1
+        );
+    }
+    for dir in [out("merged"), killed.clone()] {
+        assert_same_bytes(&dir, &whole);
+    }
+    let mut units = journal_units(&killed);
+    units.sort_unstable();
+    assert_eq!(units, (0..25).collect::<Vec<_>>());
+
+    // Without shards 3 and 4: partial, naming what they held.
+    let o = merge(&dirs[..2], "half");
+    let stderr = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("partial") && stderr.contains("cnn/accuracy images 16..24 (unit 2)"),
+        "{stderr}"
+    );
+    // A shard of another chunk size or data set is refused, naming the difference.
+    for (from, to, says) in [
+        ("\"chunk\":8", "\"chunk\":16", "chunks of 16 images, not 8"),
+        ("\"images\":30", "\"images\":31", "a different data set"),
+    ] {
+        let other = out("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let journal = std::fs::read_to_string(dirs[3].join("journal.jsonl")).unwrap();
+        let (header, rest) = journal.split_once('\n').unwrap();
+        assert!(header.contains(from), "{header}");
+        std::fs::write(
+            other.join("journal.jsonl"),
+            format!("{}\n{rest}", header.replacen(from, to, 1)),
+        )
+        .unwrap();
+        let mut three = dirs[..3].to_vec();
+        three.push(other);
+        let o = merge(&three, "refused");
+        let stderr = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }
 
 /// SIGTERM (what a scheduler sends before it kills) finishes the unit in progress, writes a
