@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{norm_key, run_refined, Keep};
 use super::space::SpacedModel;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Values};
+use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::vector::argmax;
 use crate::bound::{BoundNet, InputSet, Interval, Method, Options};
@@ -174,6 +174,7 @@ impl Measure for Params {
             ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε (rotation: when a 0.25° scan of ±r flips the prediction)"),
             ("boxes@{range}", "rotation: boxes of angles bounded for ±r (the range split where a box failed)"),
         ]],
+        units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
@@ -338,12 +339,13 @@ impl Measure for Params {
                 img.outcome = Outcome::Fooled;
             }
         }
-        let summary = summarise(&images, &eps);
-        let (lower_curve, upper_curve) = curves(&images, &eps, &summary, self.set);
         let artifacts = match (self.vnnlib, ctx.out_dir) {
             (true, Some(dir)) => self.write_vnnlib(ctx, &sm, &images, &eps, dir)?,
             _ => vec![],
         };
+        let mut summary = std::collections::BTreeMap::new();
+        summary.insert("crown_tensors".into(), crown_tensors as f64);
+        summary.insert("interval_tensors_over_budget".into(), over_budget as f64);
         Ok(Output {
             images,
             summary,
@@ -351,14 +353,23 @@ impl Measure for Params {
                 "set": self.set,
                 "method": self.method,
                 "margin_tolerance": MARGIN_TOL,
-                "crown_tensors": crown_tensors,
-                "interval_tensors_over_budget": over_budget,
                 "clipped_to": ctx.bounds,
-                "certified_accuracy_curve": lower_curve,
-                "attack_accuracy_curve": upper_curve,
             }),
             artifacts,
         })
+    }
+
+    fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
+        let eps = self.eps();
+        let summary = summarise(images, &eps);
+        let (lower_curve, upper_curve) = curves(images, &eps, &summary, self.set);
+        let mut extra = Summary::first_extra(&parts);
+        let most = |k: &str| parts.iter().filter_map(|p| p.summary.get(k)).fold(0.0f64, |m, &v| m.max(v));
+        extra["crown_tensors"] = serde_json::json!(most("crown_tensors"));
+        extra["interval_tensors_over_budget"] = serde_json::json!(most("interval_tensors_over_budget"));
+        extra["certified_accuracy_curve"] = lower_curve;
+        extra["attack_accuracy_curve"] = upper_curve;
+        Ok(Summary { summary, extra })
     }
 }
 
@@ -478,7 +489,7 @@ impl Params {
                 let k = sm.classes();
                 let mut t = format!(
                     "; georob certify: {} (#{}), predicted class {}, linf ball of radius {e} within the bounds, in model space\n",
-                    img.name, img.index, img.pred
+                    img.name, ctx.data.position(img.index), img.pred
                 );
                 for i in 0..b.lo.len() {
                     let _ = writeln!(t, "(declare-const X_{i} Real)");
@@ -494,7 +505,7 @@ impl Params {
                     let _ = writeln!(t, "    (and (>= Y_{j} Y_{}))", img.pred);
                 }
                 t.push_str("))\n");
-                let name = format!("img{}_eps{}.vnnlib", img.index, (e * 1e9).round() / 1e9);
+                let name = format!("img{}_eps{}.vnnlib", ctx.data.position(img.index), (e * 1e9).round() / 1e9);
                 let path = sub.join(&name);
                 std::fs::write(&path, t).map_err(|err| Error::io(&path, err))?;
                 let _ = writeln!(instances, "{model},{},60", path.display());
