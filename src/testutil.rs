@@ -20,6 +20,14 @@ pub(crate) fn digits_on_tract(images: usize, threads: Option<usize>) -> (Model, 
     (model, data)
 }
 
+/// The first `images` digits test images with their labels.
+pub(crate) fn labelled_digits(images: usize) -> Dataset {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
+    let mut data = Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
+    data.items.truncate(images);
+    data
+}
+
 /// An input spec of `h × w` pixels with mean 0.5 and std 0.25 on every channel.
 pub(crate) fn spec(layout: Layout, channels: Channels, h: usize, w: usize) -> InputSpec {
     InputSpec {

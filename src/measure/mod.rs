@@ -644,11 +644,8 @@ mod tests {
     /// summary made from the rows alone.
     #[test]
     fn chunks_combined_give_the_result_of_one_run() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_models/digits");
         let (model, _) = crate::testutil::digits_on_tract(1, None);
-        let mut data =
-            Dataset::open(&root.join("test_x.npy"), Some(&root.join("test_y.npy"))).unwrap();
-        data.items.truncate(10);
+        let mut data = crate::testutil::labelled_digits(10);
         // Two wrong labels, so that some rows are misclassified ones.
         for i in [1, 6] {
             data.items[i].label = data.items[i].label.map(|l| (l + 1) % 10);
