@@ -3,10 +3,10 @@
 
 Run from anywhere (paths are relative to this file):
 
-    python3 -m venv /work/venv-models
-    /work/venv-models/bin/pip install -r onnx_models/requirements.txt
-    /work/venv-models/bin/python onnx_models/make_models.py            # everything
-    /work/venv-models/bin/python onnx_models/make_models.py digits     # one part
+    python3 -m venv .venv
+    .venv/bin/pip install -r onnx_models/requirements.txt
+    .venv/bin/python onnx_models/make_models.py            # everything
+    .venv/bin/python onnx_models/make_models.py digits     # one part
     (parts: digits, effnet, quant, tiny, grad, quadratic, summary; quant needs effnet's outputs)
 
 Everything is seeded; outputs are written under onnx_models/.

@@ -3,7 +3,7 @@
 of georob's forward benchmark (`cargo bench --bench forward`, docs/benchmarks.md, "Forward
 throughput").
 
-    /work/venv-models/bin/python scripts/bench_forward_peers.py [--threads 2] [--batches 1,8,32] [--models a,b] [--json]
+    .venv/bin/python scripts/bench_forward_peers.py [--threads 2] [--batches 1,8,32] [--models a,b] [--json]
 
 For each bundled classifier and batch n, the median time of one call on n inputs (the model's
 bundled data repeated to n rows): one warm-up call, then 3 to 9 samples (while under 10 s), each

@@ -2,7 +2,7 @@
 """PyTorch CPU autograd on EfficientNet-Lite0 with frozen parameters: the cost georob's
 gradient graphs are compared with (docs/benchmarks.md, "Gradients").
 
-    /work/venv-models/bin/python scripts/bench_torch_grad.py [--threads 2] [--runs 7] [--json]
+    .venv/bin/python scripts/bench_torch_grad.py [--threads 2] [--runs 7] [--json]
         [--device cpu|cuda] [--batches 1,8]
 
 For batch 1 and 8 (--batches) (rows of onnx_models/efficientnet_lite0/photos_x.npy, repeated), times

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check the machine-readable report files of a georob audit: junit.xml and report.sarif.
 
-    /work/venv-models/bin/pip install -r scripts/requirements.txt      # junitparser, jsonschema (+ format checkers)
-    /work/venv-models/bin/python scripts/check_report_formats.py DIR
+    .venv/bin/pip install -r scripts/requirements.txt      # junitparser, jsonschema (+ format checkers)
+    .venv/bin/python scripts/check_report_formats.py DIR
 
 DIR is a `georob audit --out DIR` folder.
 

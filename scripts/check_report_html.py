@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check that a georob audit's report.html is self-contained and renders without errors.
 
-    /work/venv-models/bin/python scripts/check_report_html.py DIR [--screenshot PATH] [--max-kb 400]
+    .venv/bin/python scripts/check_report_html.py DIR [--screenshot PATH] [--max-kb 400]
 
 DIR is an `georob audit --out DIR` folder; DIR/report.html is checked in two steps.
 

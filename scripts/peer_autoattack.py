@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Peer comparison: georob's robust accuracy (Linf) against torchattacks' standard AutoAttack on the digits CNN.
 
-    python3 -m venv /work/venv-models
-    /work/venv-models/bin/pip install -r onnx_models/requirements.txt foolbox==3.3.4 torchattacks==3.5.1
-    ORT_DYLIB_PATH=/work/venv-models/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0 \\
-    /work/venv-models/bin/python scripts/peer_autoattack.py --georob target/release/georob \\
+    python3 -m venv .venv
+    .venv/bin/pip install -r onnx_models/requirements.txt foolbox==3.3.4 torchattacks==3.5.1
+    ORT_DYLIB_PATH=.venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0 \\
+    .venv/bin/python scripts/peer_autoattack.py --georob target/release/georob \\
         --threads 2 --eps 0.05,0.1 --out /tmp/peer [--measure robust_accuracy|minnorm] [--strength thorough] \\
         [--limit N] [--georob-timeout S]
 
     # the AutoAttack side alone (no --georob):
-    /work/venv-models/bin/python scripts/peer_autoattack.py --threads 2 --eps 0.05,0.1 --out /tmp/peer
+    .venv/bin/python scripts/peer_autoattack.py --threads 2 --eps 0.05,0.1 --out /tmp/peer
 
 (torchattacks 3.5.1 pins requests~=2.25.1 and downgrades it in the venv; nothing here uses requests.)
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Peer comparison: georob's DeepFool (L2) against Foolbox 3's L2DeepFoolAttack.
 
-    /work/venv-models/bin/pip install foolbox==3.3.4          # brings eagerpy
-    /work/venv-models/bin/python scripts/peer_foolbox.py --georob target/release/georob \\
+    .venv/bin/pip install foolbox==3.3.4          # brings eagerpy
+    .venv/bin/python scripts/peer_foolbox.py --georob target/release/georob \\
         --threads 2 --which both --out /tmp/peer [--limit N] [--repeat N]
 
 For each model (digits CNN on the 450-image digits test split; EfficientNet-Lite0 on the 5 bundled photos):

@@ -3,17 +3,17 @@
 
     # auto_LiRPA from its GitHub repository (the PyPI release needs PyTorch < 1.13; setup.py pins
     # torch<2.9, so --no-deps, then the two pure-Python modules it imports at load time):
-    git clone https://github.com/Verified-Intelligence/auto_LiRPA /work/auto_LiRPA
-    git -C /work/auto_LiRPA checkout a050a3d61f4cb68b108fa7f07dcb3e4d7ef304df   # "May 2026 release", 0.7.1
-    /work/venv-models/bin/pip install --no-deps -e /work/auto_LiRPA
-    /work/venv-models/bin/pip install appdirs==1.4.4 graphviz==0.21
+    git clone https://github.com/Verified-Intelligence/auto_LiRPA ../auto_LiRPA
+    git -C ../auto_LiRPA checkout a050a3d61f4cb68b108fa7f07dcb3e4d7ef304df   # "May 2026 release", 0.7.1
+    .venv/bin/pip install --no-deps -e ../auto_LiRPA
+    .venv/bin/pip install appdirs==1.4.4 graphviz==0.21
 
-    /work/venv-models/bin/python scripts/peer_lirpa.py --georob target/release/georob \\
+    .venv/bin/python scripts/peer_lirpa.py --georob target/release/georob \\
         --threads 2 --eps 0.002,0.005,0.01,0.02 --out /tmp/peer [--chunk 25] [--limit N] \\
-        [--lirpa /work/auto_LiRPA] [--georob-timeout S] [--georob-upper] [--pgd-steps 50 --pgd-restarts 2]
+        [--lirpa ../auto_LiRPA] [--georob-timeout S] [--georob-upper] [--pgd-steps 50 --pgd-restarts 2]
 
     # the auto_LiRPA side alone (no --georob):
-    /work/venv-models/bin/python scripts/peer_lirpa.py --threads 2 --out /tmp/peer
+    .venv/bin/python scripts/peer_lirpa.py --threads 2 --out /tmp/peer
 
 (--lirpa PATH puts an auto_LiRPA checkout first on sys.path instead of installing it.)
 

@@ -2,7 +2,7 @@
 """Peer comparison: georob's ManiFool against the authors' reference implementation.
 
     git clone https://github.com/moosavism/ManiFool /tmp/ManiFool        # or any bare/mirror git dir of it
-    /work/venv-models/bin/python scripts/peer_manifool.py --ref /tmp/ManiFool \\
+    .venv/bin/python scripts/peer_manifool.py --ref /tmp/ManiFool \\
         --georob target/release/georob --threads 2 --which both --groups affine,similarity \\
         --out /tmp/peer [--limit N] [--max-iter 100] [--effnet-max-iter M] [--candidates N_c] \\
         [--ref-timeout 600] [--numerical]

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Peer comparison: georob's minimal-norm measure against Foolbox 3's minimal-norm attacks (L2, Linf).
 
-    python3 -m venv /work/venv-models
-    /work/venv-models/bin/pip install -r onnx_models/requirements.txt foolbox==3.3.4 torchattacks==3.5.1
-    ORT_DYLIB_PATH=/work/venv-models/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0 \\
-    /work/venv-models/bin/python scripts/peer_minnorm.py --georob target/release/georob \\
+    python3 -m venv .venv
+    .venv/bin/pip install -r onnx_models/requirements.txt foolbox==3.3.4 torchattacks==3.5.1
+    ORT_DYLIB_PATH=.venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.32.0 \\
+    .venv/bin/python scripts/peer_minnorm.py --georob target/release/georob \\
         --threads 2 --which both --out /tmp/peer [--measure minnorm] [--strength thorough] [--l1] \\
         [--limit N] [--repeat N] [--effnet-repeat N] [--georob-timeout S]
 
     # the Foolbox side alone (no --georob):
-    /work/venv-models/bin/python scripts/peer_minnorm.py --threads 2 --which both --out /tmp/peer
+    .venv/bin/python scripts/peer_minnorm.py --threads 2 --which both --out /tmp/peer
 
 For each model (digits CNN on the 450-image digits test split; EfficientNet-Lite0 on the 5 bundled photos):
 

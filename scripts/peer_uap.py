@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Peer comparison: georob's universal perturbation (`measure uap`) against ART's UniversalPerturbation.
 
-    /work/venv-models/bin/pip install adversarial-robustness-toolbox==1.20.1
+    .venv/bin/pip install adversarial-robustness-toolbox==1.20.1
     ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.32.0 \\
-    /work/venv-models/bin/python scripts/peer_uap.py --georob target/release/georob --threads 2 --out /tmp/peer_uap
+    .venv/bin/python scripts/peer_uap.py --georob target/release/georob --threads 2 --out /tmp/peer_uap
 
 The digits CNN on its 450-image test split, as georob's `uap` measure splits it: the first 80 % (360 images)
 build the perturbation, the last 20 % (90) are held out; only correctly classified images count on either side.

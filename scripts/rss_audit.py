@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory (RSS) and wall time of `georob audit` on a large digits set: does memory stay flat?
 
-    /work/venv-models/bin/python scripts/rss_audit.py [--georob target/release/georob] \\
+    .venv/bin/python scripts/rss_audit.py [--georob target/release/georob] \\
         [--sizes 1000,10000] [--work /tmp/georob-rss] [--threads N] [--max-rss-mb 1024] \\
         [--measures cheap|default] [--chunk N] [--shards N [--parallel P]] [--no-whole] [--merge-at M]
 

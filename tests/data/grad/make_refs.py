@@ -1,6 +1,6 @@
 """PyTorch float64 autograd references for the bundled classifiers (run from the repo root):
 
-    /work/venv-models/bin/python tests/data/grad/make_refs.py
+    .venv/bin/python tests/data/grad/make_refs.py
 
 Writes tests/data/grad/<name>.{cot,grad}.npy: cotangent (N, M, K) ~ N(0,1) (numpy seed 0) and
 grad[n, m] = sum_k cot[n, m, k] d logits[n, k] / d input[n], float64 autograd saved as float32.
