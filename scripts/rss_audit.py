@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/rss_audit.py [--georob target/release/georob] \\
         [--sizes 1000,10000] [--work /tmp/georob-rss] [--threads N] [--max-rss-mb 1024] \\
-        [--measures cheap|default] [--chunk N] [--shards N [--parallel P]] [--no-whole] [--merge-at M]
+        [--measures cheap|default] [--chunk N] [--shards N [--parallel P] [--resume]] [--no-whole] [--merge-at M]
 
 Run from anywhere; relative paths are taken from the repository root (the folder above scripts/).
 
@@ -22,7 +22,9 @@ Run from anywhere; relative paths are taken from the repository root (the folder
 4. With --shards S, the same audit runs as S shards (`--shard I/S --out WORK/out_N_shards/I`), P at a time
    (--parallel, default 2), and `GEOROB merge` merges them into WORK/out_N_merged. Its row reports the wall
    time from the first shard's start to the end of the merge, the largest peak RSS of any shard or of the
-   merge, and the sum of the shards' own seconds. When the whole run ran too, the merged report.json is
+   merge, and the sum of the shards' own seconds. Each finished shard leaves WORK/out_N_shards/I/rss.json (exit
+   status, seconds, peak MiB); with --resume, shards that have one are not run again and their recorded figures
+   count (so a long sharded run can be stopped and continued; the wall time then covers only this call). When the whole run ran too, the merged report.json is
    compared with it byte for byte apart from its `run` section (timings), as the audit promises.
 5. With --merge-at M, the journal of the whole run of the last size (this run's or an earlier one's) is repeated to an M-image audit (each measure's
    full chunks reused in turn, indices moved; a whole-set unit's rows repeated) in WORK/repeated_M, and
@@ -145,19 +147,31 @@ def run_shards(georob: Path, suite: Path, n: int, a: argparse.Namespace) -> tupl
     base = a.work / f"out_{n}_shards"
     t0 = time.perf_counter()
     queue = list(range(1, a.shards + 1))
-    running: list[tuple[tuple[subprocess.Popen, float], list[int]]] = []
     worst, peak, busy = 0, 0.0, 0.0
+    running: list[tuple[tuple[subprocess.Popen, float], list[int], int]] = []
     while queue or running:
         while queue and len(running) < a.parallel:
             i = queue.pop(0)
+            record = base / str(i) / "rss.json"
+            if a.resume and record.is_file():
+                r = json.loads(record.read_text())
+                print(f"shard {i}/{a.shards}: done earlier ({r['seconds']:.0f} s, {r['peak_mb']:.0f} MB)")
+                worst, peak, busy = max(worst, abs(r["rc"])), max(peak, r["peak_mb"]), busy + r["seconds"]
+                continue
             cmd = audit_cmd(georob, suite, base / str(i), a) + ["--shard", f"{i}/{a.shards}"]
-            running.append((start_child(cmd), [0]))
+            if a.resume and (base / str(i) / "journal.jsonl").is_file():
+                cmd.append("--resume")  # a shard stopped part-way: georob continues its journal
+            running.append((start_child(cmd), [0], i))
         for entry in list(running):
-            child, hwm = entry
+            child, hwm, i = entry
             done, hwm[0], secs, shard_peak = poll_child(child, hwm[0])
             if done:
                 running.remove(entry)
-                worst = max(worst, abs(child[0].returncode))
+                rc = child[0].returncode
+                if rc == 0:
+                    (base / str(i) / "rss.json").write_text(
+                        json.dumps({"rc": rc, "seconds": secs, "peak_mb": shard_peak}) + "\n")
+                worst = max(worst, abs(rc))
                 peak, busy = max(peak, shard_peak), busy + secs
         time.sleep(0.02)
     merged = a.work / f"out_{n}_merged"
@@ -218,6 +232,7 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, help="--chunk for georob audit (default: the suite's, 256)")
     ap.add_argument("--shards", type=int, default=0, help="also run the audit as this many shards and merge")
     ap.add_argument("--parallel", type=int, default=2, help="shards run at once")
+    ap.add_argument("--resume", action="store_true", help="with --shards: skip shards finished by an earlier call")
     ap.add_argument("--no-whole", action="store_true", help="skip the unsplit run")
     ap.add_argument("--merge-at", type=int, help="also merge the last whole run's journal repeated to this many images")
     a = ap.parse_args()
