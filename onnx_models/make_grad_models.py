@@ -50,10 +50,10 @@ SKIPPED: dict[str, str] = {}
 
 
 def spec(name, *, opset=17, dist="normal", chw=(3, 8, 8), k=10, head=True, kind="torch", tol=1e-4,
-         note=""):
+         note="", min_pool_gap=0.0):
     def deco(factory):
         SPECS.append(dict(name=name, opset=opset, dist=dist, chw=chw, k=k, head=head, kind=kind,
-                          factory=factory, tol=tol, note=note))
+                          factory=factory, tol=tol, note=note, min_pool_gap=min_pool_gap))
         return factory
     return deco
 
@@ -575,6 +575,52 @@ def _(g):
                            num_classes=10, stochastic_depth_prob=0.0)
 
 
+@spec("arch_googlenet", dist="uniform", chw=(3, 64, 64), head=False, min_pool_gap=1e-5,
+      note="Inception-v1 (GoogLeNet) from torchvision's BasicConv2d/Inception blocks at 1/4 width, 64x64; "
+           "input drawn so that no MaxPool window holds two distinct values within 1e-5 (relative, 10x the float32 forward error) of each other")
+def _(g):
+    from torchvision.models.googlenet import BasicConv2d, Inception
+
+    return nn.Sequential(
+        BasicConv2d(3, 16, kernel_size=7, stride=2, padding=3), nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        BasicConv2d(16, 16, kernel_size=1), BasicConv2d(16, 48, kernel_size=3, padding=1),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        Inception(48, 16, 24, 32, 4, 8, 8), Inception(64, 32, 32, 48, 8, 24, 16),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        Inception(120, 48, 24, 52, 4, 12, 16), nn.MaxPool2d(2, stride=2, ceil_mode=True),
+        Inception(128, 64, 40, 80, 8, 32, 32),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(208, 10))
+
+
+def max_pool_gap(model: nn.Module, x: torch.Tensor) -> float:
+    """Smallest relative gap, over every MaxPool2d window of `model` on `x` (float64), between the
+    window's largest value and its largest value below that (exact ties are ignored: ReLU zeros,
+    or one element seen by overlapping windows). A smaller gap than the float32 forward's error
+    (about 1e-6) lets a float32 backend route that window's gradient to the other element."""
+    gaps = []
+
+    def hook(mod, inp, _out):
+        t = inp[0]
+        k, s, p = (mod.kernel_size, mod.stride, mod.padding)
+        h, w = t.shape[2:]
+        rnd = math.ceil if mod.ceil_mode else math.floor
+        oh, ow = (rnd((n + 2 * p - k) / s) + 1 for n in (h, w))
+        t = F.pad(t, (p, (ow - 1) * s + k - w - p, p, (oh - 1) * s + k - h - p), value=-math.inf)
+        u = t.unfold(2, k, s).unfold(3, k, s)[:, :, :oh, :ow].flatten(-2)
+        top = u.max(-1, keepdim=True).values
+        below = torch.where(u < top, u, torch.full_like(u, -math.inf)).max(-1, keepdim=True).values
+        rel = (top - below) / top.abs().clamp_min(1e-30)
+        gaps.append(float(rel[torch.isfinite(rel) & (rel > 0)].min()) if (rel > 0).any() else math.inf)
+
+    m64 = copy.deepcopy(model).double().eval()
+    handles = [mod.register_forward_hook(hook) for mod in m64.modules() if isinstance(mod, nn.MaxPool2d)]
+    with torch.no_grad():
+        m64(x.double())
+    for h in handles:
+        h.remove()
+    return min(gaps, default=math.inf)
+
+
 # =========================================================================== machinery
 
 def sample_input(dist, chw, g, n=N):
@@ -663,6 +709,12 @@ def make_one(s) -> dict:
         if s["kind"] == "torch":  # architectures: BN stats from data, then a fresh scaled classifier
             calibrate_bn(model, [sample_input(s["dist"], s["chw"], g, n=32) for _ in range(2)])
             reinit_last_layer(model, x, g)
+    for _ in range(50):  # redraw the input until no MaxPool window is a near tie (see max_pool_gap)
+        if max_pool_gap(model, x) >= s["min_pool_gap"]:
+            break
+        x = sample_input(s["dist"], s["chw"], g)
+    else:
+        raise RuntimeError(f"no input without MaxPool near ties (< {s['min_pool_gap']}) in 50 draws")
     with torch.no_grad():
         logits = model(x)
     assert logits.shape == (N, s["k"]), (name, logits.shape)
@@ -735,6 +787,8 @@ def make_one(s) -> dict:
                  grad_f32_vs_f64_rel=float(f"{f32_rel:.3g}"),
                  grad1_abs_mean=float(f"{float(g1.abs().mean()):.3g}"),
                  bytes=path.stat().st_size)
+    if s["min_pool_gap"]:
+        entry["max_pool_min_rel_gap"] = float(f"{max_pool_gap(model, x):.3g}")
     if s["note"]:
         entry["note"] = s["note"]
     return entry
