@@ -48,7 +48,7 @@ use crate::grad::{GradError, UnsupportedNode};
 #[derive(Debug, thiserror::Error)]
 pub enum BoundError {
     /// Nodes between the input and the logits without a bound rule.
-    #[error("no bound rule for {} node(s) on the input→logits path: {}", .0.len(), .0.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no bound rule for {} node(s) on the input→logits path: {}", .0.len(), crate::grad::list_unsupported(.0))]
     MissingRules(Vec<UnsupportedNode>),
     /// A node has a rule, but not for this form.
     #[error("unsupported form of {op} node `{node}` for bounds: {reason}")]

@@ -17,10 +17,23 @@ impl fmt::Display for UnsupportedNode {
     }
 }
 
-fn list(nodes: &[UnsupportedNode]) -> String {
-    nodes
+/// The nodes grouped by operator, in order of first appearance: `Op (node `a`)` for one
+/// node, `Op ×n (first: node `a`)` for several, so that a quantised model's hundred
+/// `QuantizeLinear` nodes make one line.
+pub fn list(nodes: &[UnsupportedNode]) -> String {
+    let mut groups: Vec<(&str, &str, usize)> = vec![];
+    for n in nodes {
+        match groups.iter_mut().find(|g| g.0 == n.op_type) {
+            Some(g) => g.2 += 1,
+            None => groups.push((&n.op_type, &n.node_name, 1)),
+        }
+    }
+    groups
         .iter()
-        .map(|n| n.to_string())
+        .map(|&(op, first, count)| match count {
+            1 => format!("{op} (node `{first}`)"),
+            _ => format!("{op} ×{count} (first: node `{first}`)"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -90,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_rules_names_every_node() {
+    fn missing_rules_name_every_operator() {
         let e = GradError::MissingRules(vec![
             UnsupportedNode {
                 op_type: "Resize".into(),
@@ -104,5 +117,26 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("Resize (node `up1`)"), "{s}");
         assert!(s.contains("com.x.Foo (node `foo`)"), "{s}");
+    }
+
+    #[test]
+    fn missing_rules_are_grouped_by_operator_in_order() {
+        let node = |op: &str, name: &str| UnsupportedNode {
+            op_type: op.into(),
+            node_name: name.into(),
+        };
+        let nodes = [
+            node("QuantizeLinear", "q0"),
+            node("DequantizeLinear", "d0"),
+            node("QuantizeLinear", "q1"),
+            node("Erf", "e"),
+            node("DequantizeLinear", "d1"),
+            node("QuantizeLinear", "q2"),
+        ];
+        assert_eq!(
+            list(&nodes),
+            "QuantizeLinear ×3 (first: node `q0`), DequantizeLinear ×2 (first: node `d0`), \
+             Erf (node `e`)"
+        );
     }
 }

@@ -92,6 +92,6 @@ pub use builder::{
     build_gradient_graph, build_gradient_graph_probed, probe_model, CotangentLayout, GradientGraph,
     ProbedShape, COTANGENT, GRAD, INPUT, LOGITS,
 };
-pub use error::{GradError, UnsupportedNode};
+pub use error::{list as list_unsupported, GradError, UnsupportedNode};
 pub use fold::fold_constants;
 pub use path::ops_without_rule;
