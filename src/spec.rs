@@ -171,6 +171,11 @@ impl InputSpec {
                     .into(),
             )),
         };
+        if height == 0 || width == 0 {
+            return Err(not(format!(
+                "its input size is {height}x{width}; height and width must be positive"
+            )));
+        }
         let channels = match (s.channels, c0) {
             (Some(ch), Some(mc)) if ch.count() != mc => {
                 return Err(Error::Config(format!(
@@ -314,7 +319,7 @@ pub fn read_sidecar(model: &Path) -> Result<Option<SpecOverrides>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::read::text(&path, crate::read::TEXT_CAP)?;
     parse_sidecar(&text, &path).map(Some)
 }
 
@@ -329,6 +334,13 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
         v.map(|s| s.parse()).transpose()
     }
     let input = file.input;
+    if let Some([h, w]) = input.size {
+        if h == 0 || w == 0 {
+            return Err(bad(format!(
+                "size = [{h}, {w}]: height and width must be positive"
+            )));
+        }
+    }
     let sub = |e: Error| bad(e.to_string());
     Ok(SpecOverrides {
         layout: parsed(input.layout).map_err(sub)?,
@@ -399,6 +411,11 @@ mod tests {
         assert!(e.to_string().contains("layot"), "{e}");
         let e = parse_sidecar("[input]\nlayout = \"CHW\"", p).unwrap_err();
         assert!(e.to_string().contains("CHW"), "{e}");
+        let e = parse_sidecar("[input]\nsize = [0, 0]", p).unwrap_err();
+        assert!(
+            e.to_string().contains("x.georob.toml: size = [0, 0]"),
+            "{e}"
+        );
     }
 
     #[test]

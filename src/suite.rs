@@ -161,7 +161,7 @@ impl Suite {
 
     /// Reads a suite file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Suite> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::read::text(path, crate::read::TEXT_CAP)?;
         let mut suite: Suite =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -190,6 +190,10 @@ impl Suite {
         }
         if self.chunk == 0 {
             return Err(Error::Config("chunk must be at least 1 image".into()));
+        }
+        if let Some([lo, hi]) = self.bounds {
+            crate::measure::check_bounds(lo, hi)
+                .map_err(|e| Error::Config(format!("bounds: {e}")))?;
         }
         let names = self.model_names();
         for (i, n) in names.iter().enumerate() {

@@ -179,7 +179,8 @@ impl Journal {
 /// Reads a journal: its header, its finished units, and the length in bytes of its intact
 /// part.
 pub fn read(path: &Path) -> Result<(Header, BTreeMap<usize, UnitRecord>, u64)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // Read line by line: no cap on its length beyond the memory its records take.
+    let file = crate::read::open(path, u64::MAX)?;
     let mut reader = BufReader::new(file);
     let mut header = None;
     let mut records = BTreeMap::new();

@@ -303,10 +303,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let entry = entry.map_err(|e| Error::io(from, e))?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
+        // The entry's own type: a symbolic link is not followed, and a FIFO or device,
+        // which would block or never end, is not read.
+        let kind = entry.file_type().map_err(|e| Error::io(&src, e))?;
+        if kind.is_dir() {
             copy_tree(&src, &dst)?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        } else {
+            return Err(Error::Unreadable {
+                path: src,
+                reason: "not a regular file or folder (a symbolic link, FIFO or device); \
+                         merge copies regular files only"
+                    .into(),
+            });
         }
     }
     Ok(())

@@ -12,6 +12,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Largest input batch georob allocates, in bytes (suffixes K, M, G, T: 512M, 4G)
+    /// [default: half of this machine's memory]; larger inputs are refused before any
+    /// allocation.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_memory: Option<String>,
 }
 
 /// Subcommands.

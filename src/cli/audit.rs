@@ -144,8 +144,7 @@ pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
             #[serde(default)]
             thresholds: Vec<String>,
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = georob::read::text(path, georob::read::TEXT_CAP)?;
         let file: File = toml::from_str(&text)
             .with_context(|| format!("{}: bad thresholds file", path.display()))?;
         for t in file.thresholds {

@@ -79,10 +79,13 @@ fn bounds(text: Option<&str>, default: Option<(f32, f32)>) -> Result<Option<(f32
             let (lo, hi) = t
                 .split_once(',')
                 .with_context(|| format!("--bounds {t:?}: expected LO,HI or none"))?;
-            let (lo, hi): (f32, f32) = (lo.trim().parse()?, hi.trim().parse()?);
-            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
-                bail!("--bounds {t:?}: LO must be a number below HI");
-            }
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<f32>()
+                    .with_context(|| format!("--bounds {t:?}: {v:?} is not a number"))
+            };
+            let (lo, hi) = (number(lo)?, number(hi)?);
+            measure::check_bounds(lo, hi).with_context(|| format!("--bounds {t:?}"))?;
             Ok(Some((lo, hi)))
         }
     }

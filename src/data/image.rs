@@ -48,8 +48,8 @@ pub fn read_image_space(path: &Path, spec: &InputSpec, out: &mut [f32]) -> Resul
 
 /// Decodes an image file, naming the file and the problem on failure.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let file = crate::read::open(path, crate::read::IMAGE_CAP)?;
+    let reader = ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     if reader.format().is_none() {

@@ -365,6 +365,17 @@ impl Summary {
     }
 }
 
+/// Checks a box constraint `[lo, hi]` (`--bounds`, a suite's `bounds`): both ends finite
+/// and `lo < hi`. The error says what is wrong; callers name the flag or file.
+pub fn check_bounds(lo: f32, hi: f32) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(Error::Config(format!(
+            "[{lo}, {hi}] is not an interval: LO and HI must be finite numbers with LO < HI"
+        )));
+    }
+    Ok(())
+}
+
 /// A robustness measure: its parameters (a serde struct with defaults) are the measure.
 ///
 /// Adding one is one file that implements this trait and one line in [`registry`]

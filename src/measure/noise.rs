@@ -20,7 +20,7 @@ use super::space::SpacedModel;
 use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::attack::vector::{argmax, l2};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +165,15 @@ impl Measure for Params {
         ]],
         units: Units::Chunks,
     };
+
+    fn validate(&self) -> Result<()> {
+        if self.directions == 0 {
+            return Err(Error::Config(
+                "noise: directions must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 
     fn run(&self, ctx: &Context) -> Result<Output> {
         let sm = SpacedModel::new(ctx.model, ctx.data);

@@ -215,7 +215,7 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
     for a in &r.artifacts {
         let path = dir.join(&a.path);
         if a.path.ends_with(".png") {
-            if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(bytes) = crate::read::bytes(&path, crate::read::IMAGE_CAP) {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
                 let _ = write!(
                     h,

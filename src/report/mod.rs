@@ -177,7 +177,7 @@ impl Report {
 
     /// Reads a `report.json`.
     pub fn load(path: &Path) -> Result<Report> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::read::text(path, crate::limits::max_memory())?;
         let report: Report = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: not a georob report: {e}", path.display())))?;
         if report.schema != REPORT_SCHEMA {

@@ -1,0 +1,416 @@
+//! Hostile inputs (issue #29): structurally valid files and flags built to make georob panic,
+//! abort on allocation or hang. Each case must end with exit status 2 and an error that names
+//! the file, flag or key at fault; hang cases run under a timeout and fail when it expires.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use tract_onnx::pb::{
+    type_proto, AttributeProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::common::{classifier, command, node, onnx_models, tensor, text};
+
+const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
+const TEST: &str = "onnx_models/digits/test";
+
+/// How long a case may run before it counts as a hang.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Runs georob with `args`, killing it after [`HANG`] (a hang fails the test).
+fn run(args: &[&str]) -> Output {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run georob");
+    let start = Instant::now();
+    while child.try_wait().expect("wait for georob").is_none() {
+        if start.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("georob {args:?} still ran after {HANG:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("georob output")
+}
+
+/// Runs georob with `args` and checks it refuses them: exit status 2, no panic, and stderr
+/// naming each of `needles`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let (_, err) = text(&o);
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "args {args:?}: {n:?} not in {err:?}");
+    }
+}
+
+/// A dimension of a declared input: fixed, or named (dynamic).
+#[derive(Clone, Copy)]
+enum D {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+fn input_info(dims: &[D]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                D::Fixed(v) => dimension::Value::DimValue(*v),
+                D::Named(n) => dimension::Value::DimParam((*n).into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: "input".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
+/// channel at any size (ten classes, as the digits' labels need).
+fn pooled(dims: &[D]) -> ModelProto {
+    let mut flatten = node("Flatten", "flatten", &["pool"], "flat");
+    flatten.attribute.push(int_attr("axis", 1));
+    let mut gemm = node("Gemm", "head", &["flat", "W", "b"], "logits");
+    gemm.attribute.push(int_attr("transB", 1));
+    let mut m = classifier(
+        "pooled",
+        vec![
+            node("GlobalAveragePool", "pool", &["input"], "pool"),
+            flatten,
+            gemm,
+        ],
+        vec![
+            tensor("W", &[2, 1], &[1.0, -1.0]),
+            tensor("b", &[2], &[0.0, 0.0]),
+        ],
+        &[None, Some(1), Some(1), Some(1)],
+        &[None, Some(2)],
+    );
+    m.graph.as_mut().unwrap().input = vec![input_info(dims)];
+    m
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+/// A model of one gray channel at any size, batch dynamic.
+fn dynamic_size() -> ModelProto {
+    pooled(&[D::Named("N"), D::Fixed(1), D::Named("H"), D::Named("W")])
+}
+
+/// Writes `model` to `dir/name` and returns the path as text.
+fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, model.encode_to_vec()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// A classifier whose last node `op` (producing `logits`) takes `inputs`.
+fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
+    let mut flatten = node("Flatten", "flatten", &["input"], "flat");
+    flatten.attribute.push(int_attr("axis", 1));
+    classifier(
+        "ending",
+        vec![flatten, node(op, "last", inputs, "logits")],
+        vec![],
+        &[None, Some(1), Some(2), Some(2)],
+        &[None, Some(4)],
+    )
+}
+
+#[test]
+fn a_final_node_without_inputs_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for op in ["Softmax", "Identity", "LogSoftmax"] {
+        let m = write(d.path(), &format!("{op}.onnx"), &ending_in(op, &[]));
+        for cmd in ["inspect", "eval"] {
+            let mut args = vec![cmd, &m];
+            if cmd == "eval" {
+                args.push(TEST);
+            }
+            refused(&args, &[&format!("{op}.onnx"), "no input"]);
+        }
+    }
+}
+
+#[test]
+fn a_node_consuming_its_own_output_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut m = ending_in("Identity", &["logits"]);
+    m.graph
+        .as_mut()
+        .unwrap()
+        .node
+        .insert(1, node("Relu", "r", &["flat"], "unused"));
+    let m = write(d.path(), "cycle.onnx", &m);
+    refused(&["inspect", &m], &["cycle.onnx", "cycle"]);
+    refused(
+        &["eval", &m, TEST, "--threads", "1"],
+        &["cycle.onnx", "cycle"],
+    );
+}
+
+/// Writes a float32 `.npy` header claiming `shape`, followed by `data_bytes` zero bytes.
+fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + data_bytes, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn element_counts_that_overflow_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let huge = 1i64 << 31;
+    let m = write(
+        d.path(),
+        "wide.onnx",
+        &pooled(&[D::Named("N"), D::Fixed(3), D::Fixed(huge), D::Fixed(huge)]),
+    );
+    refused(&["eval", &m, TEST], &["wide.onnx"]);
+    for shape in [
+        [1u64 << 62, 1, 1, 1],
+        [1 << 32, 1 << 32, 1, 1],
+        [1 << 31, 1 << 31, 1, 1],
+    ] {
+        let x = d.path().join("x.npy");
+        npy_claiming(&x, &shape, 64);
+        refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+    }
+    let dynamic = write(d.path(), "dyn.onnx", &dynamic_size());
+    refused(
+        &["eval", &dynamic, TEST, "--size", "3000000000x3000000000"],
+        &["--size"],
+    );
+    let out = d.path().join("g.onnx");
+    refused(
+        &[
+            "export-grad",
+            CNN,
+            "--out",
+            &out.to_string_lossy(),
+            "--batch",
+            "18446744073709551615",
+        ],
+        &["--batch"],
+    );
+}
+
+#[test]
+fn a_sidecar_size_of_zero_or_too_large_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    for size in ["[0, 0]", "[3000000000, 3000000000]"] {
+        std::fs::write(
+            d.path().join("dyn.georob.toml"),
+            format!("[input]\nsize = {size}\n"),
+        )
+        .unwrap();
+        refused(&["eval", &m, TEST], &["dyn.georob.toml", "size"]);
+    }
+}
+
+#[test]
+fn bounds_that_are_not_a_finite_interval_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let model = onnx_models("digits/digits_cnn.onnx");
+    let data = onnx_models("digits/test");
+    for bounds in ["[1.0, 0.0]", "[nan, 1.0]", "[inf, -inf]", "[-inf, inf]"] {
+        let suite = d.path().join("suite.toml");
+        std::fs::write(
+            &suite,
+            format!(
+                "data = {:?}\nlimit = 1\nbounds = {bounds}\n[[models]]\npath = {:?}\n[[measures]]\nname = \"deepfool\"\n",
+                data, model
+            ),
+        )
+        .unwrap();
+        let out = d.path().join("out");
+        refused(
+            &[
+                "audit",
+                &suite.to_string_lossy(),
+                "--out",
+                &out.to_string_lossy(),
+                "-q",
+            ],
+            &["suite.toml", "bounds"],
+        );
+    }
+    for bounds in ["nan,1", "0,inf", "1,0"] {
+        refused(
+            &[
+                "measure", "deepfool", CNN, TEST, "--limit", "1", "--bounds", bounds, "-q",
+            ],
+            &["--bounds"],
+        );
+    }
+}
+
+#[test]
+fn measure_parameters_out_of_range_are_refused() {
+    for (measure, param) in [
+        ("noise", "directions=0"),
+        ("uap", "holdout_fraction=-0.5"),
+        ("uap", "holdout_fraction=1.5"),
+    ] {
+        let key = param.split('=').next().unwrap();
+        refused(
+            &[
+                "measure", measure, CNN, TEST, "--limit", "2", "-p", param, "-q",
+            ],
+            &[measure, key],
+        );
+    }
+}
+
+/// Makes a FIFO at `path` (nothing ever writes to it: opening it to read blocks).
+#[cfg(unix)]
+fn fifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_not_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    // An image.
+    fifo(&p("image.png"));
+    refused(
+        &["eval", CNN, &p("image.png").to_string_lossy()],
+        &["image.png", "not a regular file"],
+    );
+    // The sidecar's class-name file.
+    std::fs::copy(onnx_models("digits/digits_cnn.onnx"), p("m.onnx")).unwrap();
+    let sidecar = std::fs::read_to_string(onnx_models("digits/digits_cnn.georob.toml")).unwrap();
+    std::fs::write(
+        p("m.georob.toml"),
+        format!("{sidecar}classes = \"names.txt\"\n"),
+    )
+    .unwrap();
+    fifo(&p("names.txt"));
+    refused(
+        &["eval", &p("m.onnx").to_string_lossy(), TEST],
+        &["names.txt", "not a regular file"],
+    );
+    // A shard's journal and artifacts.
+    std::fs::create_dir_all(p("shard/artifacts/m/deepfool")).unwrap();
+    fifo(&p("shard/journal.jsonl"));
+    refused(
+        &[
+            "merge",
+            &p("shard").to_string_lossy(),
+            "--out",
+            &p("merged").to_string_lossy(),
+        ],
+        &["journal.jsonl", "not a regular file"],
+    );
+    // The model itself.
+    fifo(&p("model.onnx"));
+    refused(
+        &["inspect", &p("model.onnx").to_string_lossy()],
+        &["model.onnx", "not a regular file"],
+    );
+}
+
+#[test]
+fn thread_counts_beyond_reason_are_refused() {
+    for n in ["100000", "18446744073709551615"] {
+        refused(&["eval", CNN, TEST, "--threads", n], &["--threads"]);
+    }
+}
+
+#[test]
+fn inputs_too_large_for_memory_are_refused_before_allocating() {
+    let d = tempfile::tempdir().unwrap();
+    // A fixed input of 1e5 × 1e5 pixels (40 GB a sample).
+    let big = write(
+        d.path(),
+        "big.onnx",
+        &pooled(&[
+            D::Named("N"),
+            D::Fixed(1),
+            D::Fixed(100_000),
+            D::Fixed(100_000),
+        ]),
+    );
+    refused(&["eval", &big, TEST], &["big.onnx", "--max-memory"]);
+    // A fixed batch of 2^40 small samples.
+    let batch = write(
+        d.path(),
+        "batch.onnx",
+        &pooled(&[D::Fixed(1 << 40), D::Fixed(1), D::Fixed(28), D::Fixed(28)]),
+    );
+    refused(&["eval", &batch, TEST], &["batch.onnx", "--max-memory"]);
+    // --size on a dynamic model.
+    let dynamic = write(d.path(), "dyn.onnx", &dynamic_size());
+    refused(
+        &["eval", &dynamic, TEST, "--size", "100000x100000"],
+        &["--size", "--max-memory"],
+    );
+    // export-grad --batch 1e9.
+    let out = d.path().join("g.onnx");
+    refused(
+        &[
+            "export-grad",
+            CNN,
+            "--out",
+            &out.to_string_lossy(),
+            "--batch",
+            "1000000000",
+        ],
+        &["--batch", "--max-memory"],
+    );
+    // A limit given explicitly applies to an ordinary model too.
+    refused(
+        &["eval", CNN, TEST, "--batch", "64", "--max-memory", "100K"],
+        &["--max-memory"],
+    );
+    refused(
+        &["eval", CNN, TEST, "--max-memory", "lots"],
+        &["--max-memory"],
+    );
+    let o = run(&["eval", CNN, TEST, "--max-memory", "1G", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
