@@ -94,21 +94,26 @@ pub fn elements(dims: &[usize]) -> Option<usize> {
 /// not overflow and its bytes must fit under [`max_memory`]. Returns the element count, or
 /// why not (to be prefixed with what the tensor is and where its shape came from).
 pub fn check_f32_tensor(dims: &[usize]) -> Result<usize, String> {
+    check_tensor(dims, "float32", 4)
+}
+
+/// [`check_f32_tensor`] for a tensor of `elem_bytes`-byte elements of type `type_name`.
+pub fn check_tensor(dims: &[usize], type_name: &str, elem_bytes: usize) -> Result<usize, String> {
     let shape = || {
         let d: Vec<String> = dims.iter().map(usize::to_string).collect();
         format!("[{}]", d.join(", "))
     };
     let Some(n) = elements(dims) else {
         return Err(format!(
-            "a float32 tensor of shape {} has more elements than memory can address",
+            "a {type_name} tensor of shape {} has more elements than memory can address",
             shape()
         ));
     };
-    let bytes = n as u128 * 4;
+    let bytes = n as u128 * elem_bytes as u128;
     let limit = max_memory();
     if bytes > u128::from(limit) {
         return Err(format!(
-            "a float32 tensor of shape {} needs {}, above the memory limit of {} \
+            "a {type_name} tensor of shape {} needs {}, above the memory limit of {} \
              (--max-memory; default half of this machine's memory)",
             shape(),
             format_bytes(bytes),
@@ -116,6 +121,30 @@ pub fn check_f32_tensor(dims: &[usize]) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// Checks every tensor of a tract model whose shape is known (after its input shape was
+/// fixed) against the memory limit, before tract optimises the graph, which allocates some
+/// of them (the offsets of a padded convolution, constants it folds). The error names the
+/// node.
+pub fn check_typed_model(model: &tract_onnx::prelude::TypedModel) -> Result<(), String> {
+    for node in model.nodes() {
+        for output in &node.outputs {
+            let Some(dims) = output.fact.shape.as_concrete() else {
+                continue;
+            };
+            let datum = output.fact.datum_type;
+            let name = format!("{datum:?}").to_lowercase();
+            check_tensor(dims, &name, datum.size_of()).map_err(|why| {
+                format!(
+                    "node {:?} ({}) would need too much memory: {why}",
+                    node.name,
+                    node.op().name()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

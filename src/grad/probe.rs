@@ -93,11 +93,15 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
     // Pad pads; report those as errors too.
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
         move || -> Result<TVec<TValue>, GradError> {
-            let plan = tract_onnx::onnx()
+            let typed = tract_onnx::onnx()
                 .model_for_proto_model(&proto)
                 .map_err(tract_error("loading the model for the probe run"))?
                 .with_input_fact(0, f32::fact(input_shape).into())
                 .map_err(tract_error("setting the input shape"))?
+                .into_typed()
+                .map_err(tract_error("typing the model for the probe run"))?;
+            crate::limits::check_typed_model(&typed).map_err(GradError::Model)?;
+            let plan = typed
                 .into_optimized()
                 .map_err(tract_error("optimising the model for the probe run"))?
                 .into_runnable()

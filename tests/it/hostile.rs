@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
 use tract_onnx::pb::{
-    type_proto, AttributeProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 use crate::common::{classifier, command, node, onnx_models, tensor, text};
@@ -87,23 +88,40 @@ fn input_info(dims: &[D]) -> ValueInfoProto {
 /// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
 /// channel at any size (ten classes, as the digits' labels need).
 fn pooled(dims: &[D]) -> ModelProto {
+    pooled_after(dims, vec![], vec![], "input")
+}
+
+/// `input (dims) → nodes → features → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`,
+/// `features` of one channel.
+fn pooled_after(
+    dims: &[D],
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    features: &str,
+) -> ModelProto {
     let mut flatten = node("Flatten", "flatten", &["pool"], "flat");
     flatten.attribute.push(int_attr("axis", 1));
     let mut gemm = node("Gemm", "head", &["flat", "W", "b"], "logits");
     gemm.attribute.push(int_attr("transB", 1));
     let mut m = classifier(
         "pooled",
-        vec![
-            node("GlobalAveragePool", "pool", &["input"], "pool"),
-            flatten,
-            gemm,
-        ],
-        vec![
-            tensor("W", &[2, 1], &[1.0, -1.0]),
-            tensor("b", &[2], &[0.0, 0.0]),
-        ],
+        nodes
+            .into_iter()
+            .chain([
+                node("GlobalAveragePool", "pool", &[features], "pool"),
+                flatten,
+                gemm,
+            ])
+            .collect(),
+        [
+            tensor("W", &[10, 1], &[1.0; 10]),
+            tensor("b", &[10], &[0.0; 10]),
+        ]
+        .into_iter()
+        .chain(initializer)
+        .collect(),
         &[None, Some(1), Some(1), Some(1)],
-        &[None, Some(2)],
+        &[None, Some(10)],
     );
     m.graph.as_mut().unwrap().input = vec![input_info(dims)];
     m
@@ -413,4 +431,33 @@ fn inputs_too_large_for_memory_are_refused_before_allocating() {
     );
     let o = run(&["eval", CNN, TEST, "--max-memory", "1G", "-q"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn intermediate_tensors_too_large_for_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // A 1×1 convolution padded by 1e5 on every side: 160 GB of output from a 28×28 image.
+    let mut conv = node("Conv", "conv", &["input", "K"], "wide");
+    conv.attribute.push(ints_attr("pads", &[100_000; 4]));
+    let padded = pooled_after(
+        &gray,
+        vec![conv],
+        vec![tensor("K", &[1, 1, 1, 1], &[1.0])],
+        "wide",
+    );
+    let m = write(d.path(), "pads.onnx", &padded);
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["pads.onnx", "--max-memory"],
+    );
 }
