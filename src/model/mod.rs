@@ -1,6 +1,7 @@
 //! Loading an ONNX classifier and running it on a backend.
 
 mod backend;
+mod check;
 mod executor;
 mod gradients;
 pub mod onnx;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use backend::guarded;
 pub use backend::{
     install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device, GraphSession, Job,
 };

@@ -141,7 +141,7 @@ impl OnnxModel {
         if graph.output.is_empty() {
             return Err(invalid("the graph has no outputs".into()));
         }
-        check_structure(graph).map_err(invalid)?;
+        super::check::structure(graph).map_err(invalid)?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         Ok(OnnxModel {
             path: path.to_path_buf(),
@@ -315,65 +315,6 @@ impl OnnxModel {
             }
         }
         true
-    }
-}
-
-/// Default-domain operators that take no input.
-const SOURCES: &[&str] = &["Constant", "RandomNormal", "RandomUniform"];
-
-/// The structural checks every backend relies on: each default-domain node other than a
-/// source ([`SOURCES`]) has an input, and no node depends on its own output, directly or
-/// through others (a cycle would make every walk along the graph endless).
-fn check_structure(g: &pb::GraphProto) -> std::result::Result<(), String> {
-    let named = |n: &pb::NodeProto| match n.name.as_str() {
-        "" => format!(
-            "the {} node producing {:?}",
-            n.op_type,
-            n.output.first().map_or("", |o| o)
-        ),
-        name => format!("node {name:?} ({})", n.op_type),
-    };
-    for n in &g.node {
-        let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
-        if default_domain && !SOURCES.contains(&n.op_type.as_str()) && n.input.is_empty() {
-            return Err(format!("{} has no input", named(n)));
-        }
-    }
-    // Kahn's algorithm over the nodes: a node is ready once every node producing one of its
-    // inputs is; what never gets ready lies on a cycle or behind one.
-    let mut producers: std::collections::HashMap<&str, Vec<usize>> = Default::default();
-    for (i, n) in g.node.iter().enumerate() {
-        for o in n.output.iter().filter(|o| !o.is_empty()) {
-            producers.entry(o.as_str()).or_default().push(i);
-        }
-    }
-    let mut waiting: Vec<usize> = vec![0; g.node.len()];
-    let mut consumers: Vec<Vec<usize>> = vec![vec![]; g.node.len()];
-    for (i, n) in g.node.iter().enumerate() {
-        for input in &n.input {
-            for &p in producers.get(input.as_str()).into_iter().flatten() {
-                waiting[i] += 1;
-                consumers[p].push(i);
-            }
-        }
-    }
-    let mut ready: Vec<usize> = (0..g.node.len()).filter(|&i| waiting[i] == 0).collect();
-    let mut done = 0;
-    while let Some(i) = ready.pop() {
-        done += 1;
-        for &c in &consumers[i] {
-            waiting[c] -= 1;
-            if waiting[c] == 0 {
-                ready.push(c);
-            }
-        }
-    }
-    match (0..g.node.len()).find(|&i| waiting[i] > 0) {
-        Some(i) if done < g.node.len() => Err(format!(
-            "the graph has a cycle ({} lies on it or after it)",
-            named(&g.node[i])
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -461,3 +461,72 @@ fn intermediate_tensors_too_large_for_memory_are_refused() {
         &["pads.onnx", "--max-memory"],
     );
 }
+
+/// An int64 initializer `name` of shape `[values.len()]`.
+fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tensors_generated_or_stored_beyond_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // ConstantOfShape of 2^31 and 2^40 values, summed into the image.
+    for (name, n) in [("cos31.onnx", 1i64 << 31), ("cos40.onnx", 1 << 40)] {
+        let nodes = vec![
+            node("ConstantOfShape", "zeros", &["S"], "zeros"),
+            node("ReduceSum", "sum", &["zeros"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let m = pooled_after(&gray, nodes, vec![int64s("S", &[n])], "shifted");
+        let m = write(d.path(), name, &m);
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name]);
+    }
+    // Range from 0 to 1e12 by 1, and from 0 to 1 by 0.
+    for (name, delta, limit) in [("range12.onnx", 1.0, 1e12), ("range0.onnx", 0.0, 1.0)] {
+        let nodes = vec![
+            node("Range", "range", &["start", "limit", "delta"], "ramp"),
+            node("ReduceSum", "sum", &["ramp"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let scalars = vec![
+            tensor("start", &[], &[0.0]),
+            tensor("limit", &[], &[limit]),
+            tensor("delta", &[], &[delta]),
+        ];
+        let m = write(
+            d.path(),
+            name,
+            &pooled_after(&gray, nodes, scalars, "shifted"),
+        );
+        refused(
+            &["eval", &m, TEST, "--backend", "tract"],
+            &[name, "\"range\""],
+        );
+    }
+    // Initializers whose dimensions promise more than they hold.
+    for (name, dims) in [
+        ("overflow.onnx", vec![1i64 << 40, 1 << 40]),
+        ("short.onnx", vec![1 << 20, 1 << 20]),
+        ("negative.onnx", vec![-1, 4]),
+    ] {
+        let mut k = tensor("K", &[1, 1, 1, 1], &[1.0]);
+        k.dims = dims;
+        let nodes = vec![node("Mul", "scale", &["input", "K"], "scaled")];
+        let m = pooled_after(&gray, nodes, vec![k], "scaled");
+        let m = write(d.path(), name, &m);
+        for cmd in ["inspect", "eval"] {
+            let mut args = vec![cmd, &m];
+            if cmd == "eval" {
+                args.push(TEST);
+            }
+            refused(&args, &[name, "initializer \"K\""]);
+        }
+    }
+}
