@@ -140,6 +140,16 @@ pub fn default_measures() -> Vec<MeasureEntry> {
     ]
 }
 
+/// Whether `name` is one plain file name: not empty, not `.` or `..`, no separator.
+fn plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    let one = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(n)), None) if n == name
+    );
+    one && !name.contains(['/', '\\', '\0'])
+}
+
 impl Suite {
     /// The default suite for one model and one data set.
     pub fn default_for(model: &Path, data: &Path, labels: Option<&Path>) -> Suite {
@@ -196,6 +206,19 @@ impl Suite {
                 .map_err(|e| Error::Config(format!("bounds: {e}")))?;
         }
         let names = self.model_names();
+        let ids: Vec<&str> = self.measures.iter().map(MeasureEntry::id).collect();
+        for (what, name) in names
+            .iter()
+            .map(|n| ("model name", n.as_str()))
+            .chain(ids.iter().map(|id| ("measure id", *id)))
+        {
+            if !plain_name(name) {
+                return Err(Error::Config(format!(
+                    "{what} {name:?} cannot name a folder: artifacts go to artifacts/MODEL/ID \
+                     inside --out, so a name is one plain file name (no '/', '\\', '.' or '..')"
+                )));
+            }
+        }
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return Err(Error::Config(format!(
@@ -203,7 +226,6 @@ impl Suite {
                 )));
             }
         }
-        let ids: Vec<&str> = self.measures.iter().map(MeasureEntry::id).collect();
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
                 return Err(Error::Config(format!(

@@ -530,3 +530,61 @@ fn tensors_generated_or_stored_beyond_memory_are_refused() {
         }
     }
 }
+
+/// A suite of the digits CNN on its first two test images, with `extra` TOML lines at the
+/// top and `measures` (TOML tables) at the end.
+fn digits_suite(dir: &Path, extra: &str, measures: &str) -> String {
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "{extra}\ndata = {:?}\nlimit = 2\n[[models]]\npath = {:?}\n{measures}",
+            onnx_models("digits/test"),
+            onnx_models("digits/digits_cnn.onnx"),
+        ),
+    )
+    .unwrap();
+    suite.to_string_lossy().into_owned()
+}
+
+#[test]
+fn names_that_would_leave_the_output_folder_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out").to_string_lossy().into_owned();
+    let cases = [
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"../../escape\"\n",
+            "measure id",
+        ),
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"/tmp\"\n",
+            "measure id",
+        ),
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"..\"\n",
+            "measure id",
+        ),
+    ];
+    for (measures, key) in cases {
+        let suite = digits_suite(d.path(), "", measures);
+        refused(
+            &["audit", &suite, "--out", &out, "-q"],
+            &["suite.toml", key],
+        );
+    }
+    let suite = d.path().join("named.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "data = {:?}\n[[models]]\nname = \"../../escape\"\npath = {:?}\n",
+            onnx_models("digits/test"),
+            onnx_models("digits/digits_cnn.onnx"),
+        ),
+    )
+    .unwrap();
+    refused(
+        &["audit", &suite.to_string_lossy(), "--out", &out, "-q"],
+        &["named.toml", "model name"],
+    );
+    assert!(!d.path().parent().unwrap().join("escape").exists());
+}
