@@ -40,5 +40,6 @@ pub mod suite;
 #[cfg(test)]
 mod testutil;
 pub mod threads;
+pub mod write;
 
 pub use error::{Error, Result};

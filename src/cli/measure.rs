@@ -178,8 +178,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
                 model_seconds,
             },
         };
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        georob::write::bytes(path, serde_json::to_string_pretty(&json)?)?;
         eprintln!("georob: wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -240,7 +240,7 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
     use npyz::WriterBuilder;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::write::create(path)?;
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape)

@@ -588,3 +588,71 @@ fn names_that_would_leave_the_output_folder_are_refused() {
     );
     assert!(!d.path().parent().unwrap().join("escape").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn merge_and_reports_stay_inside_their_folders() {
+    use base64::Engine;
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    let s = |path: &Path| path.to_string_lossy().into_owned();
+    let secret = b"\x89PNG not for the report";
+    std::fs::write(p("secret.png"), secret).unwrap();
+    let suite = digits_suite(d.path(), "", "[[measures]]\nname = \"deepfool\"\n");
+    let o = run(&["audit", &suite, "--out", &s(&p("s1")), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+
+    // Merging a shard into itself would truncate what it reads.
+    let journal = std::fs::read_to_string(p("s1/journal.jsonl")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("s1"))],
+        &["--out", "s1"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(p("s1/journal.jsonl")).unwrap(),
+        journal
+    );
+
+    // Artifact paths edited in the journal to point outside the shard are not embedded.
+    assert!(
+        journal.contains(".png\""),
+        "the audit saved no picture: {journal}"
+    );
+    let escaped: String = journal
+        .split('"')
+        .map(
+            |part| match part.ends_with(".png") && part.starts_with("artifacts/") {
+                true => "../secret.png",
+                false => part,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\"");
+    std::fs::write(p("s1/journal.jsonl"), escaped).unwrap();
+    let o = run(&["merge", &s(&p("s1")), "--out", &s(&p("m1"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let html = std::fs::read_to_string(p("m1/report.html")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    assert!(
+        !html.contains(&b64),
+        "report.html embeds a file outside its folder"
+    );
+
+    // A symbolic link among the artifacts is not copied.
+    std::os::unix::fs::symlink(p("secret.png"), p("s1/artifacts/link.png")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("m2"))],
+        &["link.png", "symbolic link"],
+    );
+
+    // A link planted where a report goes is not written through.
+    std::fs::write(p("target.txt"), "keep").unwrap();
+    std::fs::remove_file(p("s1/artifacts/link.png")).unwrap();
+    std::fs::remove_file(p("m1/report.json")).unwrap();
+    std::os::unix::fs::symlink(p("target.txt"), p("m1/report.json")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("m1"))],
+        &["report.json", "symbolic link"],
+    );
+    assert_eq!(std::fs::read_to_string(p("target.txt")).unwrap(), "keep");
+}
