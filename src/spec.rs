@@ -290,7 +290,7 @@ struct SidecarFile {
 #[serde(deny_unknown_fields)]
 struct SidecarInput {
     layout: Option<String>,
-    size: Option<[usize; 2]>,
+    size: Option<Vec<usize>>,
     channels: Option<String>,
     scale: Option<f32>,
     mean: Option<Vec<f32>>,
@@ -334,17 +334,22 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
         v.map(|s| s.parse()).transpose()
     }
     let input = file.input;
-    if let Some([h, w]) = input.size {
-        if h == 0 || w == 0 {
+    let size = match input.size.as_deref() {
+        None => None,
+        Some(&[h, w]) if h > 0 && w > 0 => Some((h, w)),
+        Some(v) => {
             return Err(bad(format!(
-                "size = [{h}, {w}]: height and width must be positive"
-            )));
+                "size = {v:?}: expected [height, width], both positive"
+            )))
         }
-    }
+    };
+    check_finite("scale", input.scale.as_slice()).map_err(bad)?;
+    check_finite("mean", input.mean.as_deref().unwrap_or_default()).map_err(bad)?;
+    check_finite("std", input.std.as_deref().unwrap_or_default()).map_err(bad)?;
     let sub = |e: Error| bad(e.to_string());
     Ok(SpecOverrides {
         layout: parsed(input.layout).map_err(sub)?,
-        size: input.size.map(|[h, w]| (h, w)),
+        size,
         channels: parsed(input.channels).map_err(sub)?,
         scale: input.scale,
         mean: input.mean,
@@ -355,6 +360,17 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
             .classes
             .map(|c| path.parent().unwrap_or(Path::new(".")).join(c)),
     })
+}
+
+/// Fails unless every value of the setting `what` is a finite float32 (`1e39` is read as
+/// infinity): the why, to be prefixed with where the setting came from.
+pub fn check_finite(what: &str, values: &[f32]) -> std::result::Result<(), String> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!(
+            "{what} = {v}: every value must be a finite number (within ±3.4e38)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Expands a one-value list to `n` channels and checks the length.

@@ -93,7 +93,7 @@ pub struct Suite {
     #[serde(default = "default_chunk")]
     pub chunk: usize,
     /// Box constraint in the measured space.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "two_bounds")]
     pub bounds: Option<[f32; 2]>,
     /// Models (variants) audited on the same data with the same seeds.
     pub models: Vec<ModelEntry>,
@@ -138,6 +138,21 @@ pub fn default_measures() -> Vec<MeasureEntry> {
         ),
         MeasureEntry::new(None, "grid", json!({"angles": 11, "shifts": 3, "k": 10})),
     ]
+}
+
+/// `bounds = [LO, HI]`: exactly two numbers (a longer list is refused, not cut short).
+fn two_bounds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<[f32; 2]>, D::Error> {
+    match Option::<Vec<f32>>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => match v.as_slice() {
+            [lo, hi] => Ok(Some([*lo, *hi])),
+            _ => Err(serde::de::Error::custom(format!(
+                "bounds = {v:?}: expected two numbers [LO, HI]"
+            ))),
+        },
+    }
 }
 
 /// Whether `name` is one plain file name: not empty, not `.` or `..`, no separator.
@@ -200,6 +215,14 @@ impl Suite {
         }
         if self.chunk == 0 {
             return Err(Error::Config("chunk must be at least 1 image".into()));
+        }
+        if self.limit == Some(0) {
+            return Err(Error::Config("limit = 0: use at least 1 image".into()));
+        }
+        if self.measures.is_empty() {
+            return Err(Error::Config(
+                "measures = []: the suite measures nothing, so it could only pass".into(),
+            ));
         }
         if let Some([lo, hi]) = self.bounds {
             crate::measure::check_bounds(lo, hi)

@@ -137,7 +137,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     suite.validate()?;
     let mut data = Dataset::open(&suite.data, suite.labels.as_deref())?;
     if let Some(n) = suite.limit {
-        data.items.truncate(n.max(1));
+        data.items.truncate(n);
     }
     let header = Header {
         suite: suite.clone(),

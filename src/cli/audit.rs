@@ -32,6 +32,9 @@ pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
         suite.seed = seed;
     }
     if args.limit.is_some() {
+        if args.limit == Some(0) {
+            bail!("--limit 0: use at least 1 image");
+        }
         suite.limit = args.limit;
     }
     if let Some(chunk) = args.chunk {

@@ -126,7 +126,10 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     let model = Model::open(model_path, &args.model_args.options()?)?;
     let mut data = Dataset::open(data_path, args.labels.as_deref())?;
     if let Some(n) = args.limit {
-        data.items.truncate(n.max(1));
+        if n == 0 {
+            bail!("--limit 0: use at least 1 item");
+        }
+        data.items.truncate(n);
     }
     data.check_labels(model.classes)?;
     let (gradient, warning) = model.gradient_mode()?;

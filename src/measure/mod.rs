@@ -376,6 +376,17 @@ pub fn check_bounds(lo: f32, hi: f32) -> Result<()> {
     Ok(())
 }
 
+/// Checks an integer parameter `key` of `measure` against its least meaningful value `min`
+/// (below it a measure would do nothing, or silently use another value).
+pub(crate) fn at_least(measure: &str, key: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(Error::Config(format!(
+            "{measure}: {key} = {value} must be at least {min}"
+        )));
+    }
+    Ok(())
+}
+
 /// A robustness measure: its parameters (a serde struct with defaults) are the measure.
 ///
 /// Adding one is one file that implements this trait and one line in [`registry`]

@@ -20,7 +20,7 @@ use super::space::SpacedModel;
 use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::attack::vector::{argmax, l2};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,12 +167,7 @@ impl Measure for Params {
     };
 
     fn validate(&self) -> Result<()> {
-        if self.directions == 0 {
-            return Err(Error::Config(
-                "noise: directions must be at least 1".into(),
-            ));
-        }
-        Ok(())
+        super::at_least("noise", "directions", self.directions, 1)
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {

@@ -222,7 +222,7 @@ impl Measure for Params {
                 self.holdout_fraction
             )));
         }
-        Ok(())
+        super::at_least("uap", "candidates", self.candidates, 2)
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {

@@ -531,15 +531,20 @@ fn tensors_generated_or_stored_beyond_memory_are_refused() {
     }
 }
 
-/// A suite of the digits CNN on its first two test images, with `extra` TOML lines at the
-/// top and `measures` (TOML tables) at the end.
+/// A suite of the digits CNN on its first two test images (unless `extra` sets the limit),
+/// with `extra` TOML lines at the top and `measures` (TOML tables) at the end.
 fn digits_suite(dir: &Path, extra: &str, measures: &str) -> String {
     let suite = dir.join("suite.toml");
     std::fs::write(
         &suite,
         format!(
-            "{extra}\ndata = {:?}\nlimit = 2\n[[models]]\npath = {:?}\n{measures}",
+            "{extra}\ndata = {:?}\n{}[[models]]\npath = {:?}\n{measures}",
             onnx_models("digits/test"),
+            if extra.contains("limit") {
+                ""
+            } else {
+                "limit = 2\n"
+            },
             onnx_models("digits/digits_cnn.onnx"),
         ),
     )
@@ -655,4 +660,55 @@ fn merge_and_reports_stay_inside_their_folders() {
         &["report.json", "symbolic link"],
     );
     assert_eq!(std::fs::read_to_string(p("target.txt")).unwrap(), "keep");
+}
+
+#[test]
+fn settings_that_were_silently_accepted_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    // Sidecar values that are not numbers a model can take, or one value too many.
+    std::fs::copy(
+        onnx_models("digits/digits_cnn.onnx"),
+        d.path().join("m.onnx"),
+    )
+    .unwrap();
+    let m = d.path().join("m.onnx").to_string_lossy().into_owned();
+    for (line, key) in [
+        ("size = [28, 28, 1]", "size"),
+        ("size = [28, 28]\nscale = nan", "scale"),
+        ("size = [28, 28]\nscale = 1e39", "scale"),
+        ("size = [28, 28]\nmean = [inf]", "mean"),
+    ] {
+        std::fs::write(d.path().join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
+        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
+    }
+    for (flag, value) in [("--scale", "NaN"), ("--mean", "0,inf"), ("--std", "nan")] {
+        refused(&["eval", CNN, TEST, flag, value], &[flag]);
+    }
+    // Suites: a third bound, no measures, no images.
+    let out = d.path().join("out").to_string_lossy().into_owned();
+    let accuracy = "[[measures]]\nname = \"accuracy\"\n";
+    for (extra, measures, key) in [
+        ("bounds = [0.0, 1.0, 2.0]", accuracy, "bounds"),
+        ("measures = []", "", "measures"),
+        ("limit = 0", accuracy, "limit = 0"),
+    ] {
+        let suite = digits_suite(d.path(), extra, measures);
+        refused(
+            &["audit", &suite, "--out", &out, "-q"],
+            &["suite.toml", key],
+        );
+    }
+    let suite = digits_suite(d.path(), "", accuracy);
+    refused(
+        &["audit", &suite, "--out", &out, "--limit", "0", "-q"],
+        &["--limit"],
+    );
+    refused(
+        &["measure", "deepfool", CNN, TEST, "--limit", "0", "-q"],
+        &["--limit"],
+    );
+    refused(
+        &["measure", "deepfool", CNN, TEST, "-p", "candidates=0", "-q"],
+        &["deepfool", "candidates"],
+    );
 }
