@@ -105,7 +105,7 @@ pub fn check_tensor(dims: &[usize], type_name: &str, elem_bytes: usize) -> Resul
     };
     let Some(n) = elements(dims) else {
         return Err(format!(
-            "a {type_name} tensor of shape {} has more elements than memory can address",
+            "a tensor of {type_name} values of shape {} has more elements than memory can address",
             shape()
         ));
     };
@@ -113,7 +113,7 @@ pub fn check_tensor(dims: &[usize], type_name: &str, elem_bytes: usize) -> Resul
     let limit = max_memory();
     if bytes > u128::from(limit) {
         return Err(format!(
-            "a {type_name} tensor of shape {} needs {}, above the memory limit of {} \
+            "a tensor of {type_name} values of shape {} needs {}, above the memory limit of {} \
              (--max-memory; default half of this machine's memory)",
             shape(),
             format_bytes(bytes),

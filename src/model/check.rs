@@ -201,7 +201,7 @@ fn generators(g: &pb::GraphProto) -> Result<(), String> {
                     Err(format!("shape {shape:?} has a negative dimension"))
                 } else {
                     let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                    limits::check_tensor(&dims, "output", 8).map(|_| ())
+                    limits::check_tensor(&dims, "8-byte", 8).map(|_| ())
                 }
             }
             "Range" => {
@@ -215,7 +215,7 @@ fn generators(g: &pb::GraphProto) -> Result<(), String> {
                     ([s], [l], [d]) => {
                         let count = ((l - s) / d).ceil().max(0.0);
                         if count.is_finite() && count < (usize::MAX / 8) as f64 {
-                            limits::check_tensor(&[count as usize], "output", 8).map(|_| ())
+                            limits::check_tensor(&[count as usize], "8-byte", 8).map(|_| ())
                         } else {
                             Err(format!("from {s} to {l} by {d} is not a finite range"))
                         }
