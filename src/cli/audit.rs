@@ -114,8 +114,10 @@ pub fn run_merge(args: &MergeArgs) -> Result<ExitCode> {
         Verdict::Partial => {
             let m = &merged.missing;
             let more = m.len().saturating_sub(MISSING_SHOWN);
+            let dirs: Vec<String> = args.dirs.iter().map(|d| d.display().to_string()).collect();
             eprintln!(
-                "georob: merged report is partial: {} of {} units (a shard missing?); missing: {}{}",
+                "georob: merged report of {} is partial: {} of {} units (a shard missing, or a journal cut short?); missing: {}{}",
+                dirs.join(", "),
                 report.units_done,
                 report.units_total,
                 m[..m.len() - more].join(", "),

@@ -606,7 +606,8 @@ pub fn build(name: &str, params: &serde_json::Value) -> Result<Box<dyn Configure
     }
 }
 
-/// Deserialises a measure's parameters, naming the measure on error.
+/// Deserialises a measure's parameters, naming the measure, and the parameter at fault when
+/// one alone fails (serde's message does not say which field a bad value belongs to).
 pub fn parse_params<T: serde::de::DeserializeOwned>(
     measure: &str,
     params: &serde_json::Value,
@@ -616,8 +617,19 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
     } else {
         params.clone()
     };
-    serde_json::from_value(value)
-        .map_err(|e| Error::Config(format!("{measure}: bad parameters: {e}")))
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // Every measure's parameters have defaults: each key can be tried on its own.
+        let culprit = value.as_object().and_then(|map| {
+            map.iter().find(|(k, v)| {
+                let alone = serde_json::json!({ k.as_str(): v });
+                serde_json::from_value::<T>(alone).is_err()
+            })
+        });
+        match culprit {
+            Some((key, v)) => Error::Config(format!("{measure}: parameter {key} = {v}: {e}")),
+            None => Error::Config(format!("{measure}: bad parameters: {e}")),
+        }
+    })
 }
 
 /// The values named `key` of the images that have one, in image order.

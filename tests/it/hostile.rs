@@ -306,6 +306,8 @@ fn measure_parameters_out_of_range_are_refused() {
         ("noise", "directions=0"),
         ("uap", "holdout_fraction=-0.5"),
         ("uap", "holdout_fraction=1.5"),
+        ("deepfool", "candidates=\"abc\""),
+        ("deepfool", "max_iter=-1"),
     ] {
         let key = param.split('=').next().unwrap();
         refused(
