@@ -714,3 +714,20 @@ fn settings_that_were_silently_accepted_are_refused() {
         &["deepfool", "candidates"],
     );
 }
+
+#[test]
+fn images_cut_short_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let jpeg = std::fs::read(onnx_models("efficientnet_lite0/photos/285/chelsea.jpg")).unwrap();
+    let png = std::fs::read(onnx_models("digits/test/3/0030.png")).unwrap();
+    // Cut anywhere past the headers, a JPEG still decodes (grey blocks); a PNG missing its
+    // last byte too.
+    for (name, bytes) in [
+        ("cut.jpg", &jpeg[..jpeg.len() * 2 / 3]),
+        ("cut.png", &png[..png.len() - 1]),
+    ] {
+        let p = d.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        refused(&["eval", CNN, &p.to_string_lossy()], &[name, "truncated"]);
+    }
+}
