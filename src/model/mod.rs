@@ -126,6 +126,7 @@ impl Model {
     pub fn open(path: &Path, options: &ModelOptions) -> Result<Model> {
         let onnx = OnnxModel::open(path)?;
         let input = onnx.image_input()?;
+        onnx.check_scores()?;
         if let Some(n) = options.threads {
             crate::threads::check(n)?;
         }
@@ -187,11 +188,12 @@ impl Model {
         let probe = vec![0.0f32; model.spec.sample_len()];
         let (shape, _) = model.run_raw(&probe, 1)?;
         model.classes = shape[1..].iter().product();
-        if shape.len() < 2 || model.classes == 0 {
+        if shape.len() < 2 || model.classes < 2 {
             return Err(Error::NotAClassifier {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "its first output has shape {shape:?}; georob needs class scores (N, K)"
+                    "its first output has shape {shape:?}; georob needs class scores (N, K) \
+                     of at least 2 classes"
                 ),
             });
         }

@@ -263,6 +263,22 @@ impl OnnxModel {
         })
     }
 
+    /// Fails when the first output is declared with a type that cannot hold class scores
+    /// (an `ArgMax` index, a boolean): only float outputs, or undeclared ones, pass.
+    pub fn check_scores(&self) -> Result<()> {
+        let out = decl(&self.graph().output[0]);
+        match out.dtype.as_str() {
+            "float32" | "float16" | "float64" | "bfloat16" | "unknown" | "type#0" => Ok(()),
+            other => Err(Error::NotAClassifier {
+                path: self.path.clone(),
+                reason: format!(
+                    "its first output {:?} holds {other} values; georob needs float class scores",
+                    out.name
+                ),
+            }),
+        }
+    }
+
     /// Declared class count of the first output, when its last dimension is fixed.
     pub fn declared_classes(&self) -> Option<usize> {
         let out = decl(&self.graph().output[0]);

@@ -731,3 +731,34 @@ fn images_cut_short_are_refused() {
         refused(&["eval", CNN, &p.to_string_lossy()], &[name, "truncated"]);
     }
 }
+
+#[test]
+fn outputs_that_are_not_class_scores_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // The index of the top class (ArgMax, int64) instead of the scores.
+    let mut argmax = pooled_after(&gray, vec![], vec![], "input");
+    let g = argmax.graph.as_mut().unwrap();
+    let mut top = node("ArgMax", "top", &["logits"], "top");
+    top.attribute.push(int_attr("axis", 1));
+    g.node.push(top);
+    g.output[0].name = "top".into();
+    let declared_float = write(d.path(), "argmax_float.onnx", &argmax);
+    if let Some(type_proto::Value::TensorType(t)) = argmax.graph.as_mut().unwrap().output[0]
+        .r#type
+        .as_mut()
+        .and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = 7;
+    }
+    let declared_int = write(d.path(), "argmax_int.onnx", &argmax);
+    refused(
+        &["eval", &declared_int, TEST],
+        &["argmax_int.onnx", "int64"],
+    );
+    // Declared float, it gives one value a sample: one class is no classifier.
+    refused(
+        &["eval", &declared_float, TEST],
+        &["argmax_float.onnx", "at least 2 classes"],
+    );
+}
