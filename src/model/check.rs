@@ -1,4 +1,6 @@
-//! Structural checks of an ONNX graph, made on load before any backend sees it: stored
+//! Structural checks of an ONNX model, made on load before any backend sees it, so that
+//! tract and ONNX Runtime refuse the same files: the format version and opsets are sound,
+//! attributes are given once and windows are positive, stored
 //! tensors hold what their dimensions promise, nodes have inputs, the graph has no cycle,
 //! and the generators whose output size constants fix (`ConstantOfShape`, `Range`,
 //! `Expand`) stay within the memory limit. Backends allocate, loop or panic on such graphs
@@ -69,8 +71,81 @@ fn named(n: &pb::NodeProto) -> String {
     }
 }
 
-/// All the checks of this module on graph `g`; the error says what is wrong where.
-pub fn structure(g: &pb::GraphProto) -> Result<(), String> {
+/// The oldest default-domain opset georob takes: ONNX Runtime implements the operators from
+/// opset 7 on, and both backends refuse the same models.
+const OLDEST_OPSET: i64 = 7;
+
+/// All the checks of this module on `model`; the error says what is wrong where.
+pub fn model(model: &pb::ModelProto) -> Result<(), String> {
+    if model.ir_version <= 0 {
+        return Err(format!(
+            "ir_version {} (the file's format version must be positive)",
+            model.ir_version
+        ));
+    }
+    let default = |d: &str| d.is_empty() || d == "ai.onnx";
+    for (i, o) in model.opset_import.iter().enumerate() {
+        let same = |p: &pb::OperatorSetIdProto| {
+            p.domain == o.domain || (default(&p.domain) && default(&o.domain))
+        };
+        if model.opset_import[..i].iter().any(same) {
+            return Err(format!(
+                "opset_import names the domain {:?} twice",
+                o.domain
+            ));
+        }
+    }
+    let Some(g) = model.graph.as_ref() else {
+        return Ok(());
+    };
+    let uses_default = g.node.iter().any(|n| default(&n.domain));
+    match model.opset_import.iter().find(|o| default(&o.domain)) {
+        None if uses_default => {
+            return Err("opset_import declares no version of the default (ai.onnx) domain".into())
+        }
+        Some(o) if o.version < OLDEST_OPSET => {
+            return Err(format!(
+                "opset {}: georob takes opset {OLDEST_OPSET} and later (ONNX Runtime has no \
+                 implementation of older operators)",
+                o.version
+            ))
+        }
+        _ => {}
+    }
+    for n in g.node.iter().filter(|n| !default(&n.domain)) {
+        if !model.opset_import.iter().any(|o| o.domain == n.domain) {
+            return Err(format!(
+                "{} is in the domain {:?}, which opset_import does not declare",
+                named(n),
+                n.domain
+            ));
+        }
+    }
+    structure(g)
+}
+
+/// Checks the attributes of `n`: each name once, and the window sizes of convolutions and
+/// poolings (`kernel_shape`, `strides`, `dilations`) positive.
+fn attributes(n: &pb::NodeProto) -> Result<(), String> {
+    for (i, a) in n.attribute.iter().enumerate() {
+        if n.attribute[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!("{} has the attribute {:?} twice", named(n), a.name));
+        }
+        let window = matches!(a.name.as_str(), "kernel_shape" | "strides" | "dilations");
+        if window && a.ints.iter().any(|&v| v < 1) {
+            return Err(format!(
+                "{}: {} = {:?} must be positive",
+                named(n),
+                a.name,
+                a.ints
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checks of this module on graph `g` alone.
+fn structure(g: &pb::GraphProto) -> Result<(), String> {
     for t in &g.initializer {
         tensor_data(t).map_err(|why| format!("initializer {:?}: {why}", t.name))?;
     }
@@ -79,6 +154,7 @@ pub fn structure(g: &pb::GraphProto) -> Result<(), String> {
         if default_domain && !SOURCES.contains(&n.op_type.as_str()) && n.input.is_empty() {
             return Err(format!("{} has no input", named(n)));
         }
+        attributes(n)?;
         for a in &n.attribute {
             for t in a.t.iter().chain(&a.tensors) {
                 tensor_data(t)

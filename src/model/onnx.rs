@@ -141,7 +141,7 @@ impl OnnxModel {
         if graph.output.is_empty() {
             return Err(invalid("the graph has no outputs".into()));
         }
-        super::check::structure(graph).map_err(invalid)?;
+        super::check::model(&proto).map_err(invalid)?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         Ok(OnnxModel {
             path: path.to_path_buf(),

@@ -762,3 +762,55 @@ fn outputs_that_are_not_class_scores_are_refused() {
         &["argmax_float.onnx", "at least 2 classes"],
     );
 }
+
+#[test]
+fn models_onnx_runtime_rejects_are_refused_on_tract_too() {
+    use tract_onnx::pb::OperatorSetIdProto;
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let plain = || pooled_after(&gray, vec![], vec![], "input");
+    let mut cases: Vec<(&str, ModelProto, &str)> = vec![];
+    for (name, ir) in [("ir0.onnx", 0), ("ir_negative.onnx", -1)] {
+        let mut m = plain();
+        m.ir_version = ir;
+        cases.push((name, m, "ir_version"));
+    }
+    for (name, opset) in [("opset1.onnx", 1), ("opset6.onnx", 6)] {
+        let mut m = plain();
+        m.opset_import[0].version = opset;
+        cases.push((name, m, "opset"));
+    }
+    let mut m = plain();
+    m.opset_import.clear();
+    cases.push(("no_opset.onnx", m, "opset_import"));
+    let mut m = plain();
+    m.opset_import.push(OperatorSetIdProto {
+        domain: "ai.onnx".into(),
+        version: 13,
+    });
+    cases.push(("two_opsets.onnx", m, "opset_import"));
+    let mut m = plain();
+    m.graph.as_mut().unwrap().node[1]
+        .attribute
+        .push(int_attr("axis", 1));
+    cases.push(("two_axes.onnx", m, "\"axis\" twice"));
+    let mut custom = node("Relu", "custom", &["input"], "r");
+    custom.domain = "com.example".into();
+    cases.push((
+        "custom.onnx",
+        pooled_after(&gray, vec![custom], vec![], "r"),
+        "com.example",
+    ));
+    let mut conv = node("Conv", "conv", &["input", "K"], "c");
+    conv.attribute.push(ints_attr("dilations", &[0, 0]));
+    let k = tensor("K", &[1, 1, 3, 3], &[1.0; 9]);
+    cases.push((
+        "dilations.onnx",
+        pooled_after(&gray, vec![conv], vec![k], "c"),
+        "dilations",
+    ));
+    for (name, m, why) in cases {
+        let m = write(d.path(), name, &m);
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
+    }
+}
