@@ -305,3 +305,101 @@ fn generators(g: &pb::GraphProto) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: 7,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn graph(node: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> pb::GraphProto {
+        pb::GraphProto {
+            node,
+            initializer,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_wherever_they_are() {
+        let ok = graph(
+            vec![node("Relu", &["x"], "a"), node("Relu", &["a"], "b")],
+            vec![],
+        );
+        assert_eq!(structure(&ok), Ok(()));
+        // A cycle beside the path from the input, and one through two nodes.
+        let beside = graph(
+            vec![node("Relu", &["x"], "a"), node("Identity", &["c"], "c")],
+            vec![],
+        );
+        assert!(structure(&beside).unwrap_err().contains("cycle"));
+        let two = graph(
+            vec![node("Relu", &["b"], "a"), node("Relu", &["a"], "b")],
+            vec![],
+        );
+        assert!(structure(&two).unwrap_err().contains("cycle"));
+    }
+
+    #[test]
+    fn stored_tensors_must_hold_what_their_dims_promise() {
+        let mut t = int64s("t", &[1, 2, 3]);
+        assert_eq!(tensor_data(&t), Ok(()));
+        t.dims = vec![4];
+        assert!(tensor_data(&t)
+            .unwrap_err()
+            .contains("promise 4 values but it holds 3"));
+        t.dims = vec![1 << 40, 1 << 40];
+        assert!(tensor_data(&t).unwrap_err().contains("more elements"));
+        t.dims = vec![-3];
+        assert!(tensor_data(&t).unwrap_err().contains("negative"));
+        t.dims = vec![1 << 40];
+        t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+        assert_eq!(tensor_data(&t), Ok(()));
+    }
+
+    #[test]
+    fn generator_sizes_fixed_by_constants_are_checked() {
+        let cos = |n: i64| {
+            graph(
+                vec![node("ConstantOfShape", &["s"], "z")],
+                vec![int64s("s", &[n, n])],
+            )
+        };
+        assert_eq!(generators(&cos(8)), Ok(()));
+        let e = generators(&cos(1 << 30)).unwrap_err();
+        assert!(
+            e.contains("\"z\" (ConstantOfShape)") && e.contains("--max-memory"),
+            "{e}"
+        );
+        assert!(generators(&cos(-1)).unwrap_err().contains("negative"));
+        // Range(0, 10, 0) on scalars (dims [] hold one value).
+        let mut g = graph(
+            vec![node("Range", &["a", "b", "c"], "r")],
+            vec![int64s("a", &[0]), int64s("b", &[10]), int64s("c", &[0])],
+        );
+        for t in &mut g.initializer {
+            t.dims.clear();
+        }
+        assert!(generators(&g).unwrap_err().contains("delta is 0"));
+        g.initializer[2].raw_data = 1i64.to_le_bytes().to_vec();
+        assert_eq!(generators(&g), Ok(()));
+    }
+}
