@@ -756,9 +756,10 @@ fn outputs_that_are_not_class_scores_are_refused() {
         &["eval", &declared_int, TEST],
         &["argmax_int.onnx", "int64"],
     );
-    // Declared float, it gives one value a sample: one class is no classifier.
+    // Declared float, it gives one value a sample: one class is no classifier (tract runs it;
+    // ONNX Runtime refuses the declared type itself).
     refused(
-        &["eval", &declared_float, TEST],
+        &["eval", &declared_float, TEST, "--backend", "tract"],
         &["argmax_float.onnx", "at least 2 classes"],
     );
 }
@@ -813,4 +814,29 @@ fn models_onnx_runtime_rejects_are_refused_on_tract_too() {
         let m = write(d.path(), name, &m);
         refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
     }
+}
+
+#[test]
+fn transfer_models_do_not_take_the_model_and_data() {
+    // `--transfer` took every value after it: MODEL and DATA too, then "MODEL is required".
+    let o = run(&[
+        "measure",
+        "uap",
+        "--transfer",
+        "onnx_models/digits/digits_linear.onnx",
+        CNN,
+        TEST,
+        "--limit",
+        "4",
+        "-p",
+        "max_passes=1",
+        "-p",
+        "noise_trials=1",
+        "-p",
+        "curvature_steps=0",
+        "-q",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.contains("transfer_fooling_rate_digits_linear"), "{out}");
 }
