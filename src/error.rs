@@ -86,6 +86,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A file georob was pointed at cannot be read as one: not a regular file (a FIFO, a
+    /// device, a folder), larger than georob reads from such a file, or not text.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Settings given on the command line or through the API are inconsistent.
     #[error("{0}")]
     Config(String),

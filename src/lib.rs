@@ -26,11 +26,13 @@ pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod grad;
+pub mod limits;
 pub mod logits;
 pub mod measure;
 pub mod model;
 pub mod preprocess;
 pub mod progress;
+pub mod read;
 pub mod report;
 pub mod resources;
 pub mod spec;
@@ -38,5 +40,6 @@ pub mod suite;
 #[cfg(test)]
 mod testutil;
 pub mod threads;
+pub mod write;
 
 pub use error::{Error, Result};

@@ -171,6 +171,11 @@ impl InputSpec {
                     .into(),
             )),
         };
+        if height == 0 || width == 0 {
+            return Err(not(format!(
+                "its input size is {height}x{width}; height and width must be positive"
+            )));
+        }
         let channels = match (s.channels, c0) {
             (Some(ch), Some(mc)) if ch.count() != mc => {
                 return Err(Error::Config(format!(
@@ -285,7 +290,7 @@ struct SidecarFile {
 #[serde(deny_unknown_fields)]
 struct SidecarInput {
     layout: Option<String>,
-    size: Option<[usize; 2]>,
+    size: Option<Vec<usize>>,
     channels: Option<String>,
     scale: Option<f32>,
     mean: Option<Vec<f32>>,
@@ -314,7 +319,7 @@ pub fn read_sidecar(model: &Path) -> Result<Option<SpecOverrides>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::read::text(&path, crate::read::TEXT_CAP)?;
     parse_sidecar(&text, &path).map(Some)
 }
 
@@ -329,10 +334,22 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
         v.map(|s| s.parse()).transpose()
     }
     let input = file.input;
+    let size = match input.size.as_deref() {
+        None => None,
+        Some(&[h, w]) if h > 0 && w > 0 => Some((h, w)),
+        Some(v) => {
+            return Err(bad(format!(
+                "size = {v:?}: expected [height, width], both positive"
+            )))
+        }
+    };
+    check_finite("scale", input.scale.as_slice()).map_err(bad)?;
+    check_finite("mean", input.mean.as_deref().unwrap_or_default()).map_err(bad)?;
+    check_finite("std", input.std.as_deref().unwrap_or_default()).map_err(bad)?;
     let sub = |e: Error| bad(e.to_string());
     Ok(SpecOverrides {
         layout: parsed(input.layout).map_err(sub)?,
-        size: input.size.map(|[h, w]| (h, w)),
+        size,
         channels: parsed(input.channels).map_err(sub)?,
         scale: input.scale,
         mean: input.mean,
@@ -343,6 +360,17 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
             .classes
             .map(|c| path.parent().unwrap_or(Path::new(".")).join(c)),
     })
+}
+
+/// Fails unless every value of the setting `what` is a finite float32 (`1e39` is read as
+/// infinity): the why, to be prefixed with where the setting came from.
+pub fn check_finite(what: &str, values: &[f32]) -> std::result::Result<(), String> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(format!(
+            "{what} = {v}: every value must be a finite number (within ±3.4e38)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Expands a one-value list to `n` channels and checks the length.
@@ -399,6 +427,11 @@ mod tests {
         assert!(e.to_string().contains("layot"), "{e}");
         let e = parse_sidecar("[input]\nlayout = \"CHW\"", p).unwrap_err();
         assert!(e.to_string().contains("CHW"), "{e}");
+        let e = parse_sidecar("[input]\nsize = [0, 0]", p).unwrap_err();
+        assert!(
+            e.to_string().contains("x.georob.toml: size = [0, 0]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct Suite {
     #[serde(default = "default_chunk")]
     pub chunk: usize,
     /// Box constraint in the measured space.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "two_bounds")]
     pub bounds: Option<[f32; 2]>,
     /// Models (variants) audited on the same data with the same seeds.
     pub models: Vec<ModelEntry>,
@@ -140,6 +140,31 @@ pub fn default_measures() -> Vec<MeasureEntry> {
     ]
 }
 
+/// `bounds = [LO, HI]`: exactly two numbers (a longer list is refused, not cut short).
+fn two_bounds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<[f32; 2]>, D::Error> {
+    match Option::<Vec<f32>>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => match v.as_slice() {
+            [lo, hi] => Ok(Some([*lo, *hi])),
+            _ => Err(serde::de::Error::custom(format!(
+                "bounds = {v:?}: expected two numbers [LO, HI]"
+            ))),
+        },
+    }
+}
+
+/// Whether `name` is one plain file name: not empty, not `.` or `..`, no separator.
+fn plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    let one = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(n)), None) if n == name
+    );
+    one && !name.contains(['/', '\\', '\0'])
+}
+
 impl Suite {
     /// The default suite for one model and one data set.
     pub fn default_for(model: &Path, data: &Path, labels: Option<&Path>) -> Suite {
@@ -161,7 +186,7 @@ impl Suite {
 
     /// Reads a suite file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Suite> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::read::text(path, crate::read::TEXT_CAP)?;
         let mut suite: Suite =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -191,7 +216,32 @@ impl Suite {
         if self.chunk == 0 {
             return Err(Error::Config("chunk must be at least 1 image".into()));
         }
+        if self.limit == Some(0) {
+            return Err(Error::Config("limit = 0: use at least 1 image".into()));
+        }
+        if self.measures.is_empty() {
+            return Err(Error::Config(
+                "measures = []: the suite measures nothing, so it could only pass".into(),
+            ));
+        }
+        if let Some([lo, hi]) = self.bounds {
+            crate::measure::check_bounds(lo, hi)
+                .map_err(|e| Error::Config(format!("bounds: {e}")))?;
+        }
         let names = self.model_names();
+        let ids: Vec<&str> = self.measures.iter().map(MeasureEntry::id).collect();
+        for (what, name) in names
+            .iter()
+            .map(|n| ("model name", n.as_str()))
+            .chain(ids.iter().map(|id| ("measure id", *id)))
+        {
+            if !plain_name(name) {
+                return Err(Error::Config(format!(
+                    "{what} {name:?} cannot name a folder: artifacts go to artifacts/MODEL/ID \
+                     inside --out, so a name is one plain file name (no '/', '\\', '.' or '..')"
+                )));
+            }
+        }
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return Err(Error::Config(format!(
@@ -199,7 +249,6 @@ impl Suite {
                 )));
             }
         }
-        let ids: Vec<&str> = self.measures.iter().map(MeasureEntry::id).collect();
         for (i, id) in ids.iter().enumerate() {
             if ids[..i].contains(id) {
                 return Err(Error::Config(format!(

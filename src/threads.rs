@@ -6,12 +6,31 @@
 
 use crate::error::{Error, Result};
 
-/// Sizes rayon's global pool to `n` threads. Call once, before any parallel work: a pool
-/// that already runs keeps its size, and that is an error.
-pub fn limit(n: usize) -> Result<()> {
+/// The most threads georob starts: 4 per core, at least 64 and at most 1024. More only
+/// spend memory on stacks (and enough of them exhaust it).
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).clamp(64, 1024)
+}
+
+/// Checks a thread count (`--threads`): at least 1, at most [`max_threads`].
+pub fn check(n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::Config("--threads must be at least 1".into()));
     }
+    let max = max_threads();
+    if n > max {
+        return Err(Error::Config(format!(
+            "--threads {n}: at most {max} threads (4 per core, at least 64, at most 1024)"
+        )));
+    }
+    Ok(())
+}
+
+/// Sizes rayon's global pool to `n` threads. Call once, before any parallel work: a pool
+/// that already runs keeps its size, and that is an error.
+pub fn limit(n: usize) -> Result<()> {
+    check(n)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("georob-{i}"))

@@ -4,7 +4,7 @@
 //! unit in progress; `--resume` reads the journal back and skips what is in it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ impl Journal {
     /// Starts a fresh journal under `header` in `dir` (replacing any old one).
     pub fn create(dir: &Path, header: &Header) -> Result<Journal> {
         let path = dir.join(JOURNAL);
-        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let file = crate::write::create(&path)?;
         let mut j = Journal { path, file };
         j.append(&Line::Header(Box::new(header.clone())))?;
         Ok(j)
@@ -148,10 +148,7 @@ impl Journal {
                 path.display()
             )));
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = crate::write::open_existing(&path)?;
         file.set_len(good_len).map_err(|e| Error::io(&path, e))?;
         let mut file = file;
         use std::io::Seek;
@@ -179,7 +176,8 @@ impl Journal {
 /// Reads a journal: its header, its finished units, and the length in bytes of its intact
 /// part.
 pub fn read(path: &Path) -> Result<(Header, BTreeMap<usize, UnitRecord>, u64)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // Read line by line: no cap on its length beyond the memory its records take.
+    let file = crate::read::open(path, u64::MAX)?;
     let mut reader = BufReader::new(file);
     let mut header = None;
     let mut records = BTreeMap::new();

@@ -137,7 +137,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     suite.validate()?;
     let mut data = Dataset::open(&suite.data, suite.labels.as_deref())?;
     if let Some(n) = suite.limit {
-        data.items.truncate(n.max(1));
+        data.items.truncate(n);
     }
     let header = Header {
         suite: suite.clone(),
@@ -190,7 +190,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             let dir = opts.out.join(&rel);
             let first = unit.images.start == 0;
             if first {
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                crate::write::dirs_under(&opts.out, Path::new(&rel))?;
             }
             let chunk = data.chunk(unit.images.clone());
             let ctx = Context {
@@ -261,6 +261,15 @@ pub struct Assembled {
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
     let mut header: Option<(Header, &PathBuf)> = None;
     let mut all = BTreeMap::new();
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if let Some(dir) = dirs.iter().find(|d| same(d, out)) {
+        return Err(Error::Config(format!(
+            "--out {}: is the shard directory {}, which merge reads; write the merged report elsewhere",
+            out.display(),
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for dir in dirs {
         let (h, records, _) = journal::read(&dir.join(journal::JOURNAL))?;
         match &header {
@@ -279,7 +288,6 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
         copy_tree(&dir.join("artifacts"), &out.join("artifacts"))?;
     }
     let (header, _) = header.ok_or_else(|| Error::Config("merge: no directories given".into()))?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut j = Journal::create(out, &header)?;
     for r in all.values() {
         j.record(r)?;
@@ -299,14 +307,26 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     if !from.is_dir() {
         return Ok(());
     }
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    crate::write::dir(to)?;
     for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let entry = entry.map_err(|e| Error::io(from, e))?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
+        // The entry's own type: a symbolic link is not followed, and a FIFO or device,
+        // which would block or never end, is not read.
+        let kind = entry.file_type().map_err(|e| Error::io(&src, e))?;
+        if kind.is_dir() {
             copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            let mut from = crate::read::open(&src, u64::MAX)?;
+            let mut into = crate::write::create(&dst)?;
+            std::io::copy(&mut from, &mut into).map_err(|e| Error::io(&dst, e))?;
         } else {
-            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+            return Err(Error::Unreadable {
+                path: src,
+                reason: "not a regular file or folder (a symbolic link, FIFO or device); \
+                         merge copies regular files only"
+                    .into(),
+            });
         }
     }
     Ok(())

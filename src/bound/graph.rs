@@ -676,19 +676,18 @@ fn movement(
             }),
             ..Default::default()
         };
-        let res =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> TractResult<Vec<f32>> {
-                let mut m = tract_onnx::onnx().model_for_proto_model(&sub)?;
-                for (i, t) in inputs.iter().enumerate() {
-                    m = m.with_input_fact(i, TypedFact::shape_and_dt_of(t).into())?;
-                }
-                let out = m
-                    .into_typed()?
-                    .into_runnable()?
-                    .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())?;
-                let t = out[0].cast_to::<f32>()?;
-                Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
-            }));
+        let res = crate::model::guarded(|| -> TractResult<Vec<f32>> {
+            let mut m = tract_onnx::onnx().model_for_proto_model(&sub)?;
+            for (i, t) in inputs.iter().enumerate() {
+                m = m.with_input_fact(i, TypedFact::shape_and_dt_of(t).into())?;
+            }
+            let out = m
+                .into_typed()?
+                .into_runnable()?
+                .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())?;
+            let t = out[0].cast_to::<f32>()?;
+            Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
+        });
         match res {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(unsupported(node, &format!("tract: {e}"))),

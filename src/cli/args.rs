@@ -12,6 +12,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Largest input batch georob allocates, in bytes (suffixes K, M, G, T: 512M, 4G)
+    /// [default: half of this machine's memory]; larger inputs are refused before any
+    /// allocation.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_memory: Option<String>,
 }
 
 /// Subcommands.
@@ -220,8 +225,10 @@ pub struct MeasureArgs {
     /// A measure parameter, KEY=VALUE (repeatable); VALUE is read as JSON when it parses, else as a string.
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     pub params: Vec<String>,
-    /// Other models to transfer the result to (`uap`: their held-out fooling rates); same as `-p transfer=[...]`.
-    #[arg(long, value_name = "MODEL", num_args = 1..)]
+    /// Another model to transfer the result to (`uap`: its held-out fooling rate), repeatable
+    /// or comma-separated; same as `-p transfer=[...]`. One value per flag, so that it cannot
+    /// take MODEL and DATA for models to transfer to.
+    #[arg(long, value_name = "MODEL", value_delimiter = ',')]
     pub transfer: Vec<PathBuf>,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]

@@ -32,6 +32,9 @@ pub fn run_audit(args: &AuditArgs) -> Result<ExitCode> {
         suite.seed = seed;
     }
     if args.limit.is_some() {
+        if args.limit == Some(0) {
+            bail!("--limit 0: use at least 1 image");
+        }
         suite.limit = args.limit;
     }
     if let Some(chunk) = args.chunk {
@@ -111,8 +114,10 @@ pub fn run_merge(args: &MergeArgs) -> Result<ExitCode> {
         Verdict::Partial => {
             let m = &merged.missing;
             let more = m.len().saturating_sub(MISSING_SHOWN);
+            let dirs: Vec<String> = args.dirs.iter().map(|d| d.display().to_string()).collect();
             eprintln!(
-                "georob: merged report is partial: {} of {} units (a shard missing?); missing: {}{}",
+                "georob: merged report of {} is partial: {} of {} units (a shard missing, or a journal cut short?); missing: {}{}",
+                dirs.join(", "),
                 report.units_done,
                 report.units_total,
                 m[..m.len() - more].join(", "),
@@ -144,8 +149,7 @@ pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
             #[serde(default)]
             thresholds: Vec<String>,
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = georob::read::text(path, georob::read::TEXT_CAP)?;
         let file: File = toml::from_str(&text)
             .with_context(|| format!("{}: bad thresholds file", path.display()))?;
         for t in file.thresholds {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use georob::data::{Dataset, LabelSource};
 use georob::eval::{evaluate, EvalReport};
@@ -26,7 +26,7 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode> {
     print_report(&report, &model, args.per_image || data.len() <= 20)?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        georob::write::bytes(path, text)?;
         eprintln!("georob: wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

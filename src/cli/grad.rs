@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use comfy_table::{Cell, CellAlignment};
 use georob::data::{read_f32, write_f32, Dataset};
 use georob::grad::{self, build_gradient_graph_probed, probe_model, CotangentLayout};
@@ -111,8 +111,7 @@ pub fn run_export(args: &ExportGradArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_ERROR));
         }
     };
-    std::fs::write(&args.out, built.model.encode_to_vec())
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    georob::write::bytes(&args.out, built.model.encode_to_vec())?;
     let dims = |d: &[usize]| {
         d.iter()
             .map(|v| v.to_string())

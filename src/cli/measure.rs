@@ -79,10 +79,13 @@ fn bounds(text: Option<&str>, default: Option<(f32, f32)>) -> Result<Option<(f32
             let (lo, hi) = t
                 .split_once(',')
                 .with_context(|| format!("--bounds {t:?}: expected LO,HI or none"))?;
-            let (lo, hi): (f32, f32) = (lo.trim().parse()?, hi.trim().parse()?);
-            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
-                bail!("--bounds {t:?}: LO must be a number below HI");
-            }
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<f32>()
+                    .with_context(|| format!("--bounds {t:?}: {v:?} is not a number"))
+            };
+            let (lo, hi) = (number(lo)?, number(hi)?);
+            measure::check_bounds(lo, hi).with_context(|| format!("--bounds {t:?}"))?;
             Ok(Some((lo, hi)))
         }
     }
@@ -123,7 +126,10 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
     let model = Model::open(model_path, &args.model_args.options()?)?;
     let mut data = Dataset::open(data_path, args.labels.as_deref())?;
     if let Some(n) = args.limit {
-        data.items.truncate(n.max(1));
+        if n == 0 {
+            bail!("--limit 0: use at least 1 item");
+        }
+        data.items.truncate(n);
     }
     data.check_labels(model.classes)?;
     let (gradient, warning) = model.gradient_mode()?;
@@ -175,8 +181,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
                 model_seconds,
             },
         };
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        georob::write::bytes(path, serde_json::to_string_pretty(&json)?)?;
         eprintln!("georob: wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -24,6 +24,11 @@ pub const EXIT_GATE: u8 = 1;
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(text) = &cli.max_memory {
+        let bytes =
+            georob::limits::parse_bytes(text).map_err(|e| anyhow::anyhow!("--max-memory: {e}"))?;
+        georob::limits::set_max_memory(bytes);
+    }
     if let Some(n) = cli.command.threads() {
         georob::threads::limit(n)?;
     }

@@ -7,13 +7,16 @@ use georob::spec::SpecOverrides;
 use super::args::ModelArgs;
 
 fn floats(list: &str, what: &str) -> Result<Vec<f32>> {
-    list.split(',')
+    let values = list
+        .split(',')
         .map(|v| {
             v.trim()
                 .parse::<f32>()
                 .with_context(|| format!("--{what}: {v:?} is not a number"))
         })
-        .collect()
+        .collect::<Result<Vec<f32>>>()?;
+    georob::spec::check_finite(what, &values).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(values)
 }
 
 fn size(text: &str) -> Result<(usize, usize)> {
@@ -53,7 +56,14 @@ impl ModelArgs {
                 layout: self.layout.as_deref().map(str::parse).transpose()?,
                 size: self.size.as_deref().map(size).transpose()?,
                 channels: self.channels.as_deref().map(str::parse).transpose()?,
-                scale: self.scale,
+                scale: self
+                    .scale
+                    .map(|s| {
+                        georob::spec::check_finite("scale", &[s])
+                            .map_err(|e| anyhow::anyhow!("--{e}"))?;
+                        Ok::<f32, anyhow::Error>(s)
+                    })
+                    .transpose()?,
                 mean: self
                     .mean
                     .as_deref()

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
 
 use crate::error::{Error, Result};
 use crate::spec::{Channels, InputSpec};
@@ -48,8 +48,8 @@ pub fn read_image_space(path: &Path, spec: &InputSpec, out: &mut [f32]) -> Resul
 
 /// Decodes an image file, naming the file and the problem on failure.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let bytes = crate::read::bytes(path, crate::read::IMAGE_CAP)?;
+    let reader = ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     if reader.format().is_none() {
@@ -58,13 +58,39 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
             "not a PNG or JPEG image (unrecognised format)",
         ));
     }
+    let format = reader.format();
     let img = reader
         .decode()
         .map_err(|e| Error::image(path, format!("cannot decode image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::image(path, "the image is empty (0 pixels)"));
     }
+    if let Some(why) = truncated(format, &bytes) {
+        return Err(Error::image(path, why));
+    }
     Ok(img)
+}
+
+/// Why a decoded file of `format` is cut short, if it is: the decoders fill what is missing
+/// (grey blocks of a JPEG, the last rows of a PNG) without an error. A JPEG must end with its
+/// end-of-image marker (trailing padding aside), a PNG must hold its `IEND` chunk.
+fn truncated(format: Option<ImageFormat>, bytes: &[u8]) -> Option<&'static str> {
+    match format {
+        Some(ImageFormat::Jpeg) => {
+            let end = bytes
+                .iter()
+                .rposition(|b| !matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n'))
+                .map_or(0, |i| i + 1);
+            (!bytes[..end].ends_with(&[0xFF, 0xD9]))
+                .then_some("truncated JPEG: the file does not end with the end-of-image marker")
+        }
+        Some(ImageFormat::Png) => {
+            const IEND: &[u8] = b"IEND\xAE\x42\x60\x82";
+            (!bytes.windows(IEND.len()).any(|w| w == IEND))
+                .then_some("truncated PNG: the file has no complete IEND chunk")
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +129,37 @@ mod tests {
         let mut out = vec![0.0; 16];
         read_image_space(&p, &s, &mut out).unwrap();
         assert!(out.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{out:?}");
+    }
+
+    #[test]
+    fn images_cut_short_are_refused_though_they_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut png = Vec::new();
+        image::RgbImage::new(16, 16)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut jpeg = Vec::new();
+        image::RgbImage::new(16, 16)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        for (name, bytes, why) in [
+            ("a.png", &png, "truncated PNG"),
+            ("a.jpg", &jpeg, "truncated JPEG"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            assert!(decode(&p).is_ok(), "{name}");
+            std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+            let e = decode(&p).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains(why), "{e}");
+        }
+        // Padding after a JPEG's end-of-image marker is no truncation.
+        let p = dir.path().join("padded.jpg");
+        std::fs::write(&p, [jpeg.as_slice(), &[0, 0, b'\n']].concat()).unwrap();
+        assert!(decode(&p).is_ok());
     }
 
     #[test]

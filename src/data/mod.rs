@@ -332,7 +332,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
         .collect();
     let labels_txt = dir.join("labels.txt");
     let (indices, how): (Vec<usize>, String) = if labels_txt.is_file() {
-        let text = std::fs::read_to_string(&labels_txt).map_err(|e| Error::io(&labels_txt, e))?;
+        let text = crate::read::text(&labels_txt, crate::read::TEXT_CAP)?;
         let listed: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -391,8 +391,7 @@ fn open_manifest(path: &Path) -> Result<Dataset> {
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| Error::data(path, e.to_string()))?;
+        .from_reader(crate::read::open(path, crate::read::TEXT_CAP)?);
     let mut items = Vec::new();
     let mut any_label = false;
     for (row, record) in reader.records().enumerate() {

@@ -3,7 +3,7 @@
 //! float32; and integer label vectors.
 
 use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use npyz::{DType, NpyFile, Order, TypeChar};
@@ -22,8 +22,70 @@ pub(crate) struct NpyTensor {
     pub sample_shape: Vec<usize>,
 }
 
+/// Checks that the values the header's `shape` promises, `width` bytes each, can be counted
+/// and are among the `available` bytes of data of `path`: a header claiming more is refused
+/// before anything is allocated for it. Returns the number of values.
+fn promised(path: &Path, shape: &[usize], width: u64, available: u64) -> Result<usize> {
+    let total = crate::limits::elements(shape);
+    match total.and_then(|t| (t as u64).checked_mul(width)) {
+        Some(bytes) if bytes <= available => Ok(total.unwrap_or_default()),
+        Some(bytes) => Err(Error::data(
+            path,
+            format!(
+                "truncated: the header promises {} values ({bytes} bytes) but the file holds {available} bytes of data",
+                total.unwrap_or_default()
+            ),
+        )),
+        None => Err(Error::data(
+            path,
+            format!("the header's shape {shape:?} holds more values than memory can address"),
+        )),
+    }
+}
+
+/// The length of `path` in bytes, an upper bound on its data.
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len())
+}
+
+/// The dimensions in the `shape` entry of a `.npy` header, from the file's first bytes
+/// `head`, when they can be read.
+fn header_shape(head: &[u8]) -> Option<Vec<u64>> {
+    let text = String::from_utf8_lossy(head);
+    let after = &text[text.find("'shape'")?..];
+    let inner = &after[after.find('(')? + 1..after.find(')')?];
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().ok())
+        .collect()
+}
+
 fn open(path: &Path) -> Result<NpyFile<BufReader<File>>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = crate::read::open(path, u64::MAX)?;
+    // npyz multiplies the header's dimensions without checking for overflow: a header
+    // whose element count overflows is refused here first.
+    let mut head = Vec::new();
+    (&mut file)
+        .take(1 << 16)
+        .read_to_end(&mut head)
+        .and_then(|_| file.rewind())
+        .map_err(|e| Error::io(path, e))?;
+    if let Some(shape) = header_shape(&head) {
+        if shape
+            .iter()
+            .try_fold(8u64, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return Err(Error::data(
+                path,
+                format!("the header's shape {shape:?} holds more values than memory can address"),
+            ));
+        }
+    }
     NpyFile::new(BufReader::new(file))
         .map_err(|e| Error::data(path, format!("not a valid .npy file: {e}")))
 }
@@ -71,22 +133,18 @@ impl NpyTensor {
                 ),
             ));
         }
-        let total: usize = shape.iter().product();
+        if shape[1..].contains(&0) {
+            return Err(Error::data(
+                path,
+                format!("shape {shape:?}: a sample of no values is not an image"),
+            ));
+        }
         let mut reader = npy.into_inner();
         let data_start = reader.stream_position().map_err(|e| Error::io(path, e))?;
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
-        if len < data_start + width * total as u64 {
-            return Err(Error::data(
-                path,
-                format!(
-                    "truncated: the header promises {total} values ({} bytes) but the file holds {} bytes of data",
-                    width * total as u64,
-                    len.saturating_sub(data_start)
-                ),
-            ));
-        }
+        promised(path, &shape, width, len.saturating_sub(data_start))?;
         Ok(NpyTensor {
             path: path.to_path_buf(),
             width,
@@ -159,6 +217,7 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let shape: Vec<usize> = f.shape().iter().map(|&d| d as usize).collect();
     let dtype = f.dtype();
     let wide = matches!(&dtype, DType::Plain(t) if t.size_field() == 8);
+    promised(path, &shape, if wide { 8 } else { 4 }, file_len(path)?)?;
     let values = match wide {
         true => f
             .into_vec::<f64>()
@@ -181,7 +240,7 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
     use npyz::WriterBuilder;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::write::create(path)?;
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape)
@@ -204,6 +263,13 @@ pub(crate) fn read_labels(path: &Path, rows: usize) -> Result<Vec<usize>> {
         ));
     }
     let dtype = type_str(&npy.dtype());
+    let width = match dtype.as_str() {
+        "<i8" => 8,
+        "<i4" => 4,
+        _ => 1,
+    };
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    promised(path, &shape, width, file_len(path)?)?;
     let raw: Vec<i64> = match dtype.as_str() {
         "<i8" => npy.into_vec::<i64>(),
         "<i4" => npy

@@ -224,7 +224,7 @@ fn evaluate(model: &ModelProto, fold: &[bool]) -> Option<HashMap<String, Tensor>
         ..Default::default()
     };
     // tract panics rather than errs on some malformed forms: no folding then either.
-    let run = std::panic::catch_unwind(move || -> TractResult<TVec<TValue>> {
+    let run = crate::model::guarded(move || -> TractResult<TVec<TValue>> {
         tract_onnx::onnx()
             .model_for_proto_model(&sub)?
             .into_typed()?

@@ -125,10 +125,26 @@ pub fn find_logits(g: &GraphProto) -> Result<(String, bool), GradError> {
         .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
         .collect();
     let mut t = out.name.as_str();
+    // A walk back from the output, each tensor visited once (a cyclic graph would loop).
+    let mut seen: HashSet<&str> = HashSet::new();
     while let Some(node) = producer.get(t) {
+        if !seen.insert(t) {
+            return Err(GradError::Model(format!(
+                "the graph has a cycle through `{t}`"
+            )));
+        }
+        let first = || {
+            node.input.first().filter(|i| !i.is_empty()).ok_or_else(|| {
+                GradError::Model(format!(
+                    "{} node `{}` has no input",
+                    node.op_type,
+                    node_name(node)
+                ))
+            })
+        };
         match node.op_type.as_str() {
-            "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => t = &node.input[0],
-            "Softmax" | "LogSoftmax" => return Ok((node.input[0].clone(), true)),
+            "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => t = first()?,
+            "Softmax" | "LogSoftmax" => return Ok((first()?.clone(), true)),
             _ => break,
         }
     }
@@ -281,6 +297,23 @@ mod tests {
         assert!(g.pre_softmax);
         assert_eq!((g.batch, g.classes, g.num_logits), (2, 2, 3));
         assert_grad(&m, &[2, 4], 1.0);
+    }
+
+    #[test]
+    fn cycles_and_input_less_final_nodes_are_errors() {
+        let m = chain(
+            vec![node("Identity", &["y"], "y", vec![])],
+            vec![],
+            &[2, 3],
+            13,
+        );
+        let e = find_logits(graph(&m).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("cycle through `y`"), "{e}");
+        for op in ["Identity", "Softmax"] {
+            let m = chain(vec![node(op, &[], "y", vec![])], vec![], &[2, 3], 13);
+            let e = find_logits(graph(&m).unwrap()).unwrap_err().to_string();
+            assert!(e.contains("has no input"), "{op}: {e}");
+        }
     }
 
     #[test]

@@ -91,31 +91,26 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
     let input = random_input(input_shape);
     // tract panics (rather than erroring) on some malformed or unsupported forms, e.g. negative
     // Pad pads; report those as errors too.
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        move || -> Result<TVec<TValue>, GradError> {
-            let plan = tract_onnx::onnx()
-                .model_for_proto_model(&proto)
-                .map_err(tract_error("loading the model for the probe run"))?
-                .with_input_fact(0, f32::fact(input_shape).into())
-                .map_err(tract_error("setting the input shape"))?
-                .into_optimized()
-                .map_err(tract_error("optimising the model for the probe run"))?
-                .into_runnable()
-                .map_err(tract_error("planning the probe run"))?;
-            plan.run(tvec!(input.into()))
-                .map_err(tract_error("running the probe model"))
-        },
-    ));
+    let run = crate::model::guarded(move || -> Result<TVec<TValue>, GradError> {
+        let typed = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(tract_error("loading the model for the probe run"))?
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .map_err(tract_error("setting the input shape"))?
+            .into_typed()
+            .map_err(tract_error("typing the model for the probe run"))?;
+        crate::limits::check_typed_model(&typed).map_err(GradError::Model)?;
+        let plan = typed
+            .into_optimized()
+            .map_err(tract_error("optimising the model for the probe run"))?
+            .into_runnable()
+            .map_err(tract_error("planning the probe run"))?;
+        plan.run(tvec!(input.into()))
+            .map_err(tract_error("running the probe model"))
+    });
     let results = match run {
         Ok(r) => r?,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            return Err(tract_err("running the probe model (tract panicked)", msg));
-        }
+        Err(msg) => return Err(tract_err("running the probe model", msg)),
     };
     for (name, value) in names.iter().zip(results.iter()) {
         out.shapes.insert(name.clone(), value.shape().to_vec());

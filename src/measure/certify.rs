@@ -471,7 +471,7 @@ impl Params {
     ) -> Result<Vec<super::Artifact>> {
         use std::fmt::Write as _;
         let sub = dir.join("certify_vnnlib");
-        std::fs::create_dir_all(&sub).map_err(|e| Error::io(&sub, e))?;
+        crate::write::dir(&sub)?;
         let model = ctx.model.path().display().to_string();
         let mut instances = String::new();
         let mut written = 0;
@@ -507,13 +507,13 @@ impl Params {
                 t.push_str("))\n");
                 let name = format!("img{}_eps{}.vnnlib", ctx.data.position(img.index), (e * 1e9).round() / 1e9);
                 let path = sub.join(&name);
-                std::fs::write(&path, t).map_err(|err| Error::io(&path, err))?;
+                crate::write::bytes(&path, t)?;
                 let _ = writeln!(instances, "{model},{},60", path.display());
                 written += 1;
             }
         }
         let csv = sub.join("instances.csv");
-        std::fs::write(&csv, instances).map_err(|err| Error::io(&csv, err))?;
+        crate::write::bytes(&csv, instances)?;
         Ok(vec![super::Artifact {
             description: format!("{written} VNN-LIB properties of the images and radii left unknown, and instances.csv"),
             path: "certify_vnnlib/instances.csv".into(),

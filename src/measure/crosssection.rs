@@ -246,7 +246,7 @@ fn save_plane(
     let r = p.resolution;
     let ax = axis(p);
     let csv_path = dir.join(format!("{stem}.csv"));
-    let mut w = csv::Writer::from_path(&csv_path).map_err(|e| Error::io(&csv_path, e.into()))?;
+    let mut w = csv::Writer::from_writer(crate::write::create(&csv_path)?);
     w.write_record(["alpha", "beta", "label", "margin"])
         .map_err(|e| Error::io(&csv_path, e.into()))?;
     for bi in 0..r {
@@ -303,8 +303,7 @@ fn save_plane(
         }
     }
     let png_path = dir.join(format!("{stem}.png"));
-    img.save(&png_path)
-        .map_err(|e| Error::io(&png_path, std::io::Error::other(e)))?;
+    super::picture::save(&img, &png_path)?;
     Ok(vec![
         Artifact {
             description: format!("{} plane: label and margin per grid point", plane.kind),

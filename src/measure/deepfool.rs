@@ -352,10 +352,10 @@ impl Measure for Params {
     };
 
     fn validate(&self) -> Result<()> {
-        match &self.eps {
-            Some(eps) => super::curve::check_budgets("deepfool", eps),
-            None => Ok(()),
+        if let Some(eps) = &self.eps {
+            super::curve::check_budgets("deepfool", eps)?;
         }
+        super::at_least("deepfool", "candidates", self.candidates, 2)
     }
 
     fn run(&self, ctx: &Context) -> Result<Output> {

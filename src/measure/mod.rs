@@ -365,6 +365,28 @@ impl Summary {
     }
 }
 
+/// Checks a box constraint `[lo, hi]` (`--bounds`, a suite's `bounds`): both ends finite
+/// and `lo < hi`. The error says what is wrong; callers name the flag or file.
+pub fn check_bounds(lo: f32, hi: f32) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(Error::Config(format!(
+            "[{lo}, {hi}] is not an interval: LO and HI must be finite numbers with LO < HI"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an integer parameter `key` of `measure` against its least meaningful value `min`
+/// (below it a measure would do nothing, or silently use another value).
+pub(crate) fn at_least(measure: &str, key: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(Error::Config(format!(
+            "{measure}: {key} = {value} must be at least {min}"
+        )));
+    }
+    Ok(())
+}
+
 /// A robustness measure: its parameters (a serde struct with defaults) are the measure.
 ///
 /// Adding one is one file that implements this trait and one line in [`registry`]
@@ -584,7 +606,8 @@ pub fn build(name: &str, params: &serde_json::Value) -> Result<Box<dyn Configure
     }
 }
 
-/// Deserialises a measure's parameters, naming the measure on error.
+/// Deserialises a measure's parameters, naming the measure, and the parameter at fault when
+/// one alone fails (serde's message does not say which field a bad value belongs to).
 pub fn parse_params<T: serde::de::DeserializeOwned>(
     measure: &str,
     params: &serde_json::Value,
@@ -594,8 +617,19 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
     } else {
         params.clone()
     };
-    serde_json::from_value(value)
-        .map_err(|e| Error::Config(format!("{measure}: bad parameters: {e}")))
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // Every measure's parameters have defaults: each key can be tried on its own.
+        let culprit = value.as_object().and_then(|map| {
+            map.iter().find(|(k, v)| {
+                let alone = serde_json::json!({ k.as_str(): v });
+                serde_json::from_value::<T>(alone).is_err()
+            })
+        });
+        match culprit {
+            Some((key, v)) => Error::Config(format!("{measure}: parameter {key} = {v}: {e}")),
+            None => Error::Config(format!("{measure}: bad parameters: {e}")),
+        }
+    })
 }
 
 /// The values named `key` of the images that have one, in image order.

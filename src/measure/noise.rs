@@ -166,6 +166,10 @@ impl Measure for Params {
         units: Units::Chunks,
     };
 
+    fn validate(&self) -> Result<()> {
+        super::at_least("noise", "directions", self.directions, 1)
+    }
+
     fn run(&self, ctx: &Context) -> Result<Output> {
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();

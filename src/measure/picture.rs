@@ -51,6 +51,7 @@ pub fn panels(images: &[RgbImage]) -> RgbImage {
 
 /// Saves `img` as PNG.
 pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save(path)
+    let mut out = std::io::BufWriter::new(crate::write::create(path)?);
+    img.write_to(&mut out, image::ImageFormat::Png)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }

@@ -125,6 +125,10 @@ impl Measure for Params {
         units: Units::Chunks,
     };
 
+    fn validate(&self) -> Result<()> {
+        super::at_least(Self::DECLARATION.name, "candidates", self.candidates, 2)
+    }
+
     fn run(&self, ctx: &Context) -> Result<Output> {
         let spec = &ctx.model.spec;
         let (c, h, w) = (spec.channels.count(), spec.height, spec.width);

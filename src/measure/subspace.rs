@@ -218,6 +218,10 @@ impl Measure for Params {
         units: Units::Chunks,
     };
 
+    fn validate(&self) -> Result<()> {
+        super::at_least(Self::DECLARATION.name, "candidates", self.candidates, 2)
+    }
+
     fn run(&self, ctx: &Context) -> Result<Output> {
         let d = ctx.model.spec.sample_len();
         let dims = if self.dims.is_empty() {

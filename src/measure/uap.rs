@@ -215,6 +215,16 @@ impl Measure for Params {
         units: Units::Whole("the perturbation is built from every construction image and evaluated on the held-out ones"),
     };
 
+    fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.holdout_fraction) {
+            return Err(Error::Config(format!(
+                "uap: holdout_fraction = {} must be at least 0 and below 1",
+                self.holdout_fraction
+            )));
+        }
+        super::at_least("uap", "candidates", self.candidates, 2)
+    }
+
     fn run(&self, ctx: &Context) -> Result<Output> {
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let d = sm.dim();

@@ -1,6 +1,7 @@
 //! Loading an ONNX classifier and running it on a backend.
 
 mod backend;
+mod check;
 mod executor;
 mod gradients;
 pub mod onnx;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use backend::guarded;
 pub use backend::{
     install_quiet_panic_hook, Backend, BackendChoice, BackendKind, Device, GraphSession, Job,
 };
@@ -124,11 +126,16 @@ impl Model {
     pub fn open(path: &Path, options: &ModelOptions) -> Result<Model> {
         let onnx = OnnxModel::open(path)?;
         let input = onnx.image_input()?;
+        onnx.check_scores()?;
+        if let Some(n) = options.threads {
+            crate::threads::check(n)?;
+        }
         let sidecar = if options.use_sidecar {
             spec::read_sidecar(path)?.unwrap_or_default()
         } else {
             SpecOverrides::default()
         };
+        let sidecar_size = sidecar.size;
         let settings = sidecar.overridden_by(&options.spec);
         let ends_in_softmax = matches!(onnx.final_softmax(),
             Some(i) if onnx.graph().node[i].op_type == "Softmax");
@@ -162,6 +169,7 @@ impl Model {
         let batch = input
             .fixed_batch
             .unwrap_or_else(|| options.batch.unwrap_or(default_batch(kind)).max(1));
+        check_input_memory(path, &spec, batch, &input, options, sidecar_size)?;
         let backend = start_backend(kind, path, &runnable, &spec, batch, threads, options)?;
         let mut model = Model {
             onnx,
@@ -180,11 +188,12 @@ impl Model {
         let probe = vec![0.0f32; model.spec.sample_len()];
         let (shape, _) = model.run_raw(&probe, 1)?;
         model.classes = shape[1..].iter().product();
-        if shape.len() < 2 || model.classes == 0 {
+        if shape.len() < 2 || model.classes < 2 {
             return Err(Error::NotAClassifier {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "its first output has shape {shape:?}; georob needs class scores (N, K)"
+                    "its first output has shape {shape:?}; georob needs class scores (N, K) \
+                     of at least 2 classes"
                 ),
             });
         }
@@ -268,8 +277,43 @@ impl Model {
     }
 }
 
+/// Checks, before the backend allocates it, that one input batch (`batch` samples of
+/// `spec`) can be counted and fits under the memory limit; the error names where the batch
+/// and the sample size came from.
+fn check_input_memory(
+    path: &Path,
+    spec: &InputSpec,
+    batch: usize,
+    input: &onnx::ImageInput,
+    options: &ModelOptions,
+    sidecar_size: Option<(usize, usize)>,
+) -> Result<()> {
+    let mut dims = vec![batch];
+    dims.extend_from_slice(&spec.sample_shape());
+    let Err(why) = crate::limits::check_f32_tensor(&dims) else {
+        return Ok(());
+    };
+    let size = match (options.spec.size, sidecar_size) {
+        (Some((h, w)), _) => format!("--size {h}x{w}"),
+        (None, Some((h, w))) => format!(
+            "size = [{h}, {w}] in {}",
+            spec::sidecar_path(path).display()
+        ),
+        (None, None) => "the model's input size".into(),
+    };
+    let batch = match (input.fixed_batch, options.batch) {
+        (Some(b), _) => format!("the batch of {b} the model fixes"),
+        (None, Some(b)) => format!("--batch {b}"),
+        (None, None) => format!("a batch of {batch}"),
+    };
+    Err(Error::Config(format!(
+        "{}: one input batch ({batch}, {size}) is too large: {why}",
+        path.display()
+    )))
+}
+
 fn read_class_names(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::read::text(path, crate::read::TEXT_CAP)?;
     Ok(text
         .lines()
         .map(|l| l.trim().to_string())

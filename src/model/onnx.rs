@@ -114,7 +114,7 @@ impl ImageInput {
 impl OnnxModel {
     /// Reads and parses `path`. Fails on missing, empty, truncated or non-ONNX files.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::read::bytes(path, crate::read::MODEL_CAP)?;
         Self::from_bytes(bytes, path)
     }
 
@@ -141,6 +141,7 @@ impl OnnxModel {
         if graph.output.is_empty() {
             return Err(invalid("the graph has no outputs".into()));
         }
+        super::check::model(&proto).map_err(invalid)?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         Ok(OnnxModel {
             path: path.to_path_buf(),
@@ -262,6 +263,22 @@ impl OnnxModel {
         })
     }
 
+    /// Fails when the first output is declared with a type that cannot hold class scores
+    /// (an `ArgMax` index, a boolean): only float outputs, or undeclared ones, pass.
+    pub fn check_scores(&self) -> Result<()> {
+        let out = decl(&self.graph().output[0]);
+        match out.dtype.as_str() {
+            "float32" | "float16" | "float64" | "bfloat16" | "unknown" | "type#0" => Ok(()),
+            other => Err(Error::NotAClassifier {
+                path: self.path.clone(),
+                reason: format!(
+                    "its first output {:?} holds {other} values; georob needs float class scores",
+                    out.name
+                ),
+            }),
+        }
+    }
+
     /// Declared class count of the first output, when its last dimension is fixed.
     pub fn declared_classes(&self) -> Option<usize> {
         let out = decl(&self.graph().output[0]);
@@ -280,7 +297,9 @@ impl OnnxModel {
                 .enumerate()
                 .find(|(_, n)| n.output.contains(&name))?;
             match node.op_type.as_str() {
-                "Softmax" | "LogSoftmax" => return Some(idx),
+                "Softmax" | "LogSoftmax" if node.input.first().is_some_and(|i| !i.is_empty()) => {
+                    return Some(idx)
+                }
                 "Identity" | "Reshape" | "Flatten" | "Squeeze" => {
                     name = node.input.first()?.clone()
                 }

@@ -50,9 +50,11 @@ fn backend_error(path: &std::path::Path, reason: String) -> Error {
     }
 }
 
-/// Optimises `proto`, with input 0 fixed to `shape` when given.
+/// Optimises `proto`, with input 0 fixed to `shape` when given; then every tensor of known
+/// shape must fit under the memory limit before tract optimises the graph
+/// (which allocates some of them: im2col offsets of a convolution, constants folded).
 fn compile(path: &std::path::Path, proto: &ModelProto, shape: Option<&[usize]>) -> Result<Plan> {
-    guarded(|| -> TractResult<Plan> {
+    let typed = guarded(|| -> TractResult<TypedModel> {
         let mut model = match shape {
             // Shape annotations of intermediates and outputs name the batch
             // dimension (`N`) and would clash with the concrete batch:
@@ -72,10 +74,15 @@ fn compile(path: &std::path::Path, proto: &ModelProto, shape: Option<&[usize]>) 
         if let Some(shape) = shape {
             model = model.with_input_fact(0, f32::fact(shape).into())?;
         }
-        model.into_optimized()?.into_runnable()
+        model.into_typed()
     })
     .and_then(|r| r.map_err(|e| format!("{e:#}")))
-    .map_err(|reason| backend_error(path, reason))
+    .map_err(|reason| backend_error(path, reason))?;
+    crate::limits::check_typed_model(&typed)
+        .map_err(|why| Error::Config(format!("{}: {why}", path.display())))?;
+    guarded(|| typed.into_optimized()?.into_runnable())
+        .and_then(|r| r.map_err(|e| format!("{e:#}")))
+        .map_err(|reason| backend_error(path, reason))
 }
 
 fn run_plan(

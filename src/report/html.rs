@@ -213,9 +213,11 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
     }
     h.push_str("</div>");
     for a in &r.artifacts {
-        let path = dir.join(&a.path);
-        if a.path.ends_with(".png") {
-            if let Ok(bytes) = std::fs::read(&path) {
+        // Only a picture inside the report's folder is embedded: the paths come from a
+        // journal, which may have been edited.
+        let inside = crate::write::inside(dir, std::path::Path::new(&a.path));
+        if let Some(path) = inside.filter(|_| a.path.ends_with(".png")) {
+            if let Ok(bytes) = crate::read::bytes(&path, crate::read::IMAGE_CAP) {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
                 let _ = write!(
                     h,

@@ -177,7 +177,7 @@ impl Report {
 
     /// Reads a `report.json`.
     pub fn load(path: &Path) -> Result<Report> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::read::text(path, crate::limits::max_memory())?;
         let report: Report = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: not a georob report: {e}", path.display())))?;
         if report.schema != REPORT_SCHEMA {
@@ -220,7 +220,7 @@ impl Report {
         let path = dir.join(name);
         let text = match name {
             "report.json" => {
-                let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+                let file = crate::write::create(&path)?;
                 let mut out = std::io::BufWriter::new(file);
                 serde_json::to_writer_pretty(&mut out, self)
                     .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
@@ -234,7 +234,7 @@ impl Report {
             "summary.md" => markdown::summary(self),
             other => return Err(Error::Config(format!("no report file named {other:?}"))),
         };
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        crate::write::bytes(&path, text)?;
         Ok(path)
     }
 

@@ -18,6 +18,7 @@ mod grad_fallback;
 mod grad_models;
 mod grad_ort;
 mod grad_reference;
+mod hostile;
 mod model_gradients;
 mod robust_accuracy;
 mod threads;

@@ -1,0 +1,842 @@
+//! Hostile inputs (issue #29): structurally valid files and flags built to make georob panic,
+//! abort on allocation or hang. Each case must end with exit status 2 and an error that names
+//! the file, flag or key at fault; hang cases run under a timeout and fail when it expires.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use tract_onnx::pb::{
+    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+
+use crate::common::{classifier, command, node, onnx_models, tensor, text};
+
+const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
+const TEST: &str = "onnx_models/digits/test";
+
+/// How long a case may run before it counts as a hang.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Runs georob with `args`, killing it after [`HANG`] (a hang fails the test).
+fn run(args: &[&str]) -> Output {
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run georob");
+    let start = Instant::now();
+    while child.try_wait().expect("wait for georob").is_none() {
+        if start.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("georob {args:?} still ran after {HANG:?}: a hang");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("georob output")
+}
+
+/// Runs georob with `args` and checks it refuses them: exit status 2, no panic, and stderr
+/// naming each of `needles`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let (_, err) = text(&o);
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert_eq!(o.status.code(), Some(2), "args {args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "args {args:?}: {n:?} not in {err:?}");
+    }
+}
+
+/// A dimension of a declared input: fixed, or named (dynamic).
+#[derive(Clone, Copy)]
+enum D {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+fn input_info(dims: &[D]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                D::Fixed(v) => dimension::Value::DimValue(*v),
+                D::Named(n) => dimension::Value::DimParam((*n).into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: "input".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
+/// channel at any size (ten classes, as the digits' labels need).
+fn pooled(dims: &[D]) -> ModelProto {
+    pooled_after(dims, vec![], vec![], "input")
+}
+
+/// `input (dims) → nodes → features → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`,
+/// `features` of one channel.
+fn pooled_after(
+    dims: &[D],
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    features: &str,
+) -> ModelProto {
+    let mut flatten = node("Flatten", "flatten", &["pool"], "flat");
+    flatten.attribute.push(int_attr("axis", 1));
+    let mut gemm = node("Gemm", "head", &["flat", "W", "b"], "logits");
+    gemm.attribute.push(int_attr("transB", 1));
+    let mut m = classifier(
+        "pooled",
+        nodes
+            .into_iter()
+            .chain([
+                node("GlobalAveragePool", "pool", &[features], "pool"),
+                flatten,
+                gemm,
+            ])
+            .collect(),
+        [
+            tensor("W", &[10, 1], &[1.0; 10]),
+            tensor("b", &[10], &[0.0; 10]),
+        ]
+        .into_iter()
+        .chain(initializer)
+        .collect(),
+        &[None, Some(1), Some(1), Some(1)],
+        &[None, Some(10)],
+    );
+    m.graph.as_mut().unwrap().input = vec![input_info(dims)];
+    m
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+/// A model of one gray channel at any size, batch dynamic.
+fn dynamic_size() -> ModelProto {
+    pooled(&[D::Named("N"), D::Fixed(1), D::Named("H"), D::Named("W")])
+}
+
+/// Writes `model` to `dir/name` and returns the path as text.
+fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, model.encode_to_vec()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// A classifier whose last node `op` (producing `logits`) takes `inputs`.
+fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
+    let mut flatten = node("Flatten", "flatten", &["input"], "flat");
+    flatten.attribute.push(int_attr("axis", 1));
+    classifier(
+        "ending",
+        vec![flatten, node(op, "last", inputs, "logits")],
+        vec![],
+        &[None, Some(1), Some(2), Some(2)],
+        &[None, Some(4)],
+    )
+}
+
+#[test]
+fn a_final_node_without_inputs_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    for op in ["Softmax", "Identity", "LogSoftmax"] {
+        let m = write(d.path(), &format!("{op}.onnx"), &ending_in(op, &[]));
+        for cmd in ["inspect", "eval"] {
+            let mut args = vec![cmd, &m];
+            if cmd == "eval" {
+                args.push(TEST);
+            }
+            refused(&args, &[&format!("{op}.onnx"), "no input"]);
+        }
+    }
+}
+
+#[test]
+fn a_node_consuming_its_own_output_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut m = ending_in("Identity", &["logits"]);
+    m.graph
+        .as_mut()
+        .unwrap()
+        .node
+        .insert(1, node("Relu", "r", &["flat"], "unused"));
+    let m = write(d.path(), "cycle.onnx", &m);
+    refused(&["inspect", &m], &["cycle.onnx", "cycle"]);
+    refused(
+        &["eval", &m, TEST, "--threads", "1"],
+        &["cycle.onnx", "cycle"],
+    );
+}
+
+/// Writes a float32 `.npy` header claiming `shape`, followed by `data_bytes` zero bytes.
+fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + data_bytes, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn element_counts_that_overflow_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let huge = 1i64 << 31;
+    let m = write(
+        d.path(),
+        "wide.onnx",
+        &pooled(&[D::Named("N"), D::Fixed(3), D::Fixed(huge), D::Fixed(huge)]),
+    );
+    refused(&["eval", &m, TEST], &["wide.onnx"]);
+    for shape in [
+        [1u64 << 62, 1, 1, 1],
+        [1 << 32, 1 << 32, 1, 1],
+        [1 << 31, 1 << 31, 1, 1],
+    ] {
+        let x = d.path().join("x.npy");
+        npy_claiming(&x, &shape, 64);
+        refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+    }
+    let dynamic = write(d.path(), "dyn.onnx", &dynamic_size());
+    refused(
+        &["eval", &dynamic, TEST, "--size", "3000000000x3000000000"],
+        &["--size"],
+    );
+    let out = d.path().join("g.onnx");
+    refused(
+        &[
+            "export-grad",
+            CNN,
+            "--out",
+            &out.to_string_lossy(),
+            "--batch",
+            "18446744073709551615",
+        ],
+        &["--batch"],
+    );
+}
+
+#[test]
+fn a_sidecar_size_of_zero_or_too_large_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    for size in ["[0, 0]", "[3000000000, 3000000000]"] {
+        std::fs::write(
+            d.path().join("dyn.georob.toml"),
+            format!("[input]\nsize = {size}\n"),
+        )
+        .unwrap();
+        refused(&["eval", &m, TEST], &["dyn.georob.toml", "size"]);
+    }
+}
+
+#[test]
+fn bounds_that_are_not_a_finite_interval_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let model = onnx_models("digits/digits_cnn.onnx");
+    let data = onnx_models("digits/test");
+    for bounds in ["[1.0, 0.0]", "[nan, 1.0]", "[inf, -inf]", "[-inf, inf]"] {
+        let suite = d.path().join("suite.toml");
+        std::fs::write(
+            &suite,
+            format!(
+                "data = {:?}\nlimit = 1\nbounds = {bounds}\n[[models]]\npath = {:?}\n[[measures]]\nname = \"deepfool\"\n",
+                data, model
+            ),
+        )
+        .unwrap();
+        let out = d.path().join("out");
+        refused(
+            &[
+                "audit",
+                &suite.to_string_lossy(),
+                "--out",
+                &out.to_string_lossy(),
+                "-q",
+            ],
+            &["suite.toml", "bounds"],
+        );
+    }
+    for bounds in ["nan,1", "0,inf", "1,0"] {
+        refused(
+            &[
+                "measure", "deepfool", CNN, TEST, "--limit", "1", "--bounds", bounds, "-q",
+            ],
+            &["--bounds"],
+        );
+    }
+}
+
+#[test]
+fn measure_parameters_out_of_range_are_refused() {
+    for (measure, param) in [
+        ("noise", "directions=0"),
+        ("uap", "holdout_fraction=-0.5"),
+        ("uap", "holdout_fraction=1.5"),
+        ("deepfool", "candidates=\"abc\""),
+        ("deepfool", "max_iter=-1"),
+    ] {
+        let key = param.split('=').next().unwrap();
+        refused(
+            &[
+                "measure", measure, CNN, TEST, "--limit", "2", "-p", param, "-q",
+            ],
+            &[measure, key],
+        );
+    }
+}
+
+/// Makes a FIFO at `path` (nothing ever writes to it: opening it to read blocks).
+#[cfg(unix)]
+fn fifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_not_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    // An image.
+    fifo(&p("image.png"));
+    refused(
+        &["eval", CNN, &p("image.png").to_string_lossy()],
+        &["image.png", "not a regular file"],
+    );
+    // The sidecar's class-name file.
+    std::fs::copy(onnx_models("digits/digits_cnn.onnx"), p("m.onnx")).unwrap();
+    let sidecar = std::fs::read_to_string(onnx_models("digits/digits_cnn.georob.toml")).unwrap();
+    std::fs::write(
+        p("m.georob.toml"),
+        format!("{sidecar}classes = \"names.txt\"\n"),
+    )
+    .unwrap();
+    fifo(&p("names.txt"));
+    refused(
+        &["eval", &p("m.onnx").to_string_lossy(), TEST],
+        &["names.txt", "not a regular file"],
+    );
+    // A shard's journal and artifacts.
+    std::fs::create_dir_all(p("shard/artifacts/m/deepfool")).unwrap();
+    fifo(&p("shard/journal.jsonl"));
+    refused(
+        &[
+            "merge",
+            &p("shard").to_string_lossy(),
+            "--out",
+            &p("merged").to_string_lossy(),
+        ],
+        &["journal.jsonl", "not a regular file"],
+    );
+    // The model itself.
+    fifo(&p("model.onnx"));
+    refused(
+        &["inspect", &p("model.onnx").to_string_lossy()],
+        &["model.onnx", "not a regular file"],
+    );
+}
+
+#[test]
+fn thread_counts_beyond_reason_are_refused() {
+    for n in ["100000", "18446744073709551615"] {
+        refused(&["eval", CNN, TEST, "--threads", n], &["--threads"]);
+    }
+}
+
+#[test]
+fn inputs_too_large_for_memory_are_refused_before_allocating() {
+    let d = tempfile::tempdir().unwrap();
+    // A fixed input of 1e5 × 1e5 pixels (40 GB a sample).
+    let big = write(
+        d.path(),
+        "big.onnx",
+        &pooled(&[
+            D::Named("N"),
+            D::Fixed(1),
+            D::Fixed(100_000),
+            D::Fixed(100_000),
+        ]),
+    );
+    refused(&["eval", &big, TEST], &["big.onnx", "--max-memory"]);
+    // A fixed batch of 2^40 small samples.
+    let batch = write(
+        d.path(),
+        "batch.onnx",
+        &pooled(&[D::Fixed(1 << 40), D::Fixed(1), D::Fixed(28), D::Fixed(28)]),
+    );
+    refused(&["eval", &batch, TEST], &["batch.onnx", "--max-memory"]);
+    // --size on a dynamic model.
+    let dynamic = write(d.path(), "dyn.onnx", &dynamic_size());
+    refused(
+        &["eval", &dynamic, TEST, "--size", "100000x100000"],
+        &["--size", "--max-memory"],
+    );
+    // export-grad --batch 1e9.
+    let out = d.path().join("g.onnx");
+    refused(
+        &[
+            "export-grad",
+            CNN,
+            "--out",
+            &out.to_string_lossy(),
+            "--batch",
+            "1000000000",
+        ],
+        &["--batch", "--max-memory"],
+    );
+    // A limit given explicitly applies to an ordinary model too.
+    refused(
+        &["eval", CNN, TEST, "--batch", "64", "--max-memory", "100K"],
+        &["--max-memory"],
+    );
+    refused(
+        &["eval", CNN, TEST, "--max-memory", "lots"],
+        &["--max-memory"],
+    );
+    let o = run(&["eval", CNN, TEST, "--max-memory", "1G", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn intermediate_tensors_too_large_for_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // A 1×1 convolution padded by 1e5 on every side: 160 GB of output from a 28×28 image.
+    let mut conv = node("Conv", "conv", &["input", "K"], "wide");
+    conv.attribute.push(ints_attr("pads", &[100_000; 4]));
+    let padded = pooled_after(
+        &gray,
+        vec![conv],
+        vec![tensor("K", &[1, 1, 1, 1], &[1.0])],
+        "wide",
+    );
+    let m = write(d.path(), "pads.onnx", &padded);
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["pads.onnx", "--max-memory"],
+    );
+}
+
+/// An int64 initializer `name` of shape `[values.len()]`.
+fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tensors_generated_or_stored_beyond_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // ConstantOfShape of 2^31 and 2^40 values, summed into the image.
+    for (name, n) in [("cos31.onnx", 1i64 << 31), ("cos40.onnx", 1 << 40)] {
+        let nodes = vec![
+            node("ConstantOfShape", "zeros", &["S"], "zeros"),
+            node("ReduceSum", "sum", &["zeros"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let m = pooled_after(&gray, nodes, vec![int64s("S", &[n])], "shifted");
+        let m = write(d.path(), name, &m);
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name]);
+    }
+    // Range from 0 to 1e12 by 1, and from 0 to 1 by 0.
+    for (name, delta, limit) in [("range12.onnx", 1.0, 1e12), ("range0.onnx", 0.0, 1.0)] {
+        let nodes = vec![
+            node("Range", "range", &["start", "limit", "delta"], "ramp"),
+            node("ReduceSum", "sum", &["ramp"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let scalars = vec![
+            tensor("start", &[], &[0.0]),
+            tensor("limit", &[], &[limit]),
+            tensor("delta", &[], &[delta]),
+        ];
+        let m = write(
+            d.path(),
+            name,
+            &pooled_after(&gray, nodes, scalars, "shifted"),
+        );
+        refused(
+            &["eval", &m, TEST, "--backend", "tract"],
+            &[name, "\"range\""],
+        );
+    }
+    // Initializers whose dimensions promise more than they hold.
+    for (name, dims) in [
+        ("overflow.onnx", vec![1i64 << 40, 1 << 40]),
+        ("short.onnx", vec![1 << 20, 1 << 20]),
+        ("negative.onnx", vec![-1, 4]),
+    ] {
+        let mut k = tensor("K", &[1, 1, 1, 1], &[1.0]);
+        k.dims = dims;
+        let nodes = vec![node("Mul", "scale", &["input", "K"], "scaled")];
+        let m = pooled_after(&gray, nodes, vec![k], "scaled");
+        let m = write(d.path(), name, &m);
+        for cmd in ["inspect", "eval"] {
+            let mut args = vec![cmd, &m];
+            if cmd == "eval" {
+                args.push(TEST);
+            }
+            refused(&args, &[name, "initializer \"K\""]);
+        }
+    }
+}
+
+/// A suite of the digits CNN on its first two test images (unless `extra` sets the limit),
+/// with `extra` TOML lines at the top and `measures` (TOML tables) at the end.
+fn digits_suite(dir: &Path, extra: &str, measures: &str) -> String {
+    let suite = dir.join("suite.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "{extra}\ndata = {:?}\n{}[[models]]\npath = {:?}\n{measures}",
+            onnx_models("digits/test"),
+            if extra.contains("limit") {
+                ""
+            } else {
+                "limit = 2\n"
+            },
+            onnx_models("digits/digits_cnn.onnx"),
+        ),
+    )
+    .unwrap();
+    suite.to_string_lossy().into_owned()
+}
+
+#[test]
+fn names_that_would_leave_the_output_folder_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out").to_string_lossy().into_owned();
+    let cases = [
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"../../escape\"\n",
+            "measure id",
+        ),
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"/tmp\"\n",
+            "measure id",
+        ),
+        (
+            "[[measures]]\nname = \"accuracy\"\nid = \"..\"\n",
+            "measure id",
+        ),
+    ];
+    for (measures, key) in cases {
+        let suite = digits_suite(d.path(), "", measures);
+        refused(
+            &["audit", &suite, "--out", &out, "-q"],
+            &["suite.toml", key],
+        );
+    }
+    let suite = d.path().join("named.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            "data = {:?}\n[[models]]\nname = \"../../escape\"\npath = {:?}\n",
+            onnx_models("digits/test"),
+            onnx_models("digits/digits_cnn.onnx"),
+        ),
+    )
+    .unwrap();
+    refused(
+        &["audit", &suite.to_string_lossy(), "--out", &out, "-q"],
+        &["named.toml", "model name"],
+    );
+    assert!(!d.path().parent().unwrap().join("escape").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn merge_and_reports_stay_inside_their_folders() {
+    use base64::Engine;
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    let s = |path: &Path| path.to_string_lossy().into_owned();
+    let secret = b"\x89PNG not for the report";
+    std::fs::write(p("secret.png"), secret).unwrap();
+    let suite = digits_suite(d.path(), "", "[[measures]]\nname = \"deepfool\"\n");
+    let o = run(&["audit", &suite, "--out", &s(&p("s1")), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+
+    // Merging a shard into itself would truncate what it reads.
+    let journal = std::fs::read_to_string(p("s1/journal.jsonl")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("s1"))],
+        &["--out", "s1"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(p("s1/journal.jsonl")).unwrap(),
+        journal
+    );
+
+    // Artifact paths edited in the journal to point outside the shard are not embedded.
+    assert!(
+        journal.contains(".png\""),
+        "the audit saved no picture: {journal}"
+    );
+    let escaped: String = journal
+        .split('"')
+        .map(
+            |part| match part.ends_with(".png") && part.starts_with("artifacts/") {
+                true => "../secret.png",
+                false => part,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\"");
+    std::fs::write(p("s1/journal.jsonl"), escaped).unwrap();
+    let o = run(&["merge", &s(&p("s1")), "--out", &s(&p("m1"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let html = std::fs::read_to_string(p("m1/report.html")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    assert!(
+        !html.contains(&b64),
+        "report.html embeds a file outside its folder"
+    );
+
+    // A symbolic link among the artifacts is not copied.
+    std::os::unix::fs::symlink(p("secret.png"), p("s1/artifacts/link.png")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("m2"))],
+        &["link.png", "symbolic link"],
+    );
+
+    // A link planted where a report goes is not written through.
+    std::fs::write(p("target.txt"), "keep").unwrap();
+    std::fs::remove_file(p("s1/artifacts/link.png")).unwrap();
+    std::fs::remove_file(p("m1/report.json")).unwrap();
+    std::os::unix::fs::symlink(p("target.txt"), p("m1/report.json")).unwrap();
+    refused(
+        &["merge", &s(&p("s1")), "--out", &s(&p("m1"))],
+        &["report.json", "symbolic link"],
+    );
+    assert_eq!(std::fs::read_to_string(p("target.txt")).unwrap(), "keep");
+}
+
+#[test]
+fn settings_that_were_silently_accepted_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    // Sidecar values that are not numbers a model can take, or one value too many.
+    std::fs::copy(
+        onnx_models("digits/digits_cnn.onnx"),
+        d.path().join("m.onnx"),
+    )
+    .unwrap();
+    let m = d.path().join("m.onnx").to_string_lossy().into_owned();
+    for (line, key) in [
+        ("size = [28, 28, 1]", "size"),
+        ("size = [28, 28]\nscale = nan", "scale"),
+        ("size = [28, 28]\nscale = 1e39", "scale"),
+        ("size = [28, 28]\nmean = [inf]", "mean"),
+    ] {
+        std::fs::write(d.path().join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
+        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
+    }
+    for (flag, value) in [("--scale", "NaN"), ("--mean", "0,inf"), ("--std", "nan")] {
+        refused(&["eval", CNN, TEST, flag, value], &[flag]);
+    }
+    // Suites: a third bound, no measures, no images.
+    let out = d.path().join("out").to_string_lossy().into_owned();
+    let accuracy = "[[measures]]\nname = \"accuracy\"\n";
+    for (extra, measures, key) in [
+        ("bounds = [0.0, 1.0, 2.0]", accuracy, "bounds"),
+        ("measures = []", "", "measures"),
+        ("limit = 0", accuracy, "limit = 0"),
+    ] {
+        let suite = digits_suite(d.path(), extra, measures);
+        refused(
+            &["audit", &suite, "--out", &out, "-q"],
+            &["suite.toml", key],
+        );
+    }
+    let suite = digits_suite(d.path(), "", accuracy);
+    refused(
+        &["audit", &suite, "--out", &out, "--limit", "0", "-q"],
+        &["--limit"],
+    );
+    refused(
+        &["measure", "deepfool", CNN, TEST, "--limit", "0", "-q"],
+        &["--limit"],
+    );
+    refused(
+        &["measure", "deepfool", CNN, TEST, "-p", "candidates=0", "-q"],
+        &["deepfool", "candidates"],
+    );
+}
+
+#[test]
+fn images_cut_short_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let jpeg = std::fs::read(onnx_models("efficientnet_lite0/photos/285/chelsea.jpg")).unwrap();
+    let png = std::fs::read(onnx_models("digits/test/3/0030.png")).unwrap();
+    // Cut anywhere past the headers, a JPEG still decodes (grey blocks); a PNG missing its
+    // last byte too.
+    for (name, bytes) in [
+        ("cut.jpg", &jpeg[..jpeg.len() * 2 / 3]),
+        ("cut.png", &png[..png.len() - 1]),
+    ] {
+        let p = d.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        refused(&["eval", CNN, &p.to_string_lossy()], &[name, "truncated"]);
+    }
+}
+
+#[test]
+fn outputs_that_are_not_class_scores_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // The index of the top class (ArgMax, int64) instead of the scores.
+    let mut argmax = pooled_after(&gray, vec![], vec![], "input");
+    let g = argmax.graph.as_mut().unwrap();
+    let mut top = node("ArgMax", "top", &["logits"], "top");
+    top.attribute.push(int_attr("axis", 1));
+    g.node.push(top);
+    g.output[0].name = "top".into();
+    let declared_float = write(d.path(), "argmax_float.onnx", &argmax);
+    if let Some(type_proto::Value::TensorType(t)) = argmax.graph.as_mut().unwrap().output[0]
+        .r#type
+        .as_mut()
+        .and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = 7;
+    }
+    let declared_int = write(d.path(), "argmax_int.onnx", &argmax);
+    refused(
+        &["eval", &declared_int, TEST],
+        &["argmax_int.onnx", "int64"],
+    );
+    // Declared float, it gives one value a sample: one class is no classifier (tract runs it;
+    // ONNX Runtime refuses the declared type itself).
+    refused(
+        &["eval", &declared_float, TEST, "--backend", "tract"],
+        &["argmax_float.onnx", "at least 2 classes"],
+    );
+}
+
+#[test]
+fn models_onnx_runtime_rejects_are_refused_on_tract_too() {
+    use tract_onnx::pb::OperatorSetIdProto;
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let plain = || pooled_after(&gray, vec![], vec![], "input");
+    let mut cases: Vec<(&str, ModelProto, &str)> = vec![];
+    for (name, ir) in [("ir0.onnx", 0), ("ir_negative.onnx", -1)] {
+        let mut m = plain();
+        m.ir_version = ir;
+        cases.push((name, m, "ir_version"));
+    }
+    for (name, opset) in [("opset1.onnx", 1), ("opset6.onnx", 6)] {
+        let mut m = plain();
+        m.opset_import[0].version = opset;
+        cases.push((name, m, "opset"));
+    }
+    let mut m = plain();
+    m.opset_import.clear();
+    cases.push(("no_opset.onnx", m, "opset_import"));
+    let mut m = plain();
+    m.opset_import.push(OperatorSetIdProto {
+        domain: "ai.onnx".into(),
+        version: 13,
+    });
+    cases.push(("two_opsets.onnx", m, "opset_import"));
+    let mut m = plain();
+    m.graph.as_mut().unwrap().node[1]
+        .attribute
+        .push(int_attr("axis", 1));
+    cases.push(("two_axes.onnx", m, "\"axis\" twice"));
+    let mut custom = node("Relu", "custom", &["input"], "r");
+    custom.domain = "com.example".into();
+    cases.push((
+        "custom.onnx",
+        pooled_after(&gray, vec![custom], vec![], "r"),
+        "com.example",
+    ));
+    let mut conv = node("Conv", "conv", &["input", "K"], "c");
+    conv.attribute.push(ints_attr("dilations", &[0, 0]));
+    let k = tensor("K", &[1, 1, 3, 3], &[1.0; 9]);
+    cases.push((
+        "dilations.onnx",
+        pooled_after(&gray, vec![conv], vec![k], "c"),
+        "dilations",
+    ));
+    for (name, m, why) in cases {
+        let m = write(d.path(), name, &m);
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
+    }
+}
+
+#[test]
+fn transfer_models_do_not_take_the_model_and_data() {
+    // `--transfer` took every value after it: MODEL and DATA too, then "MODEL is required".
+    let o = run(&[
+        "measure",
+        "uap",
+        "--transfer",
+        "onnx_models/digits/digits_linear.onnx",
+        CNN,
+        TEST,
+        "--limit",
+        "4",
+        "-p",
+        "max_passes=1",
+        "-p",
+        "noise_trials=1",
+        "-p",
+        "curvature_steps=0",
+        "-q",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.contains("transfer_fooling_rate_digits_linear"), "{out}");
+}
