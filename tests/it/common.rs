@@ -346,13 +346,23 @@ pub fn ort_library(test: &str) -> Option<PathBuf> {
 
 /// A float tensor's value info; `None` dimensions are the batch, `N`.
 pub fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    float_value_info(
+        name,
+        dims.iter().map(|d| match d {
+            Some(v) => dimension::Value::DimValue(*v),
+            None => dimension::Value::DimParam("N".into()),
+        }),
+    )
+}
+
+/// A float tensor's value info with the given dimensions (fixed or named).
+pub fn float_value_info(
+    name: &str,
+    dims: impl Iterator<Item = dimension::Value>,
+) -> ValueInfoProto {
     let dim = dims
-        .iter()
         .map(|d| Dimension {
-            value: Some(match d {
-                Some(v) => dimension::Value::DimValue(*v),
-                None => dimension::Value::DimParam("N".into()),
-            }),
+            value: Some(d),
             ..Default::default()
         })
         .collect();

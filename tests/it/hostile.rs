@@ -7,13 +7,12 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use tract_onnx::pb::tensor_shape_proto::dimension;
 use tract_onnx::pb::{
-    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 
-use crate::common::{classifier, command, node, onnx_models, tensor, text};
+use crate::common::{classifier, command, float_value_info, node, onnx_models, tensor, text};
 
 const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
 const TEST: &str = "onnx_models/digits/test";
@@ -54,6 +53,17 @@ fn refused(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// `export-grad` of the digits CNN with `--batch batch`, into `dir`, must be refused naming
+/// each of `needles`.
+fn export_grad_refused(dir: &Path, batch: &str, needles: &[&str]) {
+    let out = dir.join("g.onnx");
+    let out = out.to_string_lossy();
+    refused(
+        &["export-grad", CNN, "--out", &out, "--batch", batch],
+        needles,
+    );
+}
+
 /// A dimension of a declared input: fixed, or named (dynamic).
 #[derive(Clone, Copy)]
 enum D {
@@ -62,27 +72,13 @@ enum D {
 }
 
 fn input_info(dims: &[D]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                D::Fixed(v) => dimension::Value::DimValue(*v),
-                D::Named(n) => dimension::Value::DimParam((*n).into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: "input".into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
+    float_value_info(
+        "input",
+        dims.iter().map(|d| match d {
+            D::Fixed(v) => dimension::Value::DimValue(*v),
+            D::Named(n) => dimension::Value::DimParam((*n).into()),
         }),
-        ..Default::default()
-    }
+    )
 }
 
 /// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
@@ -235,18 +231,7 @@ fn element_counts_that_overflow_are_refused() {
         &["eval", &dynamic, TEST, "--size", "3000000000x3000000000"],
         &["--size"],
     );
-    let out = d.path().join("g.onnx");
-    refused(
-        &[
-            "export-grad",
-            CNN,
-            "--out",
-            &out.to_string_lossy(),
-            "--batch",
-            "18446744073709551615",
-        ],
-        &["--batch"],
-    );
+    export_grad_refused(d.path(), "18446744073709551615", &["--batch"]);
 }
 
 #[test]
@@ -410,18 +395,7 @@ fn inputs_too_large_for_memory_are_refused_before_allocating() {
         &["--size", "--max-memory"],
     );
     // export-grad --batch 1e9.
-    let out = d.path().join("g.onnx");
-    refused(
-        &[
-            "export-grad",
-            CNN,
-            "--out",
-            &out.to_string_lossy(),
-            "--batch",
-            "1000000000",
-        ],
-        &["--batch", "--max-memory"],
-    );
+    export_grad_refused(d.path(), "1000000000", &["--batch", "--max-memory"]);
     // A limit given explicitly applies to an ordinary model too.
     refused(
         &["eval", CNN, TEST, "--batch", "64", "--max-memory", "100K"],
