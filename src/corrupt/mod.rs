@@ -22,6 +22,7 @@ mod weather;
 use std::fmt;
 use std::str::FromStr;
 
+use image::DynamicImage;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
@@ -112,6 +113,18 @@ impl Corruption {
             Corruption::ElasticTransform => digital::elastic(image, s, rng),
             Corruption::Pixelate => digital::pixelate(image, s),
             Corruption::JpegCompression => jpeg::compress(image, s),
+        }
+    }
+
+    /// The corrupted decoded image: a gray one (with or without alpha) goes through RGB and
+    /// comes back gray, any other comes back RGB (alpha dropped).
+    pub fn apply_image(self, image: &DynamicImage, severity: Severity, seed: u64) -> DynamicImage {
+        if image.color().has_color() {
+            let out = self.apply(&RgbPlanes::from_rgb8(&image.to_rgb8()), severity, seed);
+            DynamicImage::ImageRgb8(out.to_rgb8())
+        } else {
+            let out = self.apply(&RgbPlanes::from_gray8(&image.to_luma8()), severity, seed);
+            DynamicImage::ImageLuma8(out.to_gray8())
         }
     }
 

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""georob's corruptions against the reference implementation, `imagecorruptions` (Michaelis et
+al., after Hendrycks & Dietterich's make_imagenet_c.py), on the bundled photos at every severity.
+
+    .venv/bin/pip install "setuptools<70" imagecorruptions
+    cargo build --release
+    .venv/bin/python scripts/peer_corruptions.py [--georob target/release/georob] [--only fog,snow]
+
+The photos are decoded once with Pillow and written as PNG, so both sides start from the same
+pixels (georob's JPEG decoder and libjpeg-turbo may differ by a grey level); `georob corrupt`
+runs on those PNGs (seed 0) and `imagecorruptions.corrupt` on the same arrays (NumPy seeded with
+the image's index).
+  deterministic corruptions: the largest per-pixel difference in grey levels and the lowest
+      PSNR over the photos, per severity;
+  random ones (fog and frost included: a plasma fractal, a crop of a frost photo): statistics
+      of the change `corrupted - clean` pooled over the photos — mean shift, standard deviation,
+      fraction of values changed — for both, and their relative difference
+      (|georob - reference| / |reference|; a mean shift under 1 grey level is compared in
+      absolute terms, as its ratio means nothing).
+
+Patches imagecorruptions 1.1.2 needs on NumPy 2 and scikit-image >= 0.19 (applied here by
+monkeypatching, nothing installed is changed):
+  fog            uses `np.float_`, removed in NumPy 2.0            -> np.float_ = np.float64
+  gaussian_blur, glass_blur
+                 call skimage.filters.gaussian(..., multichannel=True), an argument removed
+                 in scikit-image 0.19                               -> channel_axis=-1
+`import imagecorruptions` also needs pkg_resources, which setuptools >= 70 no longer ships
+(hence the pinned install above).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ROOT / "onnx_models" / "efficientnet_lite0" / "photos"
+DETERMINISTIC = [
+    "defocus_blur", "motion_blur", "zoom_blur", "brightness", "contrast", "pixelate",
+    "jpeg_compression", "gaussian_blur", "saturate",
+]
+
+
+def patched_imagecorruptions():
+    """imports imagecorruptions with the NumPy 2 / scikit-image patches applied."""
+    if not hasattr(np, "float_"):
+        np.float_ = np.float64
+    import imagecorruptions
+    from imagecorruptions import corruptions as ic
+    from skimage.filters import gaussian
+
+    def gaussian_compat(image, sigma=1, multichannel=None, **kw):
+        if multichannel:
+            kw["channel_axis"] = -1
+        return gaussian(image, sigma=sigma, **kw)
+
+    ic.gaussian = gaussian_compat
+    return imagecorruptions
+
+
+def change_stats(clean: list[np.ndarray], out: list[np.ndarray]) -> tuple[float, float, float]:
+    d = np.concatenate([(o.astype(np.float64) - c.astype(np.float64)).ravel() for c, o in zip(clean, out)])
+    return float(d.mean()), float(d.std()), float(np.mean(d != 0))
+
+
+def rel(a: float, b: float, floor: float = 0.0) -> float:
+    """|a - b| relative to |b|, or absolute when |b| < floor."""
+    return abs(a - b) if abs(b) < floor else abs(a - b) / max(abs(b), 1e-12)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--georob", default=str(ROOT / "target" / "release" / "georob"), help="the georob binary")
+    ap.add_argument("--only", help="comma-separated corruption names")
+    args = ap.parse_args()
+    ic = patched_imagecorruptions()
+    names = args.only.split(",") if args.only else ic.get_corruption_names("all")
+
+    work = Path(tempfile.mkdtemp(prefix="georob-peer-corruptions-"))
+    pngs = work / "photos"
+    files = sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    clean = []
+    for f in files:
+        target = pngs / f.relative_to(PHOTOS).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb = Image.open(f).convert("RGB")
+        rgb.save(target)
+        clean.append((target.relative_to(pngs), np.array(rgb)))
+    out = work / "georob"
+    for name in names:
+        subprocess.run([args.georob, "corrupt", str(pngs), "--corruption", name, "--severity", "all",
+                        "--out", str(out), "--seed", "0", "-q"], check=True)
+
+    print(f"{len(clean)} photos ({', '.join(f'{x.shape[1]}x{x.shape[0]}' for _, x in clean)}), severities 1-5\n")
+    print("| corruption | kind | per severity 1..5 | worst | target met |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        ref_all, ours_all = [], []
+        for s in range(1, 6):
+            refs, ours = [], []
+            for i, (rel_path, x) in enumerate(clean):
+                np.random.seed(i)
+                refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
+                ours.append(np.array(Image.open(out / name / str(s) / rel_path).convert("RGB")))
+            ref_all.append(refs)
+            ours_all.append(ours)
+        if name in DETERMINISTIC:
+            cells, worst_diff, worst_psnr = [], 0, np.inf
+            for refs, ours in zip(ref_all, ours_all):
+                diff = max(int(np.abs(r.astype(int) - o.astype(int)).max()) for r, o in zip(refs, ours))
+                mse = [np.mean((r.astype(float) - o.astype(float)) ** 2) for r, o in zip(refs, ours)]
+                psnr = min(np.inf if m == 0 else 10 * np.log10(255**2 / m) for m in mse)
+                cells.append(f"{diff} / {psnr:.1f}")
+                worst_diff, worst_psnr = max(worst_diff, diff), min(worst_psnr, psnr)
+            ok = worst_diff <= 2 or worst_psnr >= 35
+            print(f"| {name} | max diff / min PSNR dB | {'; '.join(cells)} | {worst_diff} / {worst_psnr:.1f} | {'yes' if ok else 'NO'} |")
+        else:
+            cells, worst = [], 0.0
+            xs = [x for _, x in clean]
+            for refs, ours in zip(ref_all, ours_all):
+                r, o = change_stats(xs, refs), change_stats(xs, ours)
+                d = (rel(o[0], r[0], floor=1.0), rel(o[1], r[1]), rel(o[2], r[2]))
+                worst = max(worst, *d)
+                cells.append(f"{o[0]:+.1f}/{r[0]:+.1f}, {o[1]:.1f}/{r[1]:.1f}, {o[2]:.3f}/{r[2]:.3f}")
+            print(f"| {name} | mean shift, std, fraction changed: georob/reference | {'; '.join(cells)} | {100 * worst:.1f} % | {'yes' if worst <= 0.05 else 'NO'} |")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
