@@ -11,7 +11,8 @@ pixels (georob's JPEG decoder and libjpeg-turbo may differ by a grey level); `ge
 runs on those PNGs (seed 0) and `imagecorruptions.corrupt` on the same arrays (NumPy seeded with
 the image's index).
   deterministic corruptions: the largest per-pixel difference in grey levels and the lowest
-      PSNR over the photos, per severity;
+      PSNR over the photos, per severity (motion blur at georob's angle, found by search:
+      both sides draw it at random);
   random ones (fog and frost included: a plasma fractal, a crop of a frost photo): statistics
       of the change `corrupted - clean` pooled over the photos — mean shift, standard deviation,
       fraction of values changed — for both, and their relative difference
@@ -40,6 +41,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "onnx_models" / "efficientnet_lite0" / "photos"
+# Deterministic given their parameters; motion blur's angle is random in both and is matched
+# (motion_at_georobs_angle).
 DETERMINISTIC = [
     "defocus_blur", "motion_blur", "zoom_blur", "brightness", "contrast", "pixelate",
     "jpeg_compression", "gaussian_blur", "saturate",
@@ -61,6 +64,27 @@ def patched_imagecorruptions():
 
     ic.gaussian = gaussian_compat
     return imagecorruptions
+
+
+def motion_at_georobs_angle(ic, x: np.ndarray, ours: np.ndarray, severity: int) -> np.ndarray:
+    """The reference's motion blur (its `_motion_blur`) at the angle that best reproduces georob's
+    image. Both draw the angle uniformly in +-45 degrees, from different random streams; the
+    blur itself is deterministic. The angle is searched on a 128x128 centre crop (0.1 degree
+    steps, then 0.002 around the best), judged on the crop's centre, which no edge reaches."""
+    radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
+    cy, cx = x.shape[0] // 2, x.shape[1] // 2
+    crop = x[cy - 64:cy + 64, cx - 64:cx + 64]
+    target = ours[cy - 64:cy + 64, cx - 64:cx + 64][44:84, 44:84].astype(int)
+
+    def blur(image, angle):
+        return np.uint8(np.clip(ic.corruptions._motion_blur(image, radius=radius, sigma=sigma, angle=angle), 0, 255))
+
+    def err(angle):
+        return np.abs(blur(crop, angle)[44:84, 44:84].astype(int) - target).mean()
+
+    best = min(np.arange(-45, 45, 0.1), key=err)
+    best = min(np.arange(best - 0.1, best + 0.1, 0.002), key=err)
+    return blur(x, best)
 
 
 def change_stats(clean: list[np.ndarray], out: list[np.ndarray]) -> tuple[float, float, float]:
@@ -104,9 +128,12 @@ def main() -> int:
         for s in range(1, 6):
             refs, ours = [], []
             for i, (rel_path, x) in enumerate(clean):
-                np.random.seed(i)
-                refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
                 ours.append(np.array(Image.open(out / name / str(s) / rel_path).convert("RGB")))
+                np.random.seed(i)
+                if name == "motion_blur":
+                    refs.append(motion_at_georobs_angle(ic, x, ours[-1], s))
+                else:
+                    refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
             ref_all.append(refs)
             ours_all.append(ours)
         if name in DETERMINISTIC:

@@ -2,6 +2,8 @@
 
 use image::{GrayImage, RgbImage};
 
+use crate::spec::Channels;
+
 /// One channel: `height × width` values, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plane {
@@ -86,6 +88,45 @@ impl RgbPlanes {
         });
         RgbPlanes {
             planes: [p.clone(), p.clone(), p],
+        }
+    }
+
+    /// From planar image-space values `(C, H, W)` in `channels`' order (gray replicated),
+    /// rounded to 8 bits as an image file holds them.
+    pub fn from_planar(u: &[f32], channels: Channels, width: usize, height: usize) -> Self {
+        let n = width * height;
+        let plane = |c: usize| Plane {
+            width,
+            height,
+            values: u[c * n..(c + 1) * n]
+                .iter()
+                .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() / 255.0)
+                .collect(),
+        };
+        let planes = match channels {
+            Channels::Gray => [plane(0), plane(0), plane(0)],
+            Channels::Rgb => [plane(0), plane(1), plane(2)],
+            Channels::Bgr => [plane(2), plane(1), plane(0)],
+        };
+        RgbPlanes { planes }
+    }
+
+    /// Planar image-space values `(C, H, W)` in `channels`' order (gray: the first channel),
+    /// truncated to 8 bits like [`RgbPlanes::to_rgb8`], into `out`.
+    pub fn to_planar(&self, channels: Channels, out: &mut [f32]) {
+        let order: &[usize] = match channels {
+            Channels::Gray => &[0],
+            Channels::Rgb => &[0, 1, 2],
+            Channels::Bgr => &[2, 1, 0],
+        };
+        let n = self.width() * self.height();
+        for (slot, &c) in order.iter().enumerate() {
+            for (o, &v) in out[slot * n..(slot + 1) * n]
+                .iter_mut()
+                .zip(&self.planes[c].values)
+            {
+                *o = f32::from(to_u8(v)) / 255.0;
+            }
         }
     }
 

@@ -564,6 +564,7 @@ measures! {
     minnorm,
     robust_accuracy,
     certify,
+    corruptions,
 }
 
 /// The declaration of measure `name`, if georob knows it.

@@ -1,8 +1,12 @@
-//! `georob corrupt`: the files it writes, their determinism, and its errors.
+//! `georob corrupt` (the files it writes, their determinism, its errors) and the
+//! `corruptions` measure.
 
 use std::path::Path;
 
-use crate::common::{georob, onnx_models, text};
+use georob::data::Dataset;
+use serde_json::json;
+
+use crate::common::{digits_cnn, georob, onnx_models, text, try_run_measure};
 
 /// A data set of two gray 28×28 digits in class folders `3` and `7`.
 fn digits(dir: &Path) {
@@ -138,4 +142,68 @@ fn bad_names_severities_and_data_are_named_errors() {
         "{err}"
     );
     assert!(!out.exists(), "nothing written on errors");
+}
+
+#[test]
+fn the_measure_reports_errors_per_corruption_and_severity_and_their_means() {
+    let d = tempfile::tempdir().unwrap();
+    digits(d.path());
+    let data = Dataset::open(d.path(), None).unwrap();
+    let model = digits_cnn();
+    let params = json!({"corruptions": ["contrast", "gaussian_noise"], "severities": [1, 5]});
+    let r = try_run_measure("corruptions", &params, &model, &data, 3).unwrap();
+    let s = &r.summary;
+    for c in ["contrast", "gaussian_noise"] {
+        let e1 = s[&format!("error_{c}_1")];
+        let e5 = s[&format!("error_{c}_5")];
+        assert!(
+            (0.0..=1.0).contains(&e1) && (0.0..=1.0).contains(&e5),
+            "{s:?}"
+        );
+        assert_eq!(s[&format!("accuracy_{c}_1")], 1.0 - e1);
+        assert_eq!(s[&format!("ce_{c}")], (e1 + e5) / 2.0);
+    }
+    let mce = (s["ce_contrast"] + s["ce_gaussian_noise"]) / 2.0;
+    assert_eq!(s["mce"], mce);
+    assert_eq!(s["relative_mce"], mce - s["clean_error"]);
+    let row = &r.images[0];
+    let wrong: f64 = [
+        "contrast_1",
+        "contrast_5",
+        "gaussian_noise_1",
+        "gaussian_noise_5",
+    ]
+    .iter()
+    .map(|k| 1.0 - row.values.get(&format!("correct_{k}")).copied().unwrap())
+    .sum();
+    assert_eq!(row.values.get("corrupted_errors").copied(), Some(wrong));
+    let again = try_run_measure("corruptions", &params, &model, &data, 3).unwrap();
+    assert_eq!(again.summary, r.summary, "same seed, same result");
+}
+
+#[test]
+fn the_measure_refuses_unknown_corruptions_and_model_space_data() {
+    let model = digits_cnn();
+    let d = tempfile::tempdir().unwrap();
+    digits(d.path());
+    let data = Dataset::open(d.path(), None).unwrap();
+    let e = try_run_measure(
+        "corruptions",
+        &json!({"corruptions": ["rain"]}),
+        &model,
+        &data,
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("\"rain\"") && e.contains("fog"), "{e}");
+    let e = try_run_measure("corruptions", &json!({"severities": [0]}), &model, &data, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("severity 0"), "{e}");
+    let npy = crate::common::digits(2);
+    let e = try_run_measure("corruptions", &json!({}), &model, &npy, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("test_x.npy") && e.contains("images"), "{e}");
 }
