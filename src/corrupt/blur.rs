@@ -39,8 +39,12 @@ fn disk(radius: isize, alias_blur: f64) -> (Vec<f64>, usize) {
     (blurred.values.iter().map(|&v| f64::from(v)).collect(), n)
 }
 
-/// Gaussian blur, 8-bit rounding, random swaps of each pixel with one within
-/// `max_delta`, Gaussian blur again.
+/// Gaussian blur, 8-bit truncation, each interior pixel (bottom-right to top-left) replaced
+/// by a random one within `delta`, Gaussian blur again.
+///
+/// The reference means to swap the two pixels, but its NumPy tuple assignment of two pixel
+/// views copies the neighbour into the pixel and leaves the neighbour as it was; ImageNet-C
+/// was made that way, and so is this.
 pub(crate) fn glass(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     let (sigma, delta, iterations) = [
         (0.7, 1, 2),
@@ -60,7 +64,7 @@ pub(crate) fn glass(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
                 let a = (row * w + col) as usize;
                 let b = ((row + dy) * w + col + dx) as usize;
                 for plane in &mut x.planes {
-                    plane.values.swap(a, b);
+                    plane.values[a] = plane.values[b];
                 }
             }
         }

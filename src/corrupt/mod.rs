@@ -350,7 +350,9 @@ mod tests {
         // changes about as much at severity 2 as at 3 (0.286 and 0.281 of the range on this
         // scene, mean of 20 runs of `imagecorruptions`); frost's severities 3 and 4 blend in
         // the same amount of frost (0.7) and keep 0.7 and 0.65 of the image, so a bright
-        // texture changes a dark image less at 4. Those pairs are left out.
+        // texture changes a dark image less at 4; glass blur changes less at 4 (σ 1.1, 2
+        // passes) than at 3 (σ 1, 3 passes): 0.094 and 0.099 in the reference. Those pairs are
+        // left out.
         let img = scene();
         for c in Corruption::ALL {
             let harm: Vec<f64> = Severity::all()
@@ -360,6 +362,7 @@ mod tests {
                 Corruption::Saturate => &[(0, 1), (2, 3), (3, 4)],
                 Corruption::Snow => &[(0, 1), (2, 3), (3, 4)],
                 Corruption::Frost => &[(0, 1), (1, 2), (3, 4)],
+                Corruption::GlassBlur => &[(0, 1), (1, 2), (3, 4)],
                 _ => &[(0, 1), (1, 2), (2, 3), (3, 4)],
             };
             for &(a, b) in pairs {
