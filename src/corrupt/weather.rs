@@ -58,9 +58,19 @@ pub(crate) fn frost(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     out
 }
 
-/// A frost texture of `width × height`: ice needles (short random strokes, blurred) over a
-/// cloudy plasma fractal, coloured from grey-blue to white-blue. Its mean colour and spread,
-/// about (146, 167, 179) ± 30 grey levels, are those of the reference's five frost photos.
+/// The mean and standard deviation (grey levels, RGB) of the reference's five frost photos,
+/// `frost1.png` to `frost5.jpg` (`frost2` and `frost3` are the same picture).
+const FROST_TONES: [([f32; 3], [f32; 3]); 5] = [
+    ([77.7, 149.1, 165.7], [26.9, 16.5, 15.3]),
+    ([200.8, 205.4, 214.5], [21.4, 22.1, 22.6]),
+    ([200.8, 205.4, 214.5], [21.4, 22.1, 22.6]),
+    ([137.6, 152.8, 165.2], [28.5, 28.5, 29.9]),
+    ([112.4, 123.4, 134.8], [44.4, 43.3, 41.7]),
+];
+
+/// A frost texture of `width × height` in `[0, 1]`: ice needles (short random strokes,
+/// blurred) over a cloudy plasma fractal, standardised and given the mean colour and spread
+/// of one of the reference's photos, picked at random as the reference picks a photo.
 fn frost_texture(width: usize, height: usize, rng: &mut Rng) -> [Plane; 3] {
     let size = (width.max(height)).next_power_of_two();
     let cloud = plasma_fractal(size, 2.0, rng);
@@ -85,10 +95,24 @@ fn frost_texture(width: usize, height: usize, rng: &mut Rng) -> [Plane; 3] {
     }
     let needles = filter::gaussian(&needles, 0.6, 0.6, 4.0, Border::Nearest);
     let t = Plane::from_fn(width, height, |x, y| {
-        (0.5 * cloud[y * size + x] as f32 + 0.8 * needles.at(x, y)).min(1.0)
+        0.5 * cloud[y * size + x] as f32 + 0.8 * needles.at(x, y)
     });
-    let (dark, light) = ([90.0, 110.0, 125.0], [225.0, 240.0, 250.0]);
-    [0, 1, 2].map(|c| t.map(|v| (dark[c] + (light[c] - dark[c]) * v) / 255.0))
+    let n = t.values.len() as f64;
+    let mean = t.values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = t
+        .values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let sd = var.sqrt().max(1e-6);
+    let (tone, spread) = FROST_TONES[rng.random_range(0..FROST_TONES.len())];
+    [0, 1, 2].map(|c| {
+        t.map(|v| {
+            let z = ((f64::from(v) - mean) / sd) as f32;
+            ((tone[c] + spread[c] * z) / 255.0).clamp(0.0, 1.0)
+        })
+    })
 }
 
 /// A plasma-fractal haze `c x̂ + x`, rescaled so that the image's maximum stays below 1.
