@@ -58,14 +58,15 @@ pub(crate) fn frost(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     out
 }
 
-/// The mean and standard deviation (grey levels, RGB) of the reference's five frost photos,
-/// `frost1.png` to `frost5.jpg` (`frost2` and `frost3` are the same picture).
+/// The mean and standard deviation (grey levels, RGB) of the frost the reference blends in
+/// from each of its five photos, `frost1.png` to `frost5.jpg`: random 224×224 crops of the
+/// photo scaled by 1.1, 40 per photo (`frost2` and `frost3` are the same picture).
 const FROST_TONES: [([f32; 3], [f32; 3]); 5] = [
-    ([77.7, 149.1, 165.7], [26.9, 16.5, 15.3]),
-    ([200.8, 205.4, 214.5], [21.4, 22.1, 22.6]),
-    ([200.8, 205.4, 214.5], [21.4, 22.1, 22.6]),
-    ([137.6, 152.8, 165.2], [28.5, 28.5, 29.9]),
-    ([112.4, 123.4, 134.8], [44.4, 43.3, 41.7]),
+    ([79.6, 149.5, 165.6], [28.3, 16.4, 14.8]),
+    ([197.1, 201.4, 210.7], [19.9, 20.6, 21.5]),
+    ([198.1, 202.4, 211.8], [19.8, 20.5, 21.3]),
+    ([144.5, 159.3, 172.2], [26.7, 26.7, 28.1]),
+    ([98.4, 109.8, 121.8], [37.3, 36.8, 35.9]),
 ];
 
 /// A frost texture of `width × height` in `[0, 1]`: ice needles (short random strokes,
