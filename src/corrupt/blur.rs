@@ -17,7 +17,7 @@ pub(crate) fn defocus(image: &RgbPlanes, s: usize) -> RgbPlanes {
 /// (or `2 radius + 1` above radius 8), normalised, then blurred with OpenCV's
 /// `GaussianBlur` (3×3, or 5×5 above radius 8) of standard deviation `alias_blur`.
 fn disk(radius: isize, alias_blur: f64) -> (Vec<f64>, usize) {
-    let (half, ksize) = if radius <= 8 { (8, 3) } else { (radius, 5) };
+    let (half, blur_radius) = if radius <= 8 { (8, 1) } else { (radius, 2) };
     let n = (2 * half + 1) as usize;
     let inside = Plane::from_fn(n, n, |x, y| {
         let (dx, dy) = (x as isize - half, y as isize - half);
@@ -29,12 +29,7 @@ fn disk(radius: isize, alias_blur: f64) -> (Vec<f64>, usize) {
     });
     let count: f32 = inside.values.iter().sum();
     let aliased = inside.map(|v| v / count);
-    let centre = (ksize - 1) as f64 / 2.0;
-    let mut g: Vec<f64> = (0..ksize)
-        .map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * alias_blur * alias_blur)).exp())
-        .collect();
-    let sum: f64 = g.iter().sum();
-    g.iter_mut().for_each(|v| *v /= sum);
+    let g = filter::gaussian_weights(alias_blur, blur_radius);
     let blurred = filter::separable(&aliased, &g, &g, Border::Reflect101);
     (blurred.values.iter().map(|&v| f64::from(v)).collect(), n)
 }

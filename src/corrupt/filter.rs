@@ -51,10 +51,16 @@ impl Border {
     }
 }
 
-/// SciPy's 1-D Gaussian kernel: radius `⌊truncate σ + 0.5⌋`, weights `exp(-x²/2σ²)` summing to 1.
+/// SciPy's 1-D Gaussian kernel: radius `⌊truncate σ + 0.5⌋`.
 pub(crate) fn gaussian_kernel(sigma: f64, truncate: f64) -> Vec<f64> {
-    let radius = (truncate * sigma + 0.5) as isize;
-    let mut k: Vec<f64> = (-radius..=radius)
+    gaussian_weights(sigma, (truncate * sigma + 0.5) as usize)
+}
+
+/// Weights `exp(-x²/2σ²)` for `x` in `-radius..=radius`, summing to 1 (SciPy's kernel, and
+/// OpenCV's `getGaussianKernel` of size `2 radius + 1`).
+pub(crate) fn gaussian_weights(sigma: f64, radius: usize) -> Vec<f64> {
+    let r = radius as isize;
+    let mut k: Vec<f64> = (-r..=r)
         .map(|x| (-0.5 / (sigma * sigma) * (x * x) as f64).exp())
         .collect();
     let sum: f64 = k.iter().sum();

@@ -16,7 +16,7 @@ pub(crate) fn compress(image: &RgbPlanes, s: usize) -> RgbPlanes {
         .map(|i| image.planes.each_ref().map(|p| to_u8(p.values[i])))
         .collect();
     let ycc: Vec<[i32; 3]> = rgb.iter().map(|&p| rgb_to_ycc(p)).collect();
-    let channel = |c: usize| Samples::from_fn(w, h, |x, y| ycc[y * w + x][c]);
+    let channel = |c: usize| Samples::from_fn(w, h, |(x, y)| ycc[y * w + x][c]);
     let luma = round_trip(&channel(0), scaled_table(&LUMA_TABLE, quality));
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let chroma = |c: usize| {
@@ -49,13 +49,11 @@ struct Samples {
 }
 
 impl Samples {
-    fn from_fn(width: usize, height: usize, mut f: impl FnMut(usize, usize) -> i32) -> Self {
-        let mut values = Vec::with_capacity(width * height);
-        for y in 0..height {
-            for x in 0..width {
-                values.push(f(x, y));
-            }
-        }
+    fn from_fn(width: usize, height: usize, f: impl FnMut((usize, usize)) -> i32) -> Self {
+        let values = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .map(f)
+            .collect();
         Samples {
             width,
             height,
@@ -100,7 +98,7 @@ fn ycc_to_rgb(y: i32, cb: i32, cr: i32) -> [u8; 3] {
 /// row, over the component expanded to whole 16×16 blocks by repeating its edges.
 fn downsample(full: &Samples) -> Samples {
     let (w, h) = (full.width.div_ceil(16) * 8, full.height.div_ceil(16) * 8);
-    Samples::from_fn(w, h, |x, y| {
+    Samples::from_fn(w, h, |(x, y)| {
         let sum = full.at(2 * x, 2 * y)
             + full.at(2 * x + 1, 2 * y)
             + full.at(2 * x, 2 * y + 1)
@@ -118,7 +116,7 @@ fn upsample(small: &Samples, width: usize, height: usize) -> Samples {
             y.clamp(0, height as isize - 1) as usize,
         )
     };
-    Samples::from_fn(2 * width, 2 * height, |x, y| {
+    Samples::from_fn(2 * width, 2 * height, |(x, y)| {
         let (i, j) = ((y / 2) as isize, (x / 2) as isize);
         let far = if y % 2 == 0 { i - 1 } else { i + 1 };
         let colsum = |j: isize| 3 * at(j, i) + at(j, far);

@@ -168,6 +168,18 @@ impl RgbPlanes {
         out
     }
 
+    /// `a x + b` for every value `x`, clipped to `[0, 1]`, with `(a, b) = f(pixel index, channel)`.
+    pub fn blend(&self, f: impl Fn(usize, usize) -> (f32, f32)) -> RgbPlanes {
+        let mut out = self.clone();
+        for (c, plane) in out.planes.iter_mut().enumerate() {
+            for (i, v) in plane.values.iter_mut().enumerate() {
+                let (a, b) = f(i, c);
+                *v = (a * *v + b).clamp(0.0, 1.0);
+            }
+        }
+        out
+    }
+
     /// The 8-bit image: values clipped to `[0, 1]`, times 255, truncated (the reference's
     /// `np.uint8` of its float result).
     pub fn to_rgb8(&self) -> RgbImage {

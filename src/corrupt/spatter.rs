@@ -36,7 +36,7 @@ pub(crate) fn spatter(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
             }
         });
         let colour = [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0];
-        blend(image, |i, c| (1.0 - m.values[i], colour[c] * m.values[i]))
+        image.blend(|i, c| (1.0 - m.values[i], colour[c] * m.values[i]))
     } else {
         let drops = liquid.map(|v| (v * 255.0).clamp(0.0, 255.0).trunc());
         let shade = shading(&drops);
@@ -49,20 +49,8 @@ pub(crate) fn spatter(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
         let max = m.iter().copied().fold(0.0, f32::max);
         let colour = [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0];
         let k = intensity as f32 / if max > 0.0 { max } else { 1.0 };
-        blend(image, |i, c| (1.0, colour[c] * m[i] * k))
+        image.blend(|i, c| (1.0, colour[c] * m[i] * k))
     }
-}
-
-/// `a x + b` per value, `(a, b) = f(pixel index, channel)`, clipped.
-fn blend(image: &RgbPlanes, f: impl Fn(usize, usize) -> (f32, f32)) -> RgbPlanes {
-    let mut out = image.clone();
-    for (c, plane) in out.planes.iter_mut().enumerate() {
-        for (i, v) in plane.values.iter_mut().enumerate() {
-            let (a, b) = f(i, c);
-            *v = (a * *v + b).clamp(0.0, 1.0);
-        }
-    }
-    out
 }
 
 /// The reference's shading of the drops (8-bit values): distance to Canny edges capped at

@@ -35,13 +35,8 @@ pub(crate) fn snow(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
         let grey = (0.299 * r + 0.587 * g + 0.114 * b) * 1.5 + 0.5;
         [r, g, b].map(|v| keep * v + (1.0 - keep) * v.max(grey))
     });
-    let n = w * h;
-    whitened.map_planes(|p| Plane {
-        values: (0..n)
-            .map(|i| (p.values[i] + flakes.values[i] + flakes.values[n - 1 - i]).clamp(0.0, 1.0))
-            .collect(),
-        ..*p
-    })
+    let last = w * h - 1;
+    whitened.blend(|i, _| (1.0, flakes.values[i] + flakes.values[last - i]))
 }
 
 /// `a x + b frost`, with a procedural frost texture (the reference blends in a random crop
@@ -49,13 +44,7 @@ pub(crate) fn snow(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
 pub(crate) fn frost(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     let (a, b) = [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][s];
     let texture = frost_texture(image.width(), image.height(), rng);
-    let mut out = image.clone();
-    for (plane, tex) in out.planes.iter_mut().zip(&texture) {
-        for (v, &t) in plane.values.iter_mut().zip(&tex.values) {
-            *v = (a * *v + b * t).clamp(0.0, 1.0);
-        }
-    }
-    out
+    image.blend(|i, c| (a, b * texture[c].values[i]))
 }
 
 /// The mean and standard deviation (grey levels, RGB) of the frost the reference blends in
