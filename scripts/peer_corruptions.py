@@ -6,6 +6,8 @@ al., after Hendrycks & Dietterich's make_imagenet_c.py), on the bundled photos a
     cargo build --release
     .venv/bin/python scripts/peer_corruptions.py [--georob target/release/georob] [--only fog,snow] [--repeats 4]
 
+(the figures in docs/methods.md: --repeats 4, and --only fog --repeats 16)
+
 The photos are decoded once with Pillow and written as PNG, so both sides start from the same
 pixels (georob's JPEG decoder and libjpeg-turbo may differ by a grey level); `georob corrupt`
 runs on those PNGs (seeds 0..R-1, R = --repeats, for the random corruptions; 0 for the others)
