@@ -1,18 +1,21 @@
 //! `corruptions`: accuracy under the ImageNet-C corruptions (Hendrycks & Dietterich, ICLR
 //! 2019; [`crate::corrupt`]) per corruption and severity, and the corruption errors CE and
 //! mCE. Each image is corrupted at the model's input size (as ImageNet-C corrupts the
-//! 224×224 crops), 8-bit in and out, with its own seed.
+//! 224×224 crops), 8-bit in and out, with its own seed. `.npy` tensors are corrupted as
+//! images when the model's preprocessing is the identity (NCHW, scale 1, mean 0, std 1), so
+//! that their values are pixels.
 
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::space::{SpacedModel, Space};
+use super::space::{Space, SpacedModel};
 use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::vector::argmax;
 use crate::corrupt::{Corruption, RgbPlanes, Severity};
 use crate::error::{Error, Result};
+use crate::spec::{InputSpec, Layout};
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +65,14 @@ impl Params {
     }
 }
 
+/// Whether model-space tensors are image-space pixels: planar, unscaled, unnormalised.
+fn pixels_in_model_space(spec: &InputSpec) -> bool {
+    spec.layout == Layout::Nchw
+        && spec.scale == 1.0
+        && spec.mean.iter().all(|&m| m == 0.0)
+        && spec.std.iter().all(|&s| s == 1.0)
+}
+
 /// The per-image value of corruption `c` at severity `s`.
 fn key(c: Corruption, s: Severity) -> String {
     format!("correct_{c}_{s}")
@@ -94,13 +105,14 @@ impl Measure for Params {
     fn run(&self, ctx: &Context) -> Result<Output> {
         let grid = self.grid()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
-        if sm.space != Space::Image {
+        let spec = &ctx.model.spec;
+        if sm.space == Space::Model && !pixels_in_model_space(spec) {
             return Err(Error::Config(format!(
-                "corruptions: {} holds model-space tensors (.npy); corruptions need images",
+                "corruptions: {} holds model-space tensors (.npy) and the model's preprocessing is \
+                 not the identity, so they are not pixels to corrupt; give images",
                 ctx.data.path.display()
             )));
         }
-        let spec = &ctx.model.spec;
         let (d, k) = (sm.dim(), sm.classes());
         let n = ctx.data.len();
         let rows = ctx.model.executor().pass_rows().max(1);

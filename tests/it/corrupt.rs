@@ -182,7 +182,7 @@ fn the_measure_reports_errors_per_corruption_and_severity_and_their_means() {
 }
 
 #[test]
-fn the_measure_refuses_unknown_corruptions_and_model_space_data() {
+fn the_measure_refuses_unknown_corruptions_and_tensors_that_are_not_pixels() {
     let model = digits_cnn();
     let d = tempfile::tempdir().unwrap();
     digits(d.path());
@@ -201,9 +201,29 @@ fn the_measure_refuses_unknown_corruptions_and_model_space_data() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("severity 0"), "{e}");
+    // .npy tensors are pixels when the preprocessing is the identity (the digits CNN) and
+    // are refused otherwise.
     let npy = crate::common::digits(2);
-    let e = try_run_measure("corruptions", &json!({}), &model, &npy, 0)
+    let r = try_run_measure(
+        "corruptions",
+        &json!({"corruptions": ["fog"]}),
+        &model,
+        &npy,
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.images.len(), 2);
+    let options = georob::model::ModelOptions {
+        spec: georob::spec::SpecOverrides {
+            mean: Some(vec![0.5]),
+            ..Default::default()
+        },
+        ..crate::common::tract()
+    };
+    let normalised =
+        georob::model::Model::open(&onnx_models("digits/digits_cnn.onnx"), &options).unwrap();
+    let e = try_run_measure("corruptions", &json!({}), &normalised, &npy, 0)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("test_x.npy") && e.contains("images"), "{e}");
+    assert!(e.contains("test_x.npy") && e.contains("identity"), "{e}");
 }
