@@ -6,7 +6,8 @@
 //! ONNX Runtime) and takes input gradients ([`grad`]), [`measure`] turns model
 //! calls into robustness results with the kernels of [`attack`], [`audit`] runs
 //! suites of measures over models, [`gate`] checks them against thresholds and
-//! baselines, and [`report`] renders the files people and CI systems read.
+//! baselines, and [`report`] renders the files people and CI systems read. [`corrupt`]
+//! makes the natural corruptions (noise, blur, weather, digital) of ImageNet-C.
 //!
 //! ```no_run
 //! use georob::{data::Dataset, model::{Model, ModelOptions}};
@@ -21,6 +22,7 @@
 pub mod attack;
 pub mod audit;
 pub mod bound;
+pub mod corrupt;
 pub mod data;
 pub mod error;
 pub mod eval;

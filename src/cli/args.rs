@@ -40,6 +40,8 @@ pub enum Command {
     Gate(GateArgs),
     /// Merge the output directories of the shards of one audit into one report.
     Merge(MergeArgs),
+    /// Write corrupted copies of images (ImageNet-C corruptions) as PNG into DIR/CORRUPTION/SEVERITY/.
+    Corrupt(CorruptArgs),
 }
 
 impl Command {
@@ -52,7 +54,9 @@ impl Command {
             Command::Grad(a) => &a.model_args,
             Command::CheckGrad(a) => &a.model_args,
             Command::Audit(a) => &a.model_args,
-            Command::ExportGrad(_) | Command::Gate(_) | Command::Merge(_) => return None,
+            Command::ExportGrad(_) | Command::Gate(_) | Command::Merge(_) | Command::Corrupt(_) => {
+                return None
+            }
         };
         model_args.threads
     }
@@ -95,6 +99,31 @@ pub struct AuditArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub model_args: ModelArgs,
+}
+
+/// `georob corrupt`.
+#[derive(Debug, Args)]
+pub struct CorruptArgs {
+    /// Images: an ImageFolder directory, a folder of images, a CSV manifest or one PNG/JPEG image.
+    pub data: Option<PathBuf>,
+    /// Corruption name (e.g. `fog`; `--list` names them all), or `all`.
+    #[arg(long, value_name = "NAME|all")]
+    pub corruption: Option<String>,
+    /// Severity, 1 (mildest) to 5, or `all`.
+    #[arg(long, value_name = "1-5|all")]
+    pub severity: Option<String>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Seed; image i draws from a seed mixed from it and i.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// List the corruptions and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// No progress bar or summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `georob gate`.

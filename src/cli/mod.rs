@@ -3,6 +3,7 @@
 
 mod args;
 mod audit;
+mod corrupt;
 mod eval;
 mod grad;
 mod inspect;
@@ -42,6 +43,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         args::Command::Audit(a) => audit::run_audit(&a),
         args::Command::Gate(a) => audit::run_gate(&a),
         args::Command::Merge(a) => audit::run_merge(&a),
+        args::Command::Corrupt(a) => corrupt::run(&a),
     }
 }
 

@@ -73,8 +73,13 @@ impl Context<'_> {
     /// Random seed of item `index` of `data`: keyed by its position in the data set, so
     /// independent of batching, thread count and chunk.
     pub fn image_seed(&self, index: usize) -> u64 {
-        splitmix(self.seed ^ splitmix(self.data.position(index) as u64 + 1))
+        item_seed(self.seed, self.data.position(index))
     }
+}
+
+/// Random seed of the item at `position` of a data set for run seed `seed`.
+pub fn item_seed(seed: u64, position: usize) -> u64 {
+    splitmix(seed ^ splitmix(position as u64 + 1))
 }
 
 /// SplitMix64 finaliser: a cheap, well-mixed hash of a 64-bit value.
@@ -581,6 +586,7 @@ measures! {
     minnorm,
     robust_accuracy,
     certify,
+    corruptions,
 }
 
 /// The declaration of measure `name`, if georob knows it.

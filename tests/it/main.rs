@@ -12,6 +12,7 @@ mod bad_input;
 mod certify;
 mod cli;
 mod cli_grad;
+mod corrupt;
 mod deepfool;
 mod geometric;
 mod grad_fallback;
