@@ -148,10 +148,59 @@ fn times_positive((lo, hi): (f64, f64), (k0, k1): (f64, f64)) -> (f64, f64) {
 /// sampled with `sampling` (bilinear). Returns `(lo, hi)`, each `c·h·w`.
 pub fn warp_bounds(
     image: &[f32],
-    (c, h, w): (usize, usize, usize),
+    dims: (usize, usize, usize),
     params: &ParamBox,
     sampling: Sampling,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    let b = warp_linear_bounds(image, dims, params, sampling)?;
+    Ok((b.lo, b.hi))
+}
+
+/// Bounds of the pixels of a warped image over a [`ParamBox`], as intervals and as linear
+/// functions of the parameters: write a transform of the box as `θ = m + r ⊙ v` with `m` the
+/// box's centre, `r` its half-widths and `v ∈ [−1, 1]⁴`; then pixel `i` of the warped image
+/// lies in `[lo[i], hi[i]]` and in `center[i] + Σⱼ gens[j][i]·vⱼ + [err_lo[i], err_hi[i]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearBounds {
+    /// Lower ends of the pixel intervals (rounded outwards to `f32`).
+    pub lo: Vec<f32>,
+    /// Upper ends of the pixel intervals.
+    pub hi: Vec<f32>,
+    /// The pixels at the box's centre.
+    pub center: Vec<f64>,
+    /// Per parameter ([`ParamBox`]'s order), the coefficient of `vⱼ` of each pixel (zero for a
+    /// parameter whose range is a point).
+    pub gens: [Vec<f64>; 4],
+    /// Lower ends of the residual of the linear function.
+    pub err_lo: Vec<f64>,
+    /// Upper ends of the residual.
+    pub err_hi: Vec<f64>,
+}
+
+/// The value at `q` of channel `plane` sampled with `sampling`.
+fn sample(sampling: Sampling, plane: &[f32], (h, w): (usize, usize), q: [f64; 2]) -> f64 {
+    sampling
+        .stencil(q, h, w)
+        .taps()
+        .iter()
+        .map(|t| t.weight * f64::from(plane[t.y * w + t.x]))
+        .sum()
+}
+
+/// [`LinearBounds`] of the image warped over the box `params` (bilinear `sampling`).
+///
+/// Per pixel, the source point is `q = q(m) + J·(θ − m) + ρ` with `J` the Jacobian at the
+/// centre and `|ρ|` at most the Taylor remainder of `cos`, `sin` and their product with the
+/// scale; `q` also lies in the box of interval arithmetic. With a slope `g` (the secants of
+/// the interpolated image across that box), `e(q) = v(q) − v(q(m)) − g·(q − q(m))` is
+/// bilinear inside each cell, so its range over the box comes from the same corner samples as
+/// the range of `v`; then `v = v(q(m)) + g·J·(θ − m) + g·ρ + e`.
+pub fn warp_linear_bounds(
+    image: &[f32],
+    (c, h, w): (usize, usize, usize),
+    params: &ParamBox,
+    sampling: Sampling,
+) -> Result<LinearBounds> {
     if sampling.interpolation != Interpolation::Bilinear {
         return Err(Error::Invalid {
             what: "interpolation",
@@ -168,6 +217,8 @@ pub fn warp_bounds(
     }
     params.check()?;
     let (lo, hi) = (params.lo, params.hi);
+    let mid: [f64; 4] = std::array::from_fn(|i| 0.5 * (lo[i] + hi[i]));
+    let half: [f64; 4] = std::array::from_fn(|i| 0.5 * (hi[i] - lo[i]));
     let (a, b) = (lo[ParamBox::THETA], hi[ParamBox::THETA]);
     let (cos, sin) = (trig_range(a, b, false), trig_range(a, b, true));
     let k = (1.0 + lo[ParamBox::SCALE], 1.0 + hi[ParamBox::SCALE]);
@@ -175,11 +226,14 @@ pub fn warp_bounds(
         (lo[ParamBox::TX], hi[ParamBox::TX]),
         (lo[ParamBox::TY], hi[ParamBox::TY]),
     );
-    // The largest scale factor, for the slack.
+    // The largest scale factor and shift, for the slack.
     let reach = k.1;
     let shift = [tx.0, tx.1, ty.0, ty.1]
         .iter()
         .fold(0.0f64, |m, v| m.max(v.abs()));
+    let (sin_m, cos_m) = mid[ParamBox::THETA].sin_cos();
+    let k_m = 1.0 + mid[ParamBox::SCALE];
+    let (h_t, h_s) = (half[ParamBox::THETA], half[ParamBox::SCALE]);
     let [cx, cy] = crate::homography::centre(h, w);
     let scale = |(lo, hi): (f64, f64), v: f64| {
         if v >= 0.0 {
@@ -188,7 +242,15 @@ pub fn warp_bounds(
             (hi * v, lo * v)
         }
     };
-    let (mut out_lo, mut out_hi) = (vec![0.0f32; c * h * w], vec![0.0f32; c * h * w]);
+    let n = c * h * w;
+    let mut out = LinearBounds {
+        lo: vec![0.0; n],
+        hi: vec![0.0; n],
+        center: vec![0.0; n],
+        gens: std::array::from_fn(|_| vec![0.0; n]),
+        err_lo: vec![0.0; n],
+        err_hi: vec![0.0; n],
+    };
     for y in 0..h {
         for x in 0..w {
             let (dx, dy) = (x as f64 - cx, y as f64 - cy);
@@ -201,6 +263,15 @@ pub fn warp_bounds(
             let slack = 1e-9 * (1.0 + reach * dx.abs() + reach * dy.abs() + shift);
             let (qx0, qx1) = (rx.0 + tx.0 + cx - slack, rx.1 + tx.1 + cx + slack);
             let (qy0, qy1) = (ry.0 + ty.0 + cy - slack, ry.1 + ty.1 + cy + slack);
+            // The sample point at the centre, its Jacobian and the remainder's bound.
+            let (fx, fy) = (cos_m * dx - sin_m * dy, sin_m * dx + cos_m * dy);
+            let q_m = [
+                k_m * fx + mid[ParamBox::TX] + cx,
+                k_m * fy + mid[ParamBox::TY] + cy,
+            ];
+            let jac = [[-k_m * fy, 1.0, 0.0, fx], [k_m * fx, 0.0, 1.0, fy]];
+            let norm = dx.hypot(dy);
+            let rho = norm * (0.5 * k_m * h_t * h_t + h_s * h_t + 0.5 * h_s * h_t * h_t) + slack;
             // The interpolated value is bilinear inside each cell, so over the parts of the
             // box in each cell it takes its extremes at their corners: the box's corners and
             // where the cell lines cross its edges.
@@ -208,27 +279,47 @@ pub fn warp_bounds(
             let ys = breakpoints(qy0, qy1);
             for ch in 0..c {
                 let plane = &image[ch * h * w..(ch + 1) * h * w];
+                let at = |q: [f64; 2]| sample(sampling, plane, (h, w), q);
+                let v_m = at(q_m);
+                let secant = |q0: [f64; 2], q1: [f64; 2], width: f64| {
+                    if width > 1e-12 {
+                        (at(q1) - at(q0)) / width
+                    } else {
+                        0.0
+                    }
+                };
+                let g = [
+                    secant([qx0, q_m[1]], [qx1, q_m[1]], qx1 - qx0),
+                    secant([q_m[0], qy0], [q_m[0], qy1], qy1 - qy0),
+                ];
                 let (mut l, mut u) = (f64::INFINITY, f64::NEG_INFINITY);
+                let (mut el, mut eu) = (f64::INFINITY, f64::NEG_INFINITY);
                 for &py in &ys {
                     for &px in &xs {
-                        let v: f64 = sampling
-                            .stencil([px, py], h, w)
-                            .taps()
-                            .iter()
-                            .map(|t| t.weight * f64::from(plane[t.y * w + t.x]))
-                            .sum();
+                        let v = at([px, py]);
                         l = l.min(v);
                         u = u.max(v);
+                        let e = v - v_m - g[0] * (px - q_m[0]) - g[1] * (py - q_m[1]);
+                        el = el.min(e);
+                        eu = eu.max(e);
                     }
                 }
+                let i = (ch * h + y) * w + x;
                 // Rounded outwards, with a hair for the rounding of the weights.
                 let pad = 1e-6 * (1.0 + l.abs().max(u.abs()));
-                out_lo[(ch * h + y) * w + x] = ((l - pad) as f32).next_down();
-                out_hi[(ch * h + y) * w + x] = ((u + pad) as f32).next_up();
+                out.lo[i] = ((l - pad) as f32).next_down();
+                out.hi[i] = ((u + pad) as f32).next_up();
+                out.center[i] = v_m;
+                for (j, gen) in out.gens.iter_mut().enumerate() {
+                    gen[i] = (g[0] * jac[0][j] + g[1] * jac[1][j]) * half[j];
+                }
+                let spill = (g[0].abs() + g[1].abs()) * rho + pad;
+                out.err_lo[i] = el - spill;
+                out.err_hi[i] = eu + spill;
             }
         }
     }
-    Ok((out_lo, out_hi))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -327,7 +418,8 @@ mod tests {
         for border in ["zero", "replicate", "reflect"] {
             let sampling = Sampling::new(Interpolation::Bilinear, border.parse().unwrap());
             for pbox in &boxes {
-                let (lo, hi) = warp_bounds(&image, dims, pbox, sampling).unwrap();
+                let lin = warp_linear_bounds(&image, dims, pbox, sampling).unwrap();
+                let (lo, hi) = (&lin.lo, &lin.hi);
                 for s in 0..1516 {
                     let p: [f64; 4] = std::array::from_fn(|i| {
                         if s < 16 {
@@ -346,10 +438,55 @@ mod tests {
                             lo[i],
                             hi[i]
                         );
+                        // The linear bounds, up to the rounding of the warped pixel to f32.
+                        let at: f64 = lin.center[i]
+                            + (0..4)
+                                .filter(|&j| pbox.hi[j] > pbox.lo[j])
+                                .map(|j| {
+                                    let m = 0.5 * (pbox.lo[j] + pbox.hi[j]);
+                                    lin.gens[j][i] * (p[j] - m) / (0.5 * (pbox.hi[j] - pbox.lo[j]))
+                                })
+                                .sum::<f64>();
+                        let (v, ulp) = (f64::from(v), 1e-7 * (1.0 + f64::from(v).abs()));
+                        assert!(
+                            at + lin.err_lo[i] - ulp <= v && v <= at + lin.err_hi[i] + ulp,
+                            "{border} {pbox:?} at {p:?}: pixel {i} = {v} outside the linear bounds [{}, {}]",
+                            at + lin.err_lo[i],
+                            at + lin.err_hi[i]
+                        );
                     }
                 }
             }
         }
+    }
+
+    /// Over a box of shifts, the linear bounds' residuals are narrower than the pixel
+    /// intervals: the pixels move with the shift, which the linear part carries.
+    #[test]
+    fn linear_bounds_are_tighter_than_intervals_for_shifts() {
+        let dims = (1, 16, 16);
+        let image: Vec<f32> = (0..256)
+            .map(|i| {
+                let (y, x) = ((i / 16) as f32, (i % 16) as f32);
+                (-((x - 7.5).powi(2) + (y - 7.0).powi(2)) / 18.0).exp()
+            })
+            .collect();
+        let sampling = Sampling::new(Interpolation::Bilinear, "zero".parse().unwrap());
+        let pbox = ParamBox::identity()
+            .with(ParamBox::TX, -0.2, 0.2)
+            .with(ParamBox::TY, -0.2, 0.2);
+        let lin = warp_linear_bounds(&image, dims, &pbox, sampling).unwrap();
+        let box_width: f64 = lin
+            .lo
+            .iter()
+            .zip(&lin.hi)
+            .map(|(l, u)| f64::from(u - l))
+            .sum();
+        let residual: f64 = lin.err_lo.iter().zip(&lin.err_hi).map(|(l, u)| u - l).sum();
+        assert!(
+            residual < 0.5 * box_width,
+            "residuals {residual} against intervals {box_width}"
+        );
     }
 
     /// The matrix of a parameter point is the backward warp the group exponential gives for
