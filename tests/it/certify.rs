@@ -374,3 +374,142 @@ fn vnnlib_properties_describe_the_unknown_cases() {
         assert!((0.0..=1.0).contains(&v), "{line}");
     }
 }
+
+/// Runs `certify` with `params` on the first `n` digits and checks every image certified for
+/// the range `r` against the oracle: the image warped by each matrix of `warps` (the
+/// `transforms` warp the attacks use, zero fill) keeps its prediction. An image the measure
+/// marks falsified must have a flip among them too when `warps` covers the measure's scan.
+/// Returns how many images were certified.
+fn certified_warps_hold(
+    params: serde_json::Value,
+    n: usize,
+    r: f64,
+    warps: &[transforms::nalgebra::Matrix3<f64>],
+) -> usize {
+    use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
+    let model = digits_cnn();
+    let data = digits(n);
+    let res = try_run_measure("certify", &params, &model, &data, 0).unwrap();
+    let x = data.load(&model.spec, 0, n).unwrap().x;
+    let sampling = Sampling::new(Default::default(), "zero".parse().unwrap());
+    let m = warps.len();
+    let mut certified = 0;
+    for img in &res.images {
+        if img.values.get(&format!("certified@{r}")) != Some(&1.0) {
+            continue;
+        }
+        certified += 1;
+        let u = &x[img.index * 784..(img.index + 1) * 784];
+        let input: Vec<f32> = u.iter().copied().cycle().take(m * 784).collect();
+        let batch = Batch::new(&input, ImageShape::new(m, 1, 28, 28), ImageLayout::Nchw).unwrap();
+        let warped = MatrixWarp::new(warps.to_vec())
+            .apply(&batch, sampling)
+            .unwrap();
+        let logits = model.logits(&warped, m).unwrap();
+        let flips: Vec<usize> = logits
+            .chunks_exact(10)
+            .enumerate()
+            .filter(|(_, z)| georob::attack::vector::argmax(z) != img.pred)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            flips.is_empty(),
+            "image {}: certified for ±{r}, but {} of {m} warps flip it, e.g. {}",
+            img.index,
+            flips.len(),
+            warps[flips[0]]
+        );
+    }
+    certified
+}
+
+/// `count` evenly spaced values of `[−r, r]`, both ends included.
+fn spaced(r: f64, count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|i| -r + 2.0 * r * i as f64 / (count - 1) as f64)
+        .collect()
+}
+
+/// Translations of the digits CNN by ±0.3 px per axis: every image `certify` certifies keeps
+/// its prediction over a 0.05 px grid of shifts and 300 random shifts of the square (the
+/// grid attack's matrices), and some are certified.
+#[test]
+fn certified_translation_ranges_survive_a_fine_scan_and_random_shifts() {
+    use georob::measure::grid::RigidTransform;
+    let r = 0.3;
+    let shift = |tx: f64, ty: f64| RigidTransform { theta: 0.0, tx, ty }.matrix();
+    let mut warps: Vec<_> = spaced(r, 13)
+        .iter()
+        .flat_map(|&tx| spaced(r, 13).into_iter().map(move |ty| shift(tx, ty)))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    warps.extend((0..300).map(|_| shift(rng.random_range(-r..=r), rng.random_range(-r..=r))));
+    let params = serde_json::json!({"set": "translation", "range": [r], "pieces": 24});
+    let certified = certified_warps_hold(params, 3, r, &warps);
+    assert!(
+        certified >= 2,
+        "only {certified} of 3 certified for ±{r} px"
+    );
+}
+
+/// Scalings of the digits CNN by ±2 %: every image `certify` certifies keeps its prediction
+/// at every factor of a 0.01 % scan and 100 random factors of the range (scaling matrices
+/// built here, about the centre), and some are certified.
+#[test]
+fn certified_scaling_ranges_survive_a_fine_scan_and_random_factors() {
+    let r = 2.0;
+    let scale = |s: f64| {
+        let k = 1.0 + s / 100.0;
+        transforms::nalgebra::Matrix3::new(k, 0.0, 0.0, 0.0, k, 0.0, 0.0, 0.0, 1.0)
+    };
+    let mut warps: Vec<_> = spaced(r, 401).into_iter().map(scale).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    warps.extend((0..100).map(|_| scale(rng.random_range(-r..=r))));
+    let params = serde_json::json!({"set": "scaling", "range": [r], "pieces": 24});
+    let certified = certified_warps_hold(params, 3, r, &warps);
+    assert!(certified >= 2, "only {certified} of 3 certified for ±{r} %");
+}
+
+/// Bad parameters of the warps are refused with a message naming the parameter.
+#[test]
+fn certify_refuses_bad_warp_parameters() {
+    for (params, word) in [
+        (
+            serde_json::json!({"set": "translation", "range": [-1.0]}),
+            "range",
+        ),
+        (
+            serde_json::json!({"set": "translation", "range": []}),
+            "range",
+        ),
+        (
+            serde_json::json!({"set": "scaling", "range": [100.0]}),
+            "scaling",
+        ),
+        (
+            serde_json::json!({"set": "translation", "eps": [0.1]}),
+            "range",
+        ),
+        (serde_json::json!({"set": "linf", "range": [1.0]}), "range"),
+        (
+            serde_json::json!({"set": "translation", "shift": 1.0}),
+            "shift",
+        ),
+        (
+            serde_json::json!({"set": "similarity", "shift": -1.0}),
+            "shift",
+        ),
+        (
+            serde_json::json!({"set": "similarity", "scale": 150.0}),
+            "scale",
+        ),
+        (serde_json::json!({"set": "scaling", "scan": 0.0}), "scan"),
+        (serde_json::json!({"set": "l2", "linear": true}), "linear"),
+    ] {
+        match georob::measure::build("certify", &params) {
+            Err(georob::Error::Config(m)) => assert!(m.contains(word), "{params}: {m}"),
+            Err(e) => panic!("{params}: not a configuration error: {e}"),
+            Ok(_) => panic!("{params}: accepted"),
+        }
+    }
+}
