@@ -513,3 +513,40 @@ fn certify_refuses_bad_warp_parameters() {
         }
     }
 }
+
+/// The joint box of `similarity` (±0.3° with ±0.1 px and ±0.5 %): every image certified keeps
+/// its prediction at the box's 81 points of a 3⁴ grid and 400 random points (matrices
+/// built here: shift · scale · rotation), and some are certified.
+#[test]
+fn certified_similarity_boxes_survive_random_points() {
+    let (r, t, s) = (0.3f64, 0.1, 0.5);
+    let matrix = |p: [f64; 4]| {
+        let (sin, cos) = p[0].to_radians().sin_cos();
+        let k = 1.0 + p[3] / 100.0;
+        let rot = transforms::nalgebra::Matrix3::new(cos, -sin, 0.0, sin, cos, 0.0, 0.0, 0.0, 1.0);
+        let scale = transforms::nalgebra::Matrix3::new(k, 0.0, 0.0, 0.0, k, 0.0, 0.0, 0.0, 1.0);
+        let shift =
+            transforms::nalgebra::Matrix3::new(1.0, 0.0, p[1], 0.0, 1.0, p[2], 0.0, 0.0, 1.0);
+        shift * scale * rot
+    };
+    let half = [r, t, t, s];
+    let mut warps: Vec<_> = (0..81)
+        .map(|g| {
+            matrix(std::array::from_fn(|i| {
+                half[i] * ((g / 3usize.pow(i as u32)) % 3) as f64 - half[i]
+            }))
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    warps.extend((0..400).map(|_| {
+        matrix(std::array::from_fn(|i| {
+            rng.random_range(-half[i]..=half[i])
+        }))
+    }));
+    let params = serde_json::json!({"set": "similarity", "range": [r], "shift": t, "scale": s, "pieces": 16});
+    let certified = certified_warps_hold(params, 2, r, &warps);
+    assert!(
+        certified >= 1,
+        "none of 2 certified for ±{r}° with ±{t} px and ±{s} %"
+    );
+}
