@@ -1,6 +1,7 @@
-//! Certified bounds from the ONNX graph: for every input in a set (an ℓ∞ or ℓ2 ball, a box),
-//! lower bounds on the logit margins `z_k0 − z_j`. A margin bound above zero for every `j`
-//! proves that no input of the set changes the prediction `k0`.
+//! Certified bounds from the ONNX graph: for every input in a set (an ℓ∞ or ℓ2 ball, a box,
+//! or inputs linear in a few parameters), lower bounds on the logit margins `z_k0 − z_j`. A
+//! margin bound above zero for every `j` proves that no input of the set changes the
+//! prediction `k0`.
 //!
 //! # How
 //!
