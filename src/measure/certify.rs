@@ -579,7 +579,7 @@ impl Params {
             let half = self.half_widths(r);
             let mut whole = ParamBox::identity();
             for (i, &h) in half.iter().enumerate() {
-                let h = if i == ParamBox::THETA { h.to_radians() } else if i == ParamBox::SCALE { h / 100.0 } else { h };
+                let h = to_param(i, h);
                 whole = whole.with(i, -h, h);
             }
             let mut ok = !failed;
@@ -650,11 +650,7 @@ impl Params {
             (0..n)
                 .map(|j| {
                     let v = if n == 1 { 0.0 } else { -h + 2.0 * h * j as f64 / (n - 1) as f64 };
-                    match i {
-                        ParamBox::THETA => v.to_radians(),
-                        ParamBox::SCALE => v / 100.0,
-                        _ => v,
-                    }
+                    to_param(i, v)
                 })
                 .collect()
         };
@@ -747,6 +743,16 @@ impl Params {
             description: format!("{written} VNN-LIB properties of the images and radii left unknown, and instances.csv"),
             path: "certify_vnnlib/instances.csv".into(),
         }])
+    }
+}
+
+/// Parameter `i` of a [`ParamBox`] from the unit of the ranges: degrees to radians, percent
+/// to a fraction, pixels as they are.
+fn to_param(i: usize, v: f64) -> f64 {
+    match i {
+        ParamBox::THETA => v.to_radians(),
+        ParamBox::SCALE => v / 100.0,
+        _ => v,
     }
 }
 
