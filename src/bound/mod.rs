@@ -1,6 +1,7 @@
-//! Certified bounds from the ONNX graph: for every input in a set (an ℓ∞ or ℓ2 ball, a box),
-//! lower bounds on the logit margins `z_k0 − z_j`. A margin bound above zero for every `j`
-//! proves that no input of the set changes the prediction `k0`.
+//! Certified bounds from the ONNX graph: for every input in a set (an ℓ∞ or ℓ2 ball, a box,
+//! or inputs linear in a few parameters), lower bounds on the logit margins `z_k0 − z_j`. A
+//! margin bound above zero for every `j` proves that no input of the set changes the
+//! prediction `k0`.
 //!
 //! # How
 //!
@@ -96,13 +97,26 @@ pub enum InputSet {
         /// The box it is intersected with.
         clip: Interval,
     },
+    /// Inputs linear in a few parameters, `{center + Σⱼ vⱼ·gens[j] + e : v ∈ [−1, 1]ᵖ,
+    /// e ∈ err}`, intersected with a box (the pixels of warped images: transforms'
+    /// `warp_linear_bounds`).
+    Linear {
+        /// The inputs at `v = 0`.
+        center: Vec<f32>,
+        /// Per parameter, the input's coefficients.
+        gens: Vec<Vec<f32>>,
+        /// The residual's box.
+        err: Interval,
+        /// The box it is intersected with (which interval bounds start from).
+        clip: Interval,
+    },
 }
 
 impl InputSet {
     /// A box containing the set.
     fn bounding_box(&self) -> Interval {
         match self {
-            InputSet::Box(b) => b.clone(),
+            InputSet::Box(b) | InputSet::Linear { clip: b, .. } => b.clone(),
             InputSet::L2 {
                 center,
                 radius,
@@ -142,6 +156,25 @@ impl InputSet {
                 });
                 (0..n)
                     .map(|r| over_box[r].max(at[r] - f64::from(*radius) * sq[r].sqrt()))
+                    .collect()
+            }
+            InputSet::Linear {
+                center, gens, err, ..
+            } => {
+                let p = gens.len();
+                let (mut at, mut coef) = (vec![0.0f64; n], vec![0.0f64; n * p]);
+                rows.for_each(dims, |r, i, v| {
+                    let e = if v >= 0.0 { err.lo[i] } else { err.hi[i] };
+                    at[r] += f64::from(v) * (f64::from(center[i]) + f64::from(e));
+                    for (j, g) in gens.iter().enumerate() {
+                        coef[r * p + j] += f64::from(v) * f64::from(g[i]);
+                    }
+                });
+                (0..n)
+                    .map(|r| {
+                        let spread: f64 = coef[r * p..(r + 1) * p].iter().map(|c| c.abs()).sum();
+                        over_box[r].max(at[r] - spread)
+                    })
                     .collect()
             }
         };

@@ -14,6 +14,7 @@ use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::vector::argmax;
 use crate::bound::{BoundNet, InputSet, Interval, Method, Options};
 use crate::error::{Error, Result};
+use transforms::ParamBox;
 
 /// The perturbation set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -26,6 +27,30 @@ pub enum Set {
     L2,
     /// Rotations by `±range` degrees about the image centre.
     Rotation,
+    /// Shifts `(tx, ty) ∈ [−range, range]²` pixels.
+    Translation,
+    /// Scalings by a factor `1 + s`, `s ∈ ±range` percent, about the image centre.
+    Scaling,
+    /// Rotations by `±range` degrees jointly with shifts of `±shift` pixels per axis and
+    /// scalings by `±scale` percent.
+    Similarity,
+}
+
+impl Set {
+    /// Whether the set is a range of warps (bounded per box of parameters).
+    fn geometric(self) -> bool {
+        !matches!(self, Set::Linf | Set::L2)
+    }
+
+    /// The unit of `range`, as the curves write it.
+    fn unit(self) -> &'static str {
+        match self {
+            Set::Linf | Set::L2 => "radius",
+            Set::Rotation | Set::Similarity => "range (degrees)",
+            Set::Translation => "shift (pixels)",
+            Set::Scaling => "scale (%)",
+        }
+    }
 }
 
 /// Bound propagation method.
@@ -49,11 +74,21 @@ pub struct Params {
     pub method: MethodParam,
     /// Radii of the balls (default by set).
     pub eps: Option<Vec<f64>>,
-    /// Rotation ranges `±r`, degrees (`set = rotation`).
+    /// Ranges `±r` of the warps: degrees (`rotation`, `similarity`), pixels per axis
+    /// (`translation`) or percent (`scaling`).
     pub range: Option<Vec<f64>>,
-    /// Most boxes of angles per image and range (the range is split where a box fails).
+    /// `similarity`: shifts `±shift` pixels per axis (default 0.5).
+    pub shift: Option<f64>,
+    /// `similarity`: scalings by `±scale` percent (default 2).
+    pub scale: Option<f64>,
+    /// Step of the falsifying scan along the range, in its unit (default by set).
+    pub scan: Option<f64>,
+    /// Warps: give CROWN the pixels as linear functions of the warp parameters as well as
+    /// boxes (default: true, but false for `rotation`).
+    pub linear: Option<bool>,
+    /// Most boxes of parameters per image and range (a box is split where it fails).
     pub pieces: usize,
-    /// Fill outside the image when rotating: `zero`, `replicate` or `reflect`.
+    /// Fill outside the image when warping: `zero`, `replicate` or `reflect`.
     pub border: String,
     /// Bisection steps of each image's certified radius above the largest certified `ε`.
     pub bisections: usize,
@@ -73,6 +108,10 @@ impl Default for Params {
             method: MethodParam::Crown,
             eps: None,
             range: None,
+            shift: None,
+            scale: None,
+            scan: None,
+            linear: None,
             pieces: 256,
             border: "zero".into(),
             bisections: 0,
@@ -89,8 +128,26 @@ fn default_eps(set: Set) -> Vec<f64> {
         Set::Linf => vec![0.002, 0.005, 0.01, 0.02],
         Set::L2 => vec![0.05, 0.1, 0.2, 0.5],
         Set::Rotation => vec![1.0, 2.0, 5.0, 10.0],
+        Set::Translation => vec![0.5, 1.0, 2.0],
+        Set::Scaling => vec![2.0, 5.0, 10.0],
+        Set::Similarity => vec![0.5, 1.0, 2.0],
     }
 }
+
+/// Default shift (pixels per axis) and scale (percent) of `set = similarity`.
+const DEFAULT_SHIFT: f64 = 0.5;
+const DEFAULT_SCALE: f64 = 2.0;
+
+/// Default steps of the falsifying scan per parameter of a [`ParamBox`], in the units of
+/// the ranges: degrees, pixels, pixels, percent.
+const SCAN_STEPS: [f64; 4] = [0.25, 0.1, 0.1, 0.1];
+
+/// Most warps of one scan (a finer grid is coarsened, the axis with most points first).
+const MAX_SCAN: usize = 8192;
+
+/// Most warps per model call of a scan, and most values of their images.
+const SCAN_CHUNK: usize = 1024;
+const SCAN_FLOATS: usize = 1 << 22;
 
 /// `ε` as written in keys (at most 9 decimals, as the curves write it).
 fn key(name: &str, e: f64) -> String {
@@ -104,9 +161,10 @@ const MARGIN_TOL: f64 = 1e-4;
 impl Params {
     /// The radii, or for rotations the ranges in degrees, ascending.
     fn eps(&self) -> Vec<f64> {
-        let given = match self.set {
-            Set::Rotation => &self.range,
-            _ => &self.eps,
+        let given = if self.set.geometric() {
+            &self.range
+        } else {
+            &self.eps
         };
         let mut e = given.clone().unwrap_or_else(|| default_eps(self.set));
         e.sort_by(f64::total_cmp);
@@ -133,7 +191,9 @@ impl Params {
                 lo: map(u.iter().map(|&x| (x - eps).max(blo)).collect()),
                 hi: map(u.iter().map(|&x| (x + eps).min(bhi)).collect()),
             }),
-            Set::Rotation => unreachable!("rotations are bounded per box of angles"),
+            Set::Rotation | Set::Translation | Set::Scaling | Set::Similarity => {
+                unreachable!("warps are bounded per box of parameters")
+            }
             Set::L2 => {
                 let zero = map(vec![0.0; u.len()]);
                 let one = map(vec![1.0; u.len()]);
@@ -151,14 +211,18 @@ impl Params {
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "certify",
-        about: "certified lower bounds: per image and radius ε (or rotation range), whether interval (ibp) or linear (crown) bound propagation through the ONNX graph proves the l∞ or l2 ball (or every rotation) safe, beside DeepFool's upper bound or a rotation scan (certified, falsified or unknown)",
+        about: "certified lower bounds: per image and radius ε (or range of warps), whether interval (ibp) or linear (crown) bound propagation through the ONNX graph proves the l∞ or l2 ball (or every rotation, translation, scaling or their combination in the range) safe, beside DeepFool's upper bound or a scan of the range (certified, falsified or unknown)",
         params: &[
-            ("set", "`linf` or `l2` ball in the measured space, within `--bounds`, or `rotation` by ±range degrees about the image centre."),
+            ("set", "`linf` or `l2` ball in the measured space, within `--bounds`; or warps (bilinear, as `grid`): `rotation` by ±range degrees about the image centre, `translation` by ±range pixels per axis, `scaling` by a factor 1 + s, s within ±range percent, about the centre, or `similarity`: rotation by ±range degrees jointly with ±shift pixels and ±scale percent."),
             ("method", "`ibp` (interval bounds) or `crown` (linear bounds, CROWN)."),
             ("eps", "Radii (default: 0.002, 0.005, 0.01, 0.02 for linf; 0.05, 0.1, 0.2, 0.5 for l2)."),
-            ("range", "Rotation ranges ±r in degrees (set = rotation; default 1, 2, 5, 10)."),
-            ("pieces", "Rotation: most boxes of angles per image and range before the range counts as not certified."),
-            ("border", "Rotation: fill outside the image, `zero`, `replicate` or `reflect` (as `grid`)."),
+            ("range", "Ranges ±r of the warps: rotation degrees (default 1, 2, 5, 10), translation pixels per axis (0.5, 1, 2), scaling percent (2, 5, 10), similarity rotation degrees (0.5, 1, 2)."),
+            ("shift", "Similarity: shifts of ±shift pixels per axis with every rotation of the range (default 0.5)."),
+            ("scale", "Similarity: scalings by ±scale percent with every rotation of the range (default 2)."),
+            ("scan", "Warps: step of the falsifying scan along the range, in its unit (default 0.25° for rotations, 0.1 px per axis, 0.1 %; similarity's shift and scale use 0.1 px and 0.1 %); at most 8192 warps per range, coarser where the grid would be larger."),
+            ("linear", "Warps: CROWN also gets each pixel as a linear function of the warp parameters with a residual interval, not only its interval (default true; false for rotation, which keeps pixel boxes)."),
+            ("pieces", "Warps: most boxes of parameters per image and range (a failing box is halved along its widest side) before the range counts as not certified."),
+            ("border", "Warps: fill outside the image, `zero`, `replicate` or `reflect` (as `grid`)."),
             ("bisections", "Bisection steps refining each image's certified radius between the largest certified ε and the next one (or twice it)."),
             ("upper", "Run DeepFool (refined) for the upper bounds and the falsified counts."),
             ("budget", "Most work (elements bounded × elements of the tensors before them) CROWN spends on one intermediate tensor; larger ones keep interval bounds."),
@@ -169,35 +233,29 @@ impl Measure for Params {
         values: &[&[
             ("certified@{eps}", "1 when the ball of radius ε is certified, else 0"),
             ("margin_lb@{eps}", "the smallest margin lower bound z_k0 − z_j over the ball (certified when above the tolerance)"),
-            ("certified_radius", "largest radius certified (of eps, refined by bisections; rotation: the largest range, degrees)"),
+            ("certified_radius", "largest radius certified (of eps, refined by bisections; warps: the largest range, in its unit)"),
             ("upper_norm", "norm of DeepFool's refined perturbation (an upper bound on the minimal one)"),
-            ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε (rotation: when a 0.25° scan of ±r flips the prediction)"),
-            ("boxes@{range}", "rotation: boxes of angles bounded for ±r (the range split where a box failed)"),
+            ("falsified@{eps}", "1 when DeepFool's perturbation is no larger than ε (warps: when a warp of the scan of ±r flips the prediction)"),
+            ("boxes@{range}", "warps: boxes of parameters bounded for ±r (the range split where a box failed)"),
         ]],
         units: Units::Chunks,
     };
 
     fn validate(&self) -> Result<()> {
+        self.check_foreign()?;
+        if self.set.geometric() {
+            self.validate_warps()?;
+        }
         super::curve::check_budgets("certify", &self.eps())?;
         if self.vnnlib && self.set != Set::Linf {
             return Err(Error::Config(
                 "certify: vnnlib properties are written for set = linf only (VNN-LIB holds linear constraints)".into(),
             ));
         }
-        match (self.set, &self.eps, &self.range) {
-            (Set::Rotation, Some(_), _) => {
-                return Err(Error::Config("certify: set = rotation takes `range` (degrees), not `eps`".into()))
-            }
-            (Set::Linf | Set::L2, _, Some(_)) => {
-                return Err(Error::Config("certify: `range` is for set = rotation; balls take `eps`".into()))
-            }
-            _ => {}
-        }
-        if self.set == Set::Rotation {
-            super::frame::parse_sampling("certify", &self.border)?;
-            if self.pieces == 0 {
-                return Err(Error::Config("certify: pieces must be at least 1".into()));
-            }
+        if !self.set.geometric() && self.range.is_some() {
+            return Err(Error::Config(
+                "certify: `range` is for the warps (rotation, translation, scaling, similarity); balls take `eps`".into(),
+            ));
         }
         if self.budget.is_nan() || self.budget < 0.0 {
             return Err(Error::Config("certify: budget must be ≥ 0".into()));
@@ -219,8 +277,8 @@ impl Measure for Params {
         })?;
         let sm = SpacedModel::new(model, ctx.data);
         let frame = super::frame::Frame::of(&sm);
-        if self.set == Set::Rotation && frame.layout != transforms::ImageLayout::Nchw {
-            return Err(Error::Config("certify: rotations need planar (C, H, W) samples; this model takes NHWC tensors".into()));
+        if self.set.geometric() && frame.layout != transforms::ImageLayout::Nchw {
+            return Err(Error::Config("certify: warps need planar (C, H, W) samples; this model takes NHWC tensors".into()));
         }
         let eps = self.eps();
         let opts = Options {
@@ -252,8 +310,8 @@ impl Measure for Params {
                     let z = &clean.logits[i * k..(i + 1) * k];
                     let k0 = argmax(z);
                     let tol = MARGIN_TOL * (1.0 + z.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64);
-                    if self.set == Set::Rotation {
-                        return self.rotation_values(&net, &sm, &frame, u, k0, tol, &opts, &eps);
+                    if self.set.geometric() {
+                        return self.warp_values(&net, &sm, &frame, u, k0, tol, &opts, &eps);
                     }
                     let mut stats = (0, 0);
                     let mut check = |e: f64| -> (bool, f64) {
@@ -304,7 +362,7 @@ impl Measure for Params {
             start += len;
         }
         bar.finish_and_clear();
-        if self.upper && self.set != Set::Rotation {
+        if self.upper && !self.set.geometric() {
             let df = DeepFoolOptions {
                 norm: self.norm(),
                 clip: ctx.bounds,
@@ -374,12 +432,113 @@ impl Measure for Params {
 }
 
 impl Params {
-    /// The values of one image under rotations: per range `r`, whether every angle of
-    /// `±r` is certified (the range split into boxes of angles, each box bounded by IBP and,
-    /// where that fails, by `method`; a failing box is halved until `pieces` boxes were
-    /// tried), and whether a scan of the range at 0.25° steps flips the prediction.
+    /// Checks the parameters of the warps (`set` is not a ball).
+    fn validate_warps(&self) -> Result<()> {
+        if self.eps.is_some() {
+            return Err(Error::Config(format!(
+                "certify: set = {} takes `range` ({}), not `eps`",
+                self.set_name(),
+                self.set.unit()
+            )));
+        }
+        if let Some(r) = &self.range {
+            if r.is_empty() || r.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(Error::Config(format!(
+                    "certify: range must be a non-empty list of finite values ≥ 0, not {r:?}"
+                )));
+            }
+        }
+        if self.set == Set::Scaling && self.eps().iter().any(|&r| r >= 100.0) {
+            return Err(Error::Config(
+                "certify: scaling ranges must be below 100 (percent), so that the factor 1 + s stays positive".into(),
+            ));
+        }
+        if self.set == Set::Similarity {
+            let shift = self.shift.unwrap_or(DEFAULT_SHIFT);
+            if !shift.is_finite() || shift < 0.0 {
+                return Err(Error::Config(format!("certify: shift must be finite and ≥ 0 (pixels), not {shift}")));
+            }
+            let scale = self.scale.unwrap_or(DEFAULT_SCALE);
+            if !scale.is_finite() || !(0.0..100.0).contains(&scale) {
+                return Err(Error::Config(format!(
+                    "certify: scale must be finite, ≥ 0 and below 100 (percent), not {scale}"
+                )));
+            }
+        }
+        if let Some(step) = self.scan {
+            if !step.is_finite() || step <= 0.0 {
+                return Err(Error::Config(format!("certify: scan must be a finite step > 0, not {step}")));
+            }
+        }
+        super::frame::parse_sampling("certify", &self.border)?;
+        if self.pieces == 0 {
+            return Err(Error::Config("certify: pieces must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks that the parameters of other sets are not given.
+    fn check_foreign(&self) -> Result<()> {
+        let given = [
+            ("shift", self.shift.is_some() && self.set != Set::Similarity),
+            ("scale", self.scale.is_some() && self.set != Set::Similarity),
+            ("scan", self.scan.is_some() && !self.set.geometric()),
+            ("linear", self.linear.is_some() && !self.set.geometric()),
+        ];
+        match given.iter().find(|g| g.1) {
+            Some((name, _)) => Err(Error::Config(format!(
+                "certify: `{name}` does not apply to set = {}",
+                self.set_name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The set's name as `set` takes it.
+    fn set_name(&self) -> String {
+        serde_json::to_value(self.set)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The half-widths of the parameters' ranges for range `r`, in the units of the ranges
+    /// (degrees, pixels, pixels, percent; [`ParamBox`]'s order).
+    fn half_widths(&self, r: f64) -> [f64; 4] {
+        match self.set {
+            Set::Rotation => [r, 0.0, 0.0, 0.0],
+            Set::Translation => [0.0, r, r, 0.0],
+            Set::Scaling => [0.0, 0.0, 0.0, r],
+            Set::Similarity => {
+                let t = self.shift.unwrap_or(DEFAULT_SHIFT);
+                [r, t, t, self.scale.unwrap_or(DEFAULT_SCALE)]
+            }
+            Set::Linf | Set::L2 => unreachable!("balls have no parameters"),
+        }
+    }
+
+    /// The steps of the scan per parameter, in the units of the ranges.
+    fn scan_steps(&self) -> [f64; 4] {
+        let mut steps = SCAN_STEPS;
+        let axes: &[usize] = match self.set {
+            Set::Rotation | Set::Similarity => &[ParamBox::THETA],
+            Set::Translation => &[ParamBox::TX, ParamBox::TY],
+            Set::Scaling => &[ParamBox::SCALE],
+            Set::Linf | Set::L2 => &[],
+        };
+        for &a in axes {
+            steps[a] = self.scan.unwrap_or(steps[a]);
+        }
+        steps
+    }
+
+    /// The values of one image under warps: per range `r`, whether every warp of the box of
+    /// parameters of `±r` is certified (the box bounded by IBP and, where that fails, by
+    /// `method`; a failing box is halved along its widest side, measured by how far it moves
+    /// the pixels, until `pieces` boxes were tried), and whether a grid scan of the range
+    /// flips the prediction.
     #[allow(clippy::too_many_arguments)]
-    fn rotation_values(
+    fn warp_values(
         &self,
         net: &BoundNet,
         sm: &SpacedModel,
@@ -392,15 +551,24 @@ impl Params {
     ) -> Result<(Values, usize, usize)> {
         let sampling = super::frame::parse_sampling("certify", &self.border)?;
         let dims = (frame.shape.c, frame.shape.h, frame.shape.w);
+        // How far a unit of each parameter moves the farthest pixel.
+        let [cx, cy] = transforms::centre(dims.1, dims.2);
+        let reach = cx.hypot(cy).max(1.0);
+        let weight = [reach, 1.0, 1.0, reach];
         let mut values = Values::new();
         let mut stats = (0, 0);
-        let mut margin_of = |a: f64, b: f64, method: Method| -> Result<f64> {
-            let (lo, hi) = transforms::rotation_bounds(u, dims, (a, b), sampling)
-                .map_err(super::frame::warp_error)?;
-            let set = InputSet::Box(Interval {
-                lo: sm.to_model(&lo, 1),
-                hi: sm.to_model(&hi, 1),
-            });
+        let linear = self.linear.unwrap_or(self.set != Set::Rotation);
+        let mut margin_of = |b: &ParamBox, method: Method| -> Result<f64> {
+            let set = if linear && method == Method::Crown {
+                let lb = transforms::warp_linear_bounds(u, dims, b, sampling).map_err(super::frame::warp_error)?;
+                linear_set(sm, &lb)
+            } else {
+                let (lo, hi) = transforms::warp_bounds(u, dims, b, sampling).map_err(super::frame::warp_error)?;
+                InputSet::Box(Interval {
+                    lo: sm.to_model(&lo, 1),
+                    hi: sm.to_model(&hi, 1),
+                })
+            };
             let (lower, bounds) = net.margins(&set, k0, &Options { method, ..*opts });
             stats = (stats.0.max(bounds.crown_tensors), stats.1.max(bounds.over_budget));
             Ok(lower.iter().copied().fold(f64::INFINITY, f64::min))
@@ -408,24 +576,39 @@ impl Params {
         let mut radius = 0.0;
         let mut failed = false;
         for &r in ranges {
+            let half = self.half_widths(r);
+            let mut whole = ParamBox::identity();
+            for (i, &h) in half.iter().enumerate() {
+                let h = to_param(i, h);
+                whole = whole.with(i, -h, h);
+            }
             let mut ok = !failed;
-            let mut queue = vec![(-r.to_radians(), r.to_radians())];
+            let mut queue = vec![whole];
             let mut tried = 0;
             while ok {
-                let Some((a, b)) = queue.pop() else { break };
+                let Some(b) = queue.pop() else { break };
                 tried += 1;
                 if tried > self.pieces {
                     ok = false;
                     break;
                 }
-                let mut m = margin_of(a, b, Method::Ibp)?;
+                let mut m = margin_of(&b, Method::Ibp)?;
                 if m <= tol && opts.method == Method::Crown {
-                    m = margin_of(a, b, Method::Crown)?;
+                    m = margin_of(&b, Method::Crown)?;
                 }
                 if m <= tol {
-                    let mid = 0.5 * (a + b);
-                    queue.push((mid, b));
-                    queue.push((a, mid));
+                    // Halve the side that moves the pixels farthest (the first of equals).
+                    let widest = (0..4).fold(0, |w, i| {
+                        let size = |i: usize| (b.hi[i] - b.lo[i]) * weight[i];
+                        if size(i) > size(w) {
+                            i
+                        } else {
+                            w
+                        }
+                    });
+                    let (low, high) = b.halves(widest);
+                    queue.push(high);
+                    queue.push(low);
                 }
             }
             failed |= !ok;
@@ -435,27 +618,69 @@ impl Params {
             values.insert(key("certified", r), f64::from(u8::from(ok)));
             values.insert(key("boxes", r), tried.min(self.pieces) as f64);
             // The scan, where no certificate rules a flip out: a flip is a counterexample.
-            if ok {
-                values.insert(key("falsified", r), 0.0);
-                continue;
-            }
-            let n = (2.0 * r / 0.25).ceil() as usize + 1;
-            let angles: Vec<f64> = (0..n).map(|i| (-r + 2.0 * r * i as f64 / (n - 1) as f64).to_radians()).collect();
-            let input: Vec<f32> = u.iter().copied().cycle().take(n * u.len()).collect();
-            let batch = frame.batch(&input, n)?;
-            let warp = transforms::MatrixWarp::new(
-                angles
-                    .iter()
-                    .map(|&t| super::grid::RigidTransform { theta: t, tx: 0.0, ty: 0.0 }.matrix())
-                    .collect(),
-            );
-            let warped = transforms::Warp::apply(&warp, &batch, sampling).map_err(super::frame::warp_error)?;
-            let logits = sm.logits(&warped, n)?;
-            let flips = logits.chunks_exact(sm.classes()).any(|z| argmax(z) != k0);
+            let flips = !ok && self.scan_flips(sm, frame, u, k0, half, sampling)?;
             values.insert(key("falsified", r), f64::from(u8::from(flips)));
         }
         values.insert("certified_radius", radius);
         Ok((values, stats.0, stats.1))
+    }
+
+    /// Whether some warp of a grid over the ranges `±half` (units of the ranges) flips the
+    /// prediction `k0` of `u`: per parameter, points evenly spaced at most a scan step
+    /// apart, both ends included (at most [`MAX_SCAN`] warps, the axis with most points
+    /// coarsened first).
+    fn scan_flips(
+        &self,
+        sm: &SpacedModel,
+        frame: &super::frame::Frame,
+        u: &[f32],
+        k0: usize,
+        half: [f64; 4],
+        sampling: transforms::Sampling,
+    ) -> Result<bool> {
+        let steps = self.scan_steps();
+        let mut counts: [usize; 4] =
+            std::array::from_fn(|i| if half[i] > 0.0 { (2.0 * half[i] / steps[i]).ceil() as usize + 1 } else { 1 });
+        while counts.iter().product::<usize>() > MAX_SCAN {
+            let most = (0..4).fold(0, |m, i| if counts[i] > counts[m] { i } else { m });
+            counts[most] -= 1;
+        }
+        let axis = |i: usize| -> Vec<f64> {
+            let (h, n) = (half[i], counts[i]);
+            (0..n)
+                .map(|j| {
+                    let v = if n == 1 { 0.0 } else { -h + 2.0 * h * j as f64 / (n - 1) as f64 };
+                    to_param(i, v)
+                })
+                .collect()
+        };
+        let axes: Vec<Vec<f64>> = (0..4).map(axis).collect();
+        let total: usize = counts.iter().product();
+        let chunk = (SCAN_FLOATS / u.len().max(1)).clamp(1, SCAN_CHUNK);
+        let mut start = 0;
+        while start < total {
+            let n = chunk.min(total - start);
+            let matrices = (start..start + n)
+                .map(|mut j| {
+                    let mut p = [0.0; 4];
+                    for i in (0..4).rev() {
+                        p[i] = axes[i][j % counts[i]];
+                        j /= counts[i];
+                    }
+                    transforms::similarity_matrix(p[0], p[1], p[2], p[3])
+                })
+                .collect();
+            let input: Vec<f32> = u.iter().copied().cycle().take(n * u.len()).collect();
+            let batch = frame.batch(&input, n)?;
+            let warped = transforms::Warp::apply(&transforms::MatrixWarp::new(matrices), &batch, sampling)
+                .map_err(super::frame::warp_error)?;
+            let logits = sm.logits(&warped, n)?;
+            if logits.chunks_exact(sm.classes()).any(|z| argmax(z) != k0) {
+                return Ok(true);
+            }
+            start += n;
+        }
+        Ok(false)
     }
 
     /// Writes `certify_vnnlib/img{index}_eps{ε}.vnnlib` for every image and radius left
@@ -521,6 +746,55 @@ impl Params {
     }
 }
 
+/// Parameter `i` of a [`ParamBox`] from the unit of the ranges: degrees to radians, percent
+/// to a fraction, pixels as they are.
+fn to_param(i: usize, v: f64) -> f64 {
+    match i {
+        ParamBox::THETA => v.to_radians(),
+        ParamBox::SCALE => v / 100.0,
+        _ => v,
+    }
+}
+
+/// The warped pixels `lb` (measured space) as a linear input set in model space: the centre
+/// mapped, the coefficients and residuals scaled by the preprocessing's per-element scale,
+/// the residuals widened for the rounding to `f32` (of the centre, the coefficients and the
+/// mapping), and the pixel intervals as the box it is intersected with.
+fn linear_set(sm: &SpacedModel, lb: &transforms::LinearBounds) -> InputSet {
+    let d = lb.center.len();
+    let zero = sm.to_model(&vec![0.0; d], 1);
+    let one = sm.to_model(&vec![1.0; d], 1);
+    let scale: Vec<f64> = one.iter().zip(&zero).map(|(o, z)| f64::from(o - z)).collect();
+    let rounded: Vec<f32> = lb.center.iter().map(|&c| c as f32).collect();
+    let center = sm.to_model(&rounded, 1);
+    let active: Vec<&Vec<f64>> = lb.gens.iter().filter(|g| g.iter().any(|&v| v != 0.0)).collect();
+    let gens = active
+        .iter()
+        .map(|g| g.iter().zip(&scale).map(|(&g, &s)| (g * s) as f32).collect())
+        .collect();
+    let (mut lo, mut hi) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for i in 0..d {
+        let s = scale[i];
+        let moved = lb.center[i] - f64::from(rounded[i]);
+        let (a, b) = ((lb.err_lo[i] + moved) * s, (lb.err_hi[i] + moved) * s);
+        let (a, b) = (a.min(b), a.max(b));
+        let spread: f64 = active.iter().map(|g| g[i].abs()).sum();
+        let size = lb.center[i].abs() + spread + lb.err_lo[i].abs().max(lb.err_hi[i].abs());
+        let pad = 1e-6 * (s.abs() * (1.0 + size) + f64::from(center[i].abs()));
+        lo[i] = ((a - pad) as f32).next_down();
+        hi[i] = ((b + pad) as f32).next_up();
+    }
+    InputSet::Linear {
+        center,
+        gens,
+        err: Interval { lo, hi },
+        clip: Interval {
+            lo: sm.to_model(&lb.lo, 1),
+            hi: sm.to_model(&lb.hi, 1),
+        },
+    }
+}
+
 /// The two sides of the sandwich against the radius, as the HTML report draws them: the
 /// certified accuracy at each radius (a lower bound on robust accuracy), and the accuracy
 /// that DeepFool's perturbations leave (an upper bound; every radius where an image falls).
@@ -530,7 +804,7 @@ fn curves(
     summary: &std::collections::BTreeMap<String, f64>,
     set: Set,
 ) -> (serde_json::Value, serde_json::Value) {
-    let value = if set == Set::Rotation { "range (degrees)" } else { "radius" };
+    let value = set.unit();
     let n = images.len().max(1) as f64;
     let correct = images.iter().filter(|i| i.outcome != Outcome::Misclassified).count() as f64 / n;
     let mut lower = vec![serde_json::json!([0.0, correct])];
@@ -578,4 +852,39 @@ fn summarise(images: &[ImageResult], eps: &[f64]) -> std::collections::BTreeMap<
         s.insert("median_upper_norm".into(), m);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-finite or negative ranges, shifts, scales and scan steps are refused with a
+    /// configuration error naming the parameter, not a panic.
+    #[test]
+    fn non_finite_warp_parameters_are_refused() {
+        let cases = [
+            (Params { set: Set::Translation, range: Some(vec![f64::NAN]), ..Default::default() }, "range"),
+            (Params { set: Set::Scaling, range: Some(vec![f64::INFINITY]), ..Default::default() }, "range"),
+            (Params { set: Set::Similarity, shift: Some(f64::NAN), ..Default::default() }, "shift"),
+            (Params { set: Set::Similarity, scale: Some(-2.0), ..Default::default() }, "scale"),
+            (Params { set: Set::Rotation, scan: Some(f64::NAN), ..Default::default() }, "scan"),
+        ];
+        for (p, word) in cases {
+            match p.validate() {
+                Err(Error::Config(m)) => assert!(m.contains(word), "{p:?}: {m}"),
+                other => panic!("{p:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// The boxes of each set: rotation in radians, shifts in pixels, scales as fractions.
+    #[test]
+    fn ranges_map_to_parameter_boxes() {
+        let p = |set| Params { set, ..Default::default() };
+        assert_eq!(p(Set::Translation).half_widths(1.5), [0.0, 1.5, 1.5, 0.0]);
+        assert_eq!(p(Set::Scaling).half_widths(5.0), [0.0, 0.0, 0.0, 5.0]);
+        assert_eq!(p(Set::Similarity).half_widths(2.0), [2.0, DEFAULT_SHIFT, DEFAULT_SHIFT, DEFAULT_SCALE]);
+        let scan = Params { set: Set::Translation, scan: Some(0.05), ..Default::default() };
+        assert_eq!(scan.scan_steps(), [0.25, 0.05, 0.05, 0.1]);
+    }
 }

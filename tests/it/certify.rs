@@ -252,54 +252,19 @@ fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
 #[test]
 fn certified_rotation_ranges_survive_a_fine_scan() {
     use georob::measure::grid::RigidTransform;
-    use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
-    let model = digits_cnn();
-    let data = digits(6);
+    let warps: Vec<_> = spaced(2.0, 401)
+        .into_iter()
+        .map(|deg| {
+            RigidTransform {
+                theta: deg.to_radians(),
+                tx: 0.0,
+                ty: 0.0,
+            }
+            .matrix()
+        })
+        .collect();
     let params = serde_json::json!({"set": "rotation", "range": [2.0], "method": "crown"});
-    let r = try_run_measure("certify", &params, &model, &data, 0).unwrap();
-    let x = data.load(&model.spec, 0, 6).unwrap().x;
-    let sampling = Sampling::new(Default::default(), "zero".parse().unwrap());
-    let n = 401;
-    let mut certified = 0;
-    for img in &r.images {
-        let u = &x[img.index * 784..(img.index + 1) * 784];
-        let input: Vec<f32> = u.iter().copied().cycle().take(n * 784).collect();
-        let batch = Batch::new(&input, ImageShape::new(n, 1, 28, 28), ImageLayout::Nchw).unwrap();
-        let warp = MatrixWarp::new(
-            (0..n)
-                .map(|i| {
-                    let theta = (-2.0 + 4.0 * i as f64 / (n - 1) as f64).to_radians();
-                    RigidTransform {
-                        theta,
-                        tx: 0.0,
-                        ty: 0.0,
-                    }
-                    .matrix()
-                })
-                .collect(),
-        );
-        let warped = warp.apply(&batch, sampling).unwrap();
-        let logits = model.logits(&warped, n).unwrap();
-        let flips = logits
-            .chunks_exact(10)
-            .filter(|z| georob::attack::vector::argmax(z) != img.pred)
-            .count();
-        if img.values.get("certified@2") == Some(&1.0) {
-            certified += 1;
-            assert_eq!(
-                flips, 0,
-                "image {}: certified for ±2° but {flips} of {n} angles flip it",
-                img.index
-            );
-        }
-        if img.values.get("falsified@2") == Some(&1.0) {
-            assert!(
-                flips > 0,
-                "image {}: falsified, but no angle of the fine scan flips it",
-                img.index
-            );
-        }
-    }
+    let certified = certified_warps_hold(params, 6, 2.0, &warps);
     assert!(certified >= 3, "only {certified} of 6 certified for ±2°");
 }
 
@@ -372,5 +337,269 @@ fn vnnlib_properties_describe_the_unknown_cases() {
             .parse()
             .unwrap();
         assert!((0.0..=1.0).contains(&v), "{line}");
+    }
+}
+
+/// Runs `certify` with `params` on the first `n` digits and checks every image certified for
+/// the range `r` against the oracle: the image warped by each matrix of `warps` (the
+/// `transforms` warp the attacks use, zero fill) keeps its prediction. An image the measure
+/// marks falsified must have a flip among them too (`warps` covers the measure's scan).
+/// Returns how many images were certified.
+fn certified_warps_hold(
+    params: serde_json::Value,
+    n: usize,
+    r: f64,
+    warps: &[transforms::nalgebra::Matrix3<f64>],
+) -> usize {
+    use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
+    let model = digits_cnn();
+    let data = digits(n);
+    let res = try_run_measure("certify", &params, &model, &data, 0).unwrap();
+    let x = data.load(&model.spec, 0, n).unwrap().x;
+    let sampling = Sampling::new(Default::default(), "zero".parse().unwrap());
+    let m = warps.len();
+    let mut certified = 0;
+    for img in &res.images {
+        let flag = |k: &str| img.values.get(&format!("{k}@{r}")) == Some(&1.0);
+        let u = &x[img.index * 784..(img.index + 1) * 784];
+        let input: Vec<f32> = u.iter().copied().cycle().take(m * 784).collect();
+        let batch = Batch::new(&input, ImageShape::new(m, 1, 28, 28), ImageLayout::Nchw).unwrap();
+        let warped = MatrixWarp::new(warps.to_vec())
+            .apply(&batch, sampling)
+            .unwrap();
+        let logits = model.logits(&warped, m).unwrap();
+        let flips: Vec<usize> = logits
+            .chunks_exact(10)
+            .enumerate()
+            .filter(|(_, z)| georob::attack::vector::argmax(z) != img.pred)
+            .map(|(i, _)| i)
+            .collect();
+        if flag("certified") {
+            certified += 1;
+            assert!(
+                flips.is_empty(),
+                "image {}: certified for ±{r}, but {} of {m} warps flip it, e.g. {}",
+                img.index,
+                flips.len(),
+                warps[flips[0]]
+            );
+        }
+        if flag("falsified") {
+            assert!(
+                !flips.is_empty(),
+                "image {}: falsified for ±{r}, but no warp of the fine scan flips it",
+                img.index
+            );
+        }
+    }
+    certified
+}
+
+/// `count` evenly spaced values of `[−r, r]`, both ends included.
+fn spaced(r: f64, count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|i| -r + 2.0 * r * i as f64 / (count - 1) as f64)
+        .collect()
+}
+
+/// Translations of the digits CNN by ±0.3 px per axis: every image `certify` certifies keeps
+/// its prediction over a 0.05 px grid of shifts and 300 random shifts of the square (the
+/// grid attack's matrices), and some are certified.
+#[test]
+fn certified_translation_ranges_survive_a_fine_scan_and_random_shifts() {
+    use georob::measure::grid::RigidTransform;
+    let r = 0.3;
+    let shift = |tx: f64, ty: f64| RigidTransform { theta: 0.0, tx, ty }.matrix();
+    let mut warps: Vec<_> = spaced(r, 13)
+        .iter()
+        .flat_map(|&tx| spaced(r, 13).into_iter().map(move |ty| shift(tx, ty)))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    warps.extend((0..300).map(|_| shift(rng.random_range(-r..=r), rng.random_range(-r..=r))));
+    let params = serde_json::json!({"set": "translation", "range": [r], "pieces": 24});
+    let certified = certified_warps_hold(params, 3, r, &warps);
+    assert!(
+        certified >= 2,
+        "only {certified} of 3 certified for ±{r} px"
+    );
+}
+
+/// Scalings of the digits CNN by ±2 %: every image `certify` certifies keeps its prediction
+/// at every factor of a 0.01 % scan and 100 random factors of the range (scaling matrices
+/// built here, about the centre), and some are certified.
+#[test]
+fn certified_scaling_ranges_survive_a_fine_scan_and_random_factors() {
+    let r = 2.0;
+    let scale = |s: f64| {
+        let k = 1.0 + s / 100.0;
+        transforms::nalgebra::Matrix3::new(k, 0.0, 0.0, 0.0, k, 0.0, 0.0, 0.0, 1.0)
+    };
+    let mut warps: Vec<_> = spaced(r, 401).into_iter().map(scale).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    warps.extend((0..100).map(|_| scale(rng.random_range(-r..=r))));
+    let params = serde_json::json!({"set": "scaling", "range": [r], "pieces": 24});
+    let certified = certified_warps_hold(params, 3, r, &warps);
+    assert!(certified >= 2, "only {certified} of 3 certified for ±{r} %");
+}
+
+/// Bad parameters of the warps are refused with a message naming the parameter.
+#[test]
+fn certify_refuses_bad_warp_parameters() {
+    for (params, word) in [
+        (
+            serde_json::json!({"set": "translation", "range": [-1.0]}),
+            "range",
+        ),
+        (
+            serde_json::json!({"set": "translation", "range": []}),
+            "range",
+        ),
+        (
+            serde_json::json!({"set": "scaling", "range": [100.0]}),
+            "scaling",
+        ),
+        (
+            serde_json::json!({"set": "translation", "eps": [0.1]}),
+            "range",
+        ),
+        (serde_json::json!({"set": "linf", "range": [1.0]}), "range"),
+        (
+            serde_json::json!({"set": "translation", "shift": 1.0}),
+            "shift",
+        ),
+        (
+            serde_json::json!({"set": "similarity", "shift": -1.0}),
+            "shift",
+        ),
+        (
+            serde_json::json!({"set": "similarity", "scale": 150.0}),
+            "scale",
+        ),
+        (serde_json::json!({"set": "scaling", "scan": 0.0}), "scan"),
+        (serde_json::json!({"set": "l2", "linear": true}), "linear"),
+    ] {
+        match georob::measure::build("certify", &params) {
+            Err(georob::Error::Config(m)) => assert!(m.contains(word), "{params}: {m}"),
+            Err(e) => panic!("{params}: not a configuration error: {e}"),
+            Ok(_) => panic!("{params}: accepted"),
+        }
+    }
+}
+
+/// The joint box of `similarity` (±0.3° with ±0.1 px and ±0.5 %): every image certified keeps
+/// its prediction at the box's 81 points of a 3⁴ grid and 400 random points (matrices
+/// built here: shift · scale · rotation), and some are certified.
+#[test]
+fn certified_similarity_boxes_survive_random_points() {
+    let (r, t, s) = (0.3f64, 0.1, 0.5);
+    let matrix = |p: [f64; 4]| {
+        let (sin, cos) = p[0].to_radians().sin_cos();
+        let k = 1.0 + p[3] / 100.0;
+        let rot = transforms::nalgebra::Matrix3::new(cos, -sin, 0.0, sin, cos, 0.0, 0.0, 0.0, 1.0);
+        let scale = transforms::nalgebra::Matrix3::new(k, 0.0, 0.0, 0.0, k, 0.0, 0.0, 0.0, 1.0);
+        let shift =
+            transforms::nalgebra::Matrix3::new(1.0, 0.0, p[1], 0.0, 1.0, p[2], 0.0, 0.0, 1.0);
+        shift * scale * rot
+    };
+    let half = [r, t, t, s];
+    let mut warps: Vec<_> = (0..81)
+        .map(|g| {
+            matrix(std::array::from_fn(|i| {
+                half[i] * ((g / 3usize.pow(i as u32)) % 3) as f64 - half[i]
+            }))
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    warps.extend((0..400).map(|_| {
+        matrix(std::array::from_fn(|i| {
+            rng.random_range(-half[i]..=half[i])
+        }))
+    }));
+    let params = serde_json::json!({"set": "similarity", "range": [r], "shift": t, "scale": s, "pieces": 16});
+    let certified = certified_warps_hold(params, 2, r, &warps);
+    assert!(
+        certified >= 1,
+        "none of 2 certified for ±{r}° with ±{t} px and ±{s} %"
+    );
+}
+
+/// CROWN over a linear input set (the pixels of warped images, linear in the warp
+/// parameters): on a digit and a box of shifts and scales, no margin lower bound lies above a
+/// margin the model computes at 200 random warps of the box, and the bounds are at least
+/// those over the pixel box alone (and above them somewhere).
+#[test]
+fn linear_warp_sets_bound_the_margins_of_warped_digits() {
+    use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, ParamBox, Sampling, Warp};
+    let model = digits_cnn();
+    let data = digits(1);
+    let x = data.load(&model.spec, 0, 1).unwrap().x;
+    let net = BoundNet::from_onnx(&model.runnable.proto, &model.spec.sample_shape()).unwrap();
+    let sampling = Sampling::new(Default::default(), "zero".parse().unwrap());
+    let pbox = ParamBox::identity()
+        .with(ParamBox::TX, -0.4, 0.3)
+        .with(ParamBox::TY, -0.2, 0.3)
+        .with(ParamBox::SCALE, -0.02, 0.01);
+    let lb = transforms::warp_linear_bounds(&x, (1, 28, 28), &pbox, sampling).unwrap();
+    let round = |v: &[f64]| -> Vec<f32> { v.iter().map(|&a| a as f32).collect() };
+    let center = round(&lb.center);
+    // The rounding of the centre and coefficients to f32, moved into the residual.
+    let slop = |i: usize| {
+        1e-6 * (1.0 + lb.center[i].abs() + lb.gens.iter().map(|g| g[i].abs()).sum::<f64>())
+    };
+    let linear = InputSet::Linear {
+        center: center.clone(),
+        gens: lb.gens.iter().map(|g| round(g)).collect(),
+        err: Interval {
+            lo: (0..784)
+                .map(|i| (lb.err_lo[i] + lb.center[i] - f64::from(center[i]) - slop(i)) as f32)
+                .collect(),
+            hi: (0..784)
+                .map(|i| (lb.err_hi[i] + lb.center[i] - f64::from(center[i]) + slop(i)) as f32)
+                .collect(),
+        },
+        clip: Interval {
+            lo: lb.lo.clone(),
+            hi: lb.hi.clone(),
+        },
+    };
+    let pixels = InputSet::Box(Interval {
+        lo: lb.lo.clone(),
+        hi: lb.hi.clone(),
+    });
+    let k0 = georob::attack::vector::argmax(&model.logits(&x, 1).unwrap());
+    let opts = Options {
+        method: Method::Crown,
+        budget: 1e9,
+    };
+    let (lower, _) = net.margins(&linear, k0, &opts);
+    let (over_box, _) = net.margins(&pixels, k0, &opts);
+    for (l, b) in lower.iter().zip(&over_box) {
+        assert!(
+            l >= b,
+            "linear set's margin bound {l} below the pixel box's {b}"
+        );
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let n = 200;
+    let warps: Vec<_> = (0..n)
+        .map(|_| {
+            let p: [f64; 4] = std::array::from_fn(|i| rng.random_range(pbox.lo[i]..=pbox.hi[i]));
+            transforms::similarity_matrix(p[0], p[1], p[2], p[3])
+        })
+        .collect();
+    let input: Vec<f32> = x.iter().copied().cycle().take(n * 784).collect();
+    let batch = Batch::new(&input, ImageShape::new(n, 1, 28, 28), ImageLayout::Nchw).unwrap();
+    let warped = MatrixWarp::new(warps).apply(&batch, sampling).unwrap();
+    let logits = model.logits(&warped, n).unwrap();
+    for z in logits.chunks_exact(10) {
+        let tol = 1e-4 * (1.0 + z.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64);
+        for (r, j) in (0..10).filter(|&j| j != k0).enumerate() {
+            let m = f64::from(z[k0]) - f64::from(z[j]);
+            assert!(
+                lower[r] <= m + tol,
+                "margin to {j}: bound {} above {m}",
+                lower[r]
+            );
+        }
     }
 }

@@ -79,7 +79,9 @@ pub use geodesic::{geodesic_score, image_norms, path_length, path_times, PathMet
 pub use group::TransformGroup;
 pub use group_warp::{GroupWarp, TangentSide};
 pub use homography::{centre, compose, inverse, map_pixel, to_pixel_matrix, MatrixWarp};
-pub use interval::rotation_bounds;
+pub use interval::{
+    rotation_bounds, similarity_matrix, warp_bounds, warp_linear_bounds, LinearBounds, ParamBox,
+};
 pub use layout::{convert_layout, Batch, ImageLayout, ImageShape};
 pub use nalgebra;
 pub use sampling::{Border, Interpolation, Sampling};
