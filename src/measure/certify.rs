@@ -4,7 +4,6 @@
 //! `--bounds`) changes the prediction, *falsified* when DeepFool with its refinement finds a
 //! perturbation no larger than `ε`, else *unknown*.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::deepfool::{norm_key, run_refined, Keep};
@@ -12,7 +11,7 @@ use super::space::SpacedModel;
 use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::vector::argmax;
-use crate::bound::{BoundNet, InputSet, Interval, Method, Options};
+use crate::bound::{BoundError, BoundNet, InputSet, Interval, Method, Options};
 use crate::error::{Error, Result};
 use transforms::ParamBox;
 
@@ -272,9 +271,13 @@ impl Measure for Params {
                 model.fixed_batch.unwrap_or(0)
             )));
         }
-        let net = BoundNet::from_onnx(&model.runnable.proto, &model.spec.sample_shape()).map_err(|e| {
-            Error::Config(format!("certify: {}: {e}", model.path().display()))
-        })?;
+        // A model with operators that have no bound rule is audited all the same: nothing is
+        // certified, the attack or scan still falsifies, and the report says why.
+        let (net, not_bounded) = match BoundNet::from_onnx(&model.runnable.proto, &model.spec.sample_shape()) {
+            Ok(net) => (Some(net), None),
+            Err(e @ (BoundError::MissingRules(_) | BoundError::Unsupported { .. })) => (None, Some(e.to_string())),
+            Err(e) => return Err(Error::Config(format!("certify: {}: {e}", model.path().display()))),
+        };
         let sm = SpacedModel::new(model, ctx.data);
         let frame = super::frame::Frame::of(&sm);
         if self.set.geometric() && frame.layout != transforms::ImageLayout::Nchw {
@@ -299,9 +302,9 @@ impl Measure for Params {
         while start < total {
             let len = CHUNK.min(total - start);
             let clean = sm.clean_pass(ctx.data, start, len)?;
-            let per: Vec<Result<(Values, usize, usize)>> = (0..len)
-                .into_par_iter()
-                .map(|i| {
+            // Images run as the backend's concurrent calls: the warps' boxes and scans call the
+            // model from inside, which a plain rayon loop would nest in tract's own threads.
+            let per = model.executor().map_concurrent(len, |i| {
                     let mut values = Values::new();
                     if !clean.correct[i] {
                         return Ok((values, 0, 0));
@@ -310,8 +313,11 @@ impl Measure for Params {
                     let z = &clean.logits[i * k..(i + 1) * k];
                     let k0 = argmax(z);
                     let tol = MARGIN_TOL * (1.0 + z.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64);
+                    let Some(net) = &net else {
+                        return self.unbounded_values(&sm, &frame, u, k0, &eps).map(|v| (v, 0, 0));
+                    };
                     if self.set.geometric() {
-                        return self.warp_values(&net, &sm, &frame, u, k0, tol, &opts, &eps);
+                        return self.warp_values(net, &sm, &frame, u, k0, tol, &opts, &eps);
                     }
                     let mut stats = (0, 0);
                     let mut check = |e: f64| -> (bool, f64) {
@@ -344,10 +350,8 @@ impl Measure for Params {
                     }
                     values.insert("certified_radius", lo);
                     Ok((values, stats.0, stats.1))
-                })
-                .collect();
-            for (i, r) in per.into_iter().enumerate() {
-                let (values, ct, ob) = r?;
+                })?;
+            for (i, (values, ct, ob)) in per.into_iter().enumerate() {
                 let index = start + i;
                 crown_tensors = crown_tensors.max(ct);
                 over_budget = over_budget.max(ob);
@@ -404,6 +408,7 @@ impl Measure for Params {
         let mut summary = std::collections::BTreeMap::new();
         summary.insert("crown_tensors".into(), crown_tensors as f64);
         summary.insert("interval_tensors_over_budget".into(), over_budget as f64);
+        summary.insert("bounded".into(), f64::from(u8::from(net.is_some())));
         Ok(Output {
             images,
             summary,
@@ -412,6 +417,7 @@ impl Measure for Params {
                 "method": self.method,
                 "margin_tolerance": MARGIN_TOL,
                 "clipped_to": ctx.bounds,
+                "not_bounded": not_bounded,
             }),
             artifacts,
         })
@@ -419,7 +425,10 @@ impl Measure for Params {
 
     fn summarise(&self, images: &[ImageResult], parts: Vec<Summary>) -> Result<Summary> {
         let eps = self.eps();
-        let summary = summarise(images, &eps);
+        let mut summary = summarise(images, &eps);
+        // 0 when the model has operators without a bound rule (`extra.not_bounded` says which).
+        let bounded = parts.iter().filter_map(|p| p.summary.get("bounded")).fold(1.0f64, |m, &v| m.min(v));
+        summary.insert("bounded".into(), bounded);
         let (lower_curve, upper_curve) = curves(images, &eps, &summary, self.set);
         let mut extra = Summary::first_extra(&parts);
         let most = |k: &str| parts.iter().filter_map(|p| p.summary.get(k)).fold(0.0f64, |m, &v| m.max(v));
@@ -532,6 +541,30 @@ impl Params {
         steps
     }
 
+    /// The values of one image when the model cannot be bounded: nothing certified at any
+    /// radius or range; for warps, the scan still looks for a flip (balls are falsified by the
+    /// attack after all images).
+    fn unbounded_values(
+        &self,
+        sm: &SpacedModel,
+        frame: &super::frame::Frame,
+        u: &[f32],
+        k0: usize,
+        ranges: &[f64],
+    ) -> Result<Values> {
+        let mut values = Values::new();
+        for &r in ranges {
+            values.insert(key("certified", r), 0.0);
+            if self.set.geometric() {
+                let sampling = super::frame::parse_sampling("certify", &self.border)?;
+                let flips = self.scan_flips(sm, frame, u, k0, self.half_widths(r), sampling)?;
+                values.insert(key("falsified", r), f64::from(u8::from(flips)));
+            }
+        }
+        values.insert("certified_radius", 0.0);
+        Ok(values)
+    }
+
     /// The values of one image under warps: per range `r`, whether every warp of the box of
     /// parameters of `±r` is certified (the box bounded by IBP and, where that fails, by
     /// `method`; a failing box is halved along its widest side, measured by how far it moves
@@ -583,10 +616,11 @@ impl Params {
                 whole = whole.with(i, -h, h);
             }
             let mut ok = !failed;
-            let mut queue = vec![whole];
+            // Boxes to bound, each with the looseness of its parent's bound (see `hopeless`).
+            let mut queue = vec![(whole, None)];
             let mut tried = 0;
             while ok {
-                let Some(b) = queue.pop() else { break };
+                let Some((b, parent_gap)) = queue.pop() else { break };
                 tried += 1;
                 if tried > self.pieces {
                     ok = false;
@@ -595,6 +629,15 @@ impl Params {
                 let mut m = margin_of(&b, Method::Ibp)?;
                 if m <= tol && opts.method == Method::Crown {
                     m = margin_of(&b, Method::Crown)?;
+                }
+                let mut gap = None;
+                if m <= tol {
+                    let centre = centre_margin(sm, frame, u, k0, &b, sampling)?;
+                    gap = Some(centre - m);
+                    if hopeless(centre, m, tol, parent_gap) {
+                        ok = false;
+                        break;
+                    }
                 }
                 if m <= tol {
                     // Halve the side that moves the pixels farthest (the first of equals).
@@ -607,8 +650,8 @@ impl Params {
                         }
                     });
                     let (low, high) = b.halves(widest);
-                    queue.push(high);
-                    queue.push(low);
+                    queue.push((high, gap));
+                    queue.push((low, gap));
                 }
             }
             failed |= !ok;
@@ -759,6 +802,36 @@ fn to_param(i: usize, v: f64) -> f64 {
 /// The warped pixels `lb` (measured space) as a linear input set in model space: the centre
 /// mapped, the coefficients and residuals scaled by the preprocessing's per-element scale,
 /// the residuals widened for the rounding to `f32` (of the centre, the coefficients and the
+/// The margin `z_k0 − max_{j≠k0} z_j` of `u` warped by the centre of the box `b`.
+fn centre_margin(
+    sm: &SpacedModel,
+    frame: &super::frame::Frame,
+    u: &[f32],
+    k0: usize,
+    b: &ParamBox,
+    sampling: transforms::Sampling,
+) -> Result<f64> {
+    let p: [f64; 4] = std::array::from_fn(|i| 0.5 * (b.lo[i] + b.hi[i]));
+    let warp = transforms::MatrixWarp::new(vec![transforms::similarity_matrix(p[0], p[1], p[2], p[3])]);
+    let warped = transforms::Warp::apply(&warp, &frame.batch(u, 1)?, sampling).map_err(super::frame::warp_error)?;
+    let z = sm.logits(&warped, 1)?;
+    let others = z.iter().enumerate().filter(|&(j, _)| j != k0).fold(f32::NEG_INFINITY, |m, (_, &v)| m.max(v));
+    Ok(f64::from(z[k0]) - f64::from(others))
+}
+
+/// Whether splitting a failing box further is not worth its cost: its centre is not safe by
+/// the tolerance (no split can certify it; the scan decides), or halving its parent took off
+/// less than a tenth of the bound's looseness (`centre − bound`) while the looseness is still
+/// more than twice what certifying needs. Bounds of deep networks over a box of pixels stay
+/// loose until the box is tiny; without this rule such a model spends `pieces` bound
+/// propagations per image and range to end unknown. It decides only when to stop trying, so
+/// it never makes a certificate wrong.
+fn hopeless(centre: f64, bound: f64, tol: f64, parent_gap: Option<f64>) -> bool {
+    let gap = centre - bound;
+    let need = centre - tol;
+    need <= 0.0 || parent_gap.is_some_and(|p| gap > 0.9 * p && gap > 2.0 * need)
+}
+
 /// mapping), and the pixel intervals as the box it is intersected with.
 fn linear_set(sm: &SpacedModel, lb: &transforms::LinearBounds) -> InputSet {
     let d = lb.center.len();
@@ -857,6 +930,20 @@ fn summarise(images: &[ImageResult], eps: &[f64]) -> std::collections::BTreeMap<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splitting_stops_only_where_it_cannot_pay() {
+        // The centre itself is not safe by the tolerance: no split certifies it.
+        assert!(hopeless(0.05, -1.0, 0.1, None));
+        // A first box is always split.
+        assert!(!hopeless(3.0, -5.0, 0.01, None));
+        // Halving took off half the looseness: keep going.
+        assert!(!hopeless(3.0, -1.0, 0.01, Some(8.0)));
+        // Halving took off under a tenth while the looseness is far above the need: stop.
+        assert!(hopeless(3.0, -300.0, 0.01, Some(310.0)));
+        // Little progress, but near the need: one more split may certify.
+        assert!(!hopeless(3.0, -2.0, 0.01, Some(5.1)));
+    }
 
     /// Non-finite or negative ranges, shifts, scales and scan steps are refused with a
     /// configuration error naming the parameter, not a panic.

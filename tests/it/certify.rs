@@ -603,3 +603,66 @@ fn linear_warp_sets_bound_the_margins_of_warped_digits() {
         }
     }
 }
+
+/// A model with an operator that has no bound rule (`Erf` after a linear layer) is audited,
+/// not refused: nothing is certified, `bounded` is 0 with the operator named in
+/// `extra.not_bounded`, and the attack (balls) or the scan (warps) still falsifies: a flip the
+/// scan reports is a real one, checked by warping and classifying again.
+#[test]
+fn a_model_without_bound_rules_certifies_nothing_and_still_falsifies() {
+    use prost::Message;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let w: Vec<f32> = (0..7840).map(|_| rng.random_range(-0.1..0.1)).collect();
+    let proto = classifier(
+        "erf_head",
+        vec![
+            node("Flatten", "flat", &["input"], "f"),
+            node("MatMul", "mm", &["f", "W"], "z"),
+            node("Erf", "erf", &["z"], "logits"),
+        ],
+        vec![tensor("W", &[784, 10], &w)],
+        &[None, Some(1), Some(28), Some(28)],
+        &[None, Some(10)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("erf_head.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    let model = georob::model::Model::open(&path, &tract()).unwrap();
+    let data = digits(60);
+    for params in [
+        serde_json::json!({ "set": "linf", "eps": [0.5] }),
+        serde_json::json!({ "set": "rotation", "range": [30.0] }),
+    ] {
+        let res = try_run_measure("certify", &params, &model, &data, 0).unwrap();
+        let ball = params["set"] == "linf";
+        assert_eq!(res.summary["bounded"], 0.0, "{params}");
+        let why = res.extra["not_bounded"].as_str().unwrap_or_default();
+        assert!(why.contains("Erf (node `erf`)"), "{params}: {why}");
+        let key = res
+            .summary
+            .keys()
+            .find(|k| k.starts_with("certified_accuracy@"))
+            .unwrap();
+        assert_eq!(res.summary[key], 0.0, "{params}");
+        // At ε = 0.5 (half the pixel range) the random head is fooled on nearly every image it
+        // classifies correctly; within ±30° it flips some of them (5 of 8 here).
+        let correct: Vec<_> = res
+            .images
+            .iter()
+            .filter(|i| i.outcome != georob::measure::Outcome::Misclassified)
+            .collect();
+        let falsified = correct
+            .iter()
+            .filter(|i| {
+                i.values
+                    .iter()
+                    .any(|(k, v)| k.starts_with("falsified@") && v == 1.0)
+            })
+            .count();
+        assert!(
+            correct.len() >= 3 && falsified * 5 >= correct.len() * if ball { 4 } else { 1 },
+            "{params}: {falsified} of {} correct images falsified",
+            correct.len()
+        );
+    }
+}
