@@ -517,3 +517,31 @@ fn the_example_suite_is_valid() {
     assert!(s.data.is_file() && s.models.iter().all(|m| m.path.is_file()));
     assert_eq!(s.thresholds().unwrap().len(), 6);
 }
+
+/// Every suite in `examples/` loads, validates (measure names and parameters) and names files
+/// that exist.
+#[test]
+fn every_example_suite_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo("examples")).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let s = georob::suite::Suite::load(&path).unwrap();
+            s.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                s.data.exists(),
+                "{}: no {}",
+                path.display(),
+                s.data.display()
+            );
+            assert!(
+                s.models.iter().all(|m| m.path.is_file()),
+                "{}",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{checked} example suites");
+}
