@@ -369,12 +369,13 @@ mod tests {
             .collect();
         let sampling = Sampling::new(Interpolation::Bilinear, "zero".parse().unwrap());
         let (lo, hi) = rotation_bounds(&image, (c, h, w), (0.3, 0.3 + 1e-7), sampling).unwrap();
-        let widest = lo
-            .iter()
-            .zip(&hi)
-            .map(|(l, u)| u - l)
-            .fold(0.0f32, f32::max);
+        let widest = widest_interval(&lo, &hi);
         assert!(widest < 1e-4, "widest pixel interval {widest}");
+    }
+
+    /// The widest of the pixel intervals `[lo, hi]`.
+    fn widest_interval(lo: &[f32], hi: &[f32]) -> f32 {
+        lo.iter().zip(hi).map(|(l, u)| u - l).fold(0.0f32, f32::max)
     }
 
     /// A test image of `(c, h, w)`: smooth, not symmetric, signed.
@@ -513,11 +514,7 @@ mod tests {
             .with(ParamBox::TX, 0.3, 0.3)
             .with(ParamBox::TY, -1.2, -1.2);
         let (lo, hi) = warp_bounds(&image, dims, &at, sampling).unwrap();
-        let widest = lo
-            .iter()
-            .zip(&hi)
-            .map(|(l, u)| u - l)
-            .fold(0.0f32, f32::max);
+        let widest = widest_interval(&lo, &hi);
         assert!(widest < 1e-4, "widest pixel interval {widest}");
         for bad in [
             ParamBox::rotation(0.2, 0.1),
