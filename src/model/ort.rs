@@ -386,7 +386,7 @@ impl Backend for OrtBackend {
     /// split layout the mask products have equal shapes and stay in NCHWc. Split wins on
     /// EfficientNet-Lite0 and MobileNetV2 at 224×224; ResNet-18, ShuffleNetV2 and
     /// MobileNetV3-Large at 224×224 lose with it, and so does every model below 128×128
-    /// (docs/benchmarks.md, "ONNX Runtime and the split layout").
+    /// (docs/gradients.md, `georob export-grad`).
     fn cotangent_layout(&self, model: &tract_onnx::pb::ModelProto) -> CotangentLayout {
         layout_for(self.device, self.sample_shape.iter().product(), model)
     }
