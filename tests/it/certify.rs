@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::*;
 
-fn point(net: &BoundNet, x: &[f32]) -> Bounds {
+pub(crate) fn point(net: &BoundNet, x: &[f32]) -> Bounds {
     let set = InputSet::Box(Interval {
         lo: x.to_vec(),
         hi: x.to_vec(),
@@ -27,7 +27,7 @@ fn point(net: &BoundNet, x: &[f32]) -> Bounds {
 
 /// Samples `count` points of the box `[lo, hi]` (half of them vertices) and checks that each
 /// stays inside every tensor's bounds `b` and that its margins are at least `margins`.
-fn assert_contains(
+pub(crate) fn assert_contains(
     net: &BoundNet,
     b: &Bounds,
     margins: &[f64],
@@ -667,4 +667,115 @@ fn a_model_without_bound_rules_certifies_nothing_and_still_falsifies() {
             correct.len()
         );
     }
+}
+
+/// The largest ε of `[0, top]` (to 1/256 of `top`) at which CROWN bounds every margin of
+/// class `k0` above zero over the ℓ∞ ball around `u`, if any.
+pub(crate) fn largest_certified(net: &BoundNet, u: &[f32], k0: usize, top: f32) -> Option<f32> {
+    let opts = Options {
+        method: Method::Crown,
+        budget: 1e9,
+    };
+    let certified = |eps: f32| {
+        let set = InputSet::Box(Interval {
+            lo: u.iter().map(|v| v - eps).collect(),
+            hi: u.iter().map(|v| v + eps).collect(),
+        });
+        net.margins(&set, k0, &opts).0.iter().all(|&m| m > 0.0)
+    };
+    let (mut lo, mut hi) = (0.0f32, top);
+    if certified(hi) {
+        return Some(hi);
+    }
+    for _ in 0..8 {
+        let mid = 0.5 * (lo + hi);
+        if certified(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo > 0.0).then_some(lo)
+}
+
+/// On every reference network of `onnx_models/grad/` that lowers (one per supported operator
+/// and variant; the architectures excepted), at the largest ℓ∞ radius CROWN certifies for its
+/// first input, APGD with five random restarts (cross-entropy and targeted DLR, 100 steps)
+/// finds no point of the ball that changes the prediction. At four times that radius the
+/// same attack does fool some of the networks, so it is strong enough to notice a bound that
+/// is too tight.
+#[test]
+fn certified_balls_of_the_reference_networks_withstand_apgd_with_restarts() {
+    let dir = onnx_models("grad");
+    let (mut attacked, mut fooled_beyond) = (vec![], 0);
+    for name in grad_references() {
+        if name.starts_with("arch_") {
+            continue;
+        }
+        let Ok((shape, x)) = read_npy_f32(&dir.join(format!("{name}.input.npy"))) else {
+            continue;
+        };
+        let path = dir.join(format!("{name}.onnx"));
+        let Ok(model) = georob::model::Model::open(&path, &tract()) else {
+            continue;
+        };
+        let Ok(net) = BoundNet::from_onnx(&model.runnable.proto, &shape[1..]) else {
+            continue;
+        };
+        let d: usize = shape[1..].iter().product();
+        let (k, u) = (net.classes(), &x[..d]);
+        let z = model.logits(u, 1).unwrap();
+        let k0 = georob::attack::vector::argmax(&z);
+        let spread = u.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let Some(eps) = largest_certified(&net, u, k0, 0.2 * spread) else {
+            continue;
+        };
+        let sm = SpacedModel {
+            model: &model,
+            space: Space::Model,
+        };
+        // The class with the smallest logit gap: the likeliest target.
+        let target = (0..k)
+            .filter(|&j| j != k0)
+            .min_by(|&a, &b| (z[k0] - z[a]).total_cmp(&(z[k0] - z[b])))
+            .unwrap();
+        let fooled_at = |radius: f32| {
+            (0..5u64).any(|seed| {
+                [Loss::Ce, Loss::DlrTargeted].into_iter().any(|loss| {
+                    let opts = ApgdOptions {
+                        norm: Norm::Linf,
+                        eps: radius,
+                        steps: 100,
+                        bounds: None,
+                        loss,
+                    };
+                    let found = apgd(&sm, u, &[k0], Some(&[target]), &[seed], &opts).unwrap();
+                    found[0].is_some()
+                })
+            })
+        };
+        assert!(
+            !fooled_at(eps),
+            "{name}: certified at ε = {eps}, but APGD changed the prediction inside the ball"
+        );
+        if fooled_at(4.0 * eps) {
+            fooled_beyond += 1;
+        }
+        attacked.push(format!("{name} (ε {eps:.3e})"));
+    }
+    eprintln!(
+        "attacked {}, fooled at 4 ε: {fooled_beyond}: {}",
+        attacked.len(),
+        attacked.join(", ")
+    );
+    assert!(
+        attacked.len() >= 20,
+        "only {} reference networks certified",
+        attacked.len()
+    );
+    assert!(
+        fooled_beyond >= attacked.len() / 4,
+        "APGD fooled only {fooled_beyond} of {} networks at 4× the certified radius",
+        attacked.len()
+    );
 }

@@ -10,6 +10,7 @@ mod audit;
 mod backends;
 mod bad_input;
 mod certify;
+mod certify_random;
 mod cli;
 mod cli_grad;
 mod corrupt;
