@@ -347,6 +347,10 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
     check_finite("mean", input.mean.as_deref().unwrap_or_default()).map_err(bad)?;
     check_finite("std", input.std.as_deref().unwrap_or_default()).map_err(bad)?;
     let sub = |e: Error| bad(e.to_string());
+    let classes = match file.output.classes {
+        Some(c) => Some(confined(path, &c).map_err(bad)?),
+        None => None,
+    };
     Ok(SpecOverrides {
         layout: parsed(input.layout).map_err(sub)?,
         size,
@@ -355,11 +359,34 @@ pub fn parse_sidecar(text: &str, path: &Path) -> Result<SpecOverrides> {
         mean: input.mean,
         std: input.std,
         output: parsed(file.output.kind).map_err(sub)?,
-        classes: file
-            .output
-            .classes
-            .map(|c| path.parent().unwrap_or(Path::new(".")).join(c)),
+        classes,
     })
+}
+
+/// The sidecar's `classes` file `c`, joined to the sidecar's folder: a sidecar travels with a
+/// model that may be hostile, so the file must lie inside that folder (a relative path
+/// without `..`, not reaching outside through a symbolic link).
+fn confined(sidecar: &Path, c: &Path) -> std::result::Result<PathBuf, String> {
+    use std::path::Component;
+    let refuse = |why: &str| {
+        Err(format!(
+            "classes = {:?}: {why}; the class names must lie in the sidecar's folder \
+             (or pass --classes)",
+            c.display().to_string()
+        ))
+    };
+    if c.as_os_str().is_empty() || !c.components().all(|p| matches!(p, Component::Normal(_))) {
+        return refuse("absolute paths and `..` are not allowed");
+    }
+    let dir = sidecar.parent().unwrap_or(Path::new("."));
+    let joined = dir.join(c);
+    // Where the file exists, its real path must stay in the folder's real path.
+    if let (Ok(real), Ok(folder)) = (joined.canonicalize(), dir.canonicalize()) {
+        if !real.starts_with(&folder) {
+            return refuse("it leads outside the folder through a symbolic link");
+        }
+    }
+    Ok(joined)
 }
 
 /// Fails unless every value of the setting `what` is a finite float32 (`1e39` is read as
@@ -420,6 +447,21 @@ mod tests {
     }
 
     #[test]
+    fn sidecar_classes_stay_in_the_sidecars_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        std::fs::write(&secret, "a\nb\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("names.txt"), "a\nb\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link.txt")).unwrap();
+        let sidecar = dir.path().join("m.georob.toml");
+        let s = parse_sidecar("[output]\nclasses = \"names.txt\"", &sidecar).unwrap();
+        assert_eq!(s.classes, Some(dir.path().join("names.txt")));
+        let e = parse_sidecar("[output]\nclasses = \"link.txt\"", &sidecar).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
     fn sidecar_rejects_unknown_keys_and_values() {
         let p = Path::new("x.georob.toml");
         let e = parse_sidecar("[input]\nlayot = \"NCHW\"", p).unwrap_err();
@@ -427,6 +469,11 @@ mod tests {
         assert!(e.to_string().contains("layot"), "{e}");
         let e = parse_sidecar("[input]\nlayout = \"CHW\"", p).unwrap_err();
         assert!(e.to_string().contains("CHW"), "{e}");
+        for outside in ["../names.txt", "/etc/passwd", "a/../../b.txt", ""] {
+            let text = format!("[output]\nclasses = {outside:?}");
+            let e = parse_sidecar(&text, p).unwrap_err().to_string();
+            assert!(e.contains("x.georob.toml") && e.contains("classes"), "{e}");
+        }
         let e = parse_sidecar("[input]\nsize = [0, 0]", p).unwrap_err();
         assert!(
             e.to_string().contains("x.georob.toml: size = [0, 0]"),
