@@ -7,6 +7,7 @@ use georob::attack::apgd::{apgd, ApgdOptions, Loss};
 use georob::attack::deepfool::Norm;
 use georob::bound::{BoundError, BoundNet, Bounds, InputSet, Interval, Method, Options};
 use georob::measure::space::{Space, SpacedModel};
+use georob::model::Model;
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
@@ -698,6 +699,34 @@ pub(crate) fn largest_certified(net: &BoundNet, u: &[f32], k0: usize, top: f32) 
     (lo > 0.0).then_some(lo)
 }
 
+/// Whether ℓ∞ APGD with five random restarts (cross-entropy, and targeted DLR towards the class
+/// of the smallest logit gap; 100 steps each) finds a point within `radius` of `u`, whose
+/// logits are `z`, that changes the model's prediction.
+pub(crate) fn apgd_with_restarts_fools(model: &Model, u: &[f32], z: &[f32], radius: f32) -> bool {
+    let k0 = georob::attack::vector::argmax(z);
+    let target = (0..z.len())
+        .filter(|&j| j != k0)
+        .min_by(|&a, &b| (z[k0] - z[a]).total_cmp(&(z[k0] - z[b])))
+        .unwrap();
+    let sm = SpacedModel {
+        model,
+        space: Space::Model,
+    };
+    (0..5u64).any(|seed| {
+        [Loss::Ce, Loss::DlrTargeted].into_iter().any(|loss| {
+            let opts = ApgdOptions {
+                norm: Norm::Linf,
+                eps: radius,
+                steps: 100,
+                bounds: None,
+                loss,
+            };
+            let found = apgd(&sm, u, &[k0], Some(&[target]), &[seed], &opts).unwrap();
+            found[0].is_some()
+        })
+    })
+}
+
 /// On every reference network of `onnx_models/grad/` that lowers (one per supported operator
 /// and variant; the architectures excepted), at the largest ℓ∞ radius CROWN certifies for its
 /// first input, APGD with five random restarts (cross-entropy and targeted DLR, 100 steps)
@@ -716,44 +745,21 @@ fn certified_balls_of_the_reference_networks_withstand_apgd_with_restarts() {
             continue;
         };
         let path = dir.join(format!("{name}.onnx"));
-        let Ok(model) = georob::model::Model::open(&path, &tract()) else {
+        let Ok(model) = Model::open(&path, &tract()) else {
             continue;
         };
         let Ok(net) = BoundNet::from_onnx(&model.runnable.proto, &shape[1..]) else {
             continue;
         };
         let d: usize = shape[1..].iter().product();
-        let (k, u) = (net.classes(), &x[..d]);
+        let u = &x[..d];
         let z = model.logits(u, 1).unwrap();
         let k0 = georob::attack::vector::argmax(&z);
         let spread = u.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
         let Some(eps) = largest_certified(&net, u, k0, 0.2 * spread) else {
             continue;
         };
-        let sm = SpacedModel {
-            model: &model,
-            space: Space::Model,
-        };
-        // The class with the smallest logit gap: the likeliest target.
-        let target = (0..k)
-            .filter(|&j| j != k0)
-            .min_by(|&a, &b| (z[k0] - z[a]).total_cmp(&(z[k0] - z[b])))
-            .unwrap();
-        let fooled_at = |radius: f32| {
-            (0..5u64).any(|seed| {
-                [Loss::Ce, Loss::DlrTargeted].into_iter().any(|loss| {
-                    let opts = ApgdOptions {
-                        norm: Norm::Linf,
-                        eps: radius,
-                        steps: 100,
-                        bounds: None,
-                        loss,
-                    };
-                    let found = apgd(&sm, u, &[k0], Some(&[target]), &[seed], &opts).unwrap();
-                    found[0].is_some()
-                })
-            })
-        };
+        let fooled_at = |radius: f32| apgd_with_restarts_fools(&model, u, &z, radius);
         assert!(
             !fooled_at(eps),
             "{name}: certified at ε = {eps}, but APGD changed the prediction inside the ball"

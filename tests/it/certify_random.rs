@@ -2,11 +2,8 @@
 //! computes the model's logits, interval and CROWN bounds hold at sampled points of a box at
 //! every tensor, and no ball CROWN certifies is broken by APGD with restarts.
 
-use georob::attack::apgd::{apgd, ApgdOptions, Loss};
-use georob::attack::deepfool::Norm;
 use georob::bound::{BoundNet, InputSet, Interval, Method, Options};
 use georob::measure::grid::RigidTransform;
-use georob::measure::space::{Space, SpacedModel};
 use georob::model::Model;
 use prost::Message;
 use rand::rngs::StdRng;
@@ -17,7 +14,7 @@ use transforms::{
     warp_bounds, Batch, ImageLayout, ImageShape, MatrixWarp, ParamBox, Sampling, Warp,
 };
 
-use crate::certify::{assert_contains, largest_certified, point};
+use crate::certify::{apgd_with_restarts_fools, assert_contains, largest_certified, point};
 use crate::common::*;
 
 /// The operators the random networks draw from: every one with a bound rule.
@@ -73,43 +70,6 @@ const OPS: [Op; 21] = [
 /// The input of every random network: `(N, 3, 5, 5)`.
 const INPUT: [usize; 3] = [3, 5, 5];
 const CLASSES: usize = 10;
-
-fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Float as i32,
-        f,
-        ..Default::default()
-    }
-}
-
-fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: vec![values.len() as i64],
-        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
-        raw_data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
 
 /// Builds one random network: nodes, initializers, the current tensor and its `(C, H, W)`.
 struct Net {
@@ -441,29 +401,7 @@ fn random_networks_of_every_bound_operator_hold_their_certificates() {
         let Some(eps) = largest_certified(&net, &u, k0, 1.0) else {
             continue;
         };
-        let sm = SpacedModel {
-            model: &model,
-            space: Space::Model,
-        };
-        let target = (0..CLASSES)
-            .filter(|&j| j != k0)
-            .min_by(|&a, &b| (z[k0] - z[a]).total_cmp(&(z[k0] - z[b])))
-            .unwrap();
-        let fooled_at = |radius: f32| {
-            (0..5u64).any(|seed| {
-                [Loss::Ce, Loss::DlrTargeted].into_iter().any(|loss| {
-                    let opts = ApgdOptions {
-                        norm: Norm::Linf,
-                        eps: radius,
-                        steps: 100,
-                        bounds: None,
-                        loss,
-                    };
-                    let found = apgd(&sm, &u, &[k0], Some(&[target]), &[seed], &opts).unwrap();
-                    found[0].is_some()
-                })
-            })
-        };
+        let fooled_at = |radius: f32| apgd_with_restarts_fools(&model, &u, &z, radius);
         assert!(
             !fooled_at(eps),
             "{what}: certified at ε = {eps}, but APGD changed the prediction inside the ball"

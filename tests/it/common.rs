@@ -393,12 +393,7 @@ pub fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
 /// `Flatten(input, axis = 1) → flat` and `Gemm(features, W, b, transB = 1) → logits`: the two
 /// ends of a test classifier whose middle turns `flat` into `features`.
 pub fn flatten_and_gemm(features: &str) -> (NodeProto, NodeProto) {
-    let one = |name: &str| AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    };
+    let one = |name: &str| attr_int(name, 1);
     let mut flatten = node("Flatten", "flatten", &["input"], "flat");
     flatten.attribute.push(one("axis"));
     let mut gemm = node("Gemm", "head", &[features, "W", "b"], "logits");
@@ -413,6 +408,47 @@ pub fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: tract_onnx::pb::tensor_proto::DataType::Float as i32,
         raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// An integer-list attribute.
+pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+pub fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+/// A float attribute.
+pub fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Float as i32,
+        f,
+        ..Default::default()
+    }
+}
+
+/// An int64 initializer `name` of shape `[values.len()]`.
+pub fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
+        raw_data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
         ..Default::default()
     }
 }
