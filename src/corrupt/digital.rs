@@ -8,7 +8,11 @@ use super::{Plane, RgbPlanes, Rng};
 
 /// Value (HSV) raised by `c`.
 pub(crate) fn brightness(image: &RgbPlanes, s: usize) -> RgbPlanes {
-    let c = [0.1, 0.2, 0.3, 0.4, 0.5][s];
+    brightness_by(image, [0.1, 0.2, 0.3, 0.4, 0.5][s])
+}
+
+/// Value (HSV) raised by any `c` (lowered when negative), clipped to `[0, 1]`.
+pub(crate) fn brightness_by(image: &RgbPlanes, c: f64) -> RgbPlanes {
     image.map_pixels(|rgb| {
         let [h, sat, v] = rgb_to_hsv(rgb);
         hsv_to_rgb([h, sat, (v + c).clamp(0.0, 1.0)])

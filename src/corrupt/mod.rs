@@ -16,6 +16,7 @@ mod filter;
 mod jpeg;
 mod noise;
 mod plane;
+mod sequence;
 mod spatter;
 mod weather;
 
@@ -28,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{Error, Result};
 
 pub use plane::{Plane, RgbPlanes};
+pub use sequence::Perturbation;
 
 /// The random stream a corruption draws from.
 pub(crate) type Rng = ChaCha8Rng;

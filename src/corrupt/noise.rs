@@ -8,7 +8,11 @@ use super::{RgbPlanes, Rng};
 
 /// `x + N(0, c²)`.
 pub(crate) fn gaussian(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
-    let c = [0.08, 0.12, 0.18, 0.26, 0.38][s];
+    gaussian_by(image, [0.08, 0.12, 0.18, 0.26, 0.38][s], rng)
+}
+
+/// `x + N(0, c²)` for any `c`.
+pub(crate) fn gaussian_by(image: &RgbPlanes, c: f64, rng: &mut Rng) -> RgbPlanes {
     image.map(|v| {
         let n: f64 = rng.sample(StandardNormal);
         (f64::from(v) + c * n).clamp(0.0, 1.0) as f32
@@ -17,7 +21,11 @@ pub(crate) fn gaussian(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes 
 
 /// `Poisson(c x) / c`.
 pub(crate) fn shot(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
-    let c = [60.0, 25.0, 12.0, 5.0, 3.0][s];
+    shot_by(image, [60.0, 25.0, 12.0, 5.0, 3.0][s], rng)
+}
+
+/// `Poisson(c x) / c` for any `c`.
+pub(crate) fn shot_by(image: &RgbPlanes, c: f64, rng: &mut Rng) -> RgbPlanes {
     image.map(|v| {
         // Poisson::new refuses λ = 0, where no photon arrives.
         let k = Poisson::new(f64::from(v) * c).map_or(0.0, |d| d.sample(rng));

@@ -66,7 +66,7 @@ impl Params {
 }
 
 /// Whether model-space tensors are image-space pixels: planar, unscaled, unnormalised.
-fn pixels_in_model_space(spec: &InputSpec) -> bool {
+pub(super) fn pixels_in_model_space(spec: &InputSpec) -> bool {
     spec.layout == Layout::Nchw
         && spec.scale == 1.0
         && spec.mean.iter().all(|&m| m == 0.0)

@@ -587,6 +587,7 @@ measures! {
     robust_accuracy,
     certify,
     corruptions,
+    stability,
 }
 
 /// The declaration of measure `name`, if georob knows it.

@@ -23,4 +23,5 @@ mod grad_reference;
 mod hostile;
 mod model_gradients;
 mod robust_accuracy;
+mod stability;
 mod threads;
