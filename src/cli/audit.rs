@@ -297,7 +297,7 @@ fn print_gates(report: &Report) -> Result<()> {
                 Cell::new(&g.gate),
                 Cell::new(
                     g.actual
-                        .map(|v| format!("{v:.6}"))
+                        .map(georob::report::number)
                         .unwrap_or_else(|| "—".into()),
                 ),
                 if g.passed {

@@ -192,7 +192,7 @@ fn print_result(r: &MeasureResult, seconds: f64, model_seconds: f64) -> Result<(
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_header(vec![r.measure.as_str(), ""]);
     for (k, v) in &r.summary {
-        t.add_row(vec![k.clone(), format!("{v:.6}")]);
+        t.add_row(vec![k.clone(), georob::report::number(*v)]);
     }
     let c = &r.counts;
     t.add_row(vec![

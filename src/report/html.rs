@@ -55,7 +55,7 @@ pub fn page(report: &Report, dir: &Path) -> Result<String> {
                 if g.passed { "" } else { " class=\"bad\"" },
                 esc(&g.model),
                 esc(&g.gate),
-                g.actual.map(|v| format!("{v:.6}")).unwrap_or_else(|| "—".into()),
+                g.actual.map(super::number).unwrap_or_else(|| "—".into()),
                 if g.passed { "pass" } else { "FAIL" }
             );
         }
@@ -116,8 +116,9 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
     for (k, v) in &r.summary {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{v:.6}</td></tr>",
-            esc(k)
+            "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+            esc(k),
+            super::number(*v)
         );
     }
     let c = &r.counts;

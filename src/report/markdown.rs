@@ -58,9 +58,7 @@ pub fn summary(report: &Report) -> String {
                 "| {} | `{}` | {} | {} |",
                 g.model,
                 g.gate,
-                g.actual
-                    .map(|v| format!("{v:.6}"))
-                    .unwrap_or_else(|| "—".into()),
+                g.actual.map(super::number).unwrap_or_else(|| "—".into()),
                 if g.passed { "pass" } else { "**FAIL**" }
             );
         }

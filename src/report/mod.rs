@@ -279,3 +279,23 @@ impl Report {
         out
     }
 }
+
+/// A value for a table: whole numbers (counts) without decimals, others to six places.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_print_whole_and_fractions_to_six_places() {
+        assert_eq!(super::number(5.0), "5");
+        assert_eq!(super::number(0.0), "0");
+        assert_eq!(super::number(0.25), "0.250000");
+        assert_eq!(super::number(f64::NAN), "NaN");
+    }
+}
