@@ -156,7 +156,7 @@ impl Measure for Params {
             ("max_iter", "DeepFool iteration budget."),
         ],
         headline: &["median_ratio", "success_rate"],
-        histograms: &["rho", "norm_l2", "ratio"],
+        histograms: &["ratio", "noise_l2"],
         values: &[super::deepfool::VALUES, &[
             ("ratio", "smallest flipping norm along random directions over DeepFool's ‖r*‖₂"),
             ("noise_l2", "smallest flipping L2 norm over the random directions"),
