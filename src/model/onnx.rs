@@ -70,7 +70,7 @@ pub struct ModelSummary {
     pub producer: String,
     /// Operator type → number of nodes (custom domains prefixed).
     pub operators: BTreeMap<String, usize>,
-    /// Number of scalar parameters in the initializers.
+    /// Number of scalar parameters in the initializers and `Constant` nodes.
     pub parameters: u64,
     /// Whether the graph ends in Softmax or LogSoftmax.
     pub ends_in_softmax: bool,
@@ -191,11 +191,29 @@ impl OnnxModel {
             };
             *operators.entry(key).or_insert(0) += 1;
         }
+        let size = |t: &pb::TensorProto| {
+            t.dims
+                .iter()
+                .fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64))
+        };
+        // Weights stored as `Constant` nodes (as PaddlePaddle exports them) count too.
+        let constants = g.node.iter().filter(|n| n.op_type == "Constant").map(|n| {
+            n.attribute
+                .iter()
+                .map(|a| match a.name.as_str() {
+                    "value" => a.t.as_ref().map_or(0, size),
+                    "value_floats" => a.floats.len() as u64,
+                    "value_ints" => a.ints.len() as u64,
+                    _ => 0,
+                })
+                .sum::<u64>()
+        });
         let parameters = g
             .initializer
             .iter()
-            .map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
-            .sum();
+            .map(size)
+            .chain(constants)
+            .fold(0u64, u64::saturating_add);
         ModelSummary {
             inputs: self.real_inputs().into_iter().map(decl).collect(),
             outputs: g.output.iter().map(decl).collect(),

@@ -1,7 +1,9 @@
 //! The command line end to end: the README's command, eval on the bundled
 //! models, JSON output, and `inspect`.
 
-use crate::common::{georob, repo, text, write_npy_i64};
+use crate::common::{
+    classifier, flatten_and_gemm, georob, node, repo, tensor, text, write_npy_i64,
+};
 
 #[test]
 fn readme_command_prints_the_expected_photo_predictions() {
@@ -145,6 +147,50 @@ fn inspect_describes_the_model_and_names_the_backend() {
     assert!(j["operators"]["Conv"].as_u64().unwrap() > 10);
     assert!(j["parameters"].as_u64().unwrap() > 4_000_000);
     assert!((j["run"]["input"]["mean"][0].as_f64().unwrap() - 0.498).abs() < 1e-6);
+}
+
+/// Weights stored as `Constant` nodes (as PaddlePaddle exports them) are counted as parameters:
+/// a Gemm head on 2×2 gray images with its 4×3 weights and 3 biases held in Constant nodes
+/// has 15.
+#[test]
+fn inspect_counts_weights_held_in_constant_nodes() {
+    use prost::Message;
+    let constant = |name: &str, t: tract_onnx::pb::TensorProto| {
+        let mut n = node("Constant", name, &[], name);
+        n.attribute.push(tract_onnx::pb::AttributeProto {
+            name: "value".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(t),
+            ..Default::default()
+        });
+        n
+    };
+    let (flatten, gemm) = flatten_and_gemm("flat");
+    let model = classifier(
+        "constants",
+        vec![
+            constant("W", tensor("", &[3, 4], &[0.1; 12])),
+            constant("b", tensor("", &[3], &[0.0; 3])),
+            flatten,
+            gemm,
+        ],
+        vec![],
+        &[None, Some(1), Some(2), Some(2)],
+        &[None, Some(3)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("constants.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    let o = georob(&[
+        "inspect",
+        path.to_str().unwrap(),
+        "--json",
+        "--backend",
+        "tract",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["parameters"], 15);
 }
 
 #[test]
