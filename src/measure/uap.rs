@@ -188,6 +188,31 @@ fn project(v: &mut [f32], norm: Norm, xi: f64) {
     }
 }
 
+/// Fewest construction images a perturbation is built from.
+const MIN_CONSTRUCTION: usize = 10;
+/// Fewest held-out images its fooling rate is measured on.
+const MIN_HOLDOUT: usize = 5;
+
+/// The result on too few images: their counts and why no rate is reported.
+fn insufficient(total: usize, construction: usize, holdout: usize) -> Output {
+    let why = format!(
+        "uap skipped: {construction} construction and {holdout} held-out images, below the \
+         {MIN_CONSTRUCTION} and {MIN_HOLDOUT} a fooling rate needs; give more images or a \
+         `holdout` set"
+    );
+    let summary = BTreeMap::from([
+        ("insufficient_data".to_string(), total as f64),
+        ("n".to_string(), total as f64),
+        ("n_construction".to_string(), construction as f64),
+        ("n_holdout".to_string(), holdout as f64),
+    ]);
+    Output {
+        summary,
+        extra: serde_json::json!({ "warnings": [why] }),
+        ..Output::default()
+    }
+}
+
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "uap",
@@ -242,8 +267,9 @@ impl Measure for Params {
         } else {
             ((total as f64) * (1.0 - self.holdout_fraction)).round() as usize
         };
-        if n_train == 0 {
-            return Err(Error::Config("uap: no construction images".into()));
+        let n_hold = holdout_data.as_ref().map_or(total - n_train, |h| h.len());
+        if n_train < MIN_CONSTRUCTION || n_hold < MIN_HOLDOUT {
+            return Ok(insufficient(total, n_train, n_hold));
         }
         let train = load_split(&sm, ctx.data, 0..n_train)?;
         let hold = match &holdout_data {

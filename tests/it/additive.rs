@@ -126,7 +126,7 @@ fn uap_curved_baseline_is_flat_on_the_linear_model() {
 #[test]
 fn uap_transfer_to_a_model_of_another_input_size_is_an_error() {
     let model = open("onnx_models/digits/digits_linear.onnx");
-    let data = digits(10);
+    let data = digits(25);
     let params = serde_json::json!({
         "max_passes": 1,
         "transfer": [repo("onnx_models/efficientnet_lite0/efficientnet_lite0.onnx")],
@@ -414,4 +414,27 @@ fn margin_matches_the_closed_form_on_the_linear_model() {
         checked += 1;
     }
     assert!(checked > 0, "no image checked");
+}
+
+/// On 5 or 12 images (4 and 1, 10 and 2 construction and held-out images with the default
+/// fifth held out) no fooling rate is reported: the summary says `insufficient_data` with the
+/// count, and a warning says what is missing. 25 images (20 and 5) are enough.
+#[test]
+fn uap_on_too_few_images_reports_insufficient_data() {
+    let model = open("onnx_models/digits/digits_linear.onnx");
+    let params = serde_json::json!({"max_passes": 1});
+    for (n, enough) in [(5, false), (12, false), (25, true)] {
+        let r = run("uap", params.clone(), &model, &digits(n));
+        let s = &r.summary;
+        assert_eq!(s.contains_key("holdout_fooling_rate"), enough, "{n}: {s:?}");
+        assert_eq!(s.get("insufficient_data").is_some(), !enough, "{n}: {s:?}");
+        if !enough {
+            assert_eq!(s["insufficient_data"], n as f64);
+            let warnings = georob::report::Report::warnings(&r);
+            assert!(
+                warnings.iter().any(|w| w.contains("held-out")),
+                "{warnings:?}"
+            );
+        }
+    }
 }
