@@ -130,8 +130,11 @@ impl Model {
                     Err(GraphFailure::Grad(e)) if choice == GradientChoice::Auto => (
                         GradientMode::FiniteDifference,
                         Some(format!(
-                            "{}: exact gradients unavailable ({e}); using finite differences",
-                            self.onnx.path.display()
+                            "{}: exact gradients unavailable ({e}); using finite differences, \
+                             {} forward passes per image and gradient (2 per input value): \
+                             slow on large inputs",
+                            self.onnx.path.display(),
+                            2 * self.spec.sample_len()
                         )),
                     ),
                     Err(GraphFailure::Grad(e)) => {

@@ -83,6 +83,11 @@ fn a_model_without_a_rule_falls_back_to_correct_finite_differences() {
         warning.contains("Selu") && warning.contains("the_selu"),
         "{warning}"
     );
+    // It gives the cost: two forward passes per input value.
+    assert!(
+        warning.contains(&format!("{} forward passes", 2 * D)),
+        "{warning}"
+    );
 
     // The FD gradient against the closed form cᵀ W diag(selu'(x)), M = 2, at inputs off 0.
     let n = 3;
