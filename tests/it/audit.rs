@@ -66,6 +66,16 @@ fn audit_command(suite: &Path, out: &Path) -> Command {
     c
 }
 
+/// Starts `georob audit SUITE --out OUT EXTRA…` in the background, its stderr captured.
+fn spawn_audit(suite: &Path, out: &Path, extra: &[&str]) -> std::process::Child {
+    audit_command(suite, out)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn audit(suite: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     audit_command(suite, out)
         .args(extra)
@@ -309,14 +319,7 @@ fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = default_suite(tmp.path());
     let out = |name: &str| tmp.path().join(name);
-    let start = |dir: &Path, extra: &[&str]| {
-        audit_command(&s, dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = |dir: &Path, extra: &[&str]| spawn_audit(&s, dir, extra);
     // The independent runs at once (the machine's cores are used either way).
     let whole = start(&out("whole"), &["--threads", "1"]);
     let threaded = start(&out("threaded"), &["--threads", "3"]);
@@ -389,14 +392,7 @@ fn one_measure_split_over_shards_by_chunks_gives_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = default_suite_with(tmp.path(), "chunk = 8");
     let out = |name: &str| tmp.path().join(name);
-    let start = |dir: &Path, extra: &[&str]| {
-        audit_command(&s, dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = |dir: &Path, extra: &[&str]| spawn_audit(&s, dir, extra);
     let whole = start(&out("whole"), &[]);
     let shards: Vec<_> = (1..=4)
         .map(|i| start(&out(&format!("shard{i}")), &["--shard", &format!("{i}/4")]))
