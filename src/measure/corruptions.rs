@@ -11,7 +11,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::space::{Space, SpacedModel};
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
+use super::{
+    Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output, Summary, Units,
+    Values,
+};
 use crate::attack::vector::argmax;
 use crate::corrupt::{Corruption, RgbPlanes, Severity};
 use crate::error::{Error, Result};
@@ -81,12 +84,12 @@ fn key(c: Corruption, s: Severity) -> String {
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "corruptions",
-        about: "accuracy under the ImageNet-C corruptions per corruption and severity; CE and mCE (unnormalised)",
+        about: "accuracy under the ImageNet-C corruptions per corruption and severity; CE, mCE and relative mCE against the suite's baseline_model",
         params: &[
             ("corruptions", "corruption names [the 15 of ImageNet-C]"),
             ("severities", "severities, 1 to 5 [all]"),
         ],
-        headline: &["mce", "relative_mce", "clean_error"],
+        headline: &["mce", "relative_mce", "mean_error", "clean_error"],
         histograms: &["corrupted_errors"],
         values: &[&[
             (
@@ -166,8 +169,8 @@ impl Measure for Params {
     }
 
     /// Per corruption and severity the accuracy and error over every image; per corruption
-    /// the CE (mean error over the severities) and relative CE (mean rise over the clean
-    /// error); their means over the corruptions, mCE and relative mCE.
+    /// the mean error over the severities; their mean over the corruptions and its rise over
+    /// the clean error.
     fn summarise(&self, images: &[ImageResult], _parts: Vec<Summary>) -> Result<Summary> {
         let grid = self.grid()?;
         let mut summary = BTreeMap::new();
@@ -175,30 +178,169 @@ impl Measure for Params {
             return Ok(Summary::default());
         }
         let n = images.len() as f64;
-        let clean_error = images.iter().filter(|i| i.outcome == Outcome::Misclassified).count() as f64 / n;
+        let misclassified = images
+            .iter()
+            .filter(|i| i.outcome == Outcome::Misclassified)
+            .count();
+        let clean_error = misclassified as f64 / n;
         summary.insert("clean_error".to_string(), clean_error);
         let mut per_corruption: BTreeMap<Corruption, Vec<f64>> = BTreeMap::new();
         for &(c, s) in &grid {
             let k = key(c, s);
-            let accuracy = images.iter().map(|i| i.values.get(&k).copied().unwrap_or(0.0)).sum::<f64>() / n;
-            summary.insert(format!("accuracy_{c}_{s}"), accuracy);
-            summary.insert(format!("error_{c}_{s}"), 1.0 - accuracy);
-            per_corruption.entry(c).or_default().push(1.0 - accuracy);
+            let correct = images
+                .iter()
+                .filter(|i| i.values.get(&k) == Some(&1.0))
+                .count();
+            let error = (images.len() - correct) as f64 / n;
+            summary.insert(format!("accuracy_{c}_{s}"), correct as f64 / n);
+            summary.insert(format!("error_{c}_{s}"), error);
+            per_corruption.entry(c).or_default().push(error);
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let mut ces = vec![];
-        for (c, errors) in &per_corruption {
-            let ce = mean(errors);
-            summary.insert(format!("ce_{c}"), ce);
-            summary.insert(format!("relative_ce_{c}"), ce - clean_error);
-            ces.push(ce);
-        }
-        let mce = mean(&ces);
-        summary.insert("mce".into(), mce);
-        summary.insert("relative_mce".into(), mce - clean_error);
+        let means: Vec<f64> = per_corruption
+            .iter()
+            .map(|(c, errors)| {
+                let m = mean(errors);
+                summary.insert(format!("mean_error_{c}"), m);
+                m
+            })
+            .collect();
+        let mean_error = mean(&means);
+        summary.insert("mean_error".into(), mean_error);
+        summary.insert("mean_error_rise".into(), mean_error - clean_error);
         Ok(Summary {
             summary,
             extra: serde_json::Value::Null,
         })
+    }
+
+    /// CE and mCE normalised by the baseline's errors (Hendrycks & Dietterich's eq. 1 with the
+    /// baseline in AlexNet's place), and their relative forms: per corruption `c`,
+    /// `ce_{c}` = Σ_s E_{s,c} / Σ_s E^base_{s,c} and `relative_ce_{c}` = Σ_s (E_{s,c} −
+    /// E_clean) / Σ_s (E^base_{s,c} − E^base_clean), each where its denominator is positive;
+    /// `mce` and `relative_mce`, their means over the ImageNet-C corruptions (not the extras)
+    /// where defined, with how many entered (`mce_corruptions`, `relative_mce_corruptions`).
+    fn against(
+        &self,
+        own: &MeasureResult,
+        baseline: &MeasureResult,
+    ) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        let (a, b) = (&own.summary, &baseline.summary);
+        let (Some(clean), Some(base_clean)) = (a.get("clean_error"), b.get("clean_error")) else {
+            return Ok(out);
+        };
+        let mut per_corruption: BTreeMap<Corruption, [(f64, f64); 2]> = BTreeMap::new();
+        for (c, s) in self.grid()? {
+            let k = format!("error_{c}_{s}");
+            let (Some(e), Some(base)) = (a.get(&k), b.get(&k)) else {
+                return Ok(BTreeMap::new());
+            };
+            let [plain, relative] = per_corruption.entry(c).or_default();
+            *plain = (plain.0 + e, plain.1 + base);
+            *relative = (relative.0 + e - clean, relative.1 + base - base_clean);
+        }
+        let mut means = [vec![], vec![]];
+        for (c, sums) in per_corruption {
+            for ((name, (num, den)), list) in ["ce", "relative_ce"].iter().zip(sums).zip(&mut means)
+            {
+                if den > 0.0 {
+                    out.insert(format!("{name}_{c}"), num / den);
+                    if c.family() != "extra" {
+                        list.push(num / den);
+                    }
+                }
+            }
+        }
+        for (name, list) in ["mce", "relative_mce"].iter().zip(means) {
+            if !list.is_empty() {
+                out.insert(name.to_string(), mean(&list));
+            }
+            out.insert(format!("{name}_corruptions"), list.len() as f64);
+        }
+        Ok(out)
+    }
+}
+
+/// Mean of a non-empty list (NaN when empty).
+fn mean(v: &[f64]) -> f64 {
+    super::mean(v).unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Counts;
+
+    fn result(summary: &[(&str, f64)]) -> MeasureResult {
+        MeasureResult {
+            measure: "corruptions".into(),
+            params: serde_json::Value::Null,
+            space: Space::Image,
+            summary: summary.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            counts: Counts::default(),
+            images: vec![],
+            extra: serde_json::Value::Null,
+            artifacts: vec![],
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    /// Worked by hand: fog has CE (.2 + .4) / (.1 + .3) = 1.5 and relative CE
+    /// ((.2 − .1) + (.4 − .1)) / (.1 + .3) = 1; contrast, never wrong on the baseline, has no
+    /// CE; speckle noise (an extra) has CE 1 / .5 = 2 and relative CE .8 / .5 = 1.6 but stays
+    /// out of the means, which are fog's alone.
+    #[test]
+    fn errors_are_normalised_by_the_baseline_where_it_errs() {
+        let m = Params {
+            corruptions: vec!["fog".into(), "contrast".into(), "speckle_noise".into()],
+            severities: vec![1, 2],
+        };
+        let own = result(&[
+            ("clean_error", 0.1),
+            ("error_fog_1", 0.2),
+            ("error_fog_2", 0.4),
+            ("error_contrast_1", 0.1),
+            ("error_contrast_2", 0.1),
+            ("error_speckle_noise_1", 0.5),
+            ("error_speckle_noise_2", 0.5),
+        ]);
+        let base = result(&[
+            ("clean_error", 0.0),
+            ("error_fog_1", 0.1),
+            ("error_fog_2", 0.3),
+            ("error_contrast_1", 0.0),
+            ("error_contrast_2", 0.0),
+            ("error_speckle_noise_1", 0.25),
+            ("error_speckle_noise_2", 0.25),
+        ]);
+        let k = Measure::against(&m, &own, &base).unwrap();
+        let expected = [
+            ("ce_fog", 1.5),
+            ("relative_ce_fog", 1.0),
+            ("ce_speckle_noise", 2.0),
+            ("relative_ce_speckle_noise", 1.6),
+            ("mce", 1.5),
+            ("relative_mce", 1.0),
+            ("mce_corruptions", 1.0),
+            ("relative_mce_corruptions", 1.0),
+        ];
+        assert_eq!(k.len(), expected.len(), "{k:?}");
+        for (key, v) in expected {
+            assert!(close(k[key], v), "{key}: {} vs {v}", k[key]);
+        }
+        // Against itself every defined CE is 1; contrast has none, since the own model errs
+        // on it only as much as on clean images: relative CE 0 / 0.
+        let k = Measure::against(&m, &own, &own).unwrap();
+        assert_eq!(k["mce"], 1.0);
+        assert_eq!(k["ce_contrast"], 1.0);
+        assert_eq!(k["mce_corruptions"], 2.0);
+        assert!(!k.contains_key("relative_ce_contrast"), "{k:?}");
+        assert_eq!(k["relative_mce"], 1.0);
+        // A cell missing on either side (another grid): no keys at all.
+        let partial = result(&[("clean_error", 0.0), ("error_fog_1", 0.1)]);
+        assert!(Measure::against(&m, &own, &partial).unwrap().is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use georob::data::Dataset;
 use serde_json::json;
 
-use crate::common::{digits_cnn, georob, onnx_models, text, try_run_measure};
+use crate::common::{digits_cnn, georob, onnx_models, repo, text, try_run_measure};
 
 /// A data set of two gray 28×28 digits in class folders `3` and `7`.
 fn digits(dir: &Path) {
@@ -161,11 +161,12 @@ fn the_measure_reports_errors_per_corruption_and_severity_and_their_means() {
             "{s:?}"
         );
         assert_eq!(s[&format!("accuracy_{c}_1")], 1.0 - e1);
-        assert_eq!(s[&format!("ce_{c}")], (e1 + e5) / 2.0);
+        assert_eq!(s[&format!("mean_error_{c}")], (e1 + e5) / 2.0);
     }
-    let mce = (s["ce_contrast"] + s["ce_gaussian_noise"]) / 2.0;
-    assert_eq!(s["mce"], mce);
-    assert_eq!(s["relative_mce"], mce - s["clean_error"]);
+    let mean = (s["mean_error_contrast"] + s["mean_error_gaussian_noise"]) / 2.0;
+    assert_eq!(s["mean_error"], mean);
+    assert_eq!(s["mean_error_rise"], mean - s["clean_error"]);
+    assert!(!s.contains_key("mce"), "mCE needs a baseline model: {s:?}");
     let row = &r.images[0];
     let wrong: f64 = [
         "contrast_1",
@@ -226,4 +227,124 @@ fn the_measure_refuses_unknown_corruptions_and_tensors_that_are_not_pixels() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("test_x.npy") && e.contains("identity"), "{e}");
+}
+
+/// An audit of the digits CNN and the linear model with the CNN as `baseline_model`: each
+/// model's CE per corruption is the sum of its errors over the severities divided by the
+/// CNN's, computed here from the report's own per-cell errors (and per-cell errors from the
+/// per-image rows); the CNN against itself has mCE 1; gates on `corruptions.mce` decide the
+/// exit code.
+#[test]
+fn an_audit_normalises_corruption_errors_by_the_baseline_model() {
+    let d = tempfile::tempdir().unwrap();
+    let corruptions = ["contrast", "gaussian_blur", "impulse_noise", "saturate"];
+    let suite = |gate: &str| {
+        let path = d.path().join("suite.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+data = {data:?}
+labels = {labels:?}
+limit = 40
+baseline_model = "cnn"
+thresholds = [{gate:?}]
+
+[[models]]
+name = "cnn"
+path = {cnn:?}
+
+[[models]]
+name = "linear"
+path = {linear:?}
+
+[[measures]]
+name = "corruptions"
+params = {{ corruptions = {corruptions:?}, severities = [3, 5] }}
+"#,
+                data = repo("onnx_models/digits/test_x.npy"),
+                labels = repo("onnx_models/digits/test_y.npy"),
+                cnn = repo("onnx_models/digits/digits_cnn.onnx"),
+                linear = repo("onnx_models/digits/digits_linear.onnx"),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let out = d.path().join("out");
+    let audit = |gate: &str| {
+        let s = suite(gate);
+        let o = georob(&[
+            "audit",
+            s.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--backend",
+            "tract",
+        ]);
+        o.status.code()
+    };
+    let code = audit("corruptions.mce <= 1");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let summary = |model: usize| report["models"][model]["measures"][0]["summary"].clone();
+    let (cnn, linear) = (summary(0), summary(1));
+    let get = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    // Per-cell errors from the rows.
+    let rows = report["models"][1]["measures"][0]["images"]
+        .as_array()
+        .unwrap();
+    let wrong = rows
+        .iter()
+        .filter(|r| r["correct_contrast_5"].as_f64() == Some(0.0))
+        .count();
+    assert_eq!(get(&linear, "error_contrast_5"), wrong as f64 / 40.0);
+    // Gaussian blur and saturate are among the 4 extras, which mCE leaves out.
+    let extra = |c: &str| ["speckle_noise", "gaussian_blur", "spatter", "saturate"].contains(&c);
+    let mut ces = vec![];
+    let mut relative = vec![];
+    for c in corruptions {
+        let sum = |s: &serde_json::Value, rise: bool| {
+            let clean = if rise { get(s, "clean_error") } else { 0.0 };
+            [3, 5]
+                .iter()
+                .map(|v| get(s, &format!("error_{c}_{v}")) - clean)
+                .sum::<f64>()
+        };
+        let ce = sum(&linear, false) / sum(&cnn, false);
+        let rel = sum(&linear, true) / sum(&cnn, true);
+        if sum(&cnn, false) > 0.0 {
+            assert!((get(&linear, &format!("ce_{c}")) - ce).abs() < 1e-12, "{c}");
+            assert_eq!(get(&cnn, &format!("ce_{c}")), 1.0, "{c}");
+            if !extra(c) {
+                ces.push(ce);
+            }
+        } else {
+            assert!(linear.get(format!("ce_{c}")).is_none(), "{c}");
+        }
+        if sum(&cnn, true) > 0.0 {
+            assert!(
+                (get(&linear, &format!("relative_ce_{c}")) - rel).abs() < 1e-12,
+                "{c}"
+            );
+            if !extra(c) {
+                relative.push(rel);
+            }
+        }
+    }
+    assert!(ces.len() >= 2, "the CNN errs on few corruptions: {cnn}");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!((get(&linear, "mce") - mean(&ces)).abs() < 1e-12);
+    assert_eq!(get(&linear, "mce_corruptions"), ces.len() as f64);
+    assert!((get(&linear, "relative_mce") - mean(&relative)).abs() < 1e-12);
+    assert_eq!(get(&cnn, "mce"), 1.0);
+    // The gate holds for the CNN (mCE 1) and for the linear model as its mCE says; the exit
+    // code follows.
+    let gates = report["gates"].as_array().unwrap();
+    assert_eq!(gates.len(), 2);
+    assert_eq!(gates[0]["passed"], true);
+    let linear_passes = get(&linear, "mce") <= 1.0;
+    assert_eq!(gates[1]["passed"], linear_passes, "{linear}");
+    assert_eq!(code, Some(if linear_passes { 0 } else { 1 }));
 }
