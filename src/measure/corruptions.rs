@@ -6,6 +6,7 @@
 //! that their values are pixels.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use super::{
 };
 use crate::attack::vector::argmax;
 use crate::corrupt::{Corruption, RgbPlanes, Severity};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::spec::{InputSpec, Layout};
 
@@ -28,6 +30,10 @@ pub struct Params {
     pub corruptions: Vec<String>,
     /// Severities, 1 to 5.
     pub severities: Vec<u8>,
+    /// A published corruption set to read instead of corrupting: a folder holding
+    /// `CORRUPTION/SEVERITY/` image folders (ImageNet-C) or `CORRUPTION.npy` with `labels.npy`
+    /// (CIFAR-10-C), in the order of the clean data.
+    pub set: Option<PathBuf>,
 }
 
 impl Default for Params {
@@ -40,6 +46,7 @@ impl Default for Params {
                 .map(|c| c.name().to_string())
                 .collect(),
             severities: Severity::all().map(Severity::level).collect(),
+            set: None,
         }
     }
 }
@@ -76,6 +83,103 @@ fn pixels_in_model_space(spec: &InputSpec) -> bool {
         && spec.std.iter().all(|&s| s == 1.0)
 }
 
+/// A published corruption set ([`Params::set`]), opened through the context's resources:
+/// per cell of the grid, the data set holding it and the row of the clean data's first image.
+struct CorruptionSet {
+    sets: Vec<Dataset>,
+    cells: Vec<(usize, usize)>,
+}
+
+impl CorruptionSet {
+    /// Finds every cell of `grid` under `dir`: `dir/c.npy` (severities stacked in blocks of
+    /// a fifth of its rows, labels in `dir/labels.npy`), else the folder `dir/c/s`.
+    fn open(dir: &Path, grid: &[(Corruption, Severity)], ctx: &Context) -> Result<Self> {
+        let mut sets: Vec<Dataset> = vec![];
+        let mut opened: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        let mut cells = vec![];
+        for &(c, s) in grid {
+            let npy = dir.join(format!("{c}.npy"));
+            let (path, labels) = if npy.is_file() {
+                (npy, Some(dir.join("labels.npy")))
+            } else {
+                (dir.join(c.name()).join(s.to_string()), None)
+            };
+            let index = match opened.get(&path) {
+                Some(&i) => i,
+                None => {
+                    let labels = labels.as_deref().filter(|l| l.is_file());
+                    sets.push(ctx.resources.dataset(&path, labels)?);
+                    opened.insert(path.clone(), sets.len() - 1);
+                    sets.len() - 1
+                }
+            };
+            let set = &sets[index];
+            let offset = if set.path.extension().is_some_and(|e| e == "npy") {
+                if !set.len().is_multiple_of(5) {
+                    return Err(Error::data(
+                        &set.path,
+                        format!(
+                            "{} rows: a CIFAR-10-C file stacks the 5 severities in equal blocks",
+                            set.len()
+                        ),
+                    ));
+                }
+                (usize::from(s.level()) - 1) * set.len() / 5
+            } else {
+                0
+            };
+            cells.push((index, offset));
+        }
+        Ok(CorruptionSet { sets, cells })
+    }
+
+    /// Logits of the corrupted versions of the images `start..start+len` of the context's
+    /// data in `cell`, after checking that the set holds them in the same order.
+    fn logits(&self, cell: usize, ctx: &Context, start: usize, len: usize) -> Result<Vec<f32>> {
+        let (index, offset) = self.cells[cell];
+        let set = &self.sets[index];
+        let first = offset + ctx.data.position(start);
+        let block = match set.path.extension().is_some_and(|e| e == "npy") {
+            true => set.len() / 5,
+            false => set.len(),
+        };
+        if ctx.data.position(start + len - 1) >= block {
+            return Err(Error::data(
+                &set.path,
+                format!(
+                    "holds {block} images per severity, fewer than the clean data's {}",
+                    ctx.data.position(start + len - 1) + 1
+                ),
+            ));
+        }
+        for i in 0..len {
+            let (clean, corrupted) = (&ctx.data.items[start + i], &set.items[first + i]);
+            let stem = |n: &str| Path::new(n).with_extension("");
+            let names_differ = clean.path.is_some()
+                && corrupted.path.is_some()
+                && stem(&clean.name) != stem(&corrupted.name);
+            let labels_differ = matches!((clean.label, corrupted.label), (Some(a), Some(b)) if a != b);
+            if names_differ || labels_differ {
+                return Err(Error::data(
+                    &set.path,
+                    format!(
+                        "item {} ({}, label {:?}) does not match clean image {} ({}, label {:?}): \
+                         the set must hold the clean data's images in the same order",
+                        first + i,
+                        corrupted.name,
+                        corrupted.label,
+                        ctx.data.position(start + i),
+                        clean.name,
+                        clean.label
+                    ),
+                ));
+            }
+        }
+        let x = set.load(&ctx.model.spec, first, len)?.x;
+        ctx.model.logits(&x, len)
+    }
+}
+
 /// The per-image value of corruption `c` at severity `s`.
 fn key(c: Corruption, s: Severity) -> String {
     format!("correct_{c}_{s}")
@@ -88,6 +192,7 @@ impl Measure for Params {
         params: &[
             ("corruptions", "corruption names [the 15 of ImageNet-C]"),
             ("severities", "severities, 1 to 5 [all]"),
+            ("set", "a published corruption set to read instead of corrupting: CORRUPTION/SEVERITY/ image folders (ImageNet-C) or CORRUPTION.npy + labels.npy (CIFAR-10-C), in the clean data's order [none]"),
         ],
         headline: &["mce", "relative_mce", "mean_error", "clean_error"],
         histograms: &["corrupted_errors"],
@@ -109,7 +214,11 @@ impl Measure for Params {
         let grid = self.grid()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let spec = &ctx.model.spec;
-        if sm.space == Space::Model && !pixels_in_model_space(spec) {
+        let set = match &self.set {
+            Some(dir) => Some(CorruptionSet::open(dir, &grid, ctx)?),
+            None => None,
+        };
+        if set.is_none() && sm.space == Space::Model && !pixels_in_model_space(spec) {
             return Err(Error::Config(format!(
                 "corruptions: {} holds model-space tensors (.npy) and the model's preprocessing is \
                  not the identity, so they are not pixels to corrupt; give images",
@@ -124,21 +233,29 @@ impl Measure for Params {
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
             let clean = sm.clean_pass(ctx.data, start, len)?;
-            let pictures: Vec<RgbPlanes> = clean
-                .u
-                .chunks_exact(d)
-                .map(|u| RgbPlanes::from_planar(u, spec.channels, spec.width, spec.height))
-                .collect();
+            let pictures: Vec<RgbPlanes> = match set {
+                Some(_) => vec![],
+                None => clean
+                    .u
+                    .chunks_exact(d)
+                    .map(|u| RgbPlanes::from_planar(u, spec.channels, spec.width, spec.height))
+                    .collect(),
+            };
             let mut values: Vec<Values> = vec![Values::default(); len];
             let mut wrong = vec![0usize; len];
             let mut flipped = vec![false; len];
-            for &(c, s) in &grid {
-                let mut u = vec![0.0f32; len * d];
-                u.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
-                    let seed = ctx.image_seed(start + i);
-                    c.apply(&pictures[i], s, seed).to_planar(spec.channels, out);
-                });
-                let logits = sm.logits(&u, len)?;
+            for (cell, &(c, s)) in grid.iter().enumerate() {
+                let logits = match &set {
+                    Some(set) => set.logits(cell, ctx, start, len)?,
+                    None => {
+                        let mut u = vec![0.0f32; len * d];
+                        u.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
+                            let seed = ctx.image_seed(start + i);
+                            c.apply(&pictures[i], s, seed).to_planar(spec.channels, out);
+                        });
+                        sm.logits(&u, len)?
+                    }
+                };
                 for (i, row) in logits.chunks_exact(k).enumerate() {
                     let pred = argmax(row);
                     let reference = ctx.data.items[start + i].label.unwrap_or(clean.preds[i]);
@@ -297,6 +414,7 @@ mod tests {
         let m = Params {
             corruptions: vec!["fog".into(), "contrast".into(), "speckle_noise".into()],
             severities: vec![1, 2],
+            set: None,
         };
         let own = result(&[
             ("clean_error", 0.1),

@@ -6,7 +6,10 @@ use std::path::Path;
 use georob::data::Dataset;
 use serde_json::json;
 
-use crate::common::{digits_cnn, georob, onnx_models, repo, text, try_run_measure};
+use crate::common::{
+    digits_cnn, georob, npy_f32, onnx_models, repo, text, try_run_measure, write_npy_i64,
+    write_npy_u8,
+};
 
 /// A data set of two gray 28×28 digits in class folders `3` and `7`.
 fn digits(dir: &Path) {
@@ -347,4 +350,156 @@ params = {{ corruptions = {corruptions:?}, severities = [3, 5] }}
     let linear_passes = get(&linear, "mce") <= 1.0;
     assert_eq!(gates[1]["passed"], linear_passes, "{linear}");
     assert_eq!(code, Some(if linear_passes { 0 } else { 1 }));
+}
+
+/// The first `n` digits test images as 8-bit pixels and their labels.
+fn digit_bytes(n: usize) -> (Vec<u8>, Vec<i64>) {
+    let (_, x) = npy_f32(&onnx_models("digits/test_x.npy"));
+    let labels = crate::common::digits(n)
+        .items
+        .iter()
+        .map(|i| i.label.unwrap() as i64)
+        .collect();
+    let pixels = x[..n * 784]
+        .iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    (pixels, labels)
+}
+
+/// Data-set mode on a CIFAR-10-C-shaped folder made here: `contrast.npy` and `fog.npy` of
+/// 5·N uint8 images (severity `s` in rows `(s−1)N..sN`, each a known darkening or a bright
+/// square over the clean digit) with `labels.npy`, the clean digits as a uint8 `.npy`. Each
+/// image's `correct_{c}_{s}` and each cell's error equal the digits CNN's predictions on the
+/// same pixels, computed here with the model directly; a set out of the clean order is refused.
+#[test]
+fn the_measure_reads_a_cifar_10_c_shaped_set() {
+    let n = 12;
+    let d = tempfile::tempdir().unwrap();
+    let (clean, labels) = digit_bytes(n);
+    write_npy_u8(&d.path().join("clean.npy"), &[n, 28, 28], &clean);
+    write_npy_i64(&d.path().join("clean_labels.npy"), &labels);
+    let set = d.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let darken = |s: usize, v: u8| (f64::from(v) * (1.0 - 0.19 * s as f64)) as u8;
+    let square = |s: usize, i: usize, v: u8| {
+        let (y, x) = (i / 28, i % 28);
+        if y < 4 * s + 2 && x < 4 * s + 2 {
+            255
+        } else {
+            v
+        }
+    };
+    let corrupted = |c: &str, s: usize| -> Vec<u8> {
+        clean
+            .chunks(784)
+            .flat_map(|img| {
+                img.iter().enumerate().map(move |(i, &v)| match c {
+                    "contrast" => darken(s, v),
+                    _ => square(s, i, v),
+                })
+            })
+            .collect()
+    };
+    for c in ["contrast", "fog"] {
+        let all: Vec<u8> = (1..=5).flat_map(|s| corrupted(c, s)).collect();
+        write_npy_u8(&set.join(format!("{c}.npy")), &[5 * n, 28, 28], &all);
+    }
+    let five: Vec<i64> = (0..5).flat_map(|_| labels.clone()).collect();
+    write_npy_i64(&set.join("labels.npy"), &five);
+    let data = Dataset::open(
+        &d.path().join("clean.npy"),
+        Some(&d.path().join("clean_labels.npy")),
+    )
+    .unwrap();
+    let model = digits_cnn();
+    let params = json!({"corruptions": ["contrast", "fog"], "severities": [1, 3, 5], "set": set});
+    let r = try_run_measure("corruptions", &params, &model, &data, 0).unwrap();
+    for c in ["contrast", "fog"] {
+        for s in [1, 3, 5] {
+            let x: Vec<f32> = corrupted(c, s)
+                .iter()
+                .map(|&v| f32::from(v) / 255.0)
+                .collect();
+            let logits = model.logits(&x, n).unwrap();
+            let correct: Vec<f64> = logits
+                .chunks(10)
+                .zip(&labels)
+                .map(|(row, &l)| {
+                    let pred = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+                    f64::from(u8::from(pred as i64 == l))
+                })
+                .collect();
+            let key = format!("correct_{c}_{s}");
+            let got: Vec<f64> = r
+                .images
+                .iter()
+                .map(|i| i.values.get(&key).copied().unwrap())
+                .collect();
+            assert_eq!(got, correct, "{key}");
+            let error = correct.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+            assert_eq!(r.summary[&format!("error_{c}_{s}")], error, "{c} {s}");
+        }
+    }
+    assert!(
+        r.summary["error_contrast_5"] > r.summary["error_contrast_1"],
+        "{:?}",
+        r.summary
+    );
+    // Labels out of the clean order: refused, naming the item.
+    let shifted: Vec<i64> = five.iter().map(|l| (l + 1) % 10).collect();
+    write_npy_i64(&set.join("labels.npy"), &shifted);
+    let e = try_run_measure("corruptions", &params, &model, &data, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("contrast.npy") && e.contains("same order"),
+        "{e}"
+    );
+}
+
+/// A set written by `georob corrupt` (the ImageNet-C layout, `CORRUPTION/SEVERITY/CLASS/NAME`)
+/// read back in data-set mode gives the rows of corrupting in memory with the same seed: the
+/// digits are at the model's size and the PNGs hold the same 8-bit values.
+#[test]
+fn a_set_written_by_georob_corrupt_reads_back_as_corrupting_in_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    digits(&data);
+    let out = d.path().join("set");
+    for c in ["contrast", "gaussian_noise"] {
+        let (code, err) = run(&[
+            "corrupt",
+            data.to_str().unwrap(),
+            "--corruption",
+            c,
+            "--severity",
+            "all",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let clean = Dataset::open(&data, None).unwrap();
+    let model = digits_cnn();
+    let grid = json!({"corruptions": ["contrast", "gaussian_noise"], "severities": [2, 5]});
+    let memory = try_run_measure("corruptions", &grid, &model, &clean, 7).unwrap();
+    let mut params = grid.clone();
+    params["set"] = json!(out);
+    let read = try_run_measure("corruptions", &params, &model, &clean, 7).unwrap();
+    assert_eq!(read.summary, memory.summary);
+    for (a, b) in read.images.iter().zip(&memory.images) {
+        assert_eq!(a.values, b.values, "{}", a.name);
+    }
+    // Another seed corrupts the noise differently in memory; the set does not change.
+    let other = try_run_measure("corruptions", &params, &model, &clean, 8).unwrap();
+    assert_eq!(other.summary, read.summary);
+    // A missing severity folder is a named error.
+    std::fs::remove_dir_all(out.join("contrast/5")).unwrap();
+    let e = try_run_measure("corruptions", &params, &model, &clean, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("contrast/5"), "{e}");
 }
