@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use image::RgbImage;
+use serde_json::json;
+
 use super::space::{Space, SpacedModel};
 use super::{
-    Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output, Summary, Units,
-    Values,
+    picture, Artifact, Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output,
+    Summary, Units, Values,
 };
 use crate::attack::vector::argmax;
 use crate::corrupt::{Corruption, RgbPlanes, Severity};
@@ -81,6 +84,66 @@ fn pixels_in_model_space(spec: &InputSpec) -> bool {
         && spec.scale == 1.0
         && spec.mean.iter().all(|&m| m == 0.0)
         && spec.std.iter().all(|&s| s == 1.0)
+}
+
+impl Params {
+    /// Saves the first image clean and in every cell of the grid, one row per corruption
+    /// (clean first, then the severities), as `corruptions.png` in `dir`.
+    fn examples(
+        &self,
+        dir: &Path,
+        examples: &[Vec<f32>],
+        spec: &InputSpec,
+        name: &str,
+    ) -> Result<Artifact> {
+        let shape = (spec.channels.count(), spec.height, spec.width);
+        let tiles: Vec<RgbImage> = examples
+            .iter()
+            .filter_map(|u| picture::to_rgb(u, shape, |v| v))
+            .collect();
+        let per_row = self.severities.len();
+        let rows: Vec<Vec<RgbImage>> = tiles[1..]
+            .chunks(per_row)
+            .map(|row| std::iter::once(tiles[0].clone()).chain(row.iter().cloned()).collect())
+            .collect();
+        picture::save(&picture::grid(&rows, 96), &dir.join("corruptions.png"))?;
+        Ok(Artifact {
+            description: format!(
+                "{name}: clean, then severities {:?}; one row per corruption: {}",
+                self.severities,
+                self.corruptions.join(", ")
+            ),
+            path: "corruptions.png".into(),
+        })
+    }
+}
+
+/// Line charts of accuracy against severity, one per family of corruptions (noise, blur,
+/// weather, digital, extra), each line starting at the clean accuracy at severity 0: for the
+/// HTML report (`extra.charts`).
+fn charts(grid: &[(Corruption, Severity)], summary: &BTreeMap<String, f64>) -> serde_json::Value {
+    let clean = 1.0 - summary["clean_error"];
+    let mut families: Vec<(&str, Vec<serde_json::Value>)> = vec![];
+    let mut corruptions: Vec<Corruption> = grid.iter().map(|&(c, _)| c).collect();
+    corruptions.dedup();
+    for c in corruptions {
+        let points: Vec<serde_json::Value> = std::iter::once(json!([0, clean]))
+            .chain(grid.iter().filter(|&&(g, _)| g == c).map(|(_, s)| {
+                json!([s.level(), summary[&format!("accuracy_{c}_{s}")]])
+            }))
+            .collect();
+        let line = json!({ "name": c.name(), "points": points });
+        match families.iter_mut().find(|(f, _)| *f == c.family()) {
+            Some((_, lines)) => lines.push(line),
+            None => families.push((c.family(), vec![line])),
+        }
+    }
+    families
+        .into_iter()
+        .map(|(f, lines)| {
+            json!({ "title": format!("accuracy against severity: {f}"), "x": "severity", "series": lines })
+        })
+        .collect()
 }
 
 /// A published corruption set ([`Params::set`]), opened through the context's resources:
@@ -230,6 +293,7 @@ impl Measure for Params {
         let rows = ctx.model.executor().pass_rows().max(1);
         let bar = ctx.progress.bar((n * grid.len()) as u64, "corruptions");
         let mut images = Vec::with_capacity(n);
+        let mut artifacts = vec![];
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
             let clean = sm.clean_pass(ctx.data, start, len)?;
@@ -241,6 +305,12 @@ impl Measure for Params {
                     .map(|u| RgbPlanes::from_planar(u, spec.channels, spec.width, spec.height))
                     .collect(),
             };
+            // The first image, clean and in every cell, for the picture of the first chunk.
+            let mut examples: Vec<Vec<f32>> = vec![];
+            let picture = ctx.out_dir.is_some() && start == 0 && set.is_none();
+            if picture {
+                examples.push(clean.u[..d].to_vec());
+            }
             let mut values: Vec<Values> = vec![Values::default(); len];
             let mut wrong = vec![0usize; len];
             let mut flipped = vec![false; len];
@@ -253,6 +323,9 @@ impl Measure for Params {
                             let seed = ctx.image_seed(start + i);
                             c.apply(&pictures[i], s, seed).to_planar(spec.channels, out);
                         });
+                        if picture {
+                            examples.push(u[..d].to_vec());
+                        }
                         sm.logits(&u, len)?
                     }
                 };
@@ -264,6 +337,9 @@ impl Measure for Params {
                     flipped[i] |= pred != clean.preds[i];
                 }
                 bar.inc(len as u64);
+            }
+            if let (Some(dir), false) = (ctx.out_dir, examples.is_empty()) {
+                artifacts.push(self.examples(dir, &examples, spec, &ctx.data.items[0].name)?);
             }
             for (i, mut v) in values.into_iter().enumerate() {
                 v.insert("corrupted_errors", wrong[i] as f64);
@@ -281,6 +357,7 @@ impl Measure for Params {
         bar.finish_and_clear();
         Ok(Output {
             images,
+            artifacts,
             ..Output::default()
         })
     }
@@ -325,8 +402,8 @@ impl Measure for Params {
         summary.insert("mean_error".into(), mean_error);
         summary.insert("mean_error_rise".into(), mean_error - clean_error);
         Ok(Summary {
+            extra: json!({ "charts": charts(&grid, &summary) }),
             summary,
-            extra: serde_json::Value::Null,
         })
     }
 

@@ -350,6 +350,38 @@ params = {{ corruptions = {corruptions:?}, severities = [3, 5] }}
     let linear_passes = get(&linear, "mce") <= 1.0;
     assert_eq!(gates[1]["passed"], linear_passes, "{linear}");
     assert_eq!(code, Some(if linear_passes { 0 } else { 1 }));
+    // The HTML draws accuracy against severity per family, and the grid of the first image:
+    // one row per corruption, the clean image then severities 3 and 5, tiles of 96 pixels.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for family in ["noise", "digital", "extra"] {
+        assert!(
+            html.contains(&format!(
+                "corruptions · accuracy against severity: {family}"
+            )),
+            "{family}"
+        );
+    }
+    let grid = image::open(out.join("artifacts/cnn/corruptions/corruptions.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(grid.dimensions(), (3 * 100 - 4, 4 * 100 - 4));
+    let tile = |row: u32, col: u32| {
+        image::imageops::crop_imm(&grid, col * 100, row * 100, 96, 96)
+            .to_image()
+            .into_raw()
+    };
+    for row in 1..4 {
+        assert_eq!(tile(row, 0), tile(0, 0), "the clean image heads every row");
+    }
+    let spread = |t: Vec<u8>| {
+        let m = t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len() as f64;
+        t.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / t.len() as f64
+    };
+    assert!(
+        spread(tile(0, 2)) < 0.05 * spread(tile(0, 0)),
+        "contrast at severity 5 (c = .05) flattens the digit"
+    );
+    assert!(html.contains("data:image/png;base64,"));
 }
 
 /// The first `n` digits test images as 8-bit pixels and their labels.
