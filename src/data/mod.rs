@@ -544,15 +544,7 @@ mod tests {
     }
 
     fn write_u8(path: &Path, shape: &[u64], data: &[u8]) {
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(std::fs::File::create(path).unwrap())
-            .begin_nd()
-            .unwrap();
-        w.extend(data.iter().copied()).unwrap();
-        w.finish().unwrap();
+        npy::tests::write(path, None, shape, data);
     }
 
     /// A uint8 `(N, H, W, 3)` array is read as images: pixel / 255, planar, RGB or BGR as the

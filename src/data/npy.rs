@@ -392,12 +392,12 @@ pub(crate) fn read_labels(path: &Path, rows: usize) -> Result<Vec<usize>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use npyz::WriterBuilder;
 
     /// Writes `data` of `shape` to `path` with the default dtype of `T`, or with `dtype`.
-    fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    pub(crate) fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
         path: &Path,
         dtype: Option<&str>,
         shape: &[u64],

@@ -31,30 +31,34 @@ fn run(args: &[&str]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), stderr)
 }
 
+/// `georob corrupt DATA --corruption C --severity S --seed SEED --out OUT`, which must succeed;
+/// its standard error.
+fn corrupt(data: &Path, corruption: &str, severity: &str, seed: &str, out: &Path) -> String {
+    let (code, err) = run(&[
+        "corrupt",
+        data.to_str().unwrap(),
+        "--corruption",
+        corruption,
+        "--severity",
+        severity,
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    err
+}
+
 #[test]
 fn writes_gray_pngs_in_the_corruption_set_layout_and_follows_the_seed() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     digits(&data);
     let out = |name: &str| d.path().join(name);
-    let corrupt = |dir: &str, seed: &str| {
-        let (code, err) = run(&[
-            "corrupt",
-            data.to_str().unwrap(),
-            "--corruption",
-            "fog",
-            "--severity",
-            "2",
-            "--seed",
-            seed,
-            "--out",
-            out(dir).to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{err}");
-    };
-    corrupt("a", "4");
-    corrupt("b", "4");
-    corrupt("c", "5");
+    for (dir, seed) in [("a", "4"), ("b", "4"), ("c", "5")] {
+        corrupt(&data, "fog", "2", seed, &out(dir));
+    }
     let read = |dir: &str, f: &str| std::fs::read(out(dir).join("fog/2").join(f)).unwrap();
     for f in ["3/a.png", "7/b.png"] {
         let img = image::load_from_memory(&read("a", f)).unwrap();
@@ -72,17 +76,7 @@ fn all_corruptions_at_all_severities() {
     digits(&data);
     std::fs::remove_dir_all(data.join("7")).unwrap();
     let out = d.path().join("out");
-    let (code, err) = run(&[
-        "corrupt",
-        data.to_str().unwrap(),
-        "--corruption",
-        "all",
-        "--severity",
-        "all",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let err = corrupt(&data, "all", "all", "0", &out);
     assert!(err.contains("95 images"), "{err}");
     for c in ["gaussian_noise", "frost", "jpeg_compression", "saturate"] {
         for s in 1..=5 {
@@ -500,19 +494,7 @@ fn a_set_written_by_georob_corrupt_reads_back_as_corrupting_in_memory() {
     digits(&data);
     let out = d.path().join("set");
     for c in ["contrast", "gaussian_noise"] {
-        let (code, err) = run(&[
-            "corrupt",
-            data.to_str().unwrap(),
-            "--corruption",
-            c,
-            "--severity",
-            "all",
-            "--seed",
-            "7",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{err}");
+        corrupt(&data, c, "all", "7", &out);
     }
     let clean = Dataset::open(&data, None).unwrap();
     let model = digits_cnn();
