@@ -5,7 +5,7 @@ of both (corrupting and evaluating, images per second).
 
     .venv/bin/pip install "setuptools<70" imagecorruptions onnxruntime
     cargo build --release
-    .venv/bin/python scripts/peer_corruptions_accuracy.py [--georob target/release/georob] [--backend tract|ort]
+    .venv/bin/python scripts/peer_corruptions_accuracy.py [--georob target/release/georob] [--backend tract,ort]
         [--threads 2] [--copies 4]
 
 The photos are resized once by Pillow to the model's 224x224 and written as PNG (--copies
@@ -20,7 +20,9 @@ level, so their accuracies should agree within one image per cell; motion blur d
 and the random ones their noise from different streams (NumPy's cannot be reproduced), so theirs
 agree only in distribution: a few images per cell on 5 photos. The table says which is which.
 The timings are wall-clock seconds of the whole `georob measure` process (model loading
-included) and of the Python loop (model loading excluded).
+included) and of the Python loop (model loading excluded), split into model calls (georob's
+`timings.model_seconds`, the Python loop's `session.run` calls) and the rest: corrupting,
+decoding and bookkeeping.
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def python_pipeline(ic, images, labels, names, threads: int) -> tuple[dict, floa
     session = ort.InferenceSession(str(MODEL), so, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0].name
     accuracy = {}
+    model_s = 0.0
     t0 = time.perf_counter()
     for ci, name in enumerate(names):
         for s in range(1, 6):
@@ -79,9 +82,11 @@ def python_pipeline(ic, images, labels, names, threads: int) -> tuple[dict, floa
                 batch.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
             u = np.stack(batch).astype(np.float32) / 255.0
             u = ((u - 0.498) / 0.502).transpose(0, 3, 1, 2)
+            t1 = time.perf_counter()
             preds = session.run(None, {feed: np.ascontiguousarray(u)})[0].argmax(axis=1)
+            model_s += time.perf_counter() - t1
             accuracy[(name, s)] = int(np.sum(preds == np.array(labels)))
-    return accuracy, time.perf_counter() - t0
+    return accuracy, time.perf_counter() - t0, model_s
 
 
 def georob_pipeline(binary: str, backend: str, data: Path, names, threads: int, work: Path) -> tuple[dict, float]:
@@ -93,13 +98,15 @@ def georob_pipeline(binary: str, backend: str, data: Path, names, threads: int, 
     seconds = time.perf_counter() - t0
     result = json.loads(out.read_text())
     n = len(result["images"])
-    return {(c, s): round(result["summary"][f"accuracy_{c}_{s}"] * n) for c in names for s in range(1, 6)}, seconds
+    accuracy = {(c, s): round(result["summary"][f"accuracy_{c}_{s}"] * n) for c in names for s in range(1, 6)}
+    return accuracy, seconds, result["timings"]["model_seconds"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--georob", default=str(ROOT / "target" / "release" / "georob"), help="the georob binary")
-    ap.add_argument("--backend", default="tract", help="georob's backend: tract, or ort (with ORT_DYLIB_PATH)")
+    ap.add_argument("--backend", default="tract",
+                    help="georob's backends, comma-separated: tract, ort (with ORT_DYLIB_PATH); the first gives the table")
     ap.add_argument("--threads", type=int, default=2, help="threads of both pipelines")
     ap.add_argument("--copies", type=int, default=1, help="copies of each photo (for timing)")
     ap.add_argument("--only", help="comma-separated corruption names (default: the 15 of ImageNet-C)")
@@ -108,8 +115,10 @@ def main() -> int:
     names = args.only.split(",") if args.only else IMAGENET_C
     work = Path(tempfile.mkdtemp(prefix="georob-peer-accuracy-"))
     images, labels = photos(work / "photos", args.copies)
-    ours, georob_s = georob_pipeline(args.georob, args.backend, work / "photos", names, args.threads, work)
-    theirs, python_s = python_pipeline(ic, images, labels, names, args.threads)
+    backends = args.backend.split(",")
+    runs = [georob_pipeline(args.georob, b, work / "photos", names, args.threads, work) for b in backends]
+    ours = runs[0][0]
+    theirs, python_s, python_model_s = python_pipeline(ic, images, labels, names, args.threads)
     n = len(images)
     print(f"{n} images (224x224), {len(names)} corruptions x 5 severities, {args.threads} threads\n")
     print("| corruption | kind | correct, georob / Python, severities 1..5 | largest difference |")
@@ -124,10 +133,13 @@ def main() -> int:
     cells = n * len(names) * 5
     print(f"\nlargest difference per cell: deterministic {worst['deterministic']} image(s), "
           f"random {worst['random']} image(s), of {n}")
-    print(f"\n| pipeline | seconds | images/s |\n|---|---|---|")
-    print(f"| georob ({args.backend}) | {georob_s:.1f} | {cells / georob_s:.1f} |")
-    print(f"| imagecorruptions + onnxruntime | {python_s:.1f} | {cells / python_s:.1f} |")
-    print(f"\nspeed-up {python_s / georob_s:.1f}x")
+    print("\n| pipeline | seconds | images/s | of which model calls (s) | corrupting and the rest (s) |")
+    print("|---|---:|---:|---:|---:|")
+    for b, (_, georob_s, model_s) in zip(backends, runs):
+        print(f"| georob ({b}) | {georob_s:.1f} | {cells / georob_s:.1f} ({python_s / georob_s:.1f}x) "
+              f"| {model_s:.1f} | {georob_s - model_s:.1f} ({(python_s - python_model_s) / (georob_s - model_s):.1f}x) |")
+    print(f"| imagecorruptions + onnxruntime | {python_s:.1f} | {cells / python_s:.1f} | {python_model_s:.1f} "
+          f"| {python_s - python_model_s:.1f} |")
     return 0
 
 

@@ -106,7 +106,7 @@ impl Params {
             .chunks(per_row)
             .map(|row| std::iter::once(tiles[0].clone()).chain(row.iter().cloned()).collect())
             .collect();
-        picture::save(&picture::grid(&rows, 96), &dir.join("corruptions.png"))?;
+        picture::save(&picture::grid(&rows, 64), &dir.join("corruptions.png"))?;
         Ok(Artifact {
             description: format!(
                 "{name}: clean, then severities {:?}; one row per corruption: {}",

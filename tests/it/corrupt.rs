@@ -345,7 +345,7 @@ params = {{ corruptions = {corruptions:?}, severities = [3, 5] }}
     assert_eq!(gates[1]["passed"], linear_passes, "{linear}");
     assert_eq!(code, Some(if linear_passes { 0 } else { 1 }));
     // The HTML draws accuracy against severity per family, and the grid of the first image:
-    // one row per corruption, the clean image then severities 3 and 5, tiles of 96 pixels.
+    // one row per corruption, the clean image then severities 3 and 5, tiles of 64 pixels.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for family in ["noise", "digital", "extra"] {
         assert!(
@@ -358,9 +358,9 @@ params = {{ corruptions = {corruptions:?}, severities = [3, 5] }}
     let grid = image::open(out.join("artifacts/cnn/corruptions/corruptions.png"))
         .unwrap()
         .to_luma8();
-    assert_eq!(grid.dimensions(), (3 * 100 - 4, 4 * 100 - 4));
+    assert_eq!(grid.dimensions(), (3 * 68 - 4, 4 * 68 - 4));
     let tile = |row: u32, col: u32| {
-        image::imageops::crop_imm(&grid, col * 100, row * 100, 96, 96)
+        image::imageops::crop_imm(&grid, col * 68, row * 68, 64, 64)
             .to_image()
             .into_raw()
     };
