@@ -9,6 +9,7 @@
 //! chunk = 256                        # optional: images per work unit (docs/scale.md)
 //! bounds = [0.0, 1.0]                # optional: default [0,1] for images, none for .npy
 //! thresholds = ["deepfool.median_rho >= 0.05", "grid.accuracy >= 0.2"]
+//! baseline_model = "cnn"             # optional: measures that compare add keys against it
 //!
 //! [[models]]
 //! name = "cnn"                       # optional: default the file stem
@@ -97,6 +98,12 @@ pub struct Suite {
     pub bounds: Option<[f32; 2]>,
     /// Models (variants) audited on the same data with the same seeds.
     pub models: Vec<ModelEntry>,
+    /// The model (by name) every model's results are also measured against, e.g. the fp32
+    /// model of int8 variants: measures that compare add keys to each model's summary
+    /// (`corruptions`: CE and mCE normalised by the baseline's errors), the baseline's own
+    /// included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_model: Option<String>,
     /// Measures; default: [`default_measures`].
     #[serde(default = "default_measures")]
     pub measures: Vec<MeasureEntry>,
@@ -179,6 +186,7 @@ impl Suite {
                 name: None,
                 path: model.into(),
             }],
+            baseline_model: None,
             measures: default_measures(),
             thresholds: vec![],
         }
@@ -239,6 +247,14 @@ impl Suite {
                 return Err(Error::Config(format!(
                     "{what} {name:?} cannot name a folder: artifacts go to artifacts/MODEL/ID \
                      inside --out, so a name is one plain file name (no '/', '\\', '.' or '..')"
+                )));
+            }
+        }
+        if let Some(b) = &self.baseline_model {
+            if !names.contains(b) {
+                return Err(Error::Config(format!(
+                    "baseline_model = {b:?}: no model of that name (models: {})",
+                    names.join(", ")
                 )));
             }
         }
@@ -339,6 +355,11 @@ path = "/abs/a.onnx"
         ));
         assert!(s.validate().unwrap_err().to_string().contains("bogus"));
         s.measures.pop();
+        s.baseline_model = Some("fp32".into());
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("\"fp32\"") && e.contains("models: m"), "{e}");
+        s.baseline_model = Some("m".into());
+        s.validate().unwrap();
         s.chunk = 0;
         assert!(s.validate().unwrap_err().to_string().contains("chunk"));
     }

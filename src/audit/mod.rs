@@ -407,6 +407,7 @@ fn assemble(
             measures,
         });
     }
+    against_baseline(suite, &mut models)?;
     let mut report = Report {
         schema: REPORT_SCHEMA.into(),
         georob_version: env!("CARGO_PKG_VERSION").into(),
@@ -422,6 +423,39 @@ fn assemble(
     let thresholds = suite.thresholds()?;
     report.apply_gates(&thresholds);
     Ok(Assembled { report, missing })
+}
+
+/// Adds to every model's summaries the keys its measures compute against the same measure
+/// on the suite's `baseline_model` ([`measure::Measure::against`]), the baseline's own
+/// included; a measure missing on either side (units not done) gets none.
+fn against_baseline(suite: &Suite, models: &mut [ModelReport]) -> Result<()> {
+    let Some(base) = suite
+        .baseline_model
+        .as_ref()
+        .and_then(|b| models.iter().position(|m| &m.name == b))
+    else {
+        return Ok(());
+    };
+    // Computed first and added after, so that the baseline's own keys are not yet in the
+    // summaries they are computed from.
+    let mut added = vec![];
+    for m in &suite.measures {
+        let entry = |model: &ModelReport| model.measures.iter().position(|e| e.id == m.id());
+        let Some(b) = entry(&models[base]) else {
+            continue;
+        };
+        let measure = measure::build(&m.name, &m.params)?;
+        for (mi, model) in models.iter().enumerate() {
+            if let Some(e) = entry(model) {
+                let baseline = &models[base].measures[b].result;
+                added.push((mi, e, measure.against(&model.measures[e].result, baseline)?));
+            }
+        }
+    }
+    for (mi, e, keys) in added {
+        models[mi].measures[e].result.summary.extend(keys);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

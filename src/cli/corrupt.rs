@@ -21,9 +21,9 @@ pub fn run(args: &CorruptArgs) -> Result<ExitCode> {
     let corruptions = corruptions(args.corruption.as_deref())?;
     let severities = severities(args.severity.as_deref())?;
     let dataset = Dataset::open(data, None)?;
-    if !dataset.is_image_space() {
+    if dataset.items.iter().any(|i| i.path.is_none()) {
         bail!(
-            "{}: georob corrupt reads image files; .npy data are model-space tensors",
+            "{}: georob corrupt reads image files; .npy data (model-space tensors, uint8 arrays) are not",
             data.display()
         );
     }

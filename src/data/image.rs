@@ -14,7 +14,13 @@ use crate::spec::{Channels, InputSpec};
 /// `spec.height × spec.width` when it is another size, and writes planar
 /// `(C, H, W)` values in `[0, 1]` into `out`.
 pub fn read_image_space(path: &Path, spec: &InputSpec, out: &mut [f32]) -> Result<()> {
-    let img = decode(path)?;
+    image_space(decode(path)?, spec, out);
+    Ok(())
+}
+
+/// `img` as [`read_image_space`] writes a file's image: planar `(C, H, W)` values in `[0, 1]`
+/// at the model's size and channels.
+pub fn image_space(img: DynamicImage, spec: &InputSpec, out: &mut [f32]) {
     let (h, w) = (spec.height, spec.width);
     let img = if (img.height() as usize, img.width() as usize) == (h, w) {
         img
@@ -43,7 +49,6 @@ pub fn read_image_space(path: &Path, spec: &InputSpec, out: &mut [f32]) -> Resul
             }
         }
     }
-    Ok(())
 }
 
 /// Decodes an image file, naming the file and the problem on failure.

@@ -1,5 +1,5 @@
-//! Data sets: an ImageFolder directory, a CSV manifest, a single image, or
-//! `.npy` tensors already in model space. Items are listed up front (paths
+//! Data sets: an ImageFolder directory, a CSV manifest, a single image,
+//! `.npy` tensors already in model space, or a uint8 `.npy` array of images. Items are listed up front (paths
 //! and labels only); pixels are decoded batch by batch, so memory stays flat
 //! however large the data set.
 //!
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use self::image::{decode, read_image_space};
+pub use self::image::{decode, image_space, read_image_space};
 pub use self::npy::{read_f32, write_f32};
 use crate::error::{Error, Result};
 use crate::preprocess::to_model_space;
@@ -38,6 +38,8 @@ pub enum DataKind {
     SingleImage,
     /// A float32 `.npy` tensor in model space.
     Npy,
+    /// A uint8 `.npy` array of images, `(N, H, W[, C])` (CIFAR-10-C's files).
+    PixelArray,
 }
 
 /// Where the labels come from.
@@ -73,6 +75,7 @@ pub struct Dataset {
     /// Where labels come from.
     pub labels: LabelSource,
     npy: Option<npy::NpyTensor>,
+    pixels: Option<npy::PixelArray>,
     /// Position of `items[0]` in the data set as opened: not 0 for a [`Dataset::chunk`].
     first: usize,
 }
@@ -103,11 +106,15 @@ impl Dataset {
         let ds = if meta.is_dir() {
             open_folder(path)?
         } else if ext == "npy" {
-            let tensor = npy::NpyTensor::open(path)?;
-            let given = labels
-                .map(|l| npy::read_labels(l, tensor.rows))
-                .transpose()?;
-            let items = (0..tensor.rows)
+            let (tensor, pixels, rows) = if npy::element_type(path)? == "|u1" {
+                let p = npy::PixelArray::open(path)?;
+                (None, Some(p.clone()), p.rows)
+            } else {
+                let t = npy::NpyTensor::open(path)?;
+                (Some(t.clone()), None, t.rows)
+            };
+            let given = labels.map(|l| npy::read_labels(l, rows)).transpose()?;
+            let items = (0..rows)
                 .map(|i| Item {
                     name: format!("#{i}"),
                     path: None,
@@ -116,13 +123,18 @@ impl Dataset {
                 .collect();
             Dataset {
                 path: path.to_path_buf(),
-                kind: DataKind::Npy,
+                kind: if pixels.is_some() {
+                    DataKind::PixelArray
+                } else {
+                    DataKind::Npy
+                },
                 items,
                 labels: match labels {
                     Some(l) => LabelSource::Given(l.display().to_string()),
                     None => LabelSource::Predicted,
                 },
-                npy: Some(tensor),
+                npy: tensor,
+                pixels,
                 first: 0,
             }
         } else if ext == "csv" {
@@ -142,6 +154,7 @@ impl Dataset {
                 }],
                 labels: LabelSource::Predicted,
                 npy: None,
+                pixels: None,
                 first: 0,
             }
         } else {
@@ -165,6 +178,7 @@ impl Dataset {
             items: self.items[range.clone()].to_vec(),
             labels: self.labels.clone(),
             npy: self.npy.clone(),
+            pixels: self.pixels.clone(),
             first: self.first + range.start,
         }
     }
@@ -205,6 +219,11 @@ impl Dataset {
         if let Some(t) = &self.npy {
             t.check_sample_shape(&spec.sample_shape())?;
             t.read_rows(self.first + start, len, &mut x)?;
+        } else if self.pixels.is_some() {
+            let u = self.load_image_space(spec, start, len)?;
+            for (out, u) in x.chunks_exact_mut(d).zip(u.chunks_exact(d)) {
+                to_model_space(spec, u, out);
+            }
         } else {
             x.par_chunks_mut(d)
                 .zip(&self.items[start..start + len])
@@ -231,6 +250,13 @@ impl Dataset {
         }
         let d = spec.sample_len();
         let mut u = vec![0.0f32; len * d];
+        if let Some(p) = &self.pixels {
+            let images = p.images(self.first + start, len)?;
+            u.par_chunks_mut(d)
+                .zip(images)
+                .for_each(|(out, img)| image_space(img, spec, out));
+            return Ok(u);
+        }
         u.par_chunks_mut(d)
             .zip(&self.items[start..start + len])
             .try_for_each(|(out, item)| {
@@ -318,6 +344,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
             items,
             labels: LabelSource::Predicted,
             npy: None,
+            pixels: None,
             first: 0,
         });
     }
@@ -381,6 +408,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
         items,
         labels: LabelSource::Given(how),
         npy: None,
+        pixels: None,
         first: 0,
     })
 }
@@ -447,6 +475,7 @@ fn open_manifest(path: &Path) -> Result<Dataset> {
             LabelSource::Predicted
         },
         npy: None,
+        pixels: None,
         first: 0,
     })
 }
@@ -512,6 +541,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    fn write_u8(path: &Path, shape: &[u64], data: &[u8]) {
+        npy::tests::write(path, None, shape, data);
+    }
+
+    /// A uint8 `(N, H, W, 3)` array is read as images: pixel / 255, planar, RGB or BGR as the
+    /// model takes them; other channel counts are refused.
+    #[test]
+    fn uint8_arrays_are_images() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.npy");
+        let data: Vec<u8> = (0..2 * 2 * 3 * 3).map(|v| v as u8 * 7).collect();
+        write_u8(&p, &[2, 2, 3, 3], &data);
+        let ds = Dataset::open(&p, None).unwrap();
+        assert_eq!((ds.kind, ds.len()), (DataKind::PixelArray, 2));
+        assert!(ds.is_image_space());
+        let s = crate::testutil::spec(crate::spec::Layout::Nchw, crate::spec::Channels::Rgb, 2, 3);
+        let u = ds.chunk(1..2).load_image_space(&s, 0, 1).unwrap();
+        // Image 1, pixel (y, x), channel c is byte 18 + 3 (3y + x) + c.
+        for (c, y, x) in [(0, 0, 0), (1, 1, 2), (2, 0, 1)] {
+            let byte = data[18 + 3 * (3 * y + x) + c];
+            assert_eq!(u[c * 6 + 3 * y + x], f32::from(byte) / 255.0);
+        }
+        let m = ds.load(&s, 1, 1).unwrap().x;
+        assert_eq!(
+            m[0],
+            (u[0] - 0.5) / 0.25,
+            "model space after the mean and std"
+        );
+        write_u8(&p, &[1, 2, 2, 2], &[0; 8]);
+        let e = Dataset::open(&p, None).unwrap_err().to_string();
+        assert!(e.contains("C = 1 or 3"), "{e}");
     }
 
     #[test]

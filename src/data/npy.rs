@@ -1,6 +1,6 @@
 //! `.npy` tensors already in model space (float32 or float64 in either byte
 //! order, C order, first axis = samples), read row range by row range as
-//! float32; and integer label vectors.
+//! float32; uint8 arrays of images; and integer label vectors.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
@@ -208,6 +208,88 @@ impl NpyTensor {
     }
 }
 
+/// A uint8 `.npy` array of 8-bit images, `(N, H, W)` gray or `(N, H, W, C)` with one or three
+/// channels (RGB), as CIFAR-10-C and most NumPy copies of image data sets store them: read as
+/// images (pixels / 255), not as model-space tensors.
+#[derive(Debug, Clone)]
+pub(crate) struct PixelArray {
+    path: PathBuf,
+    /// Number of images.
+    pub rows: usize,
+    /// `(H, W, C)` of one image.
+    pub shape: (usize, usize, usize),
+}
+
+/// The element type of the `.npy` file at `path`, as NumPy writes it (`<f4`, `|u1`, ...).
+pub(crate) fn element_type(path: &Path) -> Result<String> {
+    Ok(type_str(&open(path)?.dtype()))
+}
+
+impl PixelArray {
+    /// Opens `path` and checks dtype, order, shape and file length.
+    pub fn open(path: &Path) -> Result<Self> {
+        let npy = open(path)?;
+        if type_str(&npy.dtype()) != "|u1" || npy.order() != Order::C {
+            return Err(Error::data(path, "not a C-ordered uint8 array"));
+        }
+        let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+        let (h, w, c) = match shape[..] {
+            [_, h, w] => (h, w, 1),
+            [_, h, w, c] if c == 1 || c == 3 => (h, w, c),
+            _ => {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "uint8 shape {shape:?}: expected images (N, H, W) or (N, H, W, C) with C = 1 or 3"
+                    ),
+                ))
+            }
+        };
+        if h == 0 || w == 0 {
+            return Err(Error::data(
+                path,
+                format!("shape {shape:?}: images of no pixels"),
+            ));
+        }
+        let mut reader = npy.into_inner();
+        let data_start = reader.stream_position().map_err(|e| Error::io(path, e))?;
+        promised(path, &shape, 1, file_len(path)?.saturating_sub(data_start))?;
+        Ok(PixelArray {
+            path: path.to_path_buf(),
+            rows: shape[0],
+            shape: (h, w, c),
+        })
+    }
+
+    /// Images `start..start+n`, gray or RGB.
+    pub fn images(&self, start: usize, n: usize) -> Result<Vec<image::DynamicImage>> {
+        let (h, w, c) = self.shape;
+        let per = h * w * c;
+        let mut reader = open(&self.path)?
+            .data::<u8>()
+            .map_err(|e| Error::data(&self.path, e.to_string()))?;
+        reader
+            .seek_to((start * per) as u64)
+            .map_err(|e| Error::io(&self.path, e))?;
+        let bytes = reader
+            .take(n * per)
+            .collect::<std::io::Result<Vec<u8>>>()
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(bytes
+            .chunks_exact(per)
+            .map(|px| {
+                let (w, h) = (w as u32, h as u32);
+                if c == 1 {
+                    image::GrayImage::from_raw(w, h, px.to_vec()).map(Into::into)
+                } else {
+                    image::RgbImage::from_raw(w, h, px.to_vec()).map(Into::into)
+                }
+                .expect("sizes checked")
+            })
+            .collect())
+    }
+}
+
 /// Reads a whole float32 or float64 `.npy` file (C order): its shape and its values as float32.
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let f = open(path)?;
@@ -310,12 +392,12 @@ pub(crate) fn read_labels(path: &Path, rows: usize) -> Result<Vec<usize>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use npyz::WriterBuilder;
 
     /// Writes `data` of `shape` to `path` with the default dtype of `T`, or with `dtype`.
-    fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    pub(crate) fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
         path: &Path,
         dtype: Option<&str>,
         shape: &[u64],

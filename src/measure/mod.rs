@@ -418,6 +418,18 @@ pub trait Measure:
         let _ = images;
         Ok(parts.into_iter().next().unwrap_or_default())
     }
+    /// Summary keys of `own` measured against `baseline`, this measure's result with the same
+    /// parameters and data on the model a suite names as its `baseline_model` (e.g. errors
+    /// normalised by the baseline's). An audit adds them to `own`'s summary once both are
+    /// complete. The default adds none.
+    fn against(
+        &self,
+        own: &MeasureResult,
+        baseline: &MeasureResult,
+    ) -> Result<BTreeMap<String, f64>> {
+        let _ = (own, baseline);
+        Ok(BTreeMap::new())
+    }
 }
 
 /// A measure with its parameters set, as the audit and the CLI hold it.
@@ -436,6 +448,12 @@ pub trait Configured: Send + Sync {
     /// (images), `n_attacked` (images not misclassified) and `success_rate` (fooled /
     /// attacked), where the measure did not set them.
     fn combine(&self, parts: Vec<MeasureResult>) -> Result<MeasureResult>;
+    /// The measure's [`Measure::against`]: summary keys of `own` against `baseline`.
+    fn against(
+        &self,
+        own: &MeasureResult,
+        baseline: &MeasureResult,
+    ) -> Result<BTreeMap<String, f64>>;
     /// Runs the measure over every image of `ctx.data` in one go.
     fn run(&self, ctx: &Context) -> Result<MeasureResult> {
         self.combine(vec![self.run_part(ctx)?])
@@ -483,6 +501,14 @@ impl<M: Measure> Configured for M {
             extra,
             artifacts,
         })
+    }
+
+    fn against(
+        &self,
+        own: &MeasureResult,
+        baseline: &MeasureResult,
+    ) -> Result<BTreeMap<String, f64>> {
+        Measure::against(self, own, baseline)
     }
 
     fn combine(&self, parts: Vec<MeasureResult>) -> Result<MeasureResult> {

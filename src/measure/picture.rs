@@ -49,6 +49,29 @@ pub fn panels(images: &[RgbImage]) -> RgbImage {
     out
 }
 
+/// Rows of images as one grid of `side × side` tiles (resized: nearest neighbour up, a
+/// triangle filter down) with a white gap, e.g. corruptions by severity.
+pub fn grid(rows: &[Vec<RgbImage>], side: u32) -> RgbImage {
+    let gap = 4;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let n = rows.len() as u32;
+    let span = |k: u32| (k * (side + gap)).saturating_sub(gap).max(1);
+    let mut out = RgbImage::from_pixel(span(cols), span(n), Rgb([255, 255, 255]));
+    for (r, row) in rows.iter().enumerate() {
+        for (c, img) in row.iter().enumerate() {
+            let filter = if img.height() < side {
+                imageops::FilterType::Nearest
+            } else {
+                imageops::FilterType::Triangle
+            };
+            let tile = imageops::resize(img, side, side, filter);
+            let at = |k: usize| i64::from(k as u32 * (side + gap));
+            imageops::replace(&mut out, &tile, at(c), at(r));
+        }
+    }
+    out
+}
+
 /// Saves `img` as PNG.
 pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
     let mut out = std::io::BufWriter::new(crate::write::create(path)?);

@@ -198,6 +198,28 @@ fn measure(h: &mut String, e: &MeasureEntry, dir: &Path) {
             let _ = write!(h, "<figure>{svg}</figure>");
         }
     }
+    // Line charts a measure lays out itself: `extra.charts`, each `{title, x, series: [{name,
+    // points: [[x, y], ...]}]}` (corruptions: accuracy against severity).
+    for chart in r.extra["charts"].as_array().into_iter().flatten() {
+        let series: Vec<(String, Vec<(f64, f64)>)> = chart["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|line| {
+                let points = line["points"].as_array().into_iter().flatten();
+                let points =
+                    points.filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)));
+                (
+                    line["name"].as_str().unwrap_or("").to_string(),
+                    points.collect(),
+                )
+            })
+            .collect();
+        let title = format!("{} · {}", e.id, chart["title"].as_str().unwrap_or(""));
+        if let Some(svg) = plot::lines(&title, chart["x"].as_str().unwrap_or(""), &series) {
+            let _ = write!(h, "<figure>{svg}</figure>");
+        }
+    }
     if let Some(profile) = r.extra.get("profile").and_then(|p| p.as_array()) {
         let pts: Vec<(f64, f64)> = profile
             .iter()

@@ -210,6 +210,11 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) {
     write_npy(path, shape, data);
 }
 
+/// Writes a uint8 .npy file (an array of 8-bit images).
+pub fn write_npy_u8(path: &Path, shape: &[usize], data: &[u8]) {
+    write_npy(path, shape, data);
+}
+
 /// Writes an int64 .npy file.
 pub fn write_npy_i64(path: &Path, data: &[i64]) {
     write_npy(path, &[data.len()], data);
