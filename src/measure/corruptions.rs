@@ -463,19 +463,9 @@ fn mean(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::Counts;
 
     fn result(summary: &[(&str, f64)]) -> MeasureResult {
-        MeasureResult {
-            measure: "corruptions".into(),
-            params: serde_json::Value::Null,
-            space: Space::Image,
-            summary: summary.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
-            counts: Counts::default(),
-            images: vec![],
-            extra: serde_json::Value::Null,
-            artifacts: vec![],
-        }
+        crate::measure::summary_only("corruptions", summary)
     }
 
     fn close(a: f64, b: f64) -> bool {

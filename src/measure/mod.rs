@@ -616,6 +616,21 @@ measures! {
     stability,
 }
 
+/// A result holding only `summary`, for tests of [`Measure::against`].
+#[cfg(test)]
+pub(crate) fn summary_only(measure: &str, summary: &[(&str, f64)]) -> MeasureResult {
+    MeasureResult {
+        measure: measure.into(),
+        params: serde_json::Value::Null,
+        space: space::Space::Image,
+        summary: summary.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+        counts: Counts::default(),
+        images: vec![],
+        extra: serde_json::Value::Null,
+        artifacts: vec![],
+    }
+}
+
 /// The declaration of measure `name`, if georob knows it.
 pub fn declaration(name: &str) -> Option<&'static Declaration> {
     registry()

@@ -2,7 +2,9 @@
 //! style of ImageNet-P (Hendrycks & Dietterich, ICLR 2019; [`crate::corrupt::Perturbation`]).
 //! Per sequence kind, the flip probability FP (the share of frames whose prediction differs
 //! from the frame before it, or from the first frame for noise) and the top-5 distance T5D
-//! between the same pairs of frames; their means over the kinds, mFP and mT5D.
+//! between the same pairs of frames, and their means over the kinds; against a suite's
+//! baseline model, each kind's FP and T5D divided by the baseline's and their means, mFP and
+//! mT5D, as the paper divides by AlexNet's.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::corruptions::pixels_in_model_space;
 use super::space::{Space, SpacedModel};
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
+use super::{
+    Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output, Summary, Units,
+    Values,
+};
 use crate::attack::vector::argmax;
 use crate::corrupt::Perturbation;
 use crate::error::{Error, Result};
@@ -80,12 +85,12 @@ fn pairs(p: Perturbation) -> impl Iterator<Item = (usize, usize)> {
 impl Measure for Params {
     const DECLARATION: &'static Declaration = &Declaration {
         name: "stability",
-        about: "flip probability and top-5 distance along ImageNet-P-style perturbation sequences; mFP and mT5D (unnormalised)",
+        about: "flip probability and top-5 distance along ImageNet-P-style perturbation sequences; mFP and mT5D against a suite's baseline model",
         params: &[(
             "perturbations",
             "sequence kinds: gaussian_noise, shot_noise, brightness, gaussian_blur, translate, rotate, tilt, scale [all]",
         )],
-        headline: &["mfp", "mt5d"],
+        headline: &["mfp", "mt5d", "mean_fp", "mean_t5d"],
         histograms: &["flips"],
         values: &[&[
             (
@@ -175,7 +180,7 @@ impl Measure for Params {
     }
 
     /// Per kind, FP and T5D averaged over every image (misclassified ones too, as ImageNet-P
-    /// averages over every video); mFP and mT5D, their means over the kinds.
+    /// averages over every video); `mean_fp` and `mean_t5d`, their means over the kinds.
     fn summarise(&self, images: &[ImageResult], _parts: Vec<Summary>) -> Result<Summary> {
         let kinds = self.kinds()?;
         if images.is_empty() {
@@ -199,12 +204,41 @@ impl Measure for Params {
             t5ds.push(t5d);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        summary.insert("mfp".into(), mean(&fps));
-        summary.insert("mt5d".into(), mean(&t5ds));
+        summary.insert("mean_fp".into(), mean(&fps));
+        summary.insert("mean_t5d".into(), mean(&t5ds));
         Ok(Summary {
             summary,
             extra: serde_json::Value::Null,
         })
+    }
+
+    /// Per kind, `fp_ratio_{kind}` and `t5d_ratio_{kind}`, FP and T5D divided by the
+    /// baseline's (left out where the baseline's is 0); `mfp` and `mt5d`, their means over the
+    /// kinds where defined, with `mfp_kinds` and `mt5d_kinds` counting them.
+    fn against(
+        &self,
+        own: &MeasureResult,
+        baseline: &MeasureResult,
+    ) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for (stat, mean_key) in [("fp", "mfp"), ("t5d", "mt5d")] {
+            let mut ratios = vec![];
+            for p in self.kinds()? {
+                let key = format!("{stat}_{p}");
+                let (Some(a), Some(b)) = (own.summary.get(&key), baseline.summary.get(&key)) else {
+                    return Ok(BTreeMap::new());
+                };
+                if *b > 0.0 {
+                    out.insert(format!("{stat}_ratio_{p}"), a / b);
+                    ratios.push(a / b);
+                }
+            }
+            if let Some(m) = super::mean(&ratios) {
+                out.insert(mean_key.to_string(), m);
+            }
+            out.insert(format!("{mean_key}_kinds"), ratios.len() as f64);
+        }
+        Ok(out)
     }
 }
 
@@ -247,6 +281,39 @@ mod tests {
         }
         let z = [0.1f32, 0.5, 0.3, 0.9, 0.2, 0.7, 0.0];
         assert_eq!(top5_distance(&z, &z), 0.0);
+    }
+
+    fn result(summary: &[(&str, f64)]) -> MeasureResult {
+        crate::measure::summary_only("stability", summary)
+    }
+
+    /// Against a baseline each kind's FP and T5D are divided by the baseline's; a kind whose
+    /// baseline value is 0 is left out of the mean, and a model against itself gives 1.
+    #[test]
+    fn against_a_baseline_divides_by_its_values() {
+        let params = Params {
+            perturbations: vec!["rotate".into(), "brightness".into()],
+        };
+        let own = result(&[
+            ("fp_rotate", 0.3),
+            ("t5d_rotate", 1.2),
+            ("fp_brightness", 0.1),
+            ("t5d_brightness", 0.4),
+        ]);
+        let base = result(&[
+            ("fp_rotate", 0.2),
+            ("t5d_rotate", 0.8),
+            ("fp_brightness", 0.0),
+            ("t5d_brightness", 0.5),
+        ]);
+        let out = params.against(&own, &base).unwrap();
+        assert!((out["fp_ratio_rotate"] - 1.5).abs() < 1e-12);
+        assert!(!out.contains_key("fp_ratio_brightness"));
+        assert!((out["mfp"] - 1.5).abs() < 1e-12);
+        assert_eq!(out["mfp_kinds"], 1.0);
+        assert!((out["mt5d"] - 0.5 * (1.5 + 0.8)).abs() < 1e-12);
+        let same = params.against(&own, &own).unwrap();
+        assert_eq!((same["mfp"], same["mt5d"]), (1.0, 1.0));
     }
 
     #[test]

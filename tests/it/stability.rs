@@ -132,5 +132,5 @@ fn per_image_values_equal_a_brute_force_count_over_the_same_frames() {
         .map(|p| res.summary[&format!("fp_{p}")])
         .sum::<f64>()
         / 8.0;
-    assert!((res.summary["mfp"] - mean_fp).abs() < 1e-12);
+    assert!((res.summary["mean_fp"] - mean_fp).abs() < 1e-12);
 }
