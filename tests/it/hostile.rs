@@ -14,8 +14,8 @@ use tract_onnx::pb::{
 
 use crate::common::{classifier, command, float_value_info, node, onnx_models, tensor, text};
 
-const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
-const TEST: &str = "onnx_models/digits/test";
+pub(crate) const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
+pub(crate) const TEST: &str = "onnx_models/digits/test";
 
 /// How long a case may run before it counts as a hang.
 const HANG: Duration = Duration::from_secs(20);
@@ -66,7 +66,7 @@ fn export_grad_refused(dir: &Path, batch: &str, needles: &[&str]) {
 
 /// A dimension of a declared input: fixed, or named (dynamic).
 #[derive(Clone, Copy)]
-enum D {
+pub(crate) enum D {
     Fixed(i64),
     Named(&'static str),
 }
@@ -83,13 +83,13 @@ fn input_info(dims: &[D]) -> ValueInfoProto {
 
 /// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
 /// channel at any size (ten classes, as the digits' labels need).
-fn pooled(dims: &[D]) -> ModelProto {
+pub(crate) fn pooled(dims: &[D]) -> ModelProto {
     pooled_after(dims, vec![], vec![], "input")
 }
 
 /// `input (dims) → nodes → features → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`,
 /// `features` of one channel.
-fn pooled_after(
+pub(crate) fn pooled_after(
     dims: &[D],
     nodes: Vec<NodeProto>,
     initializer: Vec<TensorProto>,
@@ -123,7 +123,7 @@ fn pooled_after(
     m
 }
 
-fn int_attr(name: &str, i: i64) -> AttributeProto {
+pub(crate) fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
@@ -133,19 +133,19 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
 }
 
 /// A model of one gray channel at any size, batch dynamic.
-fn dynamic_size() -> ModelProto {
+pub(crate) fn dynamic_size() -> ModelProto {
     pooled(&[D::Named("N"), D::Fixed(1), D::Named("H"), D::Named("W")])
 }
 
 /// Writes `model` to `dir/name` and returns the path as text.
-fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
+pub(crate) fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
     let p = dir.join(name);
     std::fs::write(&p, model.encode_to_vec()).unwrap();
     p.to_string_lossy().into_owned()
 }
 
 /// A classifier whose last node `op` (producing `logits`) takes `inputs`.
-fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
+pub(crate) fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
     let mut flatten = node("Flatten", "flatten", &["input"], "flat");
     flatten.attribute.push(int_attr("axis", 1));
     classifier(
@@ -190,13 +190,20 @@ fn a_node_consuming_its_own_output_is_refused() {
 }
 
 /// Writes a float32 `.npy` header claiming `shape`, followed by `data_bytes` zero bytes.
-fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
+pub(crate) fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-    let mut header = format!(
+    let dict = format!(
         "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
         dims.join(", ")
     );
-    while (10 + header.len() + 1) % 64 != 0 {
+    npy_with_header(path, &dict, data_bytes);
+}
+
+/// Writes a version 1 `.npy` file of header `dict` (padded as NumPy pads it), followed by
+/// `data_bytes` zero bytes.
+pub(crate) fn npy_with_header(path: &Path, dict: &str, data_bytes: usize) {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -306,7 +313,7 @@ fn measure_parameters_out_of_range_are_refused() {
 
 /// Makes a FIFO at `path` (nothing ever writes to it: opening it to read blocks).
 #[cfg(unix)]
-fn fifo(path: &Path) {
+pub(crate) fn fifo(path: &Path) {
     let ok = std::process::Command::new("mkfifo")
         .arg(path)
         .status()
@@ -409,7 +416,7 @@ fn inputs_too_large_for_memory_are_refused_before_allocating() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
 
-fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+pub(crate) fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
@@ -439,7 +446,7 @@ fn intermediate_tensors_too_large_for_memory_are_refused() {
 }
 
 /// An int64 initializer `name` of shape `[values.len()]`.
-fn int64s(name: &str, values: &[i64]) -> TensorProto {
+pub(crate) fn int64s(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: vec![values.len() as i64],
@@ -570,6 +577,15 @@ fn names_that_would_leave_the_output_folder_are_refused() {
     assert!(!d.path().parent().unwrap().join("escape").exists());
 }
 
+/// Audits the digits CNN with the measure `measure` (the suite in `dir`) into `dir/out`.
+fn audited(dir: &Path, measure: &str, out: &str) -> std::path::PathBuf {
+    let suite = digits_suite(dir, "", &format!("[[measures]]\nname = {measure:?}\n"));
+    let out = dir.join(out);
+    let o = run(&["audit", &suite, "--out", &out.to_string_lossy(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    out
+}
+
 #[cfg(unix)]
 #[test]
 fn merge_and_reports_stay_inside_their_folders() {
@@ -579,9 +595,7 @@ fn merge_and_reports_stay_inside_their_folders() {
     let s = |path: &Path| path.to_string_lossy().into_owned();
     let secret = b"\x89PNG not for the report";
     std::fs::write(p("secret.png"), secret).unwrap();
-    let suite = digits_suite(d.path(), "", "[[measures]]\nname = \"deepfool\"\n");
-    let o = run(&["audit", &suite, "--out", &s(&p("s1")), "-q"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    audited(d.path(), "deepfool", "s1");
 
     // Merging a shard into itself would truncate what it reads.
     let journal = std::fs::read_to_string(p("s1/journal.jsonl")).unwrap();
@@ -638,25 +652,42 @@ fn merge_and_reports_stay_inside_their_folders() {
     assert_eq!(std::fs::read_to_string(p("target.txt")).unwrap(), "keep");
 }
 
+/// Copies the digits CNN to `dir/m.onnx`; for each `(line, key)`, `eval` with the sidecar
+/// `[input] line` beside it must be refused naming the sidecar and `key`. Returns the model.
+fn sidecars_refused(dir: &Path, cases: &[(&str, &str)]) -> String {
+    let m = dir.join("m.onnx");
+    std::fs::copy(onnx_models("digits/digits_cnn.onnx"), &m).unwrap();
+    let m = m.to_string_lossy().into_owned();
+    for (line, key) in cases {
+        std::fs::write(dir.join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
+        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
+    }
+    m
+}
+
+/// `uap` parameters that keep a run short.
+pub(crate) const QUICK_UAP: [&str; 6] = [
+    "-p",
+    "max_passes=1",
+    "-p",
+    "noise_trials=1",
+    "-p",
+    "curvature_steps=0",
+];
+
 #[test]
 fn settings_that_were_silently_accepted_are_refused() {
     let d = tempfile::tempdir().unwrap();
     // Sidecar values that are not numbers a model can take, or one value too many.
-    std::fs::copy(
-        onnx_models("digits/digits_cnn.onnx"),
-        d.path().join("m.onnx"),
-    )
-    .unwrap();
-    let m = d.path().join("m.onnx").to_string_lossy().into_owned();
-    for (line, key) in [
-        ("size = [28, 28, 1]", "size"),
-        ("size = [28, 28]\nscale = nan", "scale"),
-        ("size = [28, 28]\nscale = 1e39", "scale"),
-        ("size = [28, 28]\nmean = [inf]", "mean"),
-    ] {
-        std::fs::write(d.path().join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
-        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
-    }
+    sidecars_refused(
+        d.path(),
+        &[
+            ("size = [28, 28, 1]", "size"),
+            ("size = [28, 28]\nscale = nan", "scale"),
+            ("size = [28, 28]\nscale = 1e39", "scale"),
+            ("size = [28, 28]\nmean = [inf]", "mean"),
+        ],
+    );
     for (flag, value) in [("--scale", "NaN"), ("--mean", "0,inf"), ("--std", "nan")] {
         refused(&["eval", CNN, TEST, flag, value], &[flag]);
     }
@@ -793,7 +824,7 @@ fn models_onnx_runtime_rejects_are_refused_on_tract_too() {
 #[test]
 fn transfer_models_do_not_take_the_model_and_data() {
     // `--transfer` took every value after it: MODEL and DATA too, then "MODEL is required".
-    let o = run(&[
+    let mut args = vec![
         "measure",
         "uap",
         "--transfer",
@@ -802,14 +833,10 @@ fn transfer_models_do_not_take_the_model_and_data() {
         TEST,
         "--limit",
         "4",
-        "-p",
-        "max_passes=1",
-        "-p",
-        "noise_trials=1",
-        "-p",
-        "curvature_steps=0",
         "-q",
-    ]);
+    ];
+    args.extend(QUICK_UAP);
+    let o = run(&args);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(out.contains("transfer_fooling_rate_digits_linear"), "{out}");
