@@ -117,6 +117,26 @@ pub fn command() -> Command {
     c
 }
 
+/// Caps the address space (RLIMIT_AS) of the process `cmd` starts at `bytes`: an allocation
+/// past it fails (and aborts a Rust program) instead of growing.
+#[cfg(unix)]
+pub fn cap_memory(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let cap = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs the georob binary with `args` from the repository root.
 pub fn georob(args: &[&str]) -> Output {
     command().args(args).output().expect("run georob")

@@ -841,3 +841,24 @@ fn transfer_models_do_not_take_the_model_and_data() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(out.contains("transfer_fooling_rate_digits_linear"), "{out}");
 }
+
+// Found by the fuzz set (`fuzz.rs`), one test per class.
+
+#[cfg(unix)]
+#[test]
+fn an_address_space_limit_lowers_the_default_memory_limit() {
+    // Under `ulimit -v 2G`, a 1.6 GB input was allocated (the default limit was half of the
+    // machine's memory) and the process aborted; now the default is half of the cap.
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    let mut cmd = command();
+    cmd.args(["eval", &m, TEST, "--size", "20000x20000", "-q"]);
+    crate::common::cap_memory(&mut cmd, 2 << 30);
+    let o = cmd.output().expect("run georob");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--max-memory") && err.contains("--size"),
+        "{err}"
+    );
+}
