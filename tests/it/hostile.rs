@@ -862,3 +862,15 @@ fn an_address_space_limit_lowers_the_default_memory_limit() {
         "{err}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn fifos_named_as_outputs_are_refused_not_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out.json");
+    fifo(&out);
+    refused(
+        &["eval", CNN, TEST, "-q", "--json", &out.to_string_lossy()],
+        &["out.json", "FIFO"],
+    );
+}
