@@ -140,6 +140,13 @@ fn attributes(n: &pb::NodeProto) -> Result<(), String> {
                 a.ints
             ));
         }
+        // A backend walks the kernel window element by element (tract lists an offset per
+        // element): a window of more elements than memory holds never finishes.
+        if a.name == "kernel_shape" {
+            let dims: Vec<usize> = a.ints.iter().map(|&v| v as usize).collect();
+            limits::check_tensor(&dims, "kernel window", 8)
+                .map_err(|why| format!("{}: kernel_shape = {:?}: {why}", named(n), a.ints))?;
+        }
     }
     Ok(())
 }
@@ -162,8 +169,40 @@ fn structure(g: &pb::GraphProto) -> Result<(), String> {
             }
         }
     }
+    single_assignment(g)?;
     acyclic(g)?;
     generators(g)
+}
+
+/// Fails when two nodes write the same tensor, or a node writes a graph input or an
+/// initializer: ONNX graphs assign each name once, and a backend that takes the first or
+/// the last writer silently computes another model than ONNX Runtime refuses.
+fn single_assignment(g: &pb::GraphProto) -> Result<(), String> {
+    let mut writers: HashMap<&str, &pb::NodeProto> = HashMap::new();
+    let given: std::collections::HashSet<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(g.initializer.iter().map(|t| t.name.as_str()))
+        .collect();
+    for n in &g.node {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if given.contains(o.as_str()) {
+                return Err(format!(
+                    "{} writes {o:?}, a graph input or initializer",
+                    named(n)
+                ));
+            }
+            if let Some(first) = writers.insert(o, n) {
+                return Err(format!(
+                    "{} and {} both write {o:?} (each tensor has one writer)",
+                    named(first),
+                    named(n)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fails when a node depends on its own output, directly or through others (a cycle would

@@ -874,3 +874,49 @@ fn fifos_named_as_outputs_are_refused_not_waited_on() {
         &["out.json", "FIFO"],
     );
 }
+
+#[test]
+fn pooling_windows_beyond_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    for op in ["MaxPool", "AveragePool"] {
+        let mut pool = node(op, "pool1", &["input"], "p");
+        pool.attribute
+            .push(ints_attr("kernel_shape", &[1 << 28, 37]));
+        let m = write(
+            d.path(),
+            "pool.onnx",
+            &pooled_after(&gray, vec![pool], vec![], "p"),
+        );
+        refused(
+            &["eval", &m, TEST, "--backend", "tract"],
+            &["pool.onnx", "kernel_shape", "--max-memory"],
+        );
+    }
+}
+
+#[test]
+fn tensors_written_twice_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let nodes = vec![
+        node("Relu", "first", &["input"], "r"),
+        node("Neg", "second", &["input"], "r"),
+    ];
+    let m = write(
+        d.path(),
+        "twice.onnx",
+        &pooled_after(&gray, nodes, vec![], "r"),
+    );
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["twice.onnx", "both write \"r\""],
+    );
+    let nodes = vec![node("Relu", "over", &["input"], "input")];
+    let m = write(
+        d.path(),
+        "input.onnx",
+        &pooled_after(&gray, nodes, vec![], "input"),
+    );
+    refused(&["inspect", &m], &["input.onnx", "graph input"]);
+}
