@@ -15,7 +15,7 @@ pub struct Cli {
     /// Largest input batch georob allocates, in bytes (suffixes K, M, G, T: 512M, 4G)
     /// [default: half of this machine's memory]; larger inputs are refused before any
     /// allocation.
-    #[arg(long, global = true, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_memory: Option<String>,
 }
 
@@ -144,7 +144,12 @@ pub struct GateArgs {
     #[arg(long, value_name = "OLD.json")]
     pub baseline: Option<PathBuf>,
     /// Largest allowed regression against the baseline, as a percentage or fraction.
-    #[arg(long, default_value = "5%", value_name = "P%")]
+    #[arg(
+        long,
+        default_value = "5%",
+        value_name = "P%",
+        allow_hyphen_values = true
+    )]
     pub max_regression: String,
     /// Rewrite junit.xml, report.sarif and summary.md with these gates into DIR.
     #[arg(long, value_name = "DIR")]

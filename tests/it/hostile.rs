@@ -920,3 +920,45 @@ fn tensors_written_twice_are_refused() {
     );
     refused(&["inspect", &m], &["input.onnx", "graph input"]);
 }
+
+#[test]
+fn gate_limits_that_are_not_numbers_are_refused_naming_the_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let report = audited(d.path(), "accuracy", "s1").join("report.json");
+    let report = report.to_string_lossy();
+    for (flag, value) in [
+        ("--min", "accuracy.accuracy=nan"),
+        ("--max", "accuracy.accuracy=1e400"),
+        ("--min", "accuracy=1"),
+    ] {
+        refused(&["gate", &report, flag, value], &[flag]);
+    }
+    let thresholds = d.path().join("t.toml");
+    std::fs::write(&thresholds, "thresholds = [\"accuracy.accuracy >= nan\"]\n").unwrap();
+    refused(
+        &[
+            "gate",
+            &report,
+            "--thresholds",
+            &thresholds.to_string_lossy(),
+        ],
+        &["t.toml", "finite"],
+    );
+    refused(
+        &[
+            "gate",
+            &report,
+            "--min",
+            "accuracy.accuracy=0",
+            "--baseline",
+            &report,
+            "--max-regression",
+            "-5%",
+        ],
+        &["--max-regression"],
+    );
+    refused(
+        &["eval", CNN, TEST, "--max-memory", "-1G"],
+        &["--max-memory"],
+    );
+}
