@@ -962,3 +962,24 @@ fn gate_limits_that_are_not_numbers_are_refused_naming_the_flag() {
         &["--max-memory"],
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn folder_entries_that_are_not_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let png = onnx_models("digits/test/3/0030.png");
+    for (i, special) in ["fifo", "device"].into_iter().enumerate() {
+        let class = d.path().join(format!("imgs{i}/3"));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::copy(&png, class.join("a.png")).unwrap();
+        let bad = class.join("b.png");
+        match special {
+            "fifo" => fifo(&bad),
+            _ => std::os::unix::fs::symlink("/dev/zero", &bad).unwrap(),
+        }
+        refused(
+            &["eval", CNN, &class.parent().unwrap().to_string_lossy()],
+            &["b.png", "not a regular file"],
+        );
+    }
+}
