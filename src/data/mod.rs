@@ -256,10 +256,15 @@ impl Dataset {
         for item in &self.items {
             if let Some(l) = item.label {
                 if l >= k {
+                    let from = match &self.labels {
+                        LabelSource::Given(how) => format!(" (labels from {how})"),
+                        LabelSource::Predicted => String::new(),
+                    };
                     return Err(Error::data(
                         &self.path,
                         format!(
-                            "label {l} of {} is out of range: the model has {k} classes (0..{})",
+                            "label {l} of {}{from} is out of range: the model has {k} classes \
+                             (0..{})",
                             item.name,
                             k - 1
                         ),

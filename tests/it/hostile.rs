@@ -983,3 +983,51 @@ fn folder_entries_that_are_not_files_are_refused() {
         );
     }
 }
+
+#[test]
+fn settings_errors_name_the_flag_or_the_sidecar_key() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sidecars_refused(
+        d.path(),
+        &[
+            ("mean = [0.5, 0.5, 0.5]", "mean in"),
+            ("std = [0.0]", "std in"),
+            ("size = [56, 56]", "size in"),
+            ("channels = \"rgb\"", "channels in"),
+            ("layout = \"NHWC\"", "layout in"),
+        ],
+    );
+    for (flag, value) in [
+        ("--mean", "0.5,0.5,0.5,0.5"),
+        ("--channels", "rgb"),
+        ("--layout", "NHWC"),
+    ] {
+        refused(&["eval", CNN, TEST, "--no-sidecar", flag, value], &[flag]);
+    }
+    // A suite's empty data path.
+    let suite = d.path().join("suite.toml");
+    std::fs::write(&suite, format!("data = \"\"\n[[models]]\npath = {m:?}\n")).unwrap();
+    refused(
+        &[
+            "audit",
+            &suite.to_string_lossy(),
+            "--out",
+            &d.path().join("o").to_string_lossy(),
+        ],
+        &["suite.toml", "data is empty"],
+    );
+    // Labels out of range name the labels file.
+    let (x, y) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    crate::common::write_npy_f32(&x, &[1, 1, 28, 28], &[0.5; 784]);
+    crate::common::write_npy_i64(&y, &[10]);
+    refused(
+        &[
+            "eval",
+            CNN,
+            &x.to_string_lossy(),
+            "--labels",
+            &y.to_string_lossy(),
+        ],
+        &["y.npy", "out of range"],
+    );
+}
