@@ -1031,3 +1031,21 @@ fn settings_errors_name_the_flag_or_the_sidecar_key() {
         &["y.npy", "out of range"],
     );
 }
+
+#[test]
+fn journal_errors_name_the_journal() {
+    let d = tempfile::tempdir().unwrap();
+    let s1 = audited(d.path(), "accuracy", "s1");
+    let journal = s1.join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let merged = d.path().join("m").to_string_lossy().into_owned();
+    let s1 = s1.to_string_lossy().into_owned();
+    for (from, to) in [
+        ("\"model\":\"digits_cnn\"", "\"model\":\"elsewhere\""),
+        ("\"thresholds\":[]", "\"thresholds\":[\"garbage\"]"),
+    ] {
+        assert!(text.contains(from), "{from} not in {text}");
+        std::fs::write(&journal, text.replacen(from, to, 1)).unwrap();
+        refused(&["merge", &s1, "--out", &merged], &["journal.jsonl"]);
+    }
+}
