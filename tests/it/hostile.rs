@@ -1049,3 +1049,82 @@ fn journal_errors_name_the_journal() {
         refused(&["merge", &s1, "--out", &merged], &["journal.jsonl"]);
     }
 }
+
+/// `K` (1×1×1×1, the value 2) of `pooled_after(input × K)` stored as external data at
+/// `location`, with `entries` overriding the location entry's neighbours (offset, length).
+pub(crate) fn external_model(location: &str, entries: &[(&str, &str)]) -> ModelProto {
+    use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let mut k = tensor("K", &[1, 1, 1, 1], &[]);
+    k.data_location = Some(DataLocation::External as i32);
+    k.external_data = std::iter::once(("location", location))
+        .chain(entries.iter().copied())
+        .map(|(key, value)| StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        })
+        .collect();
+    let nodes = vec![node("Mul", "scale", &["input", "K"], "scaled")];
+    pooled_after(&gray, nodes, vec![k], "scaled")
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_is_read_from_the_model_folder_only() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let two = 2.0f32.to_le_bytes();
+    std::fs::write(models.join("w.bin"), [[0u8; 4], two].concat()).unwrap();
+    std::fs::write(d.path().join("outside.bin"), two).unwrap();
+    std::os::unix::fs::symlink(d.path().join("outside.bin"), models.join("link.bin")).unwrap();
+    fifo(&models.join("fifo.bin"));
+    // A valid location beside the model runs on both backends, whatever the working folder.
+    let m = write(
+        &models,
+        "ok.onnx",
+        &external_model("w.bin", &[("offset", "4"), ("length", "4")]),
+    );
+    let digit = onnx_models("digits/test/3/0030.png")
+        .to_string_lossy()
+        .into_owned();
+    for backend in ["tract", "ort"] {
+        if backend == "ort" && crate::common::ort_library("external data (ort)").is_none() {
+            continue;
+        }
+        let o = run(&["eval", &m, &digit, "--backend", backend, "-q"]);
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", text(&o).1);
+    }
+    for (name, location, entries, why) in [
+        (
+            "up.onnx",
+            "../outside.bin",
+            &[][..],
+            "leaves the model's folder",
+        ),
+        (
+            "abs.onnx",
+            "/etc/hostname",
+            &[],
+            "leaves the model's folder",
+        ),
+        ("link.onnx", "link.bin", &[], "leaves the model's folder"),
+        ("fifo.onnx", "fifo.bin", &[], "not a regular file"),
+        ("missing.onnx", "nothing.bin", &[], "nothing.bin"),
+        (
+            "beyond.onnx",
+            "w.bin",
+            &[("offset", "6"), ("length", "4")],
+            "beyond",
+        ),
+        (
+            "short.onnx",
+            "w.bin",
+            &[("length", "2")],
+            "initializer \"K\"",
+        ),
+    ] {
+        let m = write(&models, name, &external_model(location, entries));
+        refused(&["eval", &m, &digit, "--backend", "tract"], &[name, why]);
+    }
+}
