@@ -1128,3 +1128,19 @@ fn external_data_is_read_from_the_model_folder_only() {
         refused(&["eval", &m, &digit, "--backend", "tract"], &[name, why]);
     }
 }
+
+#[test]
+fn npy_headers_that_crashed_the_reader_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let x = d.path().join("x.npy");
+    // A dimension of 0 hides an overflow from the element count, not from the strides.
+    npy_claiming(&x, &[0, u64::MAX, 2], 0);
+    refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+    // A ')' before the shape's '('.
+    npy_with_header(
+        &x,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': h2, 1, 28, 28, ), }",
+        64,
+    );
+    refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+}
