@@ -123,6 +123,28 @@ pub fn check_f32_tensor(dims: &[usize]) -> Result<usize, String> {
     check_tensor(dims, "float32", 4)
 }
 
+/// How many copies of an input batch a run holds at once: the decoded pixels, the batch in
+/// model space, the backend's copy and a measure's perturbed one.
+pub const INPUT_COPIES: u128 = 4;
+
+/// Checks an input batch of shape `dims` (float32) before it is allocated: its element count
+/// must not overflow, and [`INPUT_COPIES`] of it must fit under [`max_memory`].
+pub fn check_input_batch(dims: &[usize]) -> Result<usize, String> {
+    let n = check_f32_tensor(dims)?;
+    let bytes = n as u128 * 4;
+    let limit = max_memory();
+    if bytes * INPUT_COPIES > u128::from(limit) {
+        return Err(format!(
+            "a run holds about {INPUT_COPIES} copies of a batch of float32 values of shape \
+             {dims:?} ({} each), above the memory limit of {} (--max-memory; default half of \
+             this machine's memory)",
+            format_bytes(bytes),
+            format_bytes(limit.into())
+        ));
+    }
+    Ok(n)
+}
+
 /// [`check_f32_tensor`] for a tensor of `elem_bytes`-byte elements of type `type_name`.
 pub fn check_tensor(dims: &[usize], type_name: &str, elem_bytes: usize) -> Result<usize, String> {
     let shape = || {

@@ -302,7 +302,7 @@ fn check_input_memory(
 ) -> Result<()> {
     let mut dims = vec![batch];
     dims.extend_from_slice(&spec.sample_shape());
-    let Err(why) = crate::limits::check_f32_tensor(&dims) else {
+    let Err(why) = crate::limits::check_input_batch(&dims) else {
         return Ok(());
     };
     let size = match (options.spec.size, sidecar_size) {

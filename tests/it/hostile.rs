@@ -1144,3 +1144,43 @@ fn npy_headers_that_crashed_the_reader_are_refused() {
     );
     refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
 }
+
+#[test]
+fn inputs_and_gradients_a_run_cannot_hold_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    // One 8000×8000 gray batch is 256 MB; a run holds several copies of it.
+    refused(
+        &[
+            "eval",
+            &m,
+            TEST,
+            "--size",
+            "8000x8000",
+            "--max-memory",
+            "512M",
+            "--backend",
+            "tract",
+            "-q",
+        ],
+        &["--size", "copies", "--max-memory"],
+    );
+    // A 2000×2000 input fits; DeepFool's gradients of 9 classes (144 MB) do not.
+    let digit = onnx_models("digits/test/3/0030.png");
+    refused(
+        &[
+            "measure",
+            "deepfool",
+            &m,
+            &digit.to_string_lossy(),
+            "--size",
+            "2000x2000",
+            "--max-memory",
+            "100M",
+            "--backend",
+            "tract",
+            "-q",
+        ],
+        &["dyn.onnx", "gradients", "--max-memory"],
+    );
+}
