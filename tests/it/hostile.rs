@@ -1184,3 +1184,17 @@ fn inputs_and_gradients_a_run_cannot_hold_are_refused() {
         &["dyn.onnx", "gradients", "--max-memory"],
     );
 }
+
+#[test]
+fn negative_flag_values_reach_their_parser() {
+    // clap took "-1x5" for a flag and named neither --size nor the value.
+    refused(&["eval", CNN, TEST, "--size", "-1x5"], &["--size"]);
+    refused(
+        &[
+            "measure", "deepfool", CNN, TEST, "--bounds", "-1e39,0", "--limit", "1",
+        ],
+        &["--bounds"],
+    );
+    let o = run(&["eval", CNN, TEST, "--mean", "-0.5", "--std", "2", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
