@@ -478,15 +478,16 @@ fn run_set(total: usize, timeout: Duration) {
         row.rss_kb = row.rss_kb.max(o.rss_kb);
         row.slowest = row.slowest.max(o.seconds);
         if o.failed() {
-            let tail: String = o
+            // Where a panic happened, then the end of stderr.
+            let panic_at = o
                 .stderr
-                .chars()
-                .rev()
-                .take(600)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+                .lines()
+                .skip_while(|l| !l.contains("panicked at"))
+                .take(2);
+            let panic_at: Vec<&str> = panic_at.collect();
+            let end: Vec<char> = o.stderr.chars().rev().take(600).collect();
+            let end: String = end.into_iter().rev().collect();
+            let tail = panic_at.join("\n") + "\n" + &end;
             failures.push(format!(
                 "{}:{i} ({what}) exit {:?} signal {:?} hung {} panic {} accepted {} unclear {} \
                  leaked {} rss {} MB\n  georob {}\n  {}",
