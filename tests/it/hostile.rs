@@ -1198,3 +1198,51 @@ fn negative_flag_values_reach_their_parser() {
     let o = run(&["eval", CNN, TEST, "--mean", "-0.5", "--std", "2", "-q"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
+
+#[test]
+fn graphs_tract_panicked_on_are_refused_before_it_sees_them() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // Ranges that are empty or not ranges at all (tract divided by zero).
+    for (name, start, limit, delta, why) in [
+        ("empty.onnx", 11.0, 19.0, -1.0, "is empty"),
+        ("nan.onnx", 0.0, -1.0, f32::NAN, "not a finite range"),
+    ] {
+        let nodes = vec![
+            node("Range", "range", &["start", "limit", "delta"], "ramp"),
+            node("ReduceSum", "sum", &["ramp"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let scalars = vec![
+            tensor("start", &[], &[start]),
+            tensor("limit", &[], &[limit]),
+            tensor("delta", &[], &[delta]),
+        ];
+        let m = write(
+            d.path(),
+            name,
+            &pooled_after(&gray, nodes, scalars, "shifted"),
+        );
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
+    }
+    // A Transpose whose perm is not an order of the axes (tract indexed past them).
+    let mut t = node("Transpose", "t", &["input"], "moved");
+    t.attribute.push(ints_attr("perm", &[0, 9, 9, 4]));
+    let m = write(
+        d.path(),
+        "perm.onnx",
+        &pooled_after(&gray, vec![t], vec![], "moved"),
+    );
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["perm.onnx", "perm"],
+    );
+    // An output nothing makes (tract: "no entry found for key").
+    let mut unmade = pooled_after(&gray, vec![], vec![], "input");
+    unmade.graph.as_mut().unwrap().output[0].name = "nothing".into();
+    let m = write(d.path(), "unmade.onnx", &unmade);
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["unmade.onnx", "made by nothing"],
+    );
+}
