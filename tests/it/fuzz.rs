@@ -513,7 +513,7 @@ fn run_set(total: usize, timeout: Duration) {
         .filter_map(|r| {
             let line = r.2.stderr.lines().find(|l| l.contains("internal error"))?;
             let at = line.find("internal error")?;
-            Some(format!("{} ({})", &line[at..], FAMILIES[r.0].name))
+            Some(format!("{} ({}: {})", &line[at..], FAMILIES[r.0].name, r.4))
         })
         .collect();
     contained.sort();
