@@ -100,6 +100,11 @@ impl FromStr for Threshold {
             .trim()
             .parse()
             .map_err(|_| bad("the limit is not a number"))?;
+        // A NaN limit fails every comparison and an infinite one passes or fails them all:
+        // a gate that cannot say anything is a mistake, not a gate.
+        if !value.is_finite() {
+            return Err(bad("the limit is not a finite number"));
+        }
         let (measure, key) = lhs.split_once('.').ok_or_else(|| bad("no MEASURE.KEY"))?;
         if measure.is_empty() || key.is_empty() {
             return Err(bad("empty measure or key"));

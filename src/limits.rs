@@ -23,12 +23,38 @@ pub fn max_memory() -> u64 {
     }
 }
 
-/// Half of `MemTotal` in `/proc/meminfo`, or 8 GiB where it cannot be read.
+/// Half of `MemTotal` in `/proc/meminfo` (8 GiB where it cannot be read), and no more than
+/// half of the process's address-space limit (`ulimit -v`, RLIMIT_AS) when one is set: past
+/// that limit an allocation aborts the process instead of failing. Read once.
 pub fn default_max_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| mem_total(&text))
-        .map_or(FALLBACK_MAX_MEMORY, |total| total / 2)
+    static DEFAULT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        let machine = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| mem_total(&text))
+            .map_or(FALLBACK_MAX_MEMORY, |total| total / 2);
+        address_space_limit().map_or(machine, |cap| machine.min(cap / 2))
+    })
+}
+
+/// The soft RLIMIT_AS of this process, when it is not unlimited.
+#[cfg(unix)]
+fn address_space_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    // rlim_t is u64 on Linux but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let cur = limit.rlim_cur as u64;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(cur)
+}
+
+#[cfg(not(unix))]
+fn address_space_limit() -> Option<u64> {
+    None
 }
 
 /// `MemTotal` of a `/proc/meminfo` text, in bytes.
@@ -95,6 +121,28 @@ pub fn elements(dims: &[usize]) -> Option<usize> {
 /// why not (to be prefixed with what the tensor is and where its shape came from).
 pub fn check_f32_tensor(dims: &[usize]) -> Result<usize, String> {
     check_tensor(dims, "float32", 4)
+}
+
+/// How many copies of an input batch a run holds at once: the decoded pixels, the batch in
+/// model space, the backend's copy and a measure's perturbed one.
+pub const INPUT_COPIES: u128 = 4;
+
+/// Checks an input batch of shape `dims` (float32) before it is allocated: its element count
+/// must not overflow, and [`INPUT_COPIES`] of it must fit under [`max_memory`].
+pub fn check_input_batch(dims: &[usize]) -> Result<usize, String> {
+    let n = check_f32_tensor(dims)?;
+    let bytes = n as u128 * 4;
+    let limit = max_memory();
+    if bytes * INPUT_COPIES > u128::from(limit) {
+        return Err(format!(
+            "a run holds about {INPUT_COPIES} copies of a batch of float32 values of shape \
+             {dims:?} ({} each), above the memory limit of {} (--max-memory; default half of \
+             this machine's memory)",
+            format_bytes(bytes),
+            format_bytes(limit.into())
+        ));
+    }
+    Ok(n)
 }
 
 /// [`check_f32_tensor`] for a tensor of `elem_bytes`-byte elements of type `type_name`.

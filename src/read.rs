@@ -63,6 +63,26 @@ pub fn text(path: &Path, cap: u64) -> Result<String> {
     })
 }
 
+/// Whether the folder entry `path` (links followed) is a regular file: `Ok(false)` for a
+/// folder, an error naming it for anything else (a FIFO, a device, a dangling link), so that
+/// a listing does not silently drop an entry that looks like an input.
+pub fn is_regular_entry(path: &Path) -> Result<bool> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(true);
+    }
+    if meta.is_dir() {
+        return Ok(false);
+    }
+    Err(Error::Unreadable {
+        path: path.to_path_buf(),
+        reason: format!(
+            "not a regular file (a {}); georob reads regular files only",
+            kind(&meta.file_type())
+        ),
+    })
+}
+
 #[cfg(unix)]
 fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -136,13 +136,15 @@ impl InputSpec {
     /// Resolves the input spec of the model at `path` from what its graph fixes (its input
     /// `layout` where known, channels/height/width per layout from `chw`, whether it ends in
     /// a `Softmax`) and the overrides `s` (flags over sidecar); whatever the graph leaves open
-    /// must be given, and what is given must agree with the graph.
+    /// must be given, and what is given must agree with the graph. `origin` says where a
+    /// setting (`size`, `mean`, …) came from, for errors (`--size`, the sidecar's key).
     pub fn resolve(
         path: &Path,
         layout: Option<Layout>,
         chw: impl Fn(Layout) -> [Option<usize>; 3],
         ends_in_softmax: bool,
         s: &SpecOverrides,
+        origin: &dyn Fn(&str) -> String,
     ) -> Result<InputSpec> {
         let not = |reason: String| Error::NotAClassifier {
             path: path.to_path_buf(),
@@ -157,10 +159,16 @@ impl InputSpec {
         )),
     };
         let [c0, h0, w0] = chw(layout);
+        // What the model's dimensions are read as, when a setting chose it.
+        let laid = match s.layout {
+            Some(l) => format!(" when read as {l:?} ({})", origin("layout")),
+            None => String::new(),
+        };
         let (height, width) = match (s.size, h0, w0) {
             (Some((h, w)), Some(mh), Some(mw)) if (h, w) != (mh, mw) => {
                 return Err(Error::Config(format!(
-                    "size {h}x{w} was asked for but {} takes {mh}x{mw}",
+                    "{} asks for size {h}x{w} but {} takes {mh}x{mw}{laid}",
+                    origin("size"),
                     path.display()
                 )))
             }
@@ -179,7 +187,8 @@ impl InputSpec {
         let channels = match (s.channels, c0) {
             (Some(ch), Some(mc)) if ch.count() != mc => {
                 return Err(Error::Config(format!(
-                    "channels {ch:?} ({} channel(s)) asked for but {} takes {mc}",
+                    "{} asks for channels {ch:?} ({} channel(s)) but {} takes {mc}",
+                    origin("channels"),
                     ch.count(),
                     path.display()
                 )))
@@ -189,17 +198,18 @@ impl InputSpec {
             (None, Some(3)) => Channels::Rgb,
             (None, other) => {
                 return Err(not(format!(
-                    "its input has {} channels; georob reads gray (1) or colour (3) images",
+                    "its input has {} channels{laid}; georob reads gray (1) or colour (3) images",
                     other.map_or("a dynamic number of".to_string(), |c| c.to_string())
-                )))
+                )));
             }
         };
         let n = channels.count();
-        let mean = per_channel(s.mean.as_ref(), n, 0.0, "mean")?;
-        let std = per_channel(s.std.as_ref(), n, 1.0, "std")?;
+        let mean = per_channel(s.mean.as_ref(), n, 0.0, &origin("mean"))?;
+        let std = per_channel(s.std.as_ref(), n, 1.0, &origin("std"))?;
         if std.iter().any(|&v| v == 0.0 || !v.is_finite()) {
             return Err(Error::Config(format!(
-                "std must be finite and non-zero, got {std:?}"
+                "{}: std must be finite and non-zero, got {std:?}",
+                origin("std")
             )));
         }
         let output = s.output.unwrap_or(match ends_in_softmax {
@@ -262,6 +272,22 @@ pub struct SpecOverrides {
 }
 
 impl SpecOverrides {
+    /// Whether the setting `key` (`layout`, `size`, `channels`, `scale`, `mean`, `std`,
+    /// `output`, `classes`) is given here.
+    pub fn has(&self, key: &str) -> bool {
+        match key {
+            "layout" => self.layout.is_some(),
+            "size" => self.size.is_some(),
+            "channels" => self.channels.is_some(),
+            "scale" => self.scale.is_some(),
+            "mean" => self.mean.is_some(),
+            "std" => self.std.is_some(),
+            "output" => self.output.is_some(),
+            "classes" => self.classes.is_some(),
+            _ => false,
+        }
+    }
+
     /// Values of `other` win over values of `self`.
     pub fn overridden_by(self, other: &SpecOverrides) -> SpecOverrides {
         SpecOverrides {

@@ -197,6 +197,17 @@ impl Suite {
         let text = crate::read::text(path, crate::read::TEXT_CAP)?;
         let mut suite: Suite =
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let empty = [("data", &suite.data)]
+            .into_iter()
+            .chain(suite.labels.iter().map(|l| ("labels", l)))
+            .chain(suite.models.iter().map(|m| ("a model's path", &m.path)))
+            .find(|(_, p)| p.as_os_str().is_empty());
+        if let Some((key, _)) = empty {
+            return Err(Error::Config(format!(
+                "{}: {key} is empty; give a path",
+                path.display()
+            )));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {

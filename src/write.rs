@@ -32,16 +32,27 @@ pub fn open_existing(path: &Path) -> Result<File> {
 
 #[cfg(unix)]
 fn open(path: &Path, options: &mut std::fs::OpenOptions) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     // O_NOFOLLOW: the open fails (ELOOP) when the last component is a link, with no window
-    // between a check and the open.
-    options
-        .custom_flags(libc::O_NOFOLLOW)
+    // between a check and the open. O_NONBLOCK: opening a FIFO to write waits for a reader,
+    // forever when none comes; without blocking it fails (ENXIO) or opens, and is refused.
+    let not_regular = || Error::Unreadable {
+        path: path.to_path_buf(),
+        reason: "is a FIFO or socket; georob writes regular files".into(),
+    };
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => refused(path),
+            Some(libc::ENXIO) => not_regular(),
             _ => Error::io(path, e),
-        })
+        })?;
+    let kind = file.metadata().map_err(|e| Error::io(path, e))?.file_type();
+    if kind.is_fifo() || kind.is_socket() {
+        return Err(not_regular());
+    }
+    Ok(file)
 }
 
 #[cfg(not(unix))]

@@ -211,9 +211,15 @@ pub fn read(path: &Path) -> Result<(Header, BTreeMap<usize, UnitRecord>, u64)> {
         }
         good += n as u64;
     }
-    let header = header.ok_or_else(|| {
+    let header: Header = header.ok_or_else(|| {
         Error::Config(format!("{}: empty or not a georob journal", path.display()))
     })?;
+    // The suite a journal carries is checked as a suite file is: its names become paths and
+    // its thresholds gates.
+    header
+        .suite
+        .validate()
+        .map_err(|e| Error::Config(format!("{}: the suite it records: {e}", path.display())))?;
     Ok((header, records, good))
 }
 

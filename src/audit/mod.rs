@@ -243,8 +243,9 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     // The suite and every unit as the journal gives them back, as `merge` reads
     // them: the report does not depend on whether a unit ran now, before a
     // resume or in another shard.
-    let (header, records, _) = journal::read(&opts.out.join(journal::JOURNAL))?;
-    Ok(assemble(&header, records, run)?.report)
+    let path = opts.out.join(journal::JOURNAL);
+    let (header, records, _) = journal::read(&path)?;
+    Ok(assemble(&header, records, run, &|_| path.display().to_string())?.report)
 }
 
 /// A report assembled from the units at hand, and the units it lacks.
@@ -261,6 +262,8 @@ pub struct Assembled {
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
     let mut header: Option<(Header, &PathBuf)> = None;
     let mut all = BTreeMap::new();
+    // The journal each unit came from, for errors.
+    let mut from: BTreeMap<usize, PathBuf> = BTreeMap::new();
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if let Some(dir) = dirs.iter().find(|d| same(d, out)) {
         return Err(Error::Config(format!(
@@ -271,7 +274,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for dir in dirs {
-        let (h, records, _) = journal::read(&dir.join(journal::JOURNAL))?;
+        let path = dir.join(journal::JOURNAL);
+        let (h, records, _) = journal::read(&path)?;
+        from.extend(records.keys().map(|&u| (u, path.clone())));
         match &header {
             Some((first, from)) => {
                 if let Some(why) = h.mismatch(first) {
@@ -299,7 +304,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Assembled> {
         units: BTreeMap::new(),
         model_seconds: BTreeMap::new(),
     };
-    assemble(&header, all, run)
+    assemble(&header, all, run, &|u| {
+        from.get(&u)
+            .map_or_else(String::new, |p| p.display().to_string())
+    })
 }
 
 /// Copies the files under `from` (if it exists) into `to`.
@@ -335,10 +343,12 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 /// The report of the audit under `header` from its finished units (taken, not copied: on
 /// a large data set the per-image rows are most of the memory). A measure appears once all
 /// its units are there, its chunks combined in image order.
+/// `source` names the journal unit `u` was read from, for errors.
 fn assemble(
     header: &Header,
     mut done: BTreeMap<usize, UnitRecord>,
     mut run: RunInfo,
+    source: &dyn Fn(usize) -> String,
 ) -> Result<Assembled> {
     let suite = &header.suite;
     let units = plan(suite, header.data.images)?;
@@ -352,15 +362,19 @@ fn assemble(
         })
     }) {
         return Err(Error::Config(format!(
-            "journal unit {u} ({}/{} images {}..{}) is not a unit of this audit",
-            r.model, r.measure, r.images.start, r.images.end
+            "{}: journal unit {u} ({}/{} images {}..{}) is not a unit of this audit",
+            source(*u),
+            r.model,
+            r.measure,
+            r.images.start,
+            r.images.end
         )));
     }
     let mut missing = vec![];
     let mut models = Vec::with_capacity(names.len());
     for (mi, name) in names.iter().enumerate() {
         // The model as its first unit at hand ran it.
-        let mut ran: Option<(ModelRecord, GradientMode)> = None;
+        let mut ran: Option<(ModelRecord, GradientMode, usize)> = None;
         let mut measures = vec![];
         for (si, m) in suite.measures.iter().enumerate() {
             let mut parts = vec![];
@@ -378,12 +392,18 @@ fn assemble(
                 }
             }
             for r in &parts {
-                let (first, _) =
-                    ran.get_or_insert_with(|| (ModelRecord::from(&r.info), r.gradient));
+                let (first, _, first_unit) =
+                    ran.get_or_insert_with(|| (ModelRecord::from(&r.info), r.gradient, r.unit));
                 if r.info.sha256 != first.sha256 {
                     return Err(Error::Config(format!(
-                        "model {name}: its units ran on different files (sha256 {} and {})",
-                        first.sha256, r.info.sha256
+                        "model {name}: its units ran on different files (sha256 {} in unit {} \
+                         of {}, {} in unit {} of {})",
+                        first.sha256,
+                        first_unit,
+                        source(*first_unit),
+                        r.info.sha256,
+                        r.unit,
+                        source(r.unit)
                     )));
                 }
                 let key = format!("{name}/{}", m.id());
@@ -399,7 +419,7 @@ fn assemble(
                 result: measure::build(&m.name, &m.params)?.combine(results)?,
             });
         }
-        let (model, gradient) = ran.unzip();
+        let (model, gradient) = ran.map(|(m, g, _)| (m, g)).unzip();
         models.push(ModelReport {
             name: name.clone(),
             model,

@@ -15,7 +15,7 @@ pub struct Cli {
     /// Largest input batch georob allocates, in bytes (suffixes K, M, G, T: 512M, 4G)
     /// [default: half of this machine's memory]; larger inputs are refused before any
     /// allocation.
-    #[arg(long, global = true, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES", allow_hyphen_values = true)]
     pub max_memory: Option<String>,
 }
 
@@ -144,7 +144,12 @@ pub struct GateArgs {
     #[arg(long, value_name = "OLD.json")]
     pub baseline: Option<PathBuf>,
     /// Largest allowed regression against the baseline, as a percentage or fraction.
-    #[arg(long, default_value = "5%", value_name = "P%")]
+    #[arg(
+        long,
+        default_value = "5%",
+        value_name = "P%",
+        allow_hyphen_values = true
+    )]
     pub max_regression: String,
     /// Rewrite junit.xml, report.sarif and summary.md with these gates into DIR.
     #[arg(long, value_name = "DIR")]
@@ -206,7 +211,7 @@ pub struct ExportGradArgs {
     #[arg(long, value_name = "NCHW|NHWC")]
     pub layout: Option<String>,
     /// Input size as HxW, overriding the model and sidecar.
-    #[arg(long, value_name = "HxW")]
+    #[arg(long, value_name = "HxW", allow_hyphen_values = true)]
     pub size: Option<String>,
     /// What the model outputs: logits, or probs (a final softmax is then removed).
     #[arg(long, value_name = "logits|probs")]
@@ -263,7 +268,7 @@ pub struct MeasureArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Box constraint LO,HI in the measured space, or `none` (default 0,1 for images, none for .npy).
-    #[arg(long, value_name = "LO,HI|none")]
+    #[arg(long, value_name = "LO,HI|none", allow_hyphen_values = true)]
     pub bounds: Option<String>,
     /// Use only the first N items of the data.
     #[arg(long, value_name = "N")]
@@ -342,19 +347,19 @@ pub struct ModelArgs {
     #[arg(long, value_name = "NCHW|NHWC")]
     pub layout: Option<String>,
     /// Input size as HxW (e.g. 224x224), overriding the model and sidecar.
-    #[arg(long, value_name = "HxW")]
+    #[arg(long, value_name = "HxW", allow_hyphen_values = true)]
     pub size: Option<String>,
     /// Channel order the model expects.
     #[arg(long, value_name = "gray|rgb|bgr")]
     pub channels: Option<String>,
     /// Multiplier applied to pixels in [0,1] before mean/std (e.g. 255).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
     pub scale: Option<f32>,
     /// Per-channel mean subtracted after scaling, comma-separated (one value = all channels).
-    #[arg(long, value_name = "M[,M,M]")]
+    #[arg(long, value_name = "M[,M,M]", allow_hyphen_values = true)]
     pub mean: Option<String>,
     /// Per-channel standard deviation, comma-separated (one value = all channels).
-    #[arg(long, value_name = "S[,S,S]")]
+    #[arg(long, value_name = "S[,S,S]", allow_hyphen_values = true)]
     pub std: Option<String>,
     /// What the model outputs: logits, or probs (a final softmax is then removed, or logs taken).
     #[arg(long, value_name = "logits|probs")]

@@ -157,10 +157,10 @@ pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
         }
     }
     for m in &args.min {
-        thresholds.push(bound(m, ">=")?);
+        thresholds.push(bound(m, ">=").context("--min")?);
     }
     for m in &args.max {
-        thresholds.push(bound(m, "<=")?);
+        thresholds.push(bound(m, "<=").context("--max")?);
     }
     if thresholds.is_empty() {
         thresholds = report.suite.thresholds()?;
@@ -171,7 +171,7 @@ pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
     report.apply_gates(&thresholds);
     if let Some(old) = &args.baseline {
         let before = Report::load(old)?;
-        let limit = gate::parse_fraction(&args.max_regression)?;
+        let limit = gate::parse_fraction(&args.max_regression).context("--max-regression")?;
         for m in &report.models {
             let Some(b) = before.model(&m.name) else {
                 bail!("{}: no model named {:?}", old.display(), m.name);

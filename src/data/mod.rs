@@ -282,10 +282,15 @@ impl Dataset {
         for item in &self.items {
             if let Some(l) = item.label {
                 if l >= k {
+                    let from = match &self.labels {
+                        LabelSource::Given(how) => format!(" (labels from {how})"),
+                        LabelSource::Predicted => String::new(),
+                    };
                     return Err(Error::data(
                         &self.path,
                         format!(
-                            "label {l} of {} is out of range: the model has {k} classes (0..{})",
+                            "label {l} of {}{from} is out of range: the model has {k} classes \
+                             (0..{})",
                             item.name,
                             k - 1
                         ),
@@ -303,8 +308,25 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn is_image(path: &Path) -> bool {
-    path.is_file() && IMAGE_EXTENSIONS.contains(&extension(path).as_str())
+/// Whether a folder entry is an image to read: a regular file with an image extension. An
+/// entry with such a name that is a FIFO, a device or a dangling link is an error, not
+/// skipped.
+fn is_image(path: &Path) -> Result<bool> {
+    if !IMAGE_EXTENSIONS.contains(&extension(path).as_str()) {
+        return Ok(false);
+    }
+    crate::read::is_regular_entry(path)
+}
+
+/// The images among `entries`, in order.
+fn images(entries: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in entries {
+        if is_image(&p)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -325,9 +347,8 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
     let entries = sorted_entries(dir)?;
     let classes: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
     if classes.is_empty() {
-        let items = entries
-            .iter()
-            .filter(|p| is_image(p))
+        let items = images(entries.clone())?
+            .into_iter()
             .map(|p| Item {
                 name: p
                     .file_name()
@@ -386,10 +407,7 @@ fn open_folder(dir: &Path) -> Result<Dataset> {
     };
     let mut items = Vec::new();
     for (class_dir, &label) in classes.iter().zip(&indices) {
-        for p in sorted_entries(class_dir)?
-            .into_iter()
-            .filter(|p| is_image(p))
-        {
+        for p in images(sorted_entries(class_dir)?)? {
             let name = p
                 .strip_prefix(dir)
                 .unwrap_or(&p)

@@ -55,7 +55,9 @@ fn file_len(path: &Path) -> Result<u64> {
 fn header_shape(head: &[u8]) -> Option<Vec<u64>> {
     let text = String::from_utf8_lossy(head);
     let after = &text[text.find("'shape'")?..];
-    let inner = &after[after.find('(')? + 1..after.find(')')?];
+    let open = after.find('(')? + 1;
+    let close = open + after[open..].find(')')?;
+    let inner = &after[open..close];
     inner
         .split(',')
         .map(str::trim)
@@ -66,8 +68,10 @@ fn header_shape(head: &[u8]) -> Option<Vec<u64>> {
 
 fn open(path: &Path) -> Result<NpyFile<BufReader<File>>> {
     let mut file = crate::read::open(path, u64::MAX)?;
-    // npyz multiplies the header's dimensions without checking for overflow: a header
-    // whose element count overflows is refused here first.
+    // npyz multiplies the header's dimensions without checking for overflow, also into
+    // strides, which skip a dimension of 0 (shape (0, 2^64-1, 2) holds no value but its
+    // strides overflow): a header whose dimensions other than 0 overflow together is
+    // refused here first.
     let mut head = Vec::new();
     (&mut file)
         .take(1 << 16)
@@ -77,7 +81,7 @@ fn open(path: &Path) -> Result<NpyFile<BufReader<File>>> {
     if let Some(shape) = header_shape(&head) {
         if shape
             .iter()
-            .try_fold(8u64, |n, &d| n.checked_mul(d))
+            .try_fold(8u64, |n, &d| n.checked_mul(d.max(1)))
             .is_none()
         {
             return Err(Error::data(

@@ -140,6 +140,25 @@ fn attributes(n: &pb::NodeProto) -> Result<(), String> {
                 a.ints
             ));
         }
+        if n.op_type == "Transpose" && a.name == "perm" {
+            let mut seen = a.ints.clone();
+            seen.sort_unstable();
+            if !seen.iter().copied().eq(0..a.ints.len() as i64) {
+                return Err(format!(
+                    "{}: perm = {:?} is not an order of the axes 0..{}",
+                    named(n),
+                    a.ints,
+                    a.ints.len()
+                ));
+            }
+        }
+        // A backend walks the kernel window element by element (tract lists an offset per
+        // element): a window of more elements than memory holds never finishes.
+        if a.name == "kernel_shape" {
+            let dims: Vec<usize> = a.ints.iter().map(|&v| v as usize).collect();
+            limits::check_tensor(&dims, "kernel window", 8)
+                .map_err(|why| format!("{}: kernel_shape = {:?}: {why}", named(n), a.ints))?;
+        }
     }
     Ok(())
 }
@@ -162,8 +181,59 @@ fn structure(g: &pb::GraphProto) -> Result<(), String> {
             }
         }
     }
+    single_assignment(g)?;
     acyclic(g)?;
     generators(g)
+}
+
+/// Fails when two nodes write the same tensor, or a node writes a graph input or an
+/// initializer: ONNX graphs assign each name once, and a backend that takes the first or
+/// the last writer silently computes another model than ONNX Runtime refuses. Fails too when
+/// a node reads, or the graph outputs, a tensor that nothing makes (tract panicked on an
+/// output nobody writes).
+fn single_assignment(g: &pb::GraphProto) -> Result<(), String> {
+    let mut writers: HashMap<&str, &pb::NodeProto> = HashMap::new();
+    let given: std::collections::HashSet<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(g.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            g.sparse_initializer
+                .iter()
+                .filter_map(|s| s.values.as_ref().map(|v| v.name.as_str())),
+        )
+        .collect();
+    for n in &g.node {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            if given.contains(o.as_str()) {
+                return Err(format!(
+                    "{} writes {o:?}, a graph input or initializer",
+                    named(n)
+                ));
+            }
+            if let Some(first) = writers.insert(o, n) {
+                return Err(format!(
+                    "{} and {} both write {o:?} (each tensor has one writer)",
+                    named(first),
+                    named(n)
+                ));
+            }
+        }
+    }
+    let made = |name: &str| given.contains(name) || writers.contains_key(name);
+    for n in &g.node {
+        if let Some(i) = n.input.iter().find(|i| !i.is_empty() && !made(i)) {
+            return Err(format!("{} reads {i:?}, which nothing makes", named(n)));
+        }
+    }
+    if let Some(o) = g.output.iter().find(|o| !made(&o.name)) {
+        return Err(format!(
+            "the graph's output {:?} is made by nothing",
+            o.name
+        ));
+    }
+    Ok(())
 }
 
 /// Fails when a node depends on its own output, directly or through others (a cycle would
@@ -289,11 +359,16 @@ fn generators(g: &pb::GraphProto) -> Result<(), String> {
                 match (start.as_slice(), limit.as_slice(), delta.as_slice()) {
                     (_, _, [d]) if *d == 0.0 => Err("its delta is 0: the range never ends".into()),
                     ([s], [l], [d]) => {
-                        let count = ((l - s) / d).ceil().max(0.0);
-                        if count.is_finite() && count < (usize::MAX / 8) as f64 {
-                            limits::check_tensor(&[count as usize], "8-byte", 8).map(|_| ())
-                        } else {
+                        // NaN.max(0) is 0: the count is checked before it is clamped.
+                        let count = ((l - s) / d).ceil();
+                        if !count.is_finite() || count >= (usize::MAX / 8) as f64 {
                             Err(format!("from {s} to {l} by {d} is not a finite range"))
+                        } else if count < 1.0 {
+                            // An empty tensor feeds nothing to a classifier; tract divides by
+                            // its size.
+                            Err(format!("from {s} to {l} by {d} is empty"))
+                        } else {
+                            limits::check_tensor(&[count as usize], "8-byte", 8).map(|_| ())
                         }
                     }
                     _ => continue,
@@ -330,10 +405,15 @@ mod tests {
         }
     }
 
+    /// A graph of input `x`, `node` and `initializer`.
     fn graph(node: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> pb::GraphProto {
         pb::GraphProto {
             node,
             initializer,
+            input: vec![pb::ValueInfoProto {
+                name: "x".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -401,5 +481,34 @@ mod tests {
         assert!(generators(&g).unwrap_err().contains("delta is 0"));
         g.initializer[2].raw_data = 1i64.to_le_bytes().to_vec();
         assert_eq!(generators(&g), Ok(()));
+        // Backwards by a positive step: empty; by NaN: no range at all.
+        g.initializer[2].raw_data = (-1i64).to_le_bytes().to_vec();
+        assert!(generators(&g).unwrap_err().contains("is empty"));
+        g.initializer[2] = pb::TensorProto {
+            name: "c".into(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: vec![f32::NAN],
+            ..Default::default()
+        };
+        assert!(generators(&g).unwrap_err().contains("not a finite range"));
+    }
+
+    #[test]
+    fn every_tensor_read_is_made_once() {
+        let ok = graph(vec![node("Relu", &["x"], "a")], vec![]);
+        assert_eq!(structure(&ok), Ok(()));
+        let twice = graph(
+            vec![node("Relu", &["x"], "a"), node("Neg", &["x"], "a")],
+            vec![],
+        );
+        assert!(structure(&twice).unwrap_err().contains("both write \"a\""));
+        let nowhere = graph(vec![node("Relu", &["y"], "a")], vec![]);
+        assert!(structure(&nowhere).unwrap_err().contains("nothing makes"));
+        let mut unmade = ok.clone();
+        unmade.output.push(pb::ValueInfoProto {
+            name: "b".into(),
+            ..Default::default()
+        });
+        assert!(structure(&unmade).unwrap_err().contains("made by nothing"));
     }
 }

@@ -329,6 +329,17 @@ impl Model {
     }
 
     fn build_graph(&self, rows: usize, m: usize) -> Result<Arc<dyn GraphSession>, GraphFailure> {
+        // The graph's output alone holds M gradients of every row: sized before a backend
+        // allocates it (ONNX Runtime has no check of its own and grows past any cap).
+        let mut dims = vec![rows, m];
+        dims.extend_from_slice(&self.spec.sample_shape());
+        crate::limits::check_f32_tensor(&dims).map_err(|why| {
+            GraphFailure::Other(Error::Config(format!(
+                "{}: the gradients of {rows} row(s) for {m} logit combination(s) are too \
+                 large: {why}",
+                self.onnx.path.display()
+            )))
+        })?;
         let built = self.emit_graph(rows, m)?;
         let session = self
             .backend()

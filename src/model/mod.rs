@@ -136,6 +136,17 @@ impl Model {
             SpecOverrides::default()
         };
         let sidecar_size = sidecar.size;
+        let sidecar_file = spec::sidecar_path(path);
+        let from_sidecar = sidecar.clone();
+        let origin = |key: &str| {
+            if options.spec.has(key) {
+                format!("--{key}")
+            } else if from_sidecar.has(key) {
+                format!("{key} in {}", sidecar_file.display())
+            } else {
+                key.to_string()
+            }
+        };
         let settings = sidecar.overridden_by(&options.spec);
         let ends_in_softmax = matches!(onnx.final_softmax(),
             Some(i) if onnx.graph().node[i].op_type == "Softmax");
@@ -145,6 +156,7 @@ impl Model {
             |layout| input.chw(layout),
             ends_in_softmax,
             &settings,
+            &origin,
         )?;
         let class_names = settings
             .classes
@@ -290,7 +302,7 @@ fn check_input_memory(
 ) -> Result<()> {
     let mut dims = vec![batch];
     dims.extend_from_slice(&spec.sample_shape());
-    let Err(why) = crate::limits::check_f32_tensor(&dims) else {
+    let Err(why) = crate::limits::check_input_batch(&dims) else {
         return Ok(());
     };
     let size = match (options.spec.size, sidecar_size) {

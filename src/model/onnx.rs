@@ -111,11 +111,130 @@ impl ImageInput {
     }
 }
 
+/// Whether a tensor's values are stored in another file.
+fn is_external(t: &pb::TensorProto) -> bool {
+    t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+}
+
+/// Every tensor stored in `g` and its subgraphs: initializers and attribute tensors.
+fn tensors_mut(
+    g: &mut pb::GraphProto,
+    f: &mut dyn FnMut(&mut pb::TensorProto) -> Result<()>,
+) -> Result<()> {
+    for t in &mut g.initializer {
+        f(t)?;
+    }
+    for n in &mut g.node {
+        for a in &mut n.attribute {
+            for t in a.t.iter_mut().chain(a.tensors.iter_mut()) {
+                f(t)?;
+            }
+            for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                tensors_mut(sub, f)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn uses_external_data(proto: &pb::ModelProto) -> bool {
+    fn any(g: &pb::GraphProto) -> bool {
+        g.initializer.iter().any(is_external)
+            || g.node.iter().flat_map(|n| &n.attribute).any(|a| {
+                a.t.iter().chain(&a.tensors).any(is_external)
+                    || a.g.iter().chain(&a.graphs).any(any)
+            })
+    }
+    proto.graph.as_ref().is_some_and(any)
+}
+
+/// Reads the values of every tensor of the model at `path` stored as external data into the
+/// model, so that both backends see the same self-contained graph (ONNX Runtime, given the
+/// model from memory, would resolve locations against the working directory; tract refuses
+/// them). A location must be a plain relative path inside the model's folder (no root, no
+/// `..`, no symbolic link on the way) naming a regular file; all the data read together is
+/// capped like a model file.
+fn inline_external_data(proto: &mut pb::ModelProto, path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut total: u64 = 0;
+    let Some(g) = proto.graph.as_mut() else {
+        return Ok(());
+    };
+    tensors_mut(g, &mut |t| {
+        if !is_external(t) {
+            return Ok(());
+        }
+        let bad = |reason: String| Error::InvalidModel {
+            path: path.to_path_buf(),
+            reason: format!("tensor {:?}: external data {reason}", t.name),
+        };
+        let key = |k: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == k)
+                .map(|e| e.value.clone())
+        };
+        let location = key("location").ok_or_else(|| bad("without a location".into()))?;
+        let number = |k: &str| -> Result<Option<u64>> {
+            key(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| bad(format!("{k} {v:?} is not a byte count")))
+                })
+                .transpose()
+        };
+        let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+        let file = crate::write::inside(folder, Path::new(&location)).ok_or_else(|| {
+            bad(format!(
+                "{location:?} leaves the model's folder (georob reads external data only from \
+                 plain relative paths beside the model, through no symbolic link)"
+            ))
+        })?;
+        let mut f = crate::read::open(&file, u64::MAX).map_err(|e| bad(e.to_string()))?;
+        let size = f
+            .metadata()
+            .map_err(|e| bad(Error::io(&file, e).to_string()))?
+            .len();
+        let length = length.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(bad(format!(
+                "{location:?}: bytes {offset}..{offset}+{length} lie beyond its {size} bytes"
+            )));
+        }
+        total += length;
+        if total > crate::read::MODEL_CAP {
+            return Err(bad(format!(
+                "{location:?}: the model's external data exceed {}",
+                crate::limits::format_bytes(crate::read::MODEL_CAP.into())
+            )));
+        }
+        let mut data = Vec::new();
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| bad(Error::io(&file, e).to_string()))?;
+        f.take(length)
+            .read_to_end(&mut data)
+            .map_err(|e| bad(Error::io(&file, e).to_string()))?;
+        t.raw_data = data;
+        t.data_location = None;
+        t.external_data.clear();
+        Ok(())
+    })
+}
+
 impl OnnxModel {
     /// Reads and parses `path`. Fails on missing, empty, truncated or non-ONNX files.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = crate::read::bytes(path, crate::read::MODEL_CAP)?;
-        Self::from_bytes(bytes, path)
+        let mut model = Self::from_bytes(bytes, path)?;
+        if uses_external_data(&model.proto) {
+            inline_external_data(&mut model.proto, path)?;
+            super::check::model(&model.proto).map_err(|reason| Error::InvalidModel {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+        }
+        Ok(model)
     }
 
     /// Parses ONNX bytes; `path` is only used to name the model in errors.

@@ -8,7 +8,10 @@ use std::path::Path;
 use georob::data::Dataset;
 use georob::model::{Model, ModelOptions};
 
-use crate::common::{georob, ort_library, repo, text, tract, write_npy_f32, write_unary_model};
+use crate::common::{
+    bit_flipped, georob, ort_library, repo, text, tract, truncated, write_npy_f32,
+    write_unary_model, Rng,
+};
 
 /// Runs `georob eval` and checks exit status 2 and that stderr names `needle`s.
 fn fails_with(args: &[&str], needles: &[&str]) {
@@ -138,35 +141,13 @@ fn nan_logits_are_reported_not_averaged() {
     }
 }
 
-/// Deterministic pseudo-random numbers for the fuzz cases.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = georob::measure::splitmix(self.0);
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// 100 truncations and 100 bit-flipped copies of `bytes`; bit flips land in
 /// the first `flip_span` bytes (the graph structure of a large model; its
 /// weights would only change numbers).
 fn mutants(bytes: &[u8], flip_span: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(seed);
-    let mut out = Vec::new();
-    for _ in 0..100 {
-        out.push(bytes[..rng.below(bytes.len())].to_vec());
-    }
-    for _ in 0..100 {
-        let mut b = bytes.to_vec();
-        for _ in 0..1 + rng.below(8) {
-            let i = rng.below(flip_span.min(b.len()));
-            b[i] ^= 1 << rng.below(8);
-        }
-        out.push(b);
-    }
+    let mut rng = Rng::new(seed);
+    let mut out: Vec<Vec<u8>> = (0..100).map(|_| truncated(bytes, &mut rng)).collect();
+    out.extend((0..100).map(|_| bit_flipped(bytes, flip_span, &mut rng)));
     out
 }
 

@@ -117,6 +117,26 @@ pub fn command() -> Command {
     c
 }
 
+/// Caps the address space (RLIMIT_AS) of the process `cmd` starts at `bytes`: an allocation
+/// past it fails (and aborts a Rust program) instead of growing.
+#[cfg(unix)]
+pub fn cap_memory(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let cap = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs the georob binary with `args` from the repository root.
 pub fn georob(args: &[&str]) -> Output {
     command().args(args).output().expect("run georob")
@@ -500,4 +520,59 @@ pub fn write_unary_model(path: &Path, op: &str) {
         &[None, Some(4)],
     );
     std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+/// Deterministic pseudo-random numbers for the fuzz cases (splitmix64).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = georob::measure::splitmix(self.0);
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// Fewer than `max` random bytes.
+    pub fn some_bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max);
+        self.bytes(n)
+    }
+}
+
+/// A copy of `bytes` cut short at a random length.
+pub fn truncated(bytes: &[u8], rng: &mut Rng) -> Vec<u8> {
+    bytes[..rng.below(bytes.len())].to_vec()
+}
+
+/// A copy of `bytes` with 1 to 8 bits flipped in its first `span` bytes.
+pub fn bit_flipped(bytes: &[u8], span: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    for _ in 0..1 + rng.below(8) {
+        let i = rng.below(span.min(b.len()));
+        b[i] ^= 1 << rng.below(8);
+    }
+    b
 }

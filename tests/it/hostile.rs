@@ -14,8 +14,8 @@ use tract_onnx::pb::{
 
 use crate::common::{classifier, command, float_value_info, node, onnx_models, tensor, text};
 
-const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
-const TEST: &str = "onnx_models/digits/test";
+pub(crate) const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
+pub(crate) const TEST: &str = "onnx_models/digits/test";
 
 /// How long a case may run before it counts as a hang.
 const HANG: Duration = Duration::from_secs(20);
@@ -66,7 +66,7 @@ fn export_grad_refused(dir: &Path, batch: &str, needles: &[&str]) {
 
 /// A dimension of a declared input: fixed, or named (dynamic).
 #[derive(Clone, Copy)]
-enum D {
+pub(crate) enum D {
     Fixed(i64),
     Named(&'static str),
 }
@@ -83,13 +83,13 @@ fn input_info(dims: &[D]) -> ValueInfoProto {
 
 /// `input (dims) → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`: a classifier of one
 /// channel at any size (ten classes, as the digits' labels need).
-fn pooled(dims: &[D]) -> ModelProto {
+pub(crate) fn pooled(dims: &[D]) -> ModelProto {
     pooled_after(dims, vec![], vec![], "input")
 }
 
 /// `input (dims) → nodes → features → GlobalAveragePool → Flatten → Gemm → logits (N, 10)`,
 /// `features` of one channel.
-fn pooled_after(
+pub(crate) fn pooled_after(
     dims: &[D],
     nodes: Vec<NodeProto>,
     initializer: Vec<TensorProto>,
@@ -123,7 +123,7 @@ fn pooled_after(
     m
 }
 
-fn int_attr(name: &str, i: i64) -> AttributeProto {
+pub(crate) fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
@@ -133,19 +133,19 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
 }
 
 /// A model of one gray channel at any size, batch dynamic.
-fn dynamic_size() -> ModelProto {
+pub(crate) fn dynamic_size() -> ModelProto {
     pooled(&[D::Named("N"), D::Fixed(1), D::Named("H"), D::Named("W")])
 }
 
 /// Writes `model` to `dir/name` and returns the path as text.
-fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
+pub(crate) fn write(dir: &Path, name: &str, model: &ModelProto) -> String {
     let p = dir.join(name);
     std::fs::write(&p, model.encode_to_vec()).unwrap();
     p.to_string_lossy().into_owned()
 }
 
 /// A classifier whose last node `op` (producing `logits`) takes `inputs`.
-fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
+pub(crate) fn ending_in(op: &str, inputs: &[&str]) -> ModelProto {
     let mut flatten = node("Flatten", "flatten", &["input"], "flat");
     flatten.attribute.push(int_attr("axis", 1));
     classifier(
@@ -190,13 +190,20 @@ fn a_node_consuming_its_own_output_is_refused() {
 }
 
 /// Writes a float32 `.npy` header claiming `shape`, followed by `data_bytes` zero bytes.
-fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
+pub(crate) fn npy_claiming(path: &Path, shape: &[u64], data_bytes: usize) {
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-    let mut header = format!(
+    let dict = format!(
         "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
         dims.join(", ")
     );
-    while (10 + header.len() + 1) % 64 != 0 {
+    npy_with_header(path, &dict, data_bytes);
+}
+
+/// Writes a version 1 `.npy` file of header `dict` (padded as NumPy pads it), followed by
+/// `data_bytes` zero bytes.
+pub(crate) fn npy_with_header(path: &Path, dict: &str, data_bytes: usize) {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -306,7 +313,7 @@ fn measure_parameters_out_of_range_are_refused() {
 
 /// Makes a FIFO at `path` (nothing ever writes to it: opening it to read blocks).
 #[cfg(unix)]
-fn fifo(path: &Path) {
+pub(crate) fn fifo(path: &Path) {
     let ok = std::process::Command::new("mkfifo")
         .arg(path)
         .status()
@@ -409,7 +416,7 @@ fn inputs_too_large_for_memory_are_refused_before_allocating() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
 
-fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+pub(crate) fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
@@ -439,7 +446,7 @@ fn intermediate_tensors_too_large_for_memory_are_refused() {
 }
 
 /// An int64 initializer `name` of shape `[values.len()]`.
-fn int64s(name: &str, values: &[i64]) -> TensorProto {
+pub(crate) fn int64s(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: vec![values.len() as i64],
@@ -570,6 +577,15 @@ fn names_that_would_leave_the_output_folder_are_refused() {
     assert!(!d.path().parent().unwrap().join("escape").exists());
 }
 
+/// Audits the digits CNN with the measure `measure` (the suite in `dir`) into `dir/out`.
+fn audited(dir: &Path, measure: &str, out: &str) -> std::path::PathBuf {
+    let suite = digits_suite(dir, "", &format!("[[measures]]\nname = {measure:?}\n"));
+    let out = dir.join(out);
+    let o = run(&["audit", &suite, "--out", &out.to_string_lossy(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    out
+}
+
 #[cfg(unix)]
 #[test]
 fn merge_and_reports_stay_inside_their_folders() {
@@ -579,9 +595,7 @@ fn merge_and_reports_stay_inside_their_folders() {
     let s = |path: &Path| path.to_string_lossy().into_owned();
     let secret = b"\x89PNG not for the report";
     std::fs::write(p("secret.png"), secret).unwrap();
-    let suite = digits_suite(d.path(), "", "[[measures]]\nname = \"deepfool\"\n");
-    let o = run(&["audit", &suite, "--out", &s(&p("s1")), "-q"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    audited(d.path(), "deepfool", "s1");
 
     // Merging a shard into itself would truncate what it reads.
     let journal = std::fs::read_to_string(p("s1/journal.jsonl")).unwrap();
@@ -638,25 +652,42 @@ fn merge_and_reports_stay_inside_their_folders() {
     assert_eq!(std::fs::read_to_string(p("target.txt")).unwrap(), "keep");
 }
 
+/// Copies the digits CNN to `dir/m.onnx`; for each `(line, key)`, `eval` with the sidecar
+/// `[input] line` beside it must be refused naming the sidecar and `key`. Returns the model.
+fn sidecars_refused(dir: &Path, cases: &[(&str, &str)]) -> String {
+    let m = dir.join("m.onnx");
+    std::fs::copy(onnx_models("digits/digits_cnn.onnx"), &m).unwrap();
+    let m = m.to_string_lossy().into_owned();
+    for (line, key) in cases {
+        std::fs::write(dir.join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
+        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
+    }
+    m
+}
+
+/// `uap` parameters that keep a run short.
+pub(crate) const QUICK_UAP: [&str; 6] = [
+    "-p",
+    "max_passes=1",
+    "-p",
+    "noise_trials=1",
+    "-p",
+    "curvature_steps=0",
+];
+
 #[test]
 fn settings_that_were_silently_accepted_are_refused() {
     let d = tempfile::tempdir().unwrap();
     // Sidecar values that are not numbers a model can take, or one value too many.
-    std::fs::copy(
-        onnx_models("digits/digits_cnn.onnx"),
-        d.path().join("m.onnx"),
-    )
-    .unwrap();
-    let m = d.path().join("m.onnx").to_string_lossy().into_owned();
-    for (line, key) in [
-        ("size = [28, 28, 1]", "size"),
-        ("size = [28, 28]\nscale = nan", "scale"),
-        ("size = [28, 28]\nscale = 1e39", "scale"),
-        ("size = [28, 28]\nmean = [inf]", "mean"),
-    ] {
-        std::fs::write(d.path().join("m.georob.toml"), format!("[input]\n{line}\n")).unwrap();
-        refused(&["eval", &m, TEST], &["m.georob.toml", key]);
-    }
+    sidecars_refused(
+        d.path(),
+        &[
+            ("size = [28, 28, 1]", "size"),
+            ("size = [28, 28]\nscale = nan", "scale"),
+            ("size = [28, 28]\nscale = 1e39", "scale"),
+            ("size = [28, 28]\nmean = [inf]", "mean"),
+        ],
+    );
     for (flag, value) in [("--scale", "NaN"), ("--mean", "0,inf"), ("--std", "nan")] {
         refused(&["eval", CNN, TEST, flag, value], &[flag]);
     }
@@ -793,7 +824,7 @@ fn models_onnx_runtime_rejects_are_refused_on_tract_too() {
 #[test]
 fn transfer_models_do_not_take_the_model_and_data() {
     // `--transfer` took every value after it: MODEL and DATA too, then "MODEL is required".
-    let o = run(&[
+    let mut args = vec![
         "measure",
         "uap",
         "--transfer",
@@ -802,15 +833,416 @@ fn transfer_models_do_not_take_the_model_and_data() {
         TEST,
         "--limit",
         "4",
-        "-p",
-        "max_passes=1",
-        "-p",
-        "noise_trials=1",
-        "-p",
-        "curvature_steps=0",
         "-q",
-    ]);
+    ];
+    args.extend(QUICK_UAP);
+    let o = run(&args);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(out.contains("transfer_fooling_rate_digits_linear"), "{out}");
+}
+
+// Found by the fuzz set (`fuzz.rs`), one test per class.
+
+#[cfg(unix)]
+#[test]
+fn an_address_space_limit_lowers_the_default_memory_limit() {
+    // Under `ulimit -v 2G`, a 1.6 GB input was allocated (the default limit was half of the
+    // machine's memory) and the process aborted; now the default is half of the cap.
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    let mut cmd = command();
+    cmd.args(["eval", &m, TEST, "--size", "20000x20000", "-q"]);
+    crate::common::cap_memory(&mut cmd, 2 << 30);
+    let o = cmd.output().expect("run georob");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--max-memory") && err.contains("--size"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_named_as_outputs_are_refused_not_waited_on() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out.json");
+    fifo(&out);
+    refused(
+        &["eval", CNN, TEST, "-q", "--json", &out.to_string_lossy()],
+        &["out.json", "FIFO"],
+    );
+}
+
+#[test]
+fn pooling_windows_beyond_memory_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    for op in ["MaxPool", "AveragePool"] {
+        let mut pool = node(op, "pool1", &["input"], "p");
+        pool.attribute
+            .push(ints_attr("kernel_shape", &[1 << 28, 37]));
+        let m = write(
+            d.path(),
+            "pool.onnx",
+            &pooled_after(&gray, vec![pool], vec![], "p"),
+        );
+        refused(
+            &["eval", &m, TEST, "--backend", "tract"],
+            &["pool.onnx", "kernel_shape", "--max-memory"],
+        );
+    }
+}
+
+#[test]
+fn tensors_written_twice_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let nodes = vec![
+        node("Relu", "first", &["input"], "r"),
+        node("Neg", "second", &["input"], "r"),
+    ];
+    let m = write(
+        d.path(),
+        "twice.onnx",
+        &pooled_after(&gray, nodes, vec![], "r"),
+    );
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["twice.onnx", "both write \"r\""],
+    );
+    let nodes = vec![node("Relu", "over", &["input"], "input")];
+    let m = write(
+        d.path(),
+        "input.onnx",
+        &pooled_after(&gray, nodes, vec![], "input"),
+    );
+    refused(&["inspect", &m], &["input.onnx", "graph input"]);
+}
+
+#[test]
+fn gate_limits_that_are_not_numbers_are_refused_naming_the_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let report = audited(d.path(), "accuracy", "s1").join("report.json");
+    let report = report.to_string_lossy();
+    for (flag, value) in [
+        ("--min", "accuracy.accuracy=nan"),
+        ("--max", "accuracy.accuracy=1e400"),
+        ("--min", "accuracy=1"),
+    ] {
+        refused(&["gate", &report, flag, value], &[flag]);
+    }
+    let thresholds = d.path().join("t.toml");
+    std::fs::write(&thresholds, "thresholds = [\"accuracy.accuracy >= nan\"]\n").unwrap();
+    refused(
+        &[
+            "gate",
+            &report,
+            "--thresholds",
+            &thresholds.to_string_lossy(),
+        ],
+        &["t.toml", "finite"],
+    );
+    refused(
+        &[
+            "gate",
+            &report,
+            "--min",
+            "accuracy.accuracy=0",
+            "--baseline",
+            &report,
+            "--max-regression",
+            "-5%",
+        ],
+        &["--max-regression"],
+    );
+    refused(
+        &["eval", CNN, TEST, "--max-memory", "-1G"],
+        &["--max-memory"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_entries_that_are_not_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let png = onnx_models("digits/test/3/0030.png");
+    for (i, special) in ["fifo", "device"].into_iter().enumerate() {
+        let class = d.path().join(format!("imgs{i}/3"));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::copy(&png, class.join("a.png")).unwrap();
+        let bad = class.join("b.png");
+        match special {
+            "fifo" => fifo(&bad),
+            _ => std::os::unix::fs::symlink("/dev/zero", &bad).unwrap(),
+        }
+        refused(
+            &["eval", CNN, &class.parent().unwrap().to_string_lossy()],
+            &["b.png", "not a regular file"],
+        );
+    }
+}
+
+#[test]
+fn settings_errors_name_the_flag_or_the_sidecar_key() {
+    let d = tempfile::tempdir().unwrap();
+    let m = sidecars_refused(
+        d.path(),
+        &[
+            ("mean = [0.5, 0.5, 0.5]", "mean in"),
+            ("std = [0.0]", "std in"),
+            ("size = [56, 56]", "size in"),
+            ("channels = \"rgb\"", "channels in"),
+            ("layout = \"NHWC\"", "layout in"),
+        ],
+    );
+    for (flag, value) in [
+        ("--mean", "0.5,0.5,0.5,0.5"),
+        ("--channels", "rgb"),
+        ("--layout", "NHWC"),
+    ] {
+        refused(&["eval", CNN, TEST, "--no-sidecar", flag, value], &[flag]);
+    }
+    // A suite's empty data path.
+    let suite = d.path().join("suite.toml");
+    std::fs::write(&suite, format!("data = \"\"\n[[models]]\npath = {m:?}\n")).unwrap();
+    refused(
+        &[
+            "audit",
+            &suite.to_string_lossy(),
+            "--out",
+            &d.path().join("o").to_string_lossy(),
+        ],
+        &["suite.toml", "data is empty"],
+    );
+    // Labels out of range name the labels file.
+    let (x, y) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    crate::common::write_npy_f32(&x, &[1, 1, 28, 28], &[0.5; 784]);
+    crate::common::write_npy_i64(&y, &[10]);
+    refused(
+        &[
+            "eval",
+            CNN,
+            &x.to_string_lossy(),
+            "--labels",
+            &y.to_string_lossy(),
+        ],
+        &["y.npy", "out of range"],
+    );
+}
+
+#[test]
+fn journal_errors_name_the_journal() {
+    let d = tempfile::tempdir().unwrap();
+    let s1 = audited(d.path(), "accuracy", "s1");
+    let journal = s1.join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let merged = d.path().join("m").to_string_lossy().into_owned();
+    let s1 = s1.to_string_lossy().into_owned();
+    for (from, to) in [
+        ("\"model\":\"digits_cnn\"", "\"model\":\"elsewhere\""),
+        ("\"thresholds\":[]", "\"thresholds\":[\"garbage\"]"),
+    ] {
+        assert!(text.contains(from), "{from} not in {text}");
+        std::fs::write(&journal, text.replacen(from, to, 1)).unwrap();
+        refused(&["merge", &s1, "--out", &merged], &["journal.jsonl"]);
+    }
+}
+
+/// `K` (1×1×1×1, the value 2) of `pooled_after(input × K)` stored as external data at
+/// `location`, with `entries` overriding the location entry's neighbours (offset, length).
+pub(crate) fn external_model(location: &str, entries: &[(&str, &str)]) -> ModelProto {
+    use tract_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let mut k = tensor("K", &[1, 1, 1, 1], &[]);
+    k.data_location = Some(DataLocation::External as i32);
+    k.external_data = std::iter::once(("location", location))
+        .chain(entries.iter().copied())
+        .map(|(key, value)| StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        })
+        .collect();
+    let nodes = vec![node("Mul", "scale", &["input", "K"], "scaled")];
+    pooled_after(&gray, nodes, vec![k], "scaled")
+}
+
+#[cfg(unix)]
+#[test]
+fn external_data_is_read_from_the_model_folder_only() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let two = 2.0f32.to_le_bytes();
+    std::fs::write(models.join("w.bin"), [[0u8; 4], two].concat()).unwrap();
+    std::fs::write(d.path().join("outside.bin"), two).unwrap();
+    std::os::unix::fs::symlink(d.path().join("outside.bin"), models.join("link.bin")).unwrap();
+    fifo(&models.join("fifo.bin"));
+    // A valid location beside the model runs on both backends, whatever the working folder.
+    let m = write(
+        &models,
+        "ok.onnx",
+        &external_model("w.bin", &[("offset", "4"), ("length", "4")]),
+    );
+    let digit = onnx_models("digits/test/3/0030.png")
+        .to_string_lossy()
+        .into_owned();
+    for backend in ["tract", "ort"] {
+        if backend == "ort" && crate::common::ort_library("external data (ort)").is_none() {
+            continue;
+        }
+        let o = run(&["eval", &m, &digit, "--backend", backend, "-q"]);
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", text(&o).1);
+    }
+    for (name, location, entries, why) in [
+        (
+            "up.onnx",
+            "../outside.bin",
+            &[][..],
+            "leaves the model's folder",
+        ),
+        (
+            "abs.onnx",
+            "/etc/hostname",
+            &[],
+            "leaves the model's folder",
+        ),
+        ("link.onnx", "link.bin", &[], "leaves the model's folder"),
+        ("fifo.onnx", "fifo.bin", &[], "not a regular file"),
+        ("missing.onnx", "nothing.bin", &[], "nothing.bin"),
+        (
+            "beyond.onnx",
+            "w.bin",
+            &[("offset", "6"), ("length", "4")],
+            "beyond",
+        ),
+        (
+            "short.onnx",
+            "w.bin",
+            &[("length", "2")],
+            "initializer \"K\"",
+        ),
+    ] {
+        let m = write(&models, name, &external_model(location, entries));
+        refused(&["eval", &m, &digit, "--backend", "tract"], &[name, why]);
+    }
+}
+
+#[test]
+fn npy_headers_that_crashed_the_reader_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let x = d.path().join("x.npy");
+    // A dimension of 0 hides an overflow from the element count, not from the strides.
+    npy_claiming(&x, &[0, u64::MAX, 2], 0);
+    refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+    // A ')' before the shape's '('.
+    npy_with_header(
+        &x,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': h2, 1, 28, 28, ), }",
+        64,
+    );
+    refused(&["eval", CNN, &x.to_string_lossy()], &["x.npy"]);
+}
+
+#[test]
+fn inputs_and_gradients_a_run_cannot_hold_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = write(d.path(), "dyn.onnx", &dynamic_size());
+    // One 8000×8000 gray batch is 256 MB; a run holds several copies of it.
+    refused(
+        &[
+            "eval",
+            &m,
+            TEST,
+            "--size",
+            "8000x8000",
+            "--max-memory",
+            "512M",
+            "--backend",
+            "tract",
+            "-q",
+        ],
+        &["--size", "copies", "--max-memory"],
+    );
+    // A 2000×2000 input fits; DeepFool's gradients of 9 classes (144 MB) do not.
+    let digit = onnx_models("digits/test/3/0030.png");
+    refused(
+        &[
+            "measure",
+            "deepfool",
+            &m,
+            &digit.to_string_lossy(),
+            "--size",
+            "2000x2000",
+            "--max-memory",
+            "100M",
+            "--backend",
+            "tract",
+            "-q",
+        ],
+        &["dyn.onnx", "gradients", "--max-memory"],
+    );
+}
+
+#[test]
+fn negative_flag_values_reach_their_parser() {
+    // clap took "-1x5" for a flag and named neither --size nor the value.
+    refused(&["eval", CNN, TEST, "--size", "-1x5"], &["--size"]);
+    refused(
+        &[
+            "measure", "deepfool", CNN, TEST, "--bounds", "-1e39,0", "--limit", "1",
+        ],
+        &["--bounds"],
+    );
+    let o = run(&["eval", CNN, TEST, "--mean", "-0.5", "--std", "2", "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+}
+
+#[test]
+fn graphs_tract_panicked_on_are_refused_before_it_sees_them() {
+    let d = tempfile::tempdir().unwrap();
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    // Ranges that are empty or not ranges at all (tract divided by zero).
+    for (name, start, limit, delta, why) in [
+        ("empty.onnx", 11.0, 19.0, -1.0, "is empty"),
+        ("nan.onnx", 0.0, -1.0, f32::NAN, "not a finite range"),
+    ] {
+        let nodes = vec![
+            node("Range", "range", &["start", "limit", "delta"], "ramp"),
+            node("ReduceSum", "sum", &["ramp"], "sum"),
+            node("Add", "add", &["input", "sum"], "shifted"),
+        ];
+        let scalars = vec![
+            tensor("start", &[], &[start]),
+            tensor("limit", &[], &[limit]),
+            tensor("delta", &[], &[delta]),
+        ];
+        let m = write(
+            d.path(),
+            name,
+            &pooled_after(&gray, nodes, scalars, "shifted"),
+        );
+        refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
+    }
+    // A Transpose whose perm is not an order of the axes (tract indexed past them).
+    let mut t = node("Transpose", "t", &["input"], "moved");
+    t.attribute.push(ints_attr("perm", &[0, 9, 9, 4]));
+    let m = write(
+        d.path(),
+        "perm.onnx",
+        &pooled_after(&gray, vec![t], vec![], "moved"),
+    );
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["perm.onnx", "perm"],
+    );
+    // An output nothing makes (tract: "no entry found for key").
+    let mut unmade = pooled_after(&gray, vec![], vec![], "input");
+    unmade.graph.as_mut().unwrap().output[0].name = "nothing".into();
+    let m = write(d.path(), "unmade.onnx", &unmade);
+    refused(
+        &["eval", &m, TEST, "--backend", "tract"],
+        &["unmade.onnx", "made by nothing"],
+    );
 }

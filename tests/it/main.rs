@@ -15,6 +15,7 @@ mod cli;
 mod cli_grad;
 mod corrupt;
 mod deepfool;
+mod fuzz;
 mod geometric;
 mod grad_fallback;
 mod grad_models;
