@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use image::RgbImage;
 use serde_json::json;
 
-use super::space::{Space, SpacedModel};
+use super::space::SpacedModel;
 use super::{
     picture, Artifact, Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output,
     Summary, Units, Values,
@@ -23,7 +23,7 @@ use crate::attack::vector::argmax;
 use crate::corrupt::{Corruption, RgbPlanes, Severity};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::spec::{InputSpec, Layout};
+use crate::spec::InputSpec;
 
 /// Parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,14 +76,6 @@ impl Params {
             .flat_map(|&c| severities.iter().map(move |&s| (c, s)))
             .collect())
     }
-}
-
-/// Whether model-space tensors are image-space pixels: planar, unscaled, unnormalised.
-pub(super) fn pixels_in_model_space(spec: &InputSpec) -> bool {
-    spec.layout == Layout::Nchw
-        && spec.scale == 1.0
-        && spec.mean.iter().all(|&m| m == 0.0)
-        && spec.std.iter().all(|&s| s == 1.0)
 }
 
 impl Params {
@@ -281,12 +273,8 @@ impl Measure for Params {
             Some(dir) => Some(CorruptionSet::open(dir, &grid, ctx)?),
             None => None,
         };
-        if set.is_none() && sm.space == Space::Model && !pixels_in_model_space(spec) {
-            return Err(Error::Config(format!(
-                "corruptions: {} holds model-space tensors (.npy) and the model's preprocessing is \
-                 not the identity, so they are not pixels to corrupt; give images",
-                ctx.data.path.display()
-            )));
+        if set.is_none() {
+            sm.require_pixels(ctx.data, "corruptions")?;
         }
         let (d, k) = (sm.dim(), sm.classes());
         let n = ctx.data.len();

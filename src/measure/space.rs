@@ -43,6 +43,24 @@ impl<'a> SpacedModel<'a> {
         }
     }
 
+    /// Fails unless the measured values are pixels in `[0, 1]` that `measure` can change as
+    /// an image: always for images; for `.npy` tensors, when the model's preprocessing is the
+    /// identity (planar, scale 1, mean 0, std 1).
+    pub fn require_pixels(&self, data: &Dataset, measure: &str) -> Result<()> {
+        let spec = &self.model.spec;
+        let identity = spec.layout == crate::spec::Layout::Nchw
+            && spec.scale == 1.0
+            && spec.mean.iter().all(|&m| m == 0.0)
+            && spec.std.iter().all(|&s| s == 1.0);
+        if self.space == Space::Model && !identity {
+            return Err(crate::error::Error::Config(format!(
+                "{measure}: {} holds model-space tensors (.npy) and the model's preprocessing is \
+                 not the identity, so they are not pixels; give images",
+                data.path.display()
+            )));
+        }
+        Ok(())
+    }
     /// Values per sample `d`.
     pub fn dim(&self) -> usize {
         self.model.spec.sample_len()

@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::corruptions::pixels_in_model_space;
-use super::space::{Space, SpacedModel};
+use super::space::SpacedModel;
 use super::{
     Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output, Summary, Units,
     Values,
@@ -111,13 +110,7 @@ impl Measure for Params {
         let kinds = self.kinds()?;
         let sm = SpacedModel::new(ctx.model, ctx.data);
         let spec = &ctx.model.spec;
-        if sm.space == Space::Model && !pixels_in_model_space(spec) {
-            return Err(Error::Config(format!(
-                "stability: {} holds model-space tensors (.npy) and the model's preprocessing is \
-                 not the identity, so they are not pixels to perturb; give images",
-                ctx.data.path.display()
-            )));
-        }
+        sm.require_pixels(ctx.data, "stability")?;
         let (d, k) = (sm.dim(), sm.classes());
         let n = ctx.data.len();
         let most_frames = kinds.iter().map(|p| p.frames()).max().unwrap_or(1);

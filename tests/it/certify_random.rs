@@ -98,7 +98,7 @@ impl Net {
 
     fn ints(&mut self, values: &[i64]) -> String {
         let name = self.name("i");
-        self.inits.push(int64_tensor(&name, values));
+        self.inits.push(int64s(&name, values));
         name
     }
 
@@ -132,13 +132,13 @@ impl Net {
                 let s = 1.5 / ((9 * c) as f32).sqrt();
                 let k = self.weights(&[out, c, 3, 3], -s, s);
                 let b = self.weights(&[out], -0.2, 0.2);
-                self.push("Conv", &[&y, &k, &b], vec![attr_ints("pads", &[1; 4])]);
+                self.push("Conv", &[&y, &k, &b], vec![ints_attr("pads", &[1; 4])]);
                 self.shape = [out, h, w];
             }
             Op::Relu | Op::Sigmoid | Op::HardSigmoid | Op::HardSwish | Op::Identity => {
                 self.push(&format!("{op:?}"), &[&y], vec![]);
             }
-            Op::LeakyRelu => self.push("LeakyRelu", &[&y], vec![attr_float("alpha", 0.1)]),
+            Op::LeakyRelu => self.push("LeakyRelu", &[&y], vec![float_attr("alpha", 0.1)]),
             Op::Clip => {
                 let lo = self.name("lo");
                 let hi = self.name("hi");
@@ -164,7 +164,7 @@ impl Net {
                 self.push("BatchNormalization", &inputs, vec![]);
             }
             Op::MaxPool | Op::AveragePool => {
-                let attrs = vec![attr_ints("kernel_shape", &[2, 2])];
+                let attrs = vec![ints_attr("kernel_shape", &[2, 2])];
                 self.push(&format!("{op:?}"), &[&y], attrs);
                 self.shape = [c, h - 1, w - 1];
             }
@@ -187,13 +187,13 @@ impl Net {
                 self.shape = [c, h, w - 1];
             }
             Op::Transpose => {
-                self.push("Transpose", &[&y], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+                self.push("Transpose", &[&y], vec![ints_attr("perm", &[0, 1, 3, 2])]);
                 self.shape = [c, w, h];
             }
             Op::Concat => {
                 self.push("Relu", &[&y], vec![]);
                 let r = self.cur.clone();
-                self.push("Concat", &[&y, &r], vec![attr_int("axis", 1)]);
+                self.push("Concat", &[&y, &r], vec![int_attr("axis", 1)]);
                 self.shape = [2 * c, h, w];
             }
             Op::Reshape => {
@@ -208,14 +208,14 @@ impl Net {
     /// Flatten, then a Gemm head (even seeds) or MatMul and Add (odd seeds) to the classes.
     fn head(&mut self, gemm: bool) -> ModelProto {
         let y = self.cur.clone();
-        self.push("Flatten", &[&y], vec![attr_int("axis", 1)]);
+        self.push("Flatten", &[&y], vec![int_attr("axis", 1)]);
         let f: usize = self.shape.iter().product();
         let flat = self.cur.clone();
         let s = 2.0 / (f as f32).sqrt();
         let b = self.weights(&[CLASSES], -0.1, 0.1);
         if gemm {
             let w = self.weights(&[CLASSES, f], -s, s);
-            self.push("Gemm", &[&flat, &w, &b], vec![attr_int("transB", 1)]);
+            self.push("Gemm", &[&flat, &w, &b], vec![int_attr("transB", 1)]);
         } else {
             let w = self.weights(&[f, CLASSES], -s, s);
             self.push("MatMul", &[&flat, &w], vec![]);

@@ -418,7 +418,7 @@ pub fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
 /// `Flatten(input, axis = 1) → flat` and `Gemm(features, W, b, transB = 1) → logits`: the two
 /// ends of a test classifier whose middle turns `flat` into `features`.
 pub fn flatten_and_gemm(features: &str) -> (NodeProto, NodeProto) {
-    let one = |name: &str| attr_int(name, 1);
+    let one = |name: &str| int_attr(name, 1);
     let mut flatten = node("Flatten", "flatten", &["input"], "flat");
     flatten.attribute.push(one("axis"));
     let mut gemm = node("Gemm", "head", &[features, "W", "b"], "logits");
@@ -438,7 +438,7 @@ pub fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
 }
 
 /// An integer-list attribute.
-pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+pub fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
@@ -448,7 +448,7 @@ pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
 }
 
 /// An integer attribute.
-pub fn attr_int(name: &str, i: i64) -> AttributeProto {
+pub fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
@@ -458,7 +458,7 @@ pub fn attr_int(name: &str, i: i64) -> AttributeProto {
 }
 
 /// A float attribute.
-pub fn attr_float(name: &str, f: f32) -> AttributeProto {
+pub fn float_attr(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Float as i32,
@@ -468,7 +468,7 @@ pub fn attr_float(name: &str, f: f32) -> AttributeProto {
 }
 
 /// An int64 initializer `name` of shape `[values.len()]`.
-pub fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+pub fn int64s(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: vec![values.len() as i64],

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use tract_onnx::pb::tensor_shape_proto::dimension;
-use tract_onnx::pb::{
-    type_proto, AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
-};
+use tract_onnx::pb::{type_proto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
-use crate::common::{classifier, command, float_value_info, node, onnx_models, tensor, text};
+use crate::common::{
+    classifier, command, float_value_info, int64s, int_attr, ints_attr, node, onnx_models, tensor,
+    text,
+};
 
 pub(crate) const CNN: &str = "onnx_models/digits/digits_cnn.onnx";
 pub(crate) const TEST: &str = "onnx_models/digits/test";
@@ -121,15 +122,6 @@ pub(crate) fn pooled_after(
     );
     m.graph.as_mut().unwrap().input = vec![input_info(dims)];
     m
-}
-
-pub(crate) fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
 }
 
 /// A model of one gray channel at any size, batch dynamic.
@@ -416,15 +408,6 @@ fn inputs_too_large_for_memory_are_refused_before_allocating() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 }
 
-pub(crate) fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn intermediate_tensors_too_large_for_memory_are_refused() {
     let d = tempfile::tempdir().unwrap();
@@ -443,17 +426,6 @@ fn intermediate_tensors_too_large_for_memory_are_refused() {
         &["eval", &m, TEST, "--backend", "tract"],
         &["pads.onnx", "--max-memory"],
     );
-}
-
-/// An int64 initializer `name` of shape `[values.len()]`.
-pub(crate) fn int64s(name: &str, values: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: vec![values.len() as i64],
-        data_type: tract_onnx::pb::tensor_proto::DataType::Int64 as i32,
-        raw_data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
 }
 
 #[test]

@@ -7,10 +7,8 @@ use prost::Message;
 use tract_onnx::pb::{self, ModelProto, NodeProto, TensorProto};
 
 use super::{args, s, Case, Expect, Fixtures};
-use crate::common::{bit_flipped, node, repo, tensor, Rng};
-use crate::hostile::{
-    ending_in, external_model, int64s, int_attr, ints_attr, pooled_after, D, TEST,
-};
+use crate::common::{bit_flipped, int64s, int_attr, ints_attr, node, repo, tensor, Rng};
+use crate::hostile::{ending_in, external_model, pooled_after, D, TEST};
 
 /// The shape of the digits: batch dynamic, one gray channel of 28×28.
 const GRAY: [D; 4] = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
