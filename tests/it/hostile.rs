@@ -428,6 +428,32 @@ fn intermediate_tensors_too_large_for_memory_are_refused() {
     );
 }
 
+/// Writes `model` to `dir/name`: `eval` on tract must refuse it naming the file and each of
+/// `needles`.
+fn tract_refuses(dir: &Path, name: &str, model: &ModelProto, needles: &[&str]) {
+    let m = write(dir, name, model);
+    let mut all = vec![name];
+    all.extend_from_slice(needles);
+    refused(&["eval", &m, TEST, "--backend", "tract"], &all);
+}
+
+/// The digits-shaped classifier whose input is shifted by the sum of
+/// `Range(start, limit, delta)`, the three constant scalars.
+fn ranged(start: f32, limit: f32, delta: f32) -> ModelProto {
+    let gray = [D::Named("N"), D::Fixed(1), D::Fixed(28), D::Fixed(28)];
+    let nodes = vec![
+        node("Range", "range", &["start", "limit", "delta"], "ramp"),
+        node("ReduceSum", "sum", &["ramp"], "sum"),
+        node("Add", "add", &["input", "sum"], "shifted"),
+    ];
+    let scalars = vec![
+        tensor("start", &[], &[start]),
+        tensor("limit", &[], &[limit]),
+        tensor("delta", &[], &[delta]),
+    ];
+    pooled_after(&gray, nodes, scalars, "shifted")
+}
+
 #[test]
 fn tensors_generated_or_stored_beyond_memory_are_refused() {
     let d = tempfile::tempdir().unwrap();
@@ -445,25 +471,7 @@ fn tensors_generated_or_stored_beyond_memory_are_refused() {
     }
     // Range from 0 to 1e12 by 1, and from 0 to 1 by 0.
     for (name, delta, limit) in [("range12.onnx", 1.0, 1e12), ("range0.onnx", 0.0, 1.0)] {
-        let nodes = vec![
-            node("Range", "range", &["start", "limit", "delta"], "ramp"),
-            node("ReduceSum", "sum", &["ramp"], "sum"),
-            node("Add", "add", &["input", "sum"], "shifted"),
-        ];
-        let scalars = vec![
-            tensor("start", &[], &[0.0]),
-            tensor("limit", &[], &[limit]),
-            tensor("delta", &[], &[delta]),
-        ];
-        let m = write(
-            d.path(),
-            name,
-            &pooled_after(&gray, nodes, scalars, "shifted"),
-        );
-        refused(
-            &["eval", &m, TEST, "--backend", "tract"],
-            &[name, "\"range\""],
-        );
+        tract_refuses(d.path(), name, &ranged(0.0, limit, delta), &["\"range\""]);
     }
     // Initializers whose dimensions promise more than they hold.
     for (name, dims) in [
@@ -855,15 +863,8 @@ fn pooling_windows_beyond_memory_are_refused() {
         let mut pool = node(op, "pool1", &["input"], "p");
         pool.attribute
             .push(ints_attr("kernel_shape", &[1 << 28, 37]));
-        let m = write(
-            d.path(),
-            "pool.onnx",
-            &pooled_after(&gray, vec![pool], vec![], "p"),
-        );
-        refused(
-            &["eval", &m, TEST, "--backend", "tract"],
-            &["pool.onnx", "kernel_shape", "--max-memory"],
-        );
+        let m = pooled_after(&gray, vec![pool], vec![], "p");
+        tract_refuses(d.path(), "pool.onnx", &m, &["kernel_shape", "--max-memory"]);
     }
 }
 
@@ -875,15 +876,8 @@ fn tensors_written_twice_are_refused() {
         node("Relu", "first", &["input"], "r"),
         node("Neg", "second", &["input"], "r"),
     ];
-    let m = write(
-        d.path(),
-        "twice.onnx",
-        &pooled_after(&gray, nodes, vec![], "r"),
-    );
-    refused(
-        &["eval", &m, TEST, "--backend", "tract"],
-        &["twice.onnx", "both write \"r\""],
-    );
+    let m = pooled_after(&gray, nodes, vec![], "r");
+    tract_refuses(d.path(), "twice.onnx", &m, &["both write \"r\""]);
     let nodes = vec![node("Relu", "over", &["input"], "input")];
     let m = write(
         d.path(),
@@ -1180,41 +1174,15 @@ fn graphs_tract_panicked_on_are_refused_before_it_sees_them() {
         ("empty.onnx", 11.0, 19.0, -1.0, "is empty"),
         ("nan.onnx", 0.0, -1.0, f32::NAN, "not a finite range"),
     ] {
-        let nodes = vec![
-            node("Range", "range", &["start", "limit", "delta"], "ramp"),
-            node("ReduceSum", "sum", &["ramp"], "sum"),
-            node("Add", "add", &["input", "sum"], "shifted"),
-        ];
-        let scalars = vec![
-            tensor("start", &[], &[start]),
-            tensor("limit", &[], &[limit]),
-            tensor("delta", &[], &[delta]),
-        ];
-        let m = write(
-            d.path(),
-            name,
-            &pooled_after(&gray, nodes, scalars, "shifted"),
-        );
-        refused(&["eval", &m, TEST, "--backend", "tract"], &[name, why]);
+        tract_refuses(d.path(), name, &ranged(start, limit, delta), &[why]);
     }
     // A Transpose whose perm is not an order of the axes (tract indexed past them).
     let mut t = node("Transpose", "t", &["input"], "moved");
     t.attribute.push(ints_attr("perm", &[0, 9, 9, 4]));
-    let m = write(
-        d.path(),
-        "perm.onnx",
-        &pooled_after(&gray, vec![t], vec![], "moved"),
-    );
-    refused(
-        &["eval", &m, TEST, "--backend", "tract"],
-        &["perm.onnx", "perm"],
-    );
+    let m = pooled_after(&gray, vec![t], vec![], "moved");
+    tract_refuses(d.path(), "perm.onnx", &m, &["perm"]);
     // An output nothing makes (tract: "no entry found for key").
     let mut unmade = pooled_after(&gray, vec![], vec![], "input");
     unmade.graph.as_mut().unwrap().output[0].name = "nothing".into();
-    let m = write(d.path(), "unmade.onnx", &unmade);
-    refused(
-        &["eval", &m, TEST, "--backend", "tract"],
-        &["unmade.onnx", "made by nothing"],
-    );
+    tract_refuses(d.path(), "unmade.onnx", &unmade, &["made by nothing"]);
 }
