@@ -34,7 +34,7 @@ use super::curvature::{shared_eigen, Points};
 use super::deepfool::chunk_len;
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
+use super::{Better, Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
 use crate::attack::deepfool::{deepfool_batch, deepfool_batch_at, DeepFoolOptions, Norm};
 use crate::attack::vector::{argmax, l2, linf};
 use crate::data::Dataset;
@@ -233,6 +233,7 @@ impl Measure for Params {
             ("curvature_steps", "Lanczos steps for the curved-direction baseline (0: no curved baseline)."),
         ],
         headline: &["fooling_rate", "holdout_fooling_rate", "noise_fooling_rate", "success_rate"],
+        better: &[("fooling_rate", Better::Lower), ("holdout_fooling_rate", Better::Lower), ("noise_fooling_rate", Better::Lower), ("success_rate", Better::Lower)],
         histograms: &[],
         values: &[&[
             ("holdout", "1 for a held-out image, 0 for a construction image"),
@@ -267,6 +268,12 @@ impl Measure for Params {
         } else {
             ((total as f64) * (1.0 - self.holdout_fraction)).round() as usize
         };
+        // Transfer models are opened first: a bad one is an error even on too few images.
+        let transfer_models = self
+            .transfer
+            .iter()
+            .map(|path| Ok((path, ctx.resources.model(path)?)))
+            .collect::<Result<Vec<_>>>()?;
         let n_hold = holdout_data.as_ref().map_or(total - n_train, |h| h.len());
         if n_train < MIN_CONSTRUCTION || n_hold < MIN_HOLDOUT {
             return Ok(insufficient(total, n_train, n_hold));
@@ -381,8 +388,8 @@ impl Measure for Params {
             summary.insert("curved_top_eig".into(), eig);
         }
         let mut transfers = vec![];
-        for path in &self.transfer {
-            let (name, r, n) = transfer_rate(ctx, path, holdout_data.as_ref(), n_train, &v)?;
+        for (path, model) in &transfer_models {
+            let (name, r, n) = transfer_rate(ctx, (path, model), holdout_data.as_ref(), n_train, &v)?;
             summary.insert(format!("transfer_fooling_rate_{name}"), r);
             transfers.push(serde_json::json!({
                 "model": path, "name": name, "holdout_fooling_rate": r, "n_holdout": n,
@@ -473,17 +480,16 @@ fn curved(
 /// classifies correctly): its name (file stem), the rate and the image count.
 fn transfer_rate(
     ctx: &Context,
-    path: &std::path::Path,
+    (path, model): (&std::path::Path, &crate::model::Model),
     holdout: Option<&Dataset>,
     n_train: usize,
     v: &[f32],
 ) -> Result<(String, f64, usize)> {
-    let model = ctx.resources.model(path)?;
     let (data, range) = match holdout {
         Some(h) => (h, 0..h.len()),
         None => (ctx.data, n_train..ctx.data.len()),
     };
-    let sm = SpacedModel::new(&model, data);
+    let sm = SpacedModel::new(model, data);
     if sm.dim() != v.len() {
         return Err(Error::Config(format!(
             "uap: transfer model {} takes {} values per image, the perturbation has {}",

@@ -812,7 +812,7 @@ fn transfer_models_do_not_take_the_model_and_data() {
         CNN,
         TEST,
         "--limit",
-        "4",
+        "25",
         "-q",
     ];
     args.extend(QUICK_UAP);
