@@ -165,10 +165,18 @@ pub fn run_gate(args: &GateArgs) -> Result<ExitCode> {
     if thresholds.is_empty() {
         thresholds = report.suite.thresholds()?;
     }
-    if thresholds.is_empty() {
-        bail!("no gates: give --thresholds, --min or --max, or audit with a suite that has thresholds");
+    // With a baseline and no gate, every headline value whose better direction its measure
+    // declares is compared: "no worse than the last release by more than --max-regression".
+    let every_declared = thresholds.is_empty() && args.baseline.is_some();
+    if every_declared {
+        thresholds = report.declared_directions();
     }
-    report.apply_gates(&thresholds);
+    if thresholds.is_empty() {
+        bail!("no gates: give --thresholds, --min or --max, a --baseline, or audit with a suite that has thresholds");
+    }
+    if !every_declared {
+        report.apply_gates(&thresholds);
+    }
     if let Some(old) = &args.baseline {
         let before = Report::load(old)?;
         let limit = gate::parse_fraction(&args.max_regression).context("--max-regression")?;

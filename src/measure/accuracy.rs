@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Values;
-use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
+use super::{Better, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::error::Result;
 use crate::logits::{softmax_at, top_k};
 
@@ -22,6 +22,7 @@ impl Measure for Params {
         about: "clean top-1 accuracy (the reference for every other measure)",
         params: &[],
         headline: &["accuracy"],
+        better: &[("accuracy", Better::Higher)],
         histograms: &[],
         values: &[&[
             (

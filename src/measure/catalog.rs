@@ -20,7 +20,9 @@ The same measures run inside `georob audit` (see the README), with the same keys
 runs each measure in work units: one per chunk of images (the suite's `chunk`, default 256)
 for a measure whose per-image results do not depend on the other images, its summary made
 from every chunk's rows; one over the whole data set for a measure whose result needs every
-image at once ([`docs/scale.md`](scale.md)). Each measure below says which.
+image at once ([`docs/scale.md`](scale.md)). Each measure below says which. In the headline
+lists, ↑ marks a value that is better higher and ↓ one better lower: those are what `georob
+gate NEW.json --baseline OLD.json --max-regression 5%` compares when no gate is given.
 "##;
 
 /// The page's closing, after the measures: spaces, outcomes and the JSON layouts.
@@ -101,7 +103,16 @@ pub fn markdown() -> String {
             out.push('\n');
         }
         if !d.headline.is_empty() {
-            let keys: Vec<String> = d.headline.iter().map(|k| format!("`{k}`")).collect();
+            // ↑ higher is better, ↓ lower is better (what `gate --baseline` compares).
+            let keys: Vec<String> = d
+                .headline
+                .iter()
+                .map(|k| match d.better(k) {
+                    Some(super::Better::Higher) => format!("`{k}` ↑"),
+                    Some(super::Better::Lower) => format!("`{k}` ↓"),
+                    None => format!("`{k}`"),
+                })
+                .collect();
             let _ = writeln!(out, "Headline: {}.\n", keys.join(", "));
         }
         let _ = match d.units {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::{norm_key, run_refined, Keep};
 use super::space::SpacedModel;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
+use super::{Better, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::vector::argmax;
 use crate::bound::{BoundError, BoundNet, InputSet, Interval, Method, Options};
@@ -228,6 +228,7 @@ impl Measure for Params {
             ("vnnlib", "With `--out`: write a VNN-LIB property per image and radius left unknown (`linf`), and `instances.csv`, for α,β-CROWN or Marabou."),
         ],
         headline: &["certified_accuracy@{eps}", "median_certified_radius", "median_upper_norm"],
+        better: &[("certified_accuracy@{eps}", Better::Higher), ("median_certified_radius", Better::Higher), ("median_upper_norm", Better::Higher)],
         histograms: &["certified_radius", "upper_norm"],
         values: &[&[
             ("certified@{eps}", "1 when the ball of radius ε is certified, else 0"),

@@ -15,7 +15,7 @@ use image::RgbImage;
 use serde_json::json;
 
 use super::space::SpacedModel;
-use super::{
+use super::{Better, 
     picture, Artifact, Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output,
     Summary, Units, Values,
 };
@@ -250,6 +250,7 @@ impl Measure for Params {
             ("set", "a published corruption set to read instead of corrupting: CORRUPTION/SEVERITY/ image folders (ImageNet-C) or CORRUPTION.npy + labels.npy (CIFAR-10-C), in the clean data's order [none]"),
         ],
         headline: &["mce", "relative_mce", "mean_error", "clean_error"],
+        better: &[("mce", Better::Lower), ("relative_mce", Better::Lower), ("mean_error", Better::Lower), ("clean_error", Better::Lower)],
         histograms: &["corrupted_errors"],
         values: &[&[
             (

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
 use super::Values;
-use super::{Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
+use super::{Better, Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Units};
 use crate::attack::deepfool::{deepfool_batch_at, DeepFoolOptions, Norm};
 use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
@@ -331,6 +331,7 @@ impl Measure for Params {
             ("bisections", "Bisection steps refining the boundary crossing per `β`."),
         ],
         headline: &["success_rate", "median_kappa_random", "median_kappa_adversarial"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &["norm_l2"],
         values: &[&[
             ("norm_l2", "‖r*‖₂ of the DeepFool point the planes pass through"),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::curvature::lanczos_batch;
 use super::space::{CleanPass, SpacedModel};
 use super::Values;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
+use super::{Better, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::{argmax, l2};
 use crate::error::{Error, Result};
 
@@ -86,6 +86,7 @@ impl Measure for Params {
             ("steps", "Lanczos steps for the profile."),
         ],
         headline: &["success_rate", "median_c_h", "median_top_eig"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &["c_h", "eig1"],
         values: &[&[
             ("c_h", "‖∇ℓ(x + h z) − ∇ℓ(x)‖/h"),

@@ -328,6 +328,7 @@ impl Measure for Params {
             ("max_iter", "DeepFool iteration budget."),
         ],
         headline: &["success_rate", "median_top_eig"],
+        better: &[],
         histograms: &["rho", "norm_l2", "eig1"],
         values: &[super::deepfool::VALUES, &[
             ("eig{j}", "j-th largest eigenvalue of P H P/‖∇G‖ at the boundary point (1/length)"),

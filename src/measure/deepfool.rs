@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::space::{CleanPass, SpacedModel};
 use super::Values;
-use super::{
+use super::{Better, 
     picture, Artifact, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output,
     Summary, Units,
 };
@@ -346,6 +346,7 @@ impl Measure for Params {
             ("eps", "Budgets of the summary's `robust_accuracy@ε` keys, in the chosen norm (default: 0.1, 0.25, 0.5, 1, 2 for l2; 0.004, 0.01, 0.02, 0.05, 0.1, 0.2 for linf)."),
         ],
         headline: &["median_rho", "median_norm_l2", "success_rate"],
+        better: &[("median_rho", Better::Higher), ("median_norm_l2", Better::Higher), ("success_rate", Better::Lower)],
         histograms: &["rho", "norm_l2"],
         values: &[VALUES],
         units: Units::Chunks,

@@ -28,7 +28,7 @@ use transforms::{MatrixWarp, Sampling, Warp};
 use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
+use super::{Better, Context, Counts, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -194,6 +194,7 @@ impl Measure for Params {
             ("border", "Fill outside the image: `zero`, `replicate` or `reflect`."),
         ],
         headline: &["accuracy", "fooling_rate", "success_rate", "worst_of_k_accuracy"],
+        better: &[("accuracy", Better::Higher), ("fooling_rate", Better::Lower), ("success_rate", Better::Lower), ("worst_of_k_accuracy", Better::Higher)],
         histograms: &["angle_deg"],
         values: &[&[
             ("angle_deg", "rotation of the smallest flipping transform, degrees"),

@@ -30,7 +30,7 @@ use transforms::{image_norms, MatrixWarp, Sampling, TransformGroup, Warp};
 use super::frame::{describe, misclassified, result, warp_error, Clean, Frame};
 use super::manifool::{manifool_one, Params as ManiFoolParams};
 use super::Values;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
+use super::{Better, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 
@@ -149,6 +149,7 @@ impl Measure for Params {
             ("border", "Fill outside the image: zero, replicate or reflect."),
         ],
         headline: &["success_rate"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &[],
         values: &[&[
             ("manifool_score", "ManiFool's geodesic score for the image"),

@@ -73,7 +73,7 @@ use super::frame::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
+use super::{Better, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units};
 use crate::attack::vector::argmax;
 use crate::error::{Error, Result};
 use crate::logits::top_k;
@@ -906,6 +906,7 @@ impl Measure for Params {
             ("eps", "Geodesic-score budgets of the summary's `robust_accuracy@s` keys (robust: correct, and no transform of a smaller score found)."),
         ],
         headline: &["median_score", "success_rate"],
+        better: &[("median_score", Better::Higher), ("success_rate", Better::Lower)],
         histograms: &["score", "angle_deg"],
         values: &[&[
             ("score", "geodesic score of the transform found (its distance from the identity on the transform manifold)"),

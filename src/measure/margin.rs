@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
-use super::{Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
+use super::{Better, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values};
 use crate::attack::vector::l2;
 use crate::error::Result;
 use crate::logits::top_k;
@@ -23,6 +23,7 @@ impl Measure for Params {
         about: "logit margin to the runner-up class and the linearised distance to its boundary (DeepFool's first step), one gradient per image",
         params: &[],
         headline: &["median_linear_distance", "median_logit_margin"],
+        better: &[("median_linear_distance", Better::Higher), ("median_logit_margin", Better::Higher)],
         histograms: &["linear_distance"],
         values: &[&[
             ("logit_margin", "f_k0 − f_k1, the clean logit margin to the runner-up class k1"),

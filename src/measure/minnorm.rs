@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::deepfool::{run_refined, summarise, Keep, VALUES};
-use super::{Context, Declaration, ImageResult, Measure, Output, Summary, Units};
+use super::{Better, Context, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::{DeepFoolOptions, Norm};
 use crate::attack::refine::RefineOptions;
 use crate::error::{Error, Result};
@@ -89,6 +89,7 @@ impl Measure for Params {
             ("eps", "Budgets of the summary's `robust_accuracy@ε` keys, in the chosen norm (default: 0.1, 0.25, 0.5, 1, 2 for l2; 0.004, 0.01, 0.02, 0.05, 0.1, 0.2 for linf)."),
         ],
         headline: &["median_norm_l2", "median_norm_linf", "success_rate"],
+        better: &[("median_norm_l2", Better::Higher), ("median_norm_linf", Better::Higher), ("success_rate", Better::Lower)],
         histograms: &["norm_l2", "norm_linf"],
         values: &[VALUES],
         units: Units::Chunks,

@@ -287,6 +287,9 @@ pub struct Declaration {
     pub params: &'static [(&'static str, &'static str)],
     /// Summary keys shown in headline tables, in order, where present (at most four).
     pub headline: &'static [&'static str],
+    /// Summary keys (patterns: `{...}` stands for any text) whose better direction is known:
+    /// `gate --baseline` without other gates compares each against the baseline report.
+    pub better: &'static [(&'static str, Better)],
     /// Per-image values worth a histogram in the HTML report, in order of preference.
     pub histograms: &'static [&'static str],
     /// Each per-image value with one line on what it holds, in groups (a measure that
@@ -294,6 +297,15 @@ pub struct Declaration {
     pub values: &'static [&'static [(&'static str, &'static str)]],
     /// How an audit splits the images into work units for it.
     pub units: Units,
+}
+
+/// Which way a summary value gets better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Larger is better (an accuracy, a perturbation norm).
+    Higher,
+    /// Smaller is better (a fooling rate, an error).
+    Lower,
 }
 
 /// How an audit splits a data set into work units for a measure.
@@ -308,6 +320,14 @@ pub enum Units {
 }
 
 impl Declaration {
+    /// Which way summary key `key` gets better, where the measure declares it.
+    pub fn better(&self, key: &str) -> Option<Better> {
+        self.better
+            .iter()
+            .find(|&&(pattern, _)| key_matches(pattern, key))
+            .map(|&(_, b)| b)
+    }
+
     /// Whether `key` is one of the declared per-image values.
     pub fn declares_value(&self, key: &str) -> bool {
         self.values

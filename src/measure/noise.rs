@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
+use super::{Better, Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::attack::vector::{argmax, l2};
 use crate::error::Result;
@@ -156,6 +156,7 @@ impl Measure for Params {
             ("max_iter", "DeepFool iteration budget."),
         ],
         headline: &["median_ratio", "success_rate"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &["ratio", "noise_l2"],
         values: &[super::deepfool::VALUES, &[
             ("ratio", "smallest flipping norm along random directions over DeepFool's ‖r*‖₂"),

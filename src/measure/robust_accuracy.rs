@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::space::{CleanPass, Space, SpacedModel};
-use super::{
+use super::{Better, 
     splitmix, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary, Units, Values,
 };
 use crate::attack::apgd::{apgd, ApgdOptions, Found, Loss};
@@ -423,6 +423,7 @@ impl Measure for Params {
             ("square", "Run Square Attack on the images the gradient attacks left."),
         ],
         headline: &["clean_accuracy", "robust_accuracy", "gradient_masking"],
+        better: &[("clean_accuracy", Better::Higher), ("robust_accuracy", Better::Higher), ("gradient_masking", Better::Lower)],
         histograms: &["fooled_at"],
         values: &[&[
             ("robust@{eps}", "1 when no attack fooled the image within ε, else 0"),

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::space::SpacedModel;
-use super::{
+use super::{Better, 
     Context, Declaration, ImageResult, Measure, MeasureResult, Outcome, Output, Summary, Units,
     Values,
 };
@@ -90,6 +90,7 @@ impl Measure for Params {
             "sequence kinds: gaussian_noise, shot_noise, brightness, gaussian_blur, translate, rotate, tilt, scale [all]",
         )],
         headline: &["mfp", "mt5d", "mean_fp", "mean_t5d"],
+        better: &[("mfp", Better::Lower), ("mt5d", Better::Lower), ("mean_fp", Better::Lower), ("mean_t5d", Better::Lower)],
         histograms: &["flips"],
         values: &[&[
             (

@@ -49,7 +49,7 @@ use super::frame::{
 };
 use super::space::SpacedModel;
 use super::Values;
-use super::{
+use super::{Better, 
     values_of, Artifact, Context, Declaration, ImageResult, Measure, Outcome, Output, Summary,
     Units,
 };
@@ -373,6 +373,7 @@ impl Measure for Params {
             ("budget_grid", "Flow-budget search: the smoothest fooling flow is scaled by `s ∈ (0, 1]` on a grid of this many points, then refined once with as many between the last non-fooling and the first fooling `s` (two model calls per image); 0 turns it off."),
         ],
         headline: &["success_rate", "median_flow_loss"],
+        better: &[("success_rate", Better::Lower), ("median_flow_loss", Better::Higher)],
         histograms: &["flow_loss"],
         values: &[&[
             ("flow_loss", "smoothness loss of the fooling flow"),

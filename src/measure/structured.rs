@@ -12,7 +12,7 @@ use rustdct::{DctPlanner, TransformType2And3};
 use serde::{Deserialize, Serialize};
 
 use super::subspace::{run_family, summarise_family, ProjectionMaker};
-use super::{Context, Declaration, ImageResult, Measure, Output, Summary, Units};
+use super::{Better, Context, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::DeepFoolOptions;
 use crate::error::Result;
 
@@ -117,6 +117,7 @@ impl Measure for Params {
             ("candidates", "Candidate classes."),
         ],
         headline: &["success_rate"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &["rho", "norm_l2"],
         values: &[super::deepfool::VALUES, &[
             ("ratio_{subspace}", "‖r_S‖₂/‖r*‖₂: DeepFool restricted to the subspace over unrestricted DeepFool"),

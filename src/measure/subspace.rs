@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deepfool::Keep;
 use super::space::SpacedModel;
-use super::{Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
+use super::{Better, Context, Counts, Declaration, ImageResult, Measure, Output, Summary, Units};
 use crate::attack::deepfool::{deepfool_batch, DeepFoolOptions};
 use crate::attack::vector::l2;
 use crate::error::Result;
@@ -201,6 +201,7 @@ impl Measure for Params {
             ("candidates", "Candidate classes."),
         ],
         headline: &["success_rate"],
+        better: &[("success_rate", Better::Lower)],
         histograms: &["rho", "norm_l2"],
         values: &[
             super::deepfool::VALUES,

@@ -190,6 +190,36 @@ impl Report {
         Ok(report)
     }
 
+    /// What `gate --baseline` compares when no gate is given: every summary key, of every
+    /// model's measures, whose better direction its measure declares, as a `>=` (higher is
+    /// better) or `<=` threshold whose limit is not used.
+    pub fn declared_directions(&self) -> Vec<Threshold> {
+        let mut out: Vec<Threshold> = vec![];
+        for e in self.models.iter().flat_map(|m| &m.measures) {
+            let Some(decl) = crate::measure::declaration(&e.result.measure) else {
+                continue;
+            };
+            for key in e.result.summary.keys() {
+                let Some(better) = decl.better(key) else {
+                    continue;
+                };
+                let op = match better {
+                    crate::measure::Better::Higher => gate::Op::Ge,
+                    crate::measure::Better::Lower => gate::Op::Le,
+                };
+                if !out.iter().any(|t| t.measure == e.id && t.key == *key) {
+                    out.push(Threshold {
+                        measure: e.id.clone(),
+                        key: key.clone(),
+                        op,
+                        value: 0.0,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The model named `name`.
     pub fn model(&self, name: &str) -> Option<&ModelReport> {
         self.models.iter().find(|m| m.name == name)

@@ -188,6 +188,42 @@ fn gates_set_the_exit_code_and_name_the_failure_everywhere() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
 
+    // Without any gate (none in the suite, none on the command line), a baseline compares
+    // every headline value whose better direction the measure declares: here the worse
+    // median ρ fails, and the accuracy, DeepFool and grid values are in the table.
+    let ungated = |v: &serde_json::Value, name: &str| {
+        let mut v = v.clone();
+        v["suite"]["thresholds"] = serde_json::json!([]);
+        let path = tmp.path().join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        path
+    };
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let (now, before) = (ungated(&now, "now.json"), ungated(&better, "before.json"));
+    let gate_against = |old: &Path| {
+        georob(&[
+            "gate",
+            now.to_str().unwrap(),
+            "--baseline",
+            old.to_str().unwrap(),
+            "--max-regression",
+            "5%",
+        ])
+    };
+    let o = gate_against(&before);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    for key in [
+        "deepfool.median_rho",
+        "accuracy.accuracy",
+        "grid.worst_of_k_accuracy",
+    ] {
+        assert!(stdout.contains(key), "{key} missing: {stdout}");
+    }
+    let o = gate_against(&now);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
+
     // A broken report is an error.
     let broken = tmp.path().join("broken.json");
     std::fs::write(&broken, "{\"schema\": \"georob.report/1\", \"models\": [").unwrap();
