@@ -191,7 +191,22 @@ impl Model {
             .gradients
             .min_rows
             .load(std::sync::atomic::Ordering::Relaxed);
-        let cap = self.vjp_rows_per_call(m);
+        // A probe run (most of a graph's build, and it grows with the rows) serves every `M`
+        // at its row count: once graphs exist, calls run at most as many rows as the widest
+        // of them, so a call for another `M` (a refinement's one class row after DeepFool's
+        // nine) reuses their probe instead of probing a wider batch.
+        let built = self
+            .gradients
+            .graphs
+            .lock()
+            .expect("graphs")
+            .keys()
+            .map(|&(r, _)| r)
+            .max();
+        let cap = built.map_or_else(
+            || self.vjp_rows_per_call(m),
+            |widest| self.vjp_rows_per_call(m).min(widest),
+        );
         let run_rows = |rows: usize| match self.fixed_batch {
             Some(b) => b,
             None => bucket(rows, cap).max(min_rows),
