@@ -332,13 +332,7 @@ impl Measure for Params {
             }
             for (i, mut v) in values.into_iter().enumerate() {
                 v.insert("corrupted_errors", wrong[i] as f64);
-                let outcome = if !clean.correct[i] {
-                    Outcome::Misclassified
-                } else if flipped[i] {
-                    Outcome::Fooled
-                } else {
-                    Outcome::Robust
-                };
+                let outcome = Outcome::of_budget(clean.correct[i], flipped[i]);
                 let item = &ctx.data.items[start + i];
                 images.push(ImageResult::new(start + i, item, clean.preds[i], outcome, v));
             }

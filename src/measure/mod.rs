@@ -105,6 +105,18 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The outcome of a fixed budget of perturbations: misclassified when the clean prediction
+    /// is wrong, fooled when any perturbation changed it, else robust.
+    pub fn of_budget(correct: bool, changed: bool) -> Outcome {
+        match (correct, changed) {
+            (false, _) => Outcome::Misclassified,
+            (true, true) => Outcome::Fooled,
+            (true, false) => Outcome::Robust,
+        }
+    }
+}
+
 /// One image's result.
 #[derive(Debug, Clone)]
 pub struct ImageResult {

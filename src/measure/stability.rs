@@ -155,13 +155,7 @@ impl Measure for Params {
             }
             for (i, mut v) in values.into_iter().enumerate() {
                 v.insert("flips", flips[i] as f64);
-                let outcome = if !clean.correct[i] {
-                    Outcome::Misclassified
-                } else if flips[i] > 0 {
-                    Outcome::Fooled
-                } else {
-                    Outcome::Robust
-                };
+                let outcome = Outcome::of_budget(clean.correct[i], flips[i] > 0);
                 let item = &ctx.data.items[start + i];
                 images.push(ImageResult::new(start + i, item, clean.preds[i], outcome, v));
             }
