@@ -70,9 +70,10 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
     }
 
     let mut names: Vec<String> = vec![];
+    let mut seen = std::collections::HashSet::new();
     for node in &graph.node {
         for o in &node.output {
-            if !o.is_empty() && !names.contains(o) {
+            if !o.is_empty() && seen.insert(o.as_str()) {
                 names.push(o.clone());
             }
         }
@@ -101,8 +102,6 @@ pub fn probe(model: &ModelProto, input_shape: &[usize]) -> Result<Probe, GradErr
             .map_err(tract_error("typing the model for the probe run"))?;
         crate::limits::check_typed_model(&typed).map_err(GradError::Model)?;
         let plan = typed
-            .into_optimized()
-            .map_err(tract_error("optimising the model for the probe run"))?
             .into_runnable()
             .map_err(tract_error("planning the probe run"))?;
         plan.run(tvec!(input.into()))

@@ -110,9 +110,13 @@ pub fn try_run_measure(
     measure::build(name, params)?.run(&harness.context(model, data, seed))
 }
 
-/// A `georob` command run from the repository root.
+/// A `georob` command run from the repository root: this build's binary, or the one
+/// `GEOROB_TEST_BIN` names (to run the CLI tests against an older build, e.g. to show that a
+/// regression test fails before its fix).
 pub fn command() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_georob"));
+    let bin =
+        std::env::var_os("GEOROB_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_georob").into());
+    let mut c = Command::new(bin);
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
 }

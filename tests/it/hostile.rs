@@ -206,6 +206,70 @@ pub(crate) fn npy_with_header(path: &Path, dict: &str, data_bytes: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A chain of 5,000 `Relu` nodes is prepared well within the hang limit by every command that
+/// compiles it: tract's optimiser walks the whole graph for every patch it applies, so before
+/// its work was capped this took 54 s to `eval`, about 34 s to `inspect` and minutes to
+/// `export-grad` (whose probe run asked tract to optimise a graph of 5,000 outputs). The chain
+/// is put in front of the digits linear model, where it is the identity (pixels are in [0, 1]),
+/// so the capped plan must give that model's per-class counts (its smallest gap between the
+/// top two logits on these digits is 0.02, far above float rounding).
+#[test]
+fn a_chain_of_5000_nodes_does_not_hang() {
+    let d = tempfile::tempdir().unwrap();
+    let linear = "onnx_models/digits/digits_linear.onnx";
+    let mut m =
+        ModelProto::decode(&std::fs::read(onnx_models("digits/digits_linear.onnx")).unwrap()[..])
+            .unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut nodes: Vec<NodeProto> = (0..5000)
+        .map(|k| {
+            let from = if k == 0 {
+                "input".to_string()
+            } else {
+                format!("r{}", k - 1)
+            };
+            node("Relu", &format!("relu{k}"), &[&from], &format!("r{k}"))
+        })
+        .collect();
+    for n in &mut g.node {
+        for i in n.input.iter_mut().filter(|i| *i == "input") {
+            *i = "r4999".into();
+        }
+    }
+    nodes.append(&mut g.node);
+    g.node = nodes;
+    let m = write(d.path(), "chain.onnx", &m);
+    let grad = d.path().join("chain.grad.onnx");
+    let accuracy = |model: &str| {
+        let o = run(&["eval", model, TEST, "-q", "--backend", "tract"]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "eval {model}: {err}");
+        // The per-class rows and the top-k lines.
+        out.lines()
+            .filter(|l| {
+                let cell = l.trim_start_matches('│').trim_start();
+                l.contains("top-") || cell.starts_with(|c: char| c.is_ascii_digit())
+            })
+            .map(|l| {
+                l.split(['│', '┆'])
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = accuracy(linear);
+    assert_eq!(expected.len(), 12, "{expected:?}");
+    assert_eq!(accuracy(&m), expected);
+    for args in [
+        vec!["inspect", &m],
+        vec!["export-grad", &m, "--out", grad.to_str().unwrap()],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o).1);
+    }
+}
+
 #[test]
 fn element_counts_that_overflow_are_refused() {
     let d = tempfile::tempdir().unwrap();
