@@ -278,6 +278,20 @@ impl Measure for Params {
 mod tests {
     use super::*;
 
+    /// The report's noise section draws what noise measures (the ratio, the noise norm), not
+    /// the DeepFool values it also carries, which the deepfool section draws already.
+    #[test]
+    fn the_histograms_are_noise_values_not_deepfools() {
+        let h = Params::DECLARATION.histograms;
+        assert!(!h.is_empty());
+        for key in h {
+            assert!(
+                !super::super::deepfool::VALUES.iter().any(|(k, _)| k == key),
+                "{key} is one of DeepFool's values"
+            );
+        }
+    }
+
     /// With the two signs of each direction in one group, each group's answer is the smaller
     /// of its two rays' answers, each found by a plain ray-by-ray doubling and bisection.
     #[test]
