@@ -541,7 +541,7 @@ fn graph(i: usize, rng: &mut Rng) -> (ModelProto, Expect, String) {
             // Tract's optimiser grows with the square of the node count; georob caps its
             // work on graphs of over 3,000 nodes (a gradient graph of 1,000 nodes or more).
             // hostile::a_chain_of_5000_nodes_does_not_hang takes the longest chain.
-            let n = *rng.pick(&[50usize, 500, 1000, 2000]);
+            let n = *rng.pick(&[50usize, 200, 500, 1000]);
             let mut nodes = vec![];
             for k in 0..n {
                 let from = if k == 0 {
