@@ -63,7 +63,7 @@ const PATCH_BUDGET: usize = 20_000_000;
 /// without the axis-changing pass and with at most `PATCH_BUDGET / nodes` patches per stage;
 /// what is left runs as it is, the same function, slower per call. The choice depends on the
 /// node count only, so a model gets the same plan on every run.
-pub(crate) fn optimise(mut typed: TypedModel) -> TractResult<TypedModel> {
+fn optimise(mut typed: TypedModel) -> TractResult<TypedModel> {
     use tract_onnx::tract_core::optim::Optimizer;
     let nodes = typed.nodes.len();
     let large = nodes > LARGE_GRAPH;
