@@ -785,6 +785,13 @@ mod tests {
             "robust_accuracy" => serde_json::json!({
                 "eps": [0.05, 0.2], "steps": 5, "targets": 2, "queries": 20
             }),
+            "certify" => serde_json::json!({"eps": [0.005, 0.02], "budget": 1e6}),
+            // Random (per-image seeds) and deterministic ones, two severities.
+            "corruptions" => serde_json::json!({
+                "corruptions": ["gaussian_noise", "glass_blur", "elastic_transform", "jpeg_compression"],
+                "severities": [2, 5]
+            }),
+            "stability" => serde_json::json!({"perturbations": ["gaussian_noise", "rotate"]}),
             _ => serde_json::json!({}),
         };
         let chunks: Vec<Dataset> = [0..3, 3..10].map(|r| data.chunk(r)).into();

@@ -254,19 +254,19 @@ fn audit_until_journal_has(suite: &Path, out: &Path, lines: usize) -> std::proce
     child
 }
 
-/// The default suite (no `[[measures]]`: the README's default measures) on the first 30
+/// The default suite (no `[[measures]]`: the README's default measures) on the first 16
 /// digits with the default chunk of 256 images: 7 units, one per measure.
 fn default_suite(dir: &Path) -> PathBuf {
     default_suite_with(dir, "")
 }
 
-/// The default suite on the first 30 digits, with the suite-file lines `extra`.
+/// The default suite on the first 16 digits, with the suite-file lines `extra`.
 fn default_suite_with(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("default.toml");
     std::fs::write(
         &path,
         format!(
-            "data = {:?}\nlabels = {:?}\nlimit = 30\n{extra}\n\n[[models]]\nname = \"cnn\"\npath = {:?}\n",
+            "data = {:?}\nlabels = {:?}\nlimit = 16\n{extra}\n\n[[models]]\nname = \"cnn\"\npath = {:?}\n",
             repo("onnx_models/digits/test_x.npy"),
             repo("onnx_models/digits/test_y.npy"),
             repo("onnx_models/digits/digits_cnn.onnx"),
@@ -419,14 +419,14 @@ fn whole_sharded_resumed_and_threaded_audits_give_the_same_bytes() {
     assert!(text(&o).1.contains("partial"));
 }
 
-/// With chunks of 8 images, each of the default suite's measures but `uap` is 4 units over
-/// the 30 digits (25 in all), so 4 shards each run a part of every such measure: merged, or
+/// With chunks of 4 images, each of the default suite's measures but `uap` is 4 units over
+/// the 16 digits (25 in all), so 4 shards each run a part of every such measure: merged, or
 /// killed and resumed, they give the whole run's bytes. Merge names the chunks a missing shard
 /// held, and refuses a shard with another chunk size or data set.
 #[test]
 fn one_measure_split_over_shards_by_chunks_gives_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = default_suite_with(tmp.path(), "chunk = 8");
+    let s = default_suite_with(tmp.path(), "chunk = 4");
     let out = |name: &str| tmp.path().join(name);
     let start = |dir: &Path, extra: &[&str]| spawn_audit(&s, dir, extra);
     let whole = start(&out("whole"), &[]);
@@ -463,15 +463,15 @@ fn one_measure_split_over_shards_by_chunks_gives_the_same_bytes() {
     let whole = out("whole");
     let report = stable(&whole);
     assert_eq!(report["verdict"], "pass");
-    assert_eq!(report["suite"]["chunk"], 8);
+    assert_eq!(report["suite"]["chunk"], 4);
     assert_eq!(report["units_total"], 25);
     let deepfool = &report["models"][0]["measures"][1];
     assert_eq!(deepfool["id"], "deepfool");
-    assert_eq!(deepfool["summary"]["n"], 30.0);
+    assert_eq!(deepfool["summary"]["n"], 16.0);
     let indices: Vec<u64> = (deepfool["images"].as_array().unwrap().iter())
         .map(|i| i["index"].as_u64().unwrap())
         .collect();
-    assert_eq!(indices, (0..30).collect::<Vec<_>>());
+    assert_eq!(indices, (0..16).collect::<Vec<_>>());
     // Every shard ran a chunk of deepfool (units 4 to 7).
     for (i, d) in dirs.iter().enumerate() {
         assert!(
@@ -492,13 +492,13 @@ fn one_measure_split_over_shards_by_chunks_gives_the_same_bytes() {
     let stderr = text(&o).1;
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("partial") && stderr.contains("cnn/accuracy images 16..24 (unit 2)"),
+        stderr.contains("partial") && stderr.contains("cnn/accuracy images 8..12 (unit 2)"),
         "{stderr}"
     );
     // A shard of another chunk size or data set is refused, naming the difference.
     for (from, to, says) in [
-        ("\"chunk\":8", "\"chunk\":16", "chunks of 16 images, not 8"),
-        ("\"images\":30", "\"images\":31", "a different data set"),
+        ("\"chunk\":4", "\"chunk\":16", "chunks of 16 images, not 4"),
+        ("\"images\":16", "\"images\":17", "a different data set"),
     ] {
         let other = out("other");
         std::fs::create_dir_all(&other).unwrap();
