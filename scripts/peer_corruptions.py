@@ -11,11 +11,16 @@ al., after Hendrycks & Dietterich's make_imagenet_c.py), on the bundled photos a
 The photos are decoded once with Pillow and written as PNG, so both sides start from the same
 pixels (georob's JPEG decoder and libjpeg-turbo may differ by a grey level); `georob corrupt`
 runs on those PNGs (seeds 0..R-1, R = --repeats, for the random corruptions; 0 for the others)
-and `imagecorruptions.corrupt` on the same arrays (NumPy seeded with 1000 r + the image's index).
+and `imagecorruptions.corrupt` on the same arrays, NumPy seeded with georob's seed for that image
+(`np.random.seed(s)` where georob draws from NumPy's stream seeded with `s`: the run seed mixed
+with the image's position, folded to 32 bits; `numpy_seed` below), so that both draw the same
+numbers.
   deterministic corruptions: the largest per-pixel difference in grey levels and the lowest
-      PSNR over the photos, per severity (motion blur at georob's angle, found by search:
-      both sides draw it at random);
-  random ones (fog and frost included: a plasma fractal, a crop of a frost photo): statistics
+      PSNR over the photos, per severity;
+  random ones with the reference's draws (every one but impulse noise and frost): the same
+      figures as the deterministic ones;
+  impulse noise (scikit-image draws it from a generator of its own, which no seed reaches) and
+      frost (a procedural texture, not the reference's photos): statistics
       of the change `corrupted - clean` pooled over the photos and repeats — mean shift,
       standard deviation, fraction of values changed — for both; the worst difference is
       |georob - reference| / reference for the standard deviation and the fraction, and for the
@@ -45,12 +50,31 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT / "onnx_models" / "efficientnet_lite0" / "photos"
-# Deterministic given their parameters; motion blur's angle is random in both and is matched
-# (motion_at_georobs_angle).
+# Deterministic given their parameters.
 DETERMINISTIC = [
-    "defocus_blur", "motion_blur", "zoom_blur", "brightness", "contrast", "pixelate",
-    "jpeg_compression", "gaussian_blur", "saturate",
+    "defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression",
+    "gaussian_blur", "saturate",
 ]
+# Random, but drawn from the stream georob shares with NumPy: compared pixel for pixel.
+SAME_DRAWS = [
+    "motion_blur", "gaussian_noise", "shot_noise", "glass_blur", "snow", "fog", "elastic_transform",
+    "speckle_noise", "spatter",
+]
+MASK64 = (1 << 64) - 1
+
+
+def splitmix(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def numpy_seed(seed: int, position: int) -> int:
+    """The NumPy seed georob's corruptions draw from for the image at `position` of a data set
+    and run seed `seed` (`georob::measure::item_seed`, folded to 32 bits as `corrupt::stream::fold`)."""
+    s = splitmix(seed ^ splitmix(position + 1))
+    return (s ^ (s >> 32)) & 0xFFFFFFFF
 
 
 def patched_imagecorruptions():
@@ -68,27 +92,6 @@ def patched_imagecorruptions():
 
     ic.gaussian = gaussian_compat
     return imagecorruptions
-
-
-def motion_at_georobs_angle(ic, x: np.ndarray, ours: np.ndarray, severity: int) -> np.ndarray:
-    """The reference's motion blur (its `_motion_blur`) at the angle that best reproduces georob's
-    image. Both draw the angle uniformly in +-45 degrees, from different random streams; the
-    blur itself is deterministic. The angle is searched on a 128x128 centre crop (0.1 degree
-    steps, then 0.002 around the best), judged on the crop's centre, which no edge reaches."""
-    radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
-    cy, cx = x.shape[0] // 2, x.shape[1] // 2
-    crop = x[cy - 64:cy + 64, cx - 64:cx + 64]
-    target = ours[cy - 64:cy + 64, cx - 64:cx + 64][44:84, 44:84].astype(int)
-
-    def blur(image, angle):
-        return np.uint8(np.clip(ic.corruptions._motion_blur(image, radius=radius, sigma=sigma, angle=angle), 0, 255))
-
-    def err(angle):
-        return np.abs(blur(crop, angle)[44:84, 44:84].astype(int) - target).mean()
-
-    best = min(np.arange(-45, 45, 0.1), key=err)
-    best = min(np.arange(best - 0.1, best + 0.1, 0.002), key=err)
-    return blur(x, best)
 
 
 def change_stats(clean: list[np.ndarray], out: list[np.ndarray]) -> tuple[float, float, float]:
@@ -142,14 +145,11 @@ def main() -> int:
             for r in repeats(name):
                 for i, (rel_path, x) in enumerate(clean):
                     ours.append(np.array(Image.open(out(r) / name / str(s) / rel_path).convert("RGB")))
-                    np.random.seed(1000 * r + i)
-                    if name == "motion_blur":
-                        refs.append(motion_at_georobs_angle(ic, x, ours[-1], s))
-                    else:
-                        refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
+                    np.random.seed(numpy_seed(r, i))
+                    refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
             ref_all.append(refs)
             ours_all.append(ours)
-        if name in DETERMINISTIC:
+        if name in DETERMINISTIC or name in SAME_DRAWS:
             cells, worst_diff, worst_psnr = [], 0, np.inf
             for refs, ours in zip(ref_all, ours_all):
                 diff = max(int(np.abs(r.astype(int) - o.astype(int)).max()) for r, o in zip(refs, ours))
@@ -158,7 +158,8 @@ def main() -> int:
                 cells.append(f"{diff} / {psnr:.1f}")
                 worst_diff, worst_psnr = max(worst_diff, diff), min(worst_psnr, psnr)
             ok = worst_diff <= 2 or worst_psnr >= 35
-            print(f"| {name} | max diff / min PSNR dB | {'; '.join(cells)} | {worst_diff} / {worst_psnr:.1f} | {'yes' if ok else 'NO'} |")
+            kind = "max diff / min PSNR dB" + ("" if name in DETERMINISTIC else ", same draws")
+            print(f"| {name} | {kind} | {'; '.join(cells)} | {worst_diff} / {worst_psnr:.1f} | {'yes' if ok else 'NO'} |")
         else:
             cells, worst = [], 0.0
             xs = [x for _, x in clean] * len(repeats(name))

@@ -1,7 +1,5 @@
 //! Blurs: defocus, glass, motion, zoom and Gaussian.
 
-use rand::Rng as _;
-
 use super::filter::{self, Border};
 use super::plane::to_u8;
 use super::{Plane, RgbPlanes, Rng};
@@ -54,8 +52,8 @@ pub(crate) fn glass(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     for _ in 0..iterations {
         for row in (delta + 1..=h - delta).rev() {
             for col in (delta + 1..=w - delta).rev() {
-                let dx = rng.random_range(-delta as i64..delta as i64) as isize;
-                let dy = rng.random_range(-delta as i64..delta as i64) as isize;
+                let dx = rng.randint(-delta as i64, delta as i64) as isize;
+                let dy = rng.randint(-delta as i64, delta as i64) as isize;
                 let a = (row * w + col) as usize;
                 let b = ((row + dy) * w + col + dx) as usize;
                 for plane in &mut x.planes {
@@ -70,7 +68,7 @@ pub(crate) fn glass(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
 /// Motion blur along a direction drawn uniformly in ±45°.
 pub(crate) fn motion(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     let (radius, sigma) = [(10, 3.0), (15, 5.0), (15, 8.0), (15, 12.0), (20, 15.0)][s];
-    let angle = rng.random_range(-45.0..45.0);
+    let angle = rng.uniform(-45.0, 45.0);
     image.map_planes(|p| filter::motion_blur(p, radius, sigma, angle).map(|v| v.clamp(0.0, 1.0)))
 }
 

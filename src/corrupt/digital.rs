@@ -1,7 +1,5 @@
 //! Digital corruptions: brightness, contrast, saturation, elastic transform, pixelation.
 
-use rand::Rng as _;
-
 use super::filter::{self, Border};
 use super::plane::to_u8;
 use super::{Plane, RgbPlanes, Rng};
@@ -81,7 +79,7 @@ pub(crate) fn elastic(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     // The reference bounds both fields by the height.
     let max_d = h as f64 * 0.005;
     let mut field = || {
-        let noise = Plane::from_fn(w, h, |_, _| rng.random_range(-max_d..max_d) as f32);
+        let noise = Plane::from_fn(w, h, |_, _| rng.uniform(-max_d, max_d) as f32);
         filter::gaussian(
             &noise,
             h as f64 * 0.01,

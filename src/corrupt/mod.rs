@@ -6,9 +6,10 @@
 //! Images are RGB planes of values in `[0, 1]` ([`RgbPlanes`]); a gray image is replicated to
 //! RGB and back, as the reference does. Results are truncated to 8 bits like the reference's
 //! final `np.uint8(...)`. Randomness comes from one seed per image ([`image_seed`]), so a
-//! corrupted image does not depend on the order or the threads it was made in. The
-//! differences from the reference (random streams, a procedural frost texture instead of
-//! frost photos) are listed in `docs/methods.md`.
+//! corrupted image does not depend on the order or the threads it was made in; it seeds
+//! NumPy's stream ([`stream`]), from which the reference draws, in the reference's order. The
+//! differences from the reference (impulse noise's generator, a procedural frost texture
+//! instead of frost photos) are listed in `docs/methods.md`.
 
 mod blur;
 mod digital;
@@ -18,21 +19,21 @@ mod noise;
 mod plane;
 mod sequence;
 mod spatter;
+pub mod stream;
 mod weather;
 
 use std::fmt;
 use std::str::FromStr;
 
 use image::DynamicImage;
-use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 
 pub use plane::{Plane, RgbPlanes};
 pub use sequence::Perturbation;
 
-/// The random stream a corruption draws from.
-pub(crate) type Rng = ChaCha8Rng;
+/// The random stream a corruption draws from: NumPy's, as the reference's.
+pub(crate) type Rng = stream::NumpyStream;
 
 /// Severity levels: 1 (mildest) to 5.
 pub const SEVERITIES: std::ops::RangeInclusive<u8> = 1..=5;
@@ -92,8 +93,7 @@ corruptions! {
 impl Corruption {
     /// The corrupted `image` at `severity` (1–5), drawing from a stream seeded with `seed`.
     pub fn apply(self, image: &RgbPlanes, severity: Severity, seed: u64) -> RgbPlanes {
-        use rand::SeedableRng;
-        let rng = &mut Rng::seed_from_u64(seed);
+        let rng = &mut Rng::from_u64(seed);
         let s = severity.index();
         match self {
             Corruption::GaussianNoise => noise::gaussian(image, s, rng),

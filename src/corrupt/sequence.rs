@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-use rand::SeedableRng;
 use transforms::nalgebra::Matrix3;
 use transforms::{Batch, ImageLayout, ImageShape, MatrixWarp, Sampling, Warp};
 
@@ -110,7 +109,7 @@ impl Perturbation {
             }
             None => {
                 let picture = RgbPlanes::from_planar(u, channels, width, height);
-                let rng = &mut Rng::seed_from_u64(seed);
+                let rng = &mut Rng::from_u64(seed);
                 for (j, frame) in out.chunks_exact_mut(d).enumerate() {
                     self.photometric(&picture, j, rng)
                         .to_planar(channels, frame);

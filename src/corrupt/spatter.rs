@@ -2,8 +2,6 @@
 //! noise. The water drops' shading follows the reference's OpenCV chain (Canny edges,
 //! distance to them, histogram equalisation, an emboss filter), each step written here.
 
-use rand_distr::{Distribution, Normal};
-
 use super::filter::{self, Border};
 use super::{Plane, RgbPlanes, Rng};
 
@@ -17,8 +15,7 @@ pub(crate) fn spatter(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
         (0.67, 0.4, 1.0, 0.65, 1.5, true),
     ][s];
     let (w, h) = (image.width(), image.height());
-    let normal = Normal::new(loc, scale).expect("positive scale");
-    let noise = Plane::from_fn(w, h, |_, _| normal.sample(rng) as f32);
+    let noise = Plane::from_fn(w, h, |_, _| rng.normal(loc, scale) as f32);
     let liquid = filter::gaussian(&noise, sigma, sigma, 4.0, Border::Nearest).map(|v| {
         if f64::from(v) < threshold {
             0.0
