@@ -79,10 +79,7 @@ pub(crate) fn zoom(image: &RgbPlanes, s: usize) -> RgbPlanes {
     image.map_planes(|p| {
         let mut sum: Vec<f64> = p.values.iter().map(|&v| f64::from(v)).collect();
         for i in 0..count {
-            let zoomed = filter::clipped_zoom(p, 1.0 + i as f64 * step).crop(p.width, p.height);
-            sum.iter_mut()
-                .zip(&zoomed.values)
-                .for_each(|(a, &v)| *a += f64::from(v));
+            filter::add_clipped_zoom(p, 1.0 + i as f64 * step, &mut sum);
         }
         Plane {
             values: sum

@@ -69,31 +69,43 @@ pub(crate) fn gaussian_weights(sigma: f64, radius: usize) -> Vec<f64> {
 }
 
 /// Correlates `plane` with `ky` down the columns, then with `kx` along the rows (SciPy's
-/// order); both kernels are centred.
+/// order); both kernels are centred. Each output value sums its taps in kernel order.
 pub(crate) fn separable(plane: &Plane, ky: &[f64], kx: &[f64], border: Border) -> Plane {
     let (w, h) = (plane.width, plane.height);
     let ry = (ky.len() / 2) as isize;
-    let cols = Plane::from_fn(w, h, |x, y| {
-        let s: f64 = ky
-            .iter()
-            .enumerate()
-            .map(|(k, &wt)| {
-                wt * f64::from(plane.at(x, border.index(y as isize + k as isize - ry, h)))
-            })
-            .sum();
-        s as f32
-    });
+    let mut cols = Vec::with_capacity(w * h);
+    let mut acc = vec![0.0f64; w];
+    for y in 0..h {
+        acc.fill(0.0);
+        for (k, &wt) in ky.iter().enumerate() {
+            let src = border.index(y as isize + k as isize - ry, h);
+            for (a, &v) in acc.iter_mut().zip(&plane.values[src * w..(src + 1) * w]) {
+                *a += wt * f64::from(v);
+            }
+        }
+        cols.extend(acc.iter().map(|&v| v as f32));
+    }
     let rx = (kx.len() / 2) as isize;
-    Plane::from_fn(w, h, |x, y| {
-        let s: f64 = kx
-            .iter()
-            .enumerate()
-            .map(|(k, &wt)| {
-                wt * f64::from(cols.at(border.index(x as isize + k as isize - rx, w), y))
-            })
-            .sum();
-        s as f32
-    })
+    let pw = w + kx.len() - 1;
+    let mut padded = vec![0.0f64; pw];
+    let mut values = Vec::with_capacity(w * h);
+    for row in cols.chunks_exact(w) {
+        for (x, p) in padded.iter_mut().enumerate() {
+            *p = f64::from(row[border.index(x as isize - rx, w)]);
+        }
+        acc.fill(0.0);
+        for (k, &wt) in kx.iter().enumerate() {
+            for (a, &v) in acc.iter_mut().zip(&padded[k..k + w]) {
+                *a += wt * v;
+            }
+        }
+        values.extend(acc.iter().map(|&v| v as f32));
+    }
+    Plane {
+        width: w,
+        height: h,
+        values,
+    }
 }
 
 /// SciPy's `gaussian_filter` (as `skimage.filters.gaussian` calls it) with standard deviation
@@ -114,27 +126,44 @@ pub(crate) fn gaussian(
 }
 
 /// OpenCV's `filter2D`: correlation with the centred square `kernel` (`n × n`, row-major),
-/// border `BORDER_REFLECT_101`.
+/// border `BORDER_REFLECT_101`. The plane is padded once; each output row then takes the
+/// kernel's nonzero taps in order, as contiguous runs of the padded rows.
 pub(crate) fn correlate2d(plane: &Plane, kernel: &[f64], n: usize) -> Plane {
-    let r = (n / 2) as isize;
-    let taps: Vec<(isize, isize, f64)> = kernel
+    let r = n / 2;
+    let (w, h) = (plane.width, plane.height);
+    let b = Border::Reflect101;
+    let pw = w + 2 * r;
+    let mut padded = Vec::with_capacity(pw * (h + 2 * r));
+    for y in 0..h + 2 * r {
+        let yi = b.index(y as isize - r as isize, h);
+        for x in 0..pw {
+            padded.push(f64::from(plane.at(b.index(x as isize - r as isize, w), yi)));
+        }
+    }
+    // (column offset, row offset) into the padded plane, weight.
+    let taps: Vec<(usize, usize, f64)> = kernel
         .iter()
         .enumerate()
         .filter(|(_, &k)| k != 0.0)
-        .map(|(i, &k)| ((i % n) as isize - r, (i / n) as isize - r, k))
+        .map(|(i, &k)| (i % n, i / n, k))
         .collect();
-    let b = Border::Reflect101;
-    Plane::from_fn(plane.width, plane.height, |x, y| {
-        let s: f64 = taps
-            .iter()
-            .map(|&(dx, dy, k)| {
-                let xi = b.index(x as isize + dx, plane.width);
-                let yi = b.index(y as isize + dy, plane.height);
-                k * f64::from(plane.at(xi, yi))
-            })
-            .sum();
-        s as f32
-    })
+    let mut values = Vec::with_capacity(w * h);
+    let mut row = vec![0.0f64; w];
+    for y in 0..h {
+        row.fill(0.0);
+        for &(dx, dy, k) in &taps {
+            let src = &padded[(y + dy) * pw + dx..][..w];
+            for (o, &v) in row.iter_mut().zip(src) {
+                *o += k * v;
+            }
+        }
+        values.extend(row.iter().map(|&v| v as f32));
+    }
+    Plane {
+        width: w,
+        height: h,
+        values,
+    }
 }
 
 /// The value of `plane` at fractional row `y`, column `x` by linear interpolation; the
@@ -157,24 +186,79 @@ pub(crate) fn bilinear(plane: &Plane, y: f64, x: f64, border: Border) -> f64 {
 /// SciPy's `zoom` (order 1: output size `round(n z)`, corners on corners). The result is at
 /// least as large as the plane; the reference crops it at the top left.
 pub(crate) fn clipped_zoom(plane: &Plane, z: f64) -> Plane {
-    let (h, w) = (plane.height, plane.width);
-    let ch = (h as f64 / z).ceil() as usize;
-    let cw = (w as f64 / z).ceil() as usize;
-    let (top, left) = ((h - ch) / 2, (w - cw) / 2);
-    let oh = (ch as f64 * z).round_ties_even() as usize;
-    let ow = (cw as f64 * z).round_ties_even() as usize;
-    let step = |n: usize, o: usize| {
-        if o > 1 {
-            (n as f64 - 1.0) / (o as f64 - 1.0)
-        } else {
-            0.0
+    let zoom = Zoom::new(plane.width, plane.height, z);
+    let mut values = Vec::with_capacity(zoom.xs.len() * zoom.ys.len());
+    zoom.rows(plane, zoom.ys.len(), |_, row| values.extend_from_slice(row));
+    Plane {
+        width: zoom.xs.len(),
+        height: zoom.ys.len(),
+        values,
+    }
+}
+
+/// Adds the top-left `w × h` of [`clipped_zoom`]`(plane, z)` (its values rounded to `f32`, as
+/// that plane holds them) to `sum`, without making the zoomed plane.
+pub(crate) fn add_clipped_zoom(plane: &Plane, z: f64, sum: &mut [f64]) {
+    let zoom = Zoom::new(plane.width, plane.height, z);
+    let w = plane.width;
+    zoom.rows(plane, plane.height, |y, row| {
+        for (s, &v) in sum[y * w..(y + 1) * w].iter_mut().zip(&row[..w]) {
+            *s += f64::from(v);
         }
-    };
-    let (sy, sx) = (step(ch, oh), step(cw, ow));
-    let crop = Plane::from_fn(cw, ch, |x, y| plane.at(left + x, top + y));
-    Plane::from_fn(ow, oh, |x, y| {
-        bilinear(&crop, y as f64 * sy, x as f64 * sx, Border::Nearest) as f32
-    })
+    });
+}
+
+/// The sampling grid of a clipped zoom: per output column and row, the two source positions
+/// (in the plane) and the weight of the second.
+struct Zoom {
+    xs: Vec<(usize, usize, f64)>,
+    ys: Vec<(usize, usize, f64)>,
+}
+
+impl Zoom {
+    fn new(w: usize, h: usize, z: f64) -> Self {
+        // One axis: the centred crop of `n / z` values, zoomed to `round(crop z)` values whose
+        // ends fall on the crop's ends; neighbours past the crop's edge repeat it.
+        let axis = |n: usize| {
+            let crop = (n as f64 / z).ceil() as usize;
+            let start = (n - crop) / 2;
+            let out = (crop as f64 * z).round_ties_even() as usize;
+            let step = if out > 1 {
+                (crop as f64 - 1.0) / (out as f64 - 1.0)
+            } else {
+                0.0
+            };
+            (0..out)
+                .map(|o| {
+                    let t = o as f64 * step;
+                    let i = t.floor();
+                    let near = |j: isize| start + Border::Nearest.index(j, crop);
+                    (near(i as isize), near(i as isize + 1), t - i)
+                })
+                .collect::<Vec<_>>()
+        };
+        Zoom {
+            xs: axis(w),
+            ys: axis(h),
+        }
+    }
+
+    /// Calls `f(y, row)` with each of the first `rows` output rows.
+    fn rows(&self, plane: &Plane, rows: usize, mut f: impl FnMut(usize, &[f32])) {
+        let mut row = vec![0.0f32; self.xs.len()];
+        for (y, &(y0, y1, fy)) in self.ys.iter().enumerate().take(rows) {
+            let (a, b) = (
+                &plane.values[y0 * plane.width..][..plane.width],
+                &plane.values[y1 * plane.width..][..plane.width],
+            );
+            for (o, &(x0, x1, fx)) in row.iter_mut().zip(&self.xs) {
+                let at = |r: &[f32], x: usize| f64::from(r[x]);
+                *o = ((1.0 - fy) * ((1.0 - fx) * at(a, x0) + fx * at(a, x1))
+                    + fy * ((1.0 - fx) * at(b, x0) + fx * at(b, x1))) as f32;
+            }
+            f(y, &row);
+        }
+    }
 }
 
 /// The reference's `_motion_blur` (its NumPy stand-in for ImageMagick's): a weighted sum of
