@@ -91,12 +91,21 @@ pub(crate) fn elastic(image: &RgbPlanes, s: usize, rng: &mut Rng) -> RgbPlanes {
     };
     let dx = field();
     let dy = field();
-    image.map_planes(|p| {
-        Plane::from_fn(w, h, |x, y| {
+    // Where each pixel samples, found once for the three planes.
+    let mut samples = Vec::with_capacity(w * h);
+    for y in 0..h {
+        for x in 0..w {
             let sy = reflect_coordinate(y as f64 + f64::from(dy.at(x, y)), h);
             let sx = reflect_coordinate(x as f64 + f64::from(dx.at(x, y)), w);
-            (filter::bilinear(p, sy, sx, Border::Reflect) as f32).clamp(0.0, 1.0)
-        })
+            samples.push(filter::Bilinear::new(w, h, sy, sx, Border::Reflect));
+        }
+    }
+    image.map_planes(|p| Plane {
+        values: samples
+            .iter()
+            .map(|b| (b.of(p) as f32).clamp(0.0, 1.0))
+            .collect(),
+        ..*p
     })
 }
 

@@ -166,20 +166,39 @@ pub(crate) fn correlate2d(plane: &Plane, kernel: &[f64], n: usize) -> Plane {
     }
 }
 
-/// The value of `plane` at fractional row `y`, column `x` by linear interpolation; the
-/// neighbours are read through `border`.
-pub(crate) fn bilinear(plane: &Plane, y: f64, x: f64, border: Border) -> f64 {
-    let (y0, x0) = (y.floor(), x.floor());
-    let (fy, fx) = (y - y0, x - x0);
-    let (y0, x0) = (y0 as isize, x0 as isize);
-    let at = |yy: isize, xx: isize| {
-        f64::from(plane.at(
-            border.index(xx, plane.width),
-            border.index(yy, plane.height),
-        ))
-    };
-    (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
-        + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1))
+/// Linear interpolation at one fractional position of a `w × h` plane: the four neighbours'
+/// indices (read through a border) and the weights, for planes that share the position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bilinear {
+    at: [usize; 4],
+    fy: f64,
+    fx: f64,
+}
+
+impl Bilinear {
+    pub(crate) fn new(w: usize, h: usize, y: f64, x: f64, border: Border) -> Self {
+        let (y0, x0) = (y.floor(), x.floor());
+        let (fy, fx) = (y - y0, x - x0);
+        let (y0, x0) = (y0 as isize, x0 as isize);
+        let at = |yy: isize, xx: isize| border.index(yy, h) * w + border.index(xx, w);
+        Bilinear {
+            at: [
+                at(y0, x0),
+                at(y0, x0 + 1),
+                at(y0 + 1, x0),
+                at(y0 + 1, x0 + 1),
+            ],
+            fy,
+            fx,
+        }
+    }
+
+    /// The interpolated value of `plane`.
+    pub(crate) fn of(&self, plane: &Plane) -> f64 {
+        let v = |i: usize| f64::from(plane.values[self.at[i]]);
+        let (fy, fx) = (self.fy, self.fx);
+        (1.0 - fy) * ((1.0 - fx) * v(0) + fx * v(1)) + fy * ((1.0 - fx) * v(2) + fx * v(3))
+    }
 }
 
 /// The reference's `clipped_zoom`: the centre `⌈h/z⌉ × ⌈w/z⌉` of the plane scaled by `z` with
@@ -285,11 +304,19 @@ pub(crate) fn motion_blur(plane: &Plane, radius: usize, sigma: f64, angle: f64) 
             break;
         }
         let weight = g / total;
+        // Output columns whose source `x − dx` lies inside the row; the others read its ends.
+        let (lo, hi) = (dx.max(0) as usize, (w + dx.min(0)) as usize);
+        let w = w as usize;
         for y in 0..h {
             let sy = (y - dy).clamp(0, h - 1) as usize;
-            for x in 0..w {
-                let sx = (x - dx).clamp(0, w - 1) as usize;
-                out[(y * w + x) as usize] += weight * f64::from(plane.at(sx, sy));
+            let src = &plane.values[sy * w..(sy + 1) * w];
+            let row = &mut out[y as usize * w..(y as usize + 1) * w];
+            let (first, last) = (f64::from(src[0]), f64::from(src[w - 1]));
+            row[..lo].iter_mut().for_each(|o| *o += weight * first);
+            row[hi..].iter_mut().for_each(|o| *o += weight * last);
+            let shifted = &src[(lo as isize - dx) as usize..(hi as isize - dx) as usize];
+            for (o, &v) in row[lo..hi].iter_mut().zip(shifted) {
+                *o += weight * f64::from(v);
             }
         }
     }
