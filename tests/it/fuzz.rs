@@ -274,6 +274,14 @@ impl Outcome {
     }
 }
 
+/// The peak resident set (kB) of the running process `pid`'s own memory, from
+/// `/proc/PID/status` (`VmHWM`, reset when the process execs).
+fn peak_rss_kb(pid: libc::pid_t) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// Runs `case` in `dir` under the memory cap, killing it after `timeout`.
 fn execute(case: &Case, dir: &Path, timeout: Duration) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_georob"));
@@ -290,8 +298,11 @@ fn execute(case: &Case, dir: &Path, timeout: Duration) -> Outcome {
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let mut hung = false;
+    let mut peak_kb = 0;
     let mut pause = Duration::from_millis(1);
     loop {
+        // Read while the child runs (spawn returns once it has exec'd); gone, it has no memory.
+        peak_kb = peak_kb.max(peak_rss_kb(pid).unwrap_or(0));
         // SAFETY: pid is our child, not yet reaped; status and usage are valid pointers.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
@@ -321,7 +332,14 @@ fn execute(case: &Case, dir: &Path, timeout: Duration) -> Outcome {
         wrongly_accepted: case.expect == Expect::Refuse && matches!(code, Some(0 | 1)),
         unclear: refused && !case.names.iter().any(|n| stderr.contains(n.as_str())),
         leaked: leaked(case, dir),
-        rss_kb: usage.ru_maxrss,
+        // `ru_maxrss` also counts the RSS of the test process that forked the child (Linux
+        // keeps the larger of the two across exec): only an upper bound, for a child gone
+        // before the first reading.
+        rss_kb: if peak_kb > 0 {
+            peak_kb
+        } else {
+            usage.ru_maxrss
+        },
         seconds: start.elapsed().as_secs_f64(),
         stderr,
     }

@@ -43,7 +43,7 @@ fn busy_threads(name: &str, min_ticks: u64) -> Vec<(u32, u64)> {
         .arg(repo("onnx_models/digits/test_y.npy"))
         .args([
             "--limit",
-            "40",
+            "16",
             "--threads",
             "1",
             "--backend",
