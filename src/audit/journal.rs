@@ -98,8 +98,8 @@ pub struct UnitRecord {
     pub images: Range<usize>,
     /// The model as loaded.
     pub info: ModelInfo,
-    /// How gradients were taken.
-    pub gradient: GradientMode,
+    /// How gradients were taken; `None` when none of the suite's measures takes them.
+    pub gradient: Option<GradientMode>,
     /// What the measure found over these images: their rows, and the measure's own summary
     /// and `extra` of them ([`crate::measure::Configured::run_part`]).
     pub result: MeasureResult,

@@ -154,6 +154,11 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
     }
     let names = suite.model_names();
     let units = plan(suite, data.len())?;
+    let suite_measures = suite
+        .measures
+        .iter()
+        .map(|m| measure::build(&m.name, &m.params))
+        .collect::<Result<Vec<_>>>()?;
     let mine: Vec<usize> = (0..units.len()).filter(|&u| opts.shard.owns(u)).collect();
     let mut position = mine.iter().filter(|u| done.contains(u)).count();
     let started = std::time::Instant::now();
@@ -168,9 +173,15 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
         }
         let model = Model::open(&entry.path, &opts.model)?;
         data.check_labels(model.classes)?;
-        let (gradient, warning) = model.gradient_mode()?;
-        if let Some(w) = warning {
-            (opts.log)(&format!("warning: {w}"));
+        // Decided when any of the suite's measures takes gradients (the suite's, not this
+        // shard's: every shard then records the same mode).
+        let mut gradient = None;
+        if suite_measures.iter().any(|m| m.takes_gradients()) {
+            let (mode, warning) = model.gradient_mode()?;
+            if let Some(w) = warning {
+                (opts.log)(&format!("warning: {w}"));
+            }
+            gradient = Some(mode);
         }
         let bounds = match suite.bounds {
             Some([lo, hi]) => Some((lo, hi)),
@@ -183,7 +194,7 @@ pub fn run(suite: &Suite, opts: &AuditOptions) -> Result<Report> {
             }
             let unit = &units[u];
             let m = &suite.measures[unit.measure];
-            let measure = measure::build(&m.name, &m.params)?;
+            let measure = &suite_measures[unit.measure];
             // Pictures come from the first chunk: a measure run in chunks would otherwise
             // draw its closest perturbations once per chunk.
             let rel = format!("artifacts/{}/{}", names[mi], m.id());
@@ -374,7 +385,7 @@ fn assemble(
     let mut models = Vec::with_capacity(names.len());
     for (mi, name) in names.iter().enumerate() {
         // The model as its first unit at hand ran it.
-        let mut ran: Option<(ModelRecord, GradientMode, usize)> = None;
+        let mut ran: Option<(ModelRecord, Option<GradientMode>, usize)> = None;
         let mut measures = vec![];
         for (si, m) in suite.measures.iter().enumerate() {
             let mut parts = vec![];
@@ -423,7 +434,7 @@ fn assemble(
         models.push(ModelReport {
             name: name.clone(),
             model,
-            gradient,
+            gradient: gradient.flatten(),
             measures,
         });
     }

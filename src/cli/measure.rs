@@ -25,7 +25,8 @@ struct MeasureJson<'a> {
     georob_version: &'static str,
     model: ModelInfo,
     backend: BackendKind,
-    gradient: GradientMode,
+    /// How gradients were taken; null when the measure took none.
+    gradient: Option<GradientMode>,
     seed: u64,
     data: &'a std::path::Path,
     bounds: Option<(f32, f32)>,
@@ -132,10 +133,17 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         data.items.truncate(n);
     }
     data.check_labels(model.classes)?;
-    let (gradient, warning) = model.gradient_mode()?;
-    if let Some(w) = warning {
-        eprintln!("georob: warning: {w}");
-    }
+    // Decided up front (with its warning) only for a measure that takes gradients.
+    let gradient = match measure.takes_gradients() {
+        true => {
+            let (gradient, warning) = model.gradient_mode()?;
+            if let Some(w) = warning {
+                eprintln!("georob: warning: {w}");
+            }
+            format!("{gradient} gradients")
+        }
+        false => "no gradients".to_string(),
+    };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -151,7 +159,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
         resources: &files,
     };
     eprintln!(
-        "georob: {} on {} ({}), backend {}, {} gradients, seed {}",
+        "georob: {} on {} ({}), backend {}, {}, seed {}",
         measure.declaration().name,
         model_path.display(),
         super::images(data.len()),
@@ -171,7 +179,7 @@ pub fn run(args: &MeasureArgs) -> Result<ExitCode> {
             georob_version: env!("CARGO_PKG_VERSION"),
             model: model.info(),
             backend: model.backend().kind(),
-            gradient,
+            gradient: model.gradient_mode_decided(),
             seed: args.seed,
             data: data_path,
             bounds: ctx.bounds,

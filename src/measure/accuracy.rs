@@ -33,6 +33,7 @@ impl Measure for Params {
         ]],
         units: Units::Chunks,
     };
+    const GRADIENTS: bool = false;
 
     fn run(&self, ctx: &Context) -> Result<Output> {
         let model = ctx.model;

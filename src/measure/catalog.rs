@@ -45,7 +45,7 @@ apart, never averaged in).
   "model": { "path": "...", "sha256": "...", "backend": "tract", "backend_detail": "...",
              "threads": 2, "batch": 16, "input": { ... }, "classes": 10, "output_transform": "logits" },
   "backend": "tract",
-  "gradient": "exact",                 // or "finite-difference"
+  "gradient": "exact",                 // or "finite-difference"; null: the measure takes none
   "seed": 0,
   "data": "onnx_models/digits/test_x.npy",
   "bounds": [0.0, 1.0],                // or null

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use image::RgbImage;
@@ -261,6 +260,7 @@ impl Measure for Params {
         ]],
         units: Units::Chunks,
     };
+    const GRADIENTS: bool = false;
 
     fn validate(&self) -> Result<()> {
         self.grid().map(|_| ())
@@ -295,37 +295,60 @@ impl Measure for Params {
                     .collect(),
             };
             // The first image, clean and in every cell, for the picture of the first chunk.
-            let mut examples: Vec<Vec<f32>> = vec![];
             let picture = ctx.out_dir.is_some() && start == 0 && set.is_none();
+            // The chunk in as many groups of images as the backend runs calls at once, each
+            // group through every cell on its own (corrupt, then one model call) with no wait
+            // for the others between cells; the logits per group, cell after cell.
+            let groups = ctx.model.executor().concurrent_calls().min(len);
+            let size = len.div_ceil(groups);
+            let ranges: Vec<(usize, usize)> = (0..len)
+                .step_by(size)
+                .map(|g| (g, size.min(len - g)))
+                .collect();
+            let group_logits = ctx.model.executor().map_concurrent(ranges.len(), |g| {
+                let (first, count) = ranges[g];
+                let mut cells = Vec::with_capacity(grid.len());
+                let mut examples = vec![];
+                let mut u = vec![0.0f32; count * d];
+                for (cell, &(c, s)) in grid.iter().enumerate() {
+                    let logits = match &set {
+                        Some(set) => set.logits(cell, ctx, start + first, count)?,
+                        None => {
+                            for (i, out) in u.chunks_exact_mut(d).enumerate() {
+                                let seed = ctx.image_seed(start + first + i);
+                                c.apply(&pictures[first + i], s, seed)
+                                    .to_planar(spec.channels, out);
+                            }
+                            if picture && first == 0 {
+                                examples.push(u[..d].to_vec());
+                            }
+                            sm.logits(&u, count)?
+                        }
+                    };
+                    cells.push(logits);
+                    bar.inc(count as u64);
+                }
+                Ok((cells, examples))
+            })?;
+            let mut examples: Vec<Vec<f32>> = vec![];
             if picture {
                 examples.push(clean.u[..d].to_vec());
             }
             let mut values: Vec<Values> = vec![Values::default(); len];
             let mut wrong = vec![0usize; len];
             let mut flipped = vec![false; len];
-            for (cell, &(c, s)) in grid.iter().enumerate() {
-                let logits = match &set {
-                    Some(set) => set.logits(cell, ctx, start, len)?,
-                    None => {
-                        let mut u = vec![0.0f32; len * d];
-                        u.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
-                            let seed = ctx.image_seed(start + i);
-                            c.apply(&pictures[i], s, seed).to_planar(spec.channels, out);
-                        });
-                        if picture {
-                            examples.push(u[..d].to_vec());
-                        }
-                        sm.logits(&u, len)?
+            for (&(first, _), (cells, pictured)) in ranges.iter().zip(group_logits) {
+                examples.extend(pictured);
+                for (&(c, s), logits) in grid.iter().zip(&cells) {
+                    for (j, row) in logits.chunks_exact(k).enumerate() {
+                        let i = first + j;
+                        let pred = argmax(row);
+                        let reference = ctx.data.items[start + i].label.unwrap_or(clean.preds[i]);
+                        values[i].insert(key(c, s), f64::from(u8::from(pred == reference)));
+                        wrong[i] += usize::from(pred != reference);
+                        flipped[i] |= pred != clean.preds[i];
                     }
-                };
-                for (i, row) in logits.chunks_exact(k).enumerate() {
-                    let pred = argmax(row);
-                    let reference = ctx.data.items[start + i].label.unwrap_or(clean.preds[i]);
-                    values[i].insert(key(c, s), f64::from(u8::from(pred == reference)));
-                    wrong[i] += usize::from(pred != reference);
-                    flipped[i] |= pred != clean.preds[i];
                 }
-                bar.inc(len as u64);
             }
             if let (Some(dir), false) = (ctx.out_dir, examples.is_empty()) {
                 artifacts.push(self.examples(dir, &examples, spec, &ctx.data.items[0].name)?);

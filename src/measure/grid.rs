@@ -210,6 +210,7 @@ impl Measure for Params {
         ]],
         units: Units::Chunks,
     };
+    const GRADIENTS: bool = false;
 
     fn validate(&self) -> Result<()> {
         if self.angles == 0 || self.shifts == 0 {

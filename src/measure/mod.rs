@@ -433,6 +433,10 @@ pub trait Measure:
 {
     /// Name, description, parameters, headline keys, histograms and per-image values.
     const DECLARATION: &'static Declaration;
+    /// Whether the measure may take input gradients. Where it never does (forward passes
+    /// only), running it decides no gradient mode: deciding costs a probe run and a graph
+    /// build when the model opens, and the report's `gradient` stays empty.
+    const GRADIENTS: bool = true;
     /// Checks parameters that serde cannot (ranges, combinations).
     fn validate(&self) -> Result<()> {
         Ok(())
@@ -468,6 +472,8 @@ pub trait Measure:
 pub trait Configured: Send + Sync {
     /// The measure's declaration.
     fn declaration(&self) -> &'static Declaration;
+    /// The measure's [`Measure::GRADIENTS`].
+    fn takes_gradients(&self) -> bool;
     /// Parameters in force, as JSON.
     fn params(&self) -> serde_json::Value;
     /// Runs the measure over the images of `ctx.data` (a chunk or the whole data set): their
@@ -495,6 +501,10 @@ pub trait Configured: Send + Sync {
 impl<M: Measure> Configured for M {
     fn declaration(&self) -> &'static Declaration {
         M::DECLARATION
+    }
+
+    fn takes_gradients(&self) -> bool {
+        M::GRADIENTS
     }
 
     fn params(&self) -> serde_json::Value {

@@ -102,6 +102,7 @@ impl Measure for Params {
         ]],
         units: Units::Chunks,
     };
+    const GRADIENTS: bool = false;
 
     fn validate(&self) -> Result<()> {
         self.kinds().map(|_| ())

@@ -113,6 +113,10 @@ pub trait Backend: Send + Sync {
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         jobs.into_iter().for_each(|job| job());
     }
+    /// Whether the calling thread runs one of [`Backend::run_jobs`]'s jobs.
+    fn in_job(&self) -> bool {
+        false
+    }
     /// How this backend's gradient graphs of `model` lay out the `M` cotangents of a sample.
     fn cotangent_layout(&self, _model: &tract_onnx::pb::ModelProto) -> CotangentLayout {
         CotangentLayout::Batched

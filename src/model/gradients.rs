@@ -96,6 +96,12 @@ pub(crate) fn bucket(n: usize, max: usize) -> usize {
 type LogitsAndGrads = (Vec<f32>, Vec<f32>);
 
 impl Model {
+    /// The gradient mode if it has been decided ([`Model::gradient_mode`]), without deciding it.
+    pub fn gradient_mode_decided(&self) -> Option<GradientMode> {
+        let mode = self.gradients.mode.lock().expect("gradient mode");
+        mode.as_ref().map(|(m, _)| *m)
+    }
+
     /// The gradient mode in force, and why finite differences are used when
     /// they are (the one-line warning `--gradient auto` prints).
     pub fn gradient_mode(&self) -> Result<(GradientMode, Option<String>)> {

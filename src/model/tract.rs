@@ -242,6 +242,12 @@ impl Backend for TractBackend {
         }
     }
 
+    fn in_job(&self) -> bool {
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.current_thread_index().is_some())
+    }
+
     fn run_jobs<'a>(&self, jobs: Vec<Job<'a>>) {
         match &self.pool {
             Some(pool) if jobs.len() > 1 => pool.install(|| {

@@ -76,7 +76,7 @@ pub fn page(report: &Report, dir: &Path) -> Result<String> {
                 esc(&info.sha256),
                 m.gradient
                     .map(|g| serde_json::to_value(g).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
-                    .unwrap_or_default()
+                    .unwrap_or_else(|| "not taken".into())
             );
         }
         for e in &m.measures {

@@ -92,7 +92,8 @@ pub struct ModelReport {
     pub name: String,
     /// The model (absent when none of its units ran).
     pub model: Option<ModelRecord>,
-    /// Gradient mode.
+    /// Gradient mode (absent when none of its units ran, or none of the suite's measures
+    /// takes gradients).
     pub gradient: Option<GradientMode>,
     /// Results in suite order (a measure with a unit missing left out).
     pub measures: Vec<MeasureEntry>,

@@ -185,4 +185,25 @@ fn the_cli_warns_once_and_computes_fd_gradients() {
             w[j] * GAMMA
         );
     }
+    // A measure that takes gradients decides the mode up front (the warning before its work)
+    // and reports it; one that takes none decides nothing: no warning, `gradient` null.
+    for (measure, warned, gradient) in [
+        ("deepfool", true, serde_json::json!("finite-difference")),
+        ("accuracy", false, serde_json::Value::Null),
+    ] {
+        let json = dir.path().join(format!("{measure}.json"));
+        let run = command()
+            .args(["measure", measure, "-q", "--backend", "tract", "--json"])
+            .arg(&json)
+            .arg(&model)
+            .arg(&x)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{measure}: {stderr}");
+        assert_eq!(stderr.contains("warning"), warned, "{measure}: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["gradient"], gradient, "{measure}");
+    }
 }
