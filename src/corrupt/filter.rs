@@ -393,6 +393,59 @@ mod tests {
         assert!(z.values.iter().all(|&v| (v - 0.25).abs() < 1e-6));
     }
 
+    /// The correlations give the bits of a plain loop over every output value and tap, in the
+    /// order OpenCV and SciPy sum them: the AVX2 build where the CPU has one, as on any other.
+    #[test]
+    fn correlations_give_the_bits_of_a_plain_loop() {
+        let (w, h) = (23, 17);
+        let p = Plane {
+            width: w,
+            height: h,
+            values: (0..w * h)
+                .map(|i| ((i * 37 % 101) as f32) / 101.0)
+                .collect(),
+        };
+        let at = |x: isize, y: isize, b: Border| f64::from(p.at(b.index(x, w), b.index(y, h)));
+        let n = 5;
+        let kernel: Vec<f64> = (0..n * n)
+            .map(|i| ((i * 7 % 11) as f64 - 3.0) / 17.0)
+            .collect();
+        let got = correlate2d(&p, &kernel, n);
+        let ky = [0.2, 0.5, 0.3];
+        let kx = [0.1, 0.15, 0.5, 0.15, 0.1];
+        let sep = separable(&p, &ky, &kx, Border::Nearest);
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let mut want = 0.0;
+                for (i, &k) in kernel.iter().enumerate().filter(|(_, &k)| k != 0.0) {
+                    let (dx, dy) = ((i % n) as isize - 2, (i / n) as isize - 2);
+                    want += k * at(x + dx, y + dy, Border::Reflect101);
+                }
+                assert_eq!(
+                    got.at(x as usize, y as usize),
+                    want as f32,
+                    "2-D at {x},{y}"
+                );
+                let column = |x: isize| {
+                    let mut c = 0.0;
+                    for (k, &wt) in ky.iter().enumerate() {
+                        c += wt * at(x, y + k as isize - 1, Border::Nearest);
+                    }
+                    f64::from(c as f32)
+                };
+                let mut want = 0.0;
+                for (k, &wt) in kx.iter().enumerate() {
+                    want += wt * column(x + k as isize - 2);
+                }
+                assert_eq!(
+                    sep.at(x as usize, y as usize),
+                    want as f32,
+                    "separable at {x},{y}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn motion_blur_keeps_a_constant() {
         let p = Plane::filled(16, 12, 0.5);
