@@ -196,9 +196,13 @@ impl Model {
             gradients: gradients::GradientState::new(options.gradient),
             options: options.clone(),
         };
-        // One probe call: learns K and proves the backend can run the model.
+        // A probe call on each thread the backend runs calls on (each then holds its session
+        // of the model): learns K and proves the backend can run the model.
         let probe = vec![0.0f32; model.spec.sample_len()];
-        let (shape, _) = model.run_raw(&probe, 1)?;
+        let exec = model.executor();
+        let (shape, _) = exec
+            .map_concurrent(exec.concurrent_calls(), |_| model.run_raw(&probe, 1))?
+            .swap_remove(0);
         model.classes = shape[1..].iter().product();
         if shape.len() < 2 || model.classes < 2 {
             return Err(Error::NotAClassifier {

@@ -38,11 +38,10 @@ pub struct OrtBackend {
 }
 
 /// One graph: a session with every thread, and one single-threaded session per thread of
-/// the pool, made when that thread first runs the graph. The model's own graph makes its
-/// wide session at once (opening the model proves ONNX Runtime runs it); a gradient graph
-/// makes it on first use when there is a pool (work spread over the pool never needs it, and
-/// making a session of a large gradient graph such as EfficientNet-Lite0's is slow), at once
-/// without one (every call is then wide).
+/// the pool, made when that thread first runs the graph. Where there is a pool the wide
+/// session is made on first use (work spread over the pool never needs it: a corruption run
+/// never does, and making a session of a large gradient graph such as EfficientNet-Lite0's is
+/// slow); without one, at once (every call is then wide).
 struct OrtGraph {
     path: PathBuf,
     model: Vec<u8>,
@@ -58,10 +57,9 @@ struct OrtGraph {
 /// What an [`OrtGraph`] holds, which decides how its sessions are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GraphKind {
-    /// The model's own graph: its wide session is made at once, with ONNX Runtime's defaults.
+    /// The model's own graph: its sessions have ONNX Runtime's defaults.
     Model,
-    /// A gradient graph: its wide session is made on first use where a pool spreads the work
-    /// (else at once), and its sessions plan no memory pattern. The pattern is a block per
+    /// A gradient graph: its sessions plan no memory pattern. The pattern is a block per
     /// session sized for the whole run; without it the arena alone serves the tensors, which on
     /// EfficientNet-Lite0's `M = 9` graph kept peak memory lower at no cost in speed.
     Gradient,
@@ -124,8 +122,7 @@ impl OrtGraph {
         pool: Option<Arc<rayon::ThreadPool>>,
         kind: GraphKind,
     ) -> Result<Self> {
-        let eager = kind == GraphKind::Model || pool.is_none();
-        let wide = match eager {
+        let wide = match pool.is_none() {
             true => Some(session(path, &model, threads, device, lib, kind)?),
             false => None,
         };
