@@ -6,7 +6,7 @@ of both (corrupting and evaluating, images per second).
     .venv/bin/pip install "setuptools<70" imagecorruptions onnxruntime
     cargo build --release
     .venv/bin/python scripts/peer_corruptions_accuracy.py [--georob target/release/georob] [--backend tract,ort]
-        [--threads 2] [--copies 4]
+        [--threads 2] [--copies 4] [--rounds 3]
 
 The photos are resized once by Pillow to the model's 224x224 and written as PNG (--copies
 copies of each, to time more than 5 images), so both pipelines start from the same pixels:
@@ -22,7 +22,9 @@ one image per cell. Impulse noise (scikit-image's own generator) and frost (geor
 texture) agree only in distribution. The table says which is which.
 The timings are wall-clock seconds of the whole `georob measure` process (starting, loading
 the model and its checks included) and of the Python loop (the session made and the photos
-decoded before it starts), split into model calls (georob's `timings.model_seconds`, the Python
+decoded before it starts), split into model calls (georob's `timings.model_seconds`, summed over
+the threads that made them, divided by --threads: each thread takes a group of images through
+every cell, so the calls of the threads run side by side; the Python
 loop's `session.run` calls) and the rest: corrupting, decoding and bookkeeping; and, like for
 like with the Python loop, georob's measure alone (`timings.seconds`: from the data set opened
 and the model loaded to the result, the photos' decoding included).
@@ -102,7 +104,8 @@ def georob_pipeline(binary: str, backend: str, data: Path, names, threads: int, 
     result = json.loads(out.read_text())
     n = len(result["images"])
     accuracy = {(c, s): round(result["summary"][f"accuracy_{c}_{s}"] * n) for c in names for s in range(1, 6)}
-    return accuracy, seconds, result["timings"]["model_seconds"], result["timings"]["seconds"]
+    model_s = result["timings"]["model_seconds"] / threads
+    return accuracy, seconds, model_s, result["timings"]["seconds"]
 
 
 def main() -> int:
@@ -113,17 +116,30 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="threads of both pipelines")
     ap.add_argument("--copies", type=int, default=1, help="copies of each photo (for timing)")
     ap.add_argument("--only", help="comma-separated corruption names (default: the 15 of ImageNet-C)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each pipeline, in turns; the timings are each pipeline's median run "
+                         "(the accuracies are the first round's)")
     args = ap.parse_args()
     ic = patched_imagecorruptions()
     names = args.only.split(",") if args.only else IMAGENET_C
     work = Path(tempfile.mkdtemp(prefix="georob-peer-accuracy-"))
     images, labels = photos(work / "photos", args.copies)
     backends = args.backend.split(",")
-    runs = [georob_pipeline(args.georob, b, work / "photos", names, args.threads, work) for b in backends]
-    ours = runs[0][0]
-    theirs, python_s, python_model_s = python_pipeline(ic, images, labels, names, args.threads)
+    rounds = []
+    for _ in range(max(args.rounds, 1)):
+        georob = [georob_pipeline(args.georob, b, work / "photos", names, args.threads, work) for b in backends]
+        rounds.append((georob, python_pipeline(ic, images, labels, names, args.threads)))
+
+    def median(runs):
+        return sorted(runs, key=lambda r: r[1])[len(runs) // 2]
+
+    runs = [median([r[0][i] for r in rounds]) for i in range(len(backends))]
+    ours = rounds[0][0][0][0]
+    theirs = rounds[0][1][0]
+    _, python_s, python_model_s = median([r[1] for r in rounds])
     n = len(images)
-    print(f"{n} images (224x224), {len(names)} corruptions x 5 severities, {args.threads} threads\n")
+    print(f"{n} images (224x224), {len(names)} corruptions x 5 severities, {args.threads} threads, "
+          f"median of {len(rounds)} run(s) per pipeline\n")
     print("| corruption | kind | correct, georob / Python, severities 1..5 | largest difference |")
     print("|---|---|---|---|")
     worst = {"deterministic": 0, "same draws": 0, "random": 0}
