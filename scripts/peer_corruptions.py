@@ -17,10 +17,9 @@ with the image's position, folded to 32 bits; `numpy_seed` below), so that both 
 numbers.
   deterministic corruptions: the largest per-pixel difference in grey levels and the lowest
       PSNR over the photos, per severity;
-  random ones with the reference's draws (every one but impulse noise and frost): the same
-      figures as the deterministic ones;
-  impulse noise (scikit-image draws it from a generator of its own, which no seed reaches) and
-      frost (a procedural texture, not the reference's photos): statistics
+  random ones with the reference's draws (every one but frost; impulse noise with the patch
+      below): the same figures as the deterministic ones;
+  frost (a procedural texture, not the reference's photos): statistics
       of the change `corrupted - clean` pooled over the photos and repeats — mean shift,
       standard deviation, fraction of values changed — for both; the worst difference is
       |georob - reference| / reference for the standard deviation and the fraction, and for the
@@ -34,6 +33,8 @@ monkeypatching, nothing installed is changed):
   gaussian_blur, glass_blur
                  call skimage.filters.gaussian(..., multichannel=True), an argument removed
                  in scikit-image 0.19                               -> channel_axis=-1
+and one that seeds it: impulse_noise calls skimage.util.random_noise without a seed, so that
+scikit-image draws from an unseeded generator        -> rng = the seed NumPy was given
 `import imagecorruptions` also needs pkg_resources, which setuptools >= 70 no longer ships
 (hence the pinned install above).
 """
@@ -57,8 +58,8 @@ DETERMINISTIC = [
 ]
 # Random, but drawn from the stream georob shares with NumPy: compared pixel for pixel.
 SAME_DRAWS = [
-    "motion_blur", "gaussian_noise", "shot_noise", "glass_blur", "snow", "fog", "elastic_transform",
-    "speckle_noise", "spatter",
+    "motion_blur", "gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "snow", "fog",
+    "elastic_transform", "speckle_noise", "spatter",
 ]
 MASK64 = (1 << 64) - 1
 
@@ -77,13 +78,34 @@ def numpy_seed(seed: int, position: int) -> int:
     return (s ^ (s >> 32)) & 0xFFFFFFFF
 
 
+# The seed `seed_numpy` last gave, which impulse noise's scikit-image generator takes.
+SEED = [0]
+
+
+def seed_numpy(seed: int) -> None:
+    """Seeds what the reference draws from as georob seeds an image: NumPy's legacy stream
+    (`np.random.seed`), and the generator scikit-image's `random_noise` makes for impulse noise
+    (`np.random.default_rng(seed)`: the reference passes no seed, the patch below passes this)."""
+    np.random.seed(seed)
+    SEED[0] = seed
+
+
 def patched_imagecorruptions():
-    """imports imagecorruptions with the NumPy 2 / scikit-image patches applied."""
+    """imports imagecorruptions with the NumPy 2 / scikit-image patches applied, and impulse
+    noise's generator seeded by `seed_numpy`."""
     if not hasattr(np, "float_"):
         np.float_ = np.float64
     import imagecorruptions
+    import skimage.util
     from imagecorruptions import corruptions as ic
     from skimage.filters import gaussian
+
+    random_noise = skimage.util.random_noise
+
+    def seeded_random_noise(image, mode="gaussian", rng=None, **kw):
+        return random_noise(image, mode=mode, rng=SEED[0] if rng is None else rng, **kw)
+
+    ic.sk.util.random_noise = seeded_random_noise
 
     def gaussian_compat(image, sigma=1, multichannel=None, **kw):
         if multichannel:
@@ -145,7 +167,7 @@ def main() -> int:
             for r in repeats(name):
                 for i, (rel_path, x) in enumerate(clean):
                     ours.append(np.array(Image.open(out(r) / name / str(s) / rel_path).convert("RGB")))
-                    np.random.seed(numpy_seed(r, i))
+                    seed_numpy(numpy_seed(r, i))
                     refs.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
             ref_all.append(refs)
             ours_all.append(ours)

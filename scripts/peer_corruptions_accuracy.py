@@ -18,8 +18,9 @@ each cell's batch, with the model's normalisation (mean .498, std .502, NCHW).
 Deterministic corruptions (see scripts/peer_corruptions.py) give the same pixels within a grey
 level, and so do the random ones that both draw from NumPy's stream: the Python pipeline seeds
 NumPy with georob's seed for each image (`numpy_seed`), so their accuracies should agree within
-one image per cell. Impulse noise (scikit-image's own generator) and frost (georob's procedural
-texture) agree only in distribution. The table says which is which.
+one image per cell (impulse noise too: the patched reference seeds scikit-image's generator
+with the same seed, see scripts/peer_corruptions.py). Frost (georob's procedural texture)
+agrees only in distribution. The table says which is which.
 The timings are wall-clock seconds of the whole `georob measure` process (starting, loading
 the model and its checks included) and of the Python loop (the session made and the photos
 decoded before it starts), split into model calls (georob's `timings.model_seconds`, summed over
@@ -43,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_corruptions import DETERMINISTIC, PHOTOS, ROOT, SAME_DRAWS, numpy_seed, patched_imagecorruptions  # noqa: E402
+from peer_corruptions import DETERMINISTIC, PHOTOS, ROOT, SAME_DRAWS, numpy_seed, patched_imagecorruptions, seed_numpy  # noqa: E402
 
 MODEL = ROOT / "onnx_models" / "efficientnet_lite0" / "efficientnet_lite0.onnx"
 IMAGENET_C = [
@@ -83,7 +84,7 @@ def python_pipeline(ic, images, labels, names, threads: int) -> tuple[dict, floa
         for s in range(1, 6):
             batch = []
             for i, x in enumerate(images):
-                np.random.seed(numpy_seed(0, i))
+                seed_numpy(numpy_seed(0, i))
                 batch.append(np.uint8(ic.corrupt(x, corruption_name=name, severity=s)))
             u = np.stack(batch).astype(np.float32) / 255.0
             u = ((u - 0.498) / 0.502).transpose(0, 3, 1, 2)

@@ -7,9 +7,10 @@
 //! RGB and back, as the reference does. Results are truncated to 8 bits like the reference's
 //! final `np.uint8(...)`. Randomness comes from one seed per image ([`image_seed`]), so a
 //! corrupted image does not depend on the order or the threads it was made in; it seeds
-//! NumPy's stream ([`stream`]), from which the reference draws, in the reference's order. The
-//! differences from the reference (impulse noise's generator, a procedural frost texture
-//! instead of frost photos) are listed in `docs/methods.md`.
+//! NumPy's streams ([`stream`]), from which the reference draws, in the reference's order
+//! (impulse noise: the generator scikit-image draws from, which the reference leaves unseeded).
+//! The differences from the reference (that seed, a procedural frost texture instead of frost
+//! photos) are listed in `docs/methods.md`.
 
 mod blur;
 mod digital;
@@ -98,7 +99,7 @@ impl Corruption {
         match self {
             Corruption::GaussianNoise => noise::gaussian(image, s, rng),
             Corruption::ShotNoise => noise::shot(image, s, rng),
-            Corruption::ImpulseNoise => noise::impulse(image, s, rng),
+            Corruption::ImpulseNoise => noise::impulse(image, s, stream::fold(seed)),
             Corruption::SpeckleNoise => noise::speckle(image, s, rng),
             Corruption::DefocusBlur => blur::defocus(image, s),
             Corruption::GlassBlur => blur::glass(image, s, rng),

@@ -6,7 +6,9 @@
 //! one cached, bounded integers by masked rejection, Poisson by multiplication below λ = 10
 //! and by PTRS (Hörmann 1993) above.
 
+use rand::RngCore;
 use rand_mt::Mt;
+use rand_pcg::Pcg64;
 
 /// NumPy's `RandomState` stream.
 pub struct NumpyStream {
@@ -127,6 +129,81 @@ impl NumpyStream {
             }
         }
     }
+}
+
+/// NumPy's `np.random.default_rng(seed)` stream, which scikit-image's `random_noise` (the
+/// reference's impulse noise) draws from: PCG64 (`rand_pcg`'s, the same generator) seeded
+/// through NumPy's `SeedSequence`, doubles from the top 53 bits of a 64-bit word.
+pub struct NumpyGenerator {
+    pcg: Pcg64,
+}
+
+impl NumpyGenerator {
+    /// The stream of `np.random.default_rng(seed)`.
+    pub fn new(seed: u64) -> Self {
+        let s = seed_sequence(seed);
+        let state = (u128::from(s[0]) << 64) | u128::from(s[1]);
+        let stream = (u128::from(s[2]) << 64) | u128::from(s[3]);
+        NumpyGenerator {
+            pcg: Pcg64::new(state, stream),
+        }
+    }
+
+    /// `Generator.random()`: uniform in `[0, 1)`.
+    pub fn random(&mut self) -> f64 {
+        (self.pcg.next_u64() >> 11) as f64 / 9_007_199_254_740_992.0
+    }
+}
+
+/// `np.random.SeedSequence(seed).generate_state(4, np.uint64)`: the seed's 32-bit words hashed
+/// into a pool of four, mixed, then drawn out (Melissa O'Neill's `seed_seq`, NumPy's constants).
+fn seed_sequence(seed: u64) -> [u64; 4] {
+    const INIT_A: u32 = 0x43b0_d7e5;
+    const MULT_A: u32 = 0x931e_8875;
+    const INIT_B: u32 = 0x8b51_f9dd;
+    const MULT_B: u32 = 0x58f3_8ded;
+    let mut words = vec![seed as u32];
+    if seed >> 32 != 0 {
+        words.push((seed >> 32) as u32);
+    }
+    let mut hash = INIT_A;
+    let mut hashmix = |value: u32| {
+        let mut v = value ^ hash;
+        hash = hash.wrapping_mul(MULT_A);
+        v = v.wrapping_mul(hash);
+        v ^ (v >> 16)
+    };
+    let mix = |x: u32, y: u32| {
+        let r = 0xca01_f9dd_u32
+            .wrapping_mul(x)
+            .wrapping_sub(0x4973_f715_u32.wrapping_mul(y));
+        r ^ (r >> 16)
+    };
+    let mut pool = [0u32; 4];
+    for (i, p) in pool.iter_mut().enumerate() {
+        *p = hashmix(words.get(i).copied().unwrap_or(0));
+    }
+    for src in 0..4 {
+        for dst in 0..4 {
+            if src != dst {
+                let h = hashmix(pool[src]);
+                pool[dst] = mix(pool[dst], h);
+            }
+        }
+    }
+    let mut hash = INIT_B;
+    let mut out = [0u64; 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut half = |j: usize| {
+            let mut v = pool[j % 4] ^ hash;
+            hash = hash.wrapping_mul(MULT_B);
+            v = v.wrapping_mul(hash);
+            u64::from(v ^ (v >> 16))
+        };
+        let low = half(2 * i);
+        *o = low | (half(2 * i + 1) << 32);
+    }
+    out
 }
 
 /// A 64-bit seed folded to the 32 bits NumPy takes.
@@ -252,6 +329,40 @@ mod tests {
         assert_eq!(small, [2, 4, 4, 1, 4, 5, 4, 4]);
         assert_eq!(large, [47, 43, 41, 45, 41, 40, 35, 40]);
         assert_eq!(r.poisson(0.0), 0);
+    }
+
+    #[test]
+    fn generators_are_numpys_default_rng() {
+        assert_eq!(
+            seed_sequence(12345),
+            [
+                13091511679009522556,
+                13538552136045918767,
+                7269824232120749972,
+                4520223790601600371
+            ]
+        );
+        for (seed, want) in [
+            (
+                0,
+                [0.6369616873214543, 0.2697867137638703, 0.04097352393619469],
+            ),
+            (
+                1,
+                [0.5118216247002567, 0.9504636963259353, 0.14415961271963373],
+            ),
+            (
+                12345,
+                [0.22733602246716966, 0.31675833970975287, 0.7973654573327341],
+            ),
+            (
+                u64::from(u32::MAX),
+                [0.2519435680449965, 0.21906579628685663, 0.28728472043517017],
+            ),
+        ] {
+            let mut g = NumpyGenerator::new(seed);
+            assert_eq!([g.random(), g.random(), g.random()], want, "seed {seed}");
+        }
     }
 
     #[test]
