@@ -162,18 +162,18 @@ fn bounds_hold_on_the_reference_networks() {
     }
 }
 
-/// On the bundled digits CNN at ε = 0.01 and 0.03 (ℓ∞, in [0, 1]): the lowered graph computes
+/// On the first 12 digits, digits CNN, at ε = 0.01 and 0.03 (ℓ∞, in [0, 1]): the lowered graph computes
 /// the model's logits, CROWN's bounds are within IBP's and hold at every tensor for sampled
 /// points (300 per ε for the first image, 60 for the second), and no image CROWN certifies
 /// is fooled by APGD (cross-entropy and targeted DLR, 100 steps) inside its ball.
 #[test]
 fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
     let model = digits_cnn();
-    let data = digits(16);
-    let x = data.load(&model.spec, 0, 16).unwrap().x;
+    let data = digits(12);
+    let x = data.load(&model.spec, 0, 12).unwrap().x;
     let proto = &model.runnable.proto;
     let net = BoundNet::from_onnx(proto, &model.spec.sample_shape()).unwrap();
-    let logits = model.logits(&x, 16).unwrap();
+    let logits = model.logits(&x, 12).unwrap();
     let sm = SpacedModel {
         model: &model,
         space: Space::Model,
@@ -181,7 +181,7 @@ fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
     let mut certified = 0;
     for eps in [0.01f32, 0.03] {
         let (mut cx, mut labels, mut targets) = (vec![], vec![], vec![]);
-        for i in 0..16 {
+        for i in 0..12 {
             let u = &x[i * 784..(i + 1) * 784];
             let z = &logits[i * 10..(i + 1) * 10];
             let k0 = georob::attack::vector::argmax(z);
@@ -246,7 +246,7 @@ fn certified_digits_withstand_apgd_and_crown_is_tighter_than_ibp() {
             }
         }
     }
-    assert!(certified >= 16, "only {certified} certified");
+    assert!(certified >= 12, "only {certified} certified");
 }
 
 /// Rotations of the digits CNN by ±2°: every image `certify` certifies keeps its prediction
